@@ -1,0 +1,3 @@
+"""Imports the modules that register the built-in spaces."""
+
+from __future__ import annotations

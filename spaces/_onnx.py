@@ -1,0 +1,50 @@
+"""Export a torch model to ONNX the same way everywhere in the project."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+__all__ = ["export_onnx"]
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18
+
+
+def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: str | None = None) -> "onnx.ModelProto":
+    """Export ``model`` (eval mode, batch 1, float32) to ONNX and return the ``ModelProto``.
+
+    Uses the TorchScript exporter where the installed torch still has it (fast, and it folds BatchNorm
+    into the preceding convolution), and the ``torch.export`` based exporter otherwise. Node and
+    initializer names keep the module paths. Writes ``path`` when given.
+    """
+    import onnx
+    import torch
+
+    model = model.eval()
+    example = torch.zeros((1, *input_shape), dtype=torch.float32)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example,), buffer, dynamo=False, opset_version=OPSET,
+                input_names=["input"], output_names=["logits"], do_constant_folding=True,
+            )
+        proto = onnx.load_from_string(buffer.getvalue())
+    except (TypeError, RuntimeError, AttributeError) as exc:  # legacy exporter removed or failing
+        logger.debug("TorchScript ONNX exporter unavailable (%s); using torch.export", exc)
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=OPSET, input_names=["input"], output_names=["logits"],
+        )
+        proto = program.model_proto
+    if path is not None:
+        onnx.save(proto, path)
+    return proto

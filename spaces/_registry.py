@@ -1,0 +1,50 @@
+"""Registry of search spaces by name."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from spaces._base import SearchSpace
+
+__all__ = ["get_space", "list_spaces", "register_space"]
+
+logger = logging.getLogger(__name__)
+
+_SPACES: dict[str, type["SearchSpace"]] = {}
+S = TypeVar("S", bound="type[SearchSpace]")
+
+
+def register_space(name: str) -> Callable[[S], S]:
+    """Class decorator: register a :class:`~spaces.SearchSpace` subclass under ``name``.
+
+    A name that is already taken raises ``ValueError``: a registry never overwrites silently.
+    """
+
+    def decorator(cls: S) -> S:
+        if name in _SPACES and _SPACES[name] is not cls:
+            raise ValueError(f"space name {name!r} is already registered by {_SPACES[name].__qualname__}")
+        cls.name = name
+        _SPACES[name] = cls
+        return cls
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    import spaces._builtin  # noqa: F401  (registers the built-in spaces)
+
+
+def list_spaces() -> list[str]:
+    """Names of the registered spaces, sorted."""
+    _load_builtins()
+    return sorted(_SPACES)
+
+
+def get_space(name: str, **options: Any) -> "SearchSpace":
+    """An instance of the space registered as ``name``, with its options (all have defaults)."""
+    _load_builtins()
+    if name not in _SPACES:
+        raise ValueError(f"space={name!r} is not registered; allowed: {', '.join(sorted(_SPACES))}")
+    return _SPACES[name](**options)
