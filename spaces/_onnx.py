@@ -16,6 +16,8 @@ __all__ = ["export_onnx"]
 logger = logging.getLogger(__name__)
 
 OPSET = 18
+#: Highest ONNX IR version that ONNX Runtime >= 1.18 loads; newer onnx packages write higher by default.
+MAX_IR_VERSION = 10
 
 
 def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: str | None = None) -> "onnx.ModelProto":
@@ -23,7 +25,8 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
 
     Uses the TorchScript exporter where the installed torch still has it (fast, and it folds BatchNorm
     into the preceding convolution), and the ``torch.export`` based exporter otherwise. Node and
-    initializer names keep the module paths. Writes ``path`` when given.
+    initializer names keep the module paths. The IR version is capped at :data:`MAX_IR_VERSION` so that
+    ONNX Runtime loads the file. Writes ``path`` when given.
     """
     import onnx
     import torch
@@ -45,6 +48,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
             model, (example,), dynamo=True, opset_version=OPSET, input_names=["input"], output_names=["logits"],
         )
         proto = program.model_proto
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
     if path is not None:
         onnx.save(proto, path)
     return proto
