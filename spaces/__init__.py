@@ -5,18 +5,26 @@
 
 from __future__ import annotations
 
-from spaces._base import PRUNE_RATIO_MAX, SearchSpace, SpaceStats
+from spaces._base import PRUNE_RATIO_MAX, SEARCH_PARTS, Layer, SearchSpace, SpaceStats
 from spaces._candidate import Candidate
 from spaces._onnx import export_onnx
+from spaces._quant import QUANT_BITS, calibrate, export_onnx_quantized, fold_batchnorm, prepare_qat
 from spaces._registry import get_space, list_spaces, register_space
 
 __all__ = [
     "PRUNE_RATIO_MAX",
+    "QUANT_BITS",
+    "SEARCH_PARTS",
     "Candidate",
+    "Layer",
     "SearchSpace",
     "SpaceStats",
+    "calibrate",
+    "export_onnx_quantized",
     "export_onnx",
+    "fold_batchnorm",
     "get_space",
     "list_spaces",
+    "prepare_qat",
     "register_space",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from latency_models import Kernel
 
@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     import optuna
     import torch
 
-__all__ = ["SearchSpace", "SpaceStats", "PRUNE_RATIO_MAX"]
+__all__ = ["Layer", "SearchSpace", "SpaceStats", "PRUNE_RATIO_MAX", "SEARCH_PARTS"]
 
 #: Largest prune ratio a layer may have.
 PRUNE_RATIO_MAX = 0.9
+#: The parts of a candidate that ``sample`` can search; the parts not searched keep their defaults.
+SEARCH_PARTS = ("arch", "prune", "bits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,14 +38,32 @@ class SpaceStats:
     size_bytes: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One entry of a candidate's per-layer table (what ``prune_ratios`` and ``bits`` index).
+
+    Attributes:
+        name: layer name; also the module path prefix of its modules in the built model.
+        prunable: whether a prune ratio removes channels here (spaces reset a ratio elsewhere to 0).
+        quantisable: whether the layer has weights (spaces reset bits elsewhere to 32).
+    """
+
+    name: str
+    prunable: bool = True
+    quantisable: bool = True
+
+
 class SearchSpace(abc.ABC):
     """A registered family of models.
 
     Contract for subclasses (register them with :func:`spaces.register_space`):
 
-    - ``sample(trial_or_rng)``: draw a :class:`Candidate` from an ``optuna.trial.Trial`` (stable parameter
-      names, so a resumed study continues where it stopped) or from a seeded ``numpy.random.Generator``
-      (reproducible).
+    - ``sample(trial_or_rng, *, search=SEARCH_PARTS)``: draw a :class:`Candidate` from an
+      ``optuna.trial.Trial`` (stable parameter names, so a resumed study continues where it stopped; an
+      ``optuna.trial.FixedTrial`` of a trial's params gives the same candidate again) or from a seeded
+      ``numpy.random.Generator`` (reproducible). ``search`` names the parts drawn, a subset of
+      :data:`SEARCH_PARTS`: the others keep their defaults (the default architecture of ``candidate()``,
+      prune ratio 0, 32 bits), which is how arch-only, prune-only and bits-only searches are made.
     - ``candidate(**genes)``: make (and validate) a candidate from genes given by hand; per-layer
       ``prune_ratios`` and ``bits`` default to none pruned and 32 bits.
     - ``build(candidate)``: the ``torch.nn.Module`` with pruned channels physically absent.
@@ -70,8 +90,10 @@ class SearchSpace(abc.ABC):
 
     # ----------------------------------------------------------------- to implement
     @abc.abstractmethod
-    def sample(self, trial_or_rng: "optuna.trial.Trial | np.random.Generator") -> Candidate:
-        """Draw a candidate from an Optuna trial or a seeded numpy generator."""
+    def sample(
+        self, trial_or_rng: "optuna.trial.Trial | np.random.Generator", *, search: Sequence[str] = SEARCH_PARTS
+    ) -> Candidate:
+        """Draw a candidate from an Optuna trial or a seeded numpy generator, searching only ``search``."""
 
     @abc.abstractmethod
     def candidate(self, **genes: Any) -> Candidate:
@@ -103,6 +125,10 @@ class SearchSpace(abc.ABC):
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one input image."""
         return (self.in_channels, self.input_size, self.input_size)
+
+    def layers(self, candidate: Candidate) -> list[Layer]:
+        """The per-layer table of ``candidate``; by default every layer is prunable and has weights."""
+        return [Layer(name) for name in self.layer_names(candidate)]
 
     def stats(self, candidate: Candidate) -> SpaceStats:
         """Parameters, MACs and stored bytes at the chosen bits, from the candidate's kernels."""

@@ -1,0 +1,155 @@
+"""`fbnet`: the FBNet space of HW-NAS-Bench, exactly as `docs/fbnet-space.md` specifies it.
+
+Macro structure: stem (3x3 conv to 16, BN, ReLU), 22 searchable blocks in 7 stages, head (1x1 conv to 1504
+or 1984 channels, BN, ReLU), global average pool, fully connected classifier. Each block is one of nine
+choices (``k{3,5}_e{1,3,6}`` inverted residuals, ``_g2`` grouped variants with a channel shuffle, ``skip``).
+
+Per-layer table (``layer_names``): ``stem``, ``blocks.0`` ... ``blocks.21``, ``head``, ``classifier``.
+A block's prune ratio removes that fraction of its expanded hidden channels (``C_in * E``; the block's
+input and output widths stay those of the spec, so residuals and the stage widths are untouched); the
+head's ratio removes head channels (and the classifier's matching inputs). ``stem``, ``classifier`` and
+``skip`` blocks have nothing to prune. A block's bits apply to all its convolutions; an identity ``skip``
+has no weights. With no pruning the network is exactly the spec's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from spaces._blocks import (
+    ConvBN,
+    GlobalPool,
+    Layer,
+    Linear,
+    PlannedSpace,
+    Seq,
+    Shuffle,
+    Suggest,
+    check_unknown,
+    keep_channels,
+)
+from spaces._registry import register_space
+
+__all__ = ["FBNetSpace", "FBNET_OPS"]
+
+#: Block choices, in the index order of the spec.
+FBNET_OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
+STAGE_BLOCKS = (1, 4, 4, 4, 4, 4, 1)
+STAGE_CHANNELS = (16, 24, 32, 64, 112, 184, 352)
+STEM_CHANNELS = 16
+SETTINGS = {
+    "cifar": {"stem_stride": 1, "strides": (1, 1, 2, 2, 1, 2, 1), "head": 1504, "num_classes": 100, "input_size": 32},
+    "imagenet": {"stem_stride": 2, "strides": (1, 2, 2, 2, 1, 2, 1), "head": 1984, "num_classes": 1000, "input_size": 224},
+}
+NUM_LAYERS = sum(STAGE_BLOCKS)
+#: The default architecture, ``candidate()`` without ``ops``.
+DEFAULT_OPS = ("k3_e6",) * NUM_LAYERS
+
+
+def parse_op(op: str) -> tuple[int, int, int] | None:
+    """(kernel, expansion, groups) of a block choice, ``None`` for ``skip``."""
+    if op == "skip":
+        return None
+    parts = op.split("_")
+    return int(parts[0][1:]), int(parts[1][1:]), 2 if len(parts) == 3 else 1
+
+
+def block_configs(setting: str) -> list[tuple[int, int, int]]:
+    """(C_in, C_out, stride) of the 22 blocks."""
+    cfg, cin, out = SETTINGS[setting], STEM_CHANNELS, []
+    for n, cout, stride in zip(STAGE_BLOCKS, STAGE_CHANNELS, cfg["strides"]):
+        for j in range(n):
+            out.append((cin, cout, stride if j == 0 else 1))
+            cin = cout
+    return out
+
+
+@register_space("fbnet")
+class FBNetSpace(PlannedSpace):
+    """The HW-NAS-Bench FBNet space. Genes: ``ops``, the 22 block choices of :data:`FBNET_OPS` in order.
+
+    Options: ``setting`` (``"cifar"``: stem stride 1, head 1504, defaults 100 classes at 32x32;
+    ``"imagenet"``: stem stride 2, head 1984, defaults 1000 classes at 224x224), ``num_classes``,
+    ``input_size``, ``in_channels`` and ``channel_multiple`` (pruned hidden widths are multiples of it, and
+    of the block's groups).
+    """
+
+    def __init__(
+        self,
+        *,
+        setting: str = "cifar",
+        num_classes: int | None = None,
+        input_size: int | None = None,
+        in_channels: int = 3,
+        channel_multiple: int = 8,
+    ) -> None:
+        if setting not in SETTINGS:
+            raise ValueError(f"setting={setting!r} is not allowed; allowed: {', '.join(SETTINGS)}")
+        cfg = SETTINGS[setting]
+        super().__init__(
+            num_classes=cfg["num_classes"] if num_classes is None else num_classes,
+            input_size=cfg["input_size"] if input_size is None else input_size,
+            in_channels=in_channels,
+            channel_multiple=channel_multiple,
+        )
+        self.setting = setting
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**super().options, "setting": self.setting}
+
+    # ----------------------------------------------------------------- genes
+    def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
+        check_unknown(genes, ("ops",))
+        ops = genes.get("ops", DEFAULT_OPS)
+        if isinstance(ops, (str, bytes)) or not isinstance(ops, Sequence):
+            raise ValueError(f"ops={ops!r} is not allowed; allowed: a list of {NUM_LAYERS} block names")
+        if len(ops) != NUM_LAYERS:
+            raise ValueError(f"ops has {len(ops)} blocks; allowed: exactly {NUM_LAYERS} ({'+'.join(map(str, STAGE_BLOCKS))})")
+        for i, op in enumerate(ops):
+            if op not in FBNET_OPS:
+                raise ValueError(f"ops[{i}]={op!r} is not allowed; allowed: {', '.join(FBNET_OPS)}")
+        return {"ops": list(ops)}
+
+    def _sample_arch(self, suggest: Suggest) -> dict[str, Any]:
+        return {"ops": [suggest.categorical(f"op_{i}", FBNET_OPS) for i in range(NUM_LAYERS)]}
+
+    def _layers(self, arch: Mapping[str, Any]) -> list[Layer]:
+        layers = [Layer("stem", prunable=False)]
+        for i, (op, (cin, cout, stride)) in enumerate(zip(arch["ops"], block_configs(self.setting))):
+            identity = op == "skip" and cin == cout and stride == 1
+            layers.append(Layer(f"blocks.{i}", prunable=op != "skip", quantisable=not identity))
+        return layers + [Layer("head", prunable=True), Layer("classifier", prunable=False)]
+
+    # ----------------------------------------------------------------- plan
+    def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
+        cfg = SETTINGS[self.setting]
+        stem = ConvBN("stem", self.in_channels, STEM_CHANNELS, 3, cfg["stem_stride"], bits=bits[0])
+        blocks = []
+        for i, (op, (cin, cout, stride)) in enumerate(zip(arch["ops"], block_configs(self.setting))):
+            r, b = ratios[i + 1], bits[i + 1]
+            parsed = parse_op(op)
+            if parsed is None:
+                same = cin == cout and stride == 1
+                children = () if same else (ConvBN("conv", cin, cout, 1, stride, padding=0, bits=b),)
+                blocks.append(Seq(str(i), children))
+                continue
+            k, e, g = parsed
+            hidden = keep_channels(cin * e, r, math.lcm(self.channel_multiple, g))
+            children = [ConvBN("expand", cin, hidden, 1, groups=g, padding=0, bits=b)]
+            if g > 1:
+                children.append(Shuffle("shuffle", g))
+            children += [
+                ConvBN("dw", hidden, hidden, k, stride, groups=hidden, padding=math.ceil((k - stride) / 2), bits=b),
+                ConvBN("project", hidden, cout, 1, groups=g, activation="none", padding=0, bits=b),
+            ]
+            blocks.append(Seq(str(i), tuple(children), residual=cin == cout and stride == 1))
+        head_channels = keep_channels(cfg["head"], ratios[-2], self.channel_multiple)
+        return Seq("", (
+            stem,
+            Seq("blocks", tuple(blocks)),
+            ConvBN("head", STAGE_CHANNELS[-1], head_channels, 1, padding=0, bits=bits[-2]),
+            GlobalPool("pool"),
+            Linear("classifier", head_channels, self.num_classes, bits=bits[-1]),
+        ))
