@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from search._distill import distill_train, hint_loss, kd_loss
+from search._proxy import ProxyEvaluator
+
+__all__: list[str] = ["ProxyEvaluator", "distill_train", "hint_loss", "kd_loss"]

@@ -1,0 +1,65 @@
+"""The accuracy proxy: a short distillation training at the candidate's bit widths, then validation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from search._distill import as_xy, distill_train, evaluate
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ProxyEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyEvaluator:
+    """Scores a model by its validation accuracy after a short knowledge-distillation training.
+
+    The teacher's logits on ``train`` are computed once, here, and reused by every trial, so a trial pays
+    only for the student. Each call trains a fake-quantised copy of the model at the given bits (see
+    :func:`search.distill_train`) and returns its top-1 accuracy on ``val``, a fraction in [0, 1].
+    Deterministic for a given ``seed`` (seeded torch, deterministic algorithms, ``threads`` threads).
+
+    Attributes:
+        teacher_logits: the cached logits of the teacher on the training inputs.
+        last_seconds: wall time of the last call, in seconds.
+    """
+
+    def __init__(self, train: Any, val: Any, teacher: "torch.nn.Module", *, epochs: int = 3,
+                 batch_size: int = 64, lr: float = 0.05, temperature: float = 4.0, alpha: float = 0.9,
+                 seed: int = 0, threads: int | None = 1) -> None:
+        import torch
+
+        if epochs < 0:
+            raise ValueError(f"epochs={epochs!r} must be >= 0")
+        self.train = as_xy(train, "train")
+        self.val = as_xy(val, "val")
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.temperature, self.alpha, self.seed, self.threads = temperature, alpha, seed, threads
+        teacher.eval()
+        with torch.no_grad():
+            x = self.train[0]
+            self.teacher_logits = torch.cat([teacher(x[i:i + 512]) for i in range(0, len(x), 512)]).detach()
+        self.last_seconds = 0.0
+
+    def fine_tune(self, model: "torch.nn.Module", module_bits: Mapping[str, int], *, epochs: int | None = None,
+                  lr: float | None = None) -> "torch.nn.Module":
+        """The fake-quantised model trained by distillation for ``epochs`` (default: the proxy's)."""
+        return distill_train(
+            model, module_bits, self.train, self.teacher_logits,
+            epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
+            lr=self.lr if lr is None else lr, temperature=self.temperature, alpha=self.alpha, seed=self.seed,
+            threads=self.threads,
+        )
+
+    def __call__(self, model: "torch.nn.Module", module_bits: Mapping[str, int]) -> float:
+        start = time.perf_counter()
+        trained = self.fine_tune(model, module_bits)
+        acc = evaluate(trained, self.val)
+        self.last_seconds = time.perf_counter() - start
+        logger.debug("proxy accuracy %.4f in %.2f s", acc, self.last_seconds)
+        return acc

@@ -1,0 +1,100 @@
+"""The fake-quantisation modules (imported lazily: this module imports torch)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from spaces._quant import fake_quant_weight
+
+__all__ = ["ActFakeQuant", "QuantConv2d", "QuantLayer", "QuantLinear"]
+
+
+class QuantLayer:
+    """Mixin of the quantised layers: ``bits`` (4, 8, 16, 32) and an ``exporting`` switch.
+
+    While ``exporting`` is true the layer computes in plain float32 (the exporter writes the quantised
+    weights and the float16 casts into the ONNX graph itself).
+    """
+
+    bits: int
+    exporting: bool
+
+    def _qweight(self) -> torch.Tensor:
+        if self.exporting or self.bits == 32:
+            return self.weight
+        if self.bits == 16:
+            return self.weight.half().float()
+        return fake_quant_weight(self.weight, self.bits)
+
+    def _fp16_round(self, x: torch.Tensor) -> torch.Tensor:
+        return x if (self.exporting or self.bits != 16) else x.half().float()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bits={self.bits}"  # type: ignore[misc]
+
+
+class QuantConv2d(QuantLayer, torch.nn.Conv2d):
+    """A ``Conv2d`` whose weights (and, at 16 bits, inputs and outputs) are fake-quantised."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias if self.bias is None else self._fp16_round(self.bias)
+        return self._fp16_round(self._conv_forward(self._fp16_round(x), self._qweight(), bias))
+
+
+class QuantLinear(QuantLayer, torch.nn.Linear):
+    """A ``Linear`` whose weights (and, at 16 bits, inputs and outputs) are fake-quantised."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias if self.bias is None else self._fp16_round(self.bias)
+        return self._fp16_round(F.linear(self._fp16_round(x), self._qweight(), bias))
+
+
+class ActFakeQuant(torch.nn.Module):
+    """Per-tensor uint8 affine fake quantiser of an activation, with an observed range.
+
+    Modes: ``"qat"`` (in training mode the range follows an exponential moving average of the batch
+    min/max; in eval mode it is frozen), ``"observe"`` (collects values for :func:`spaces.calibrate`, passes
+    them through), ``"off"`` (identity). The range always contains 0, so a ReLU output gets zero point 0.
+    """
+
+    def __init__(self, *, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.mode = "qat"
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
+        self.register_buffer("min_val", torch.tensor(0.0))
+        self.register_buffer("max_val", torch.tensor(0.0))
+        self.register_buffer("initialised", torch.tensor(False))
+        self._samples: list[torch.Tensor] = []
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, range=[{float(self.min_val):.4g}, {float(self.max_val):.4g}]"
+
+    def set_range(self, lo: float, hi: float) -> None:
+        """Set the quantisation range (widened to contain 0) and the scale and zero point it implies."""
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        scale = max((hi - lo) / 255.0, 1e-8)
+        zero = int(min(max(round(-lo / scale), 0), 255))
+        self.min_val.fill_(lo)
+        self.max_val.fill_(hi)
+        self.scale.fill_(scale)
+        self.zero_point.fill_(zero)
+        self.initialised.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "off":
+            return x
+        if self.mode == "observe":
+            self._samples.append(x.detach())
+            return x
+        if self.training:
+            lo, hi = float(x.detach().min()), float(x.detach().max())
+            if bool(self.initialised):
+                m = self.momentum
+                lo, hi = (1 - m) * float(self.min_val) + m * lo, (1 - m) * float(self.max_val) + m * hi
+            self.set_range(lo, hi)
+        elif not bool(self.initialised):
+            raise RuntimeError("an activation quantiser has no range: calibrate the model or train it first")
+        return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255)
