@@ -152,6 +152,11 @@ def keep_channels(channels: int, ratio: float, multiple: int) -> int:
     return min(channels, kept)
 
 
+def default_stem_stride(input_size: int) -> int:
+    """Stem stride of the students: 1 for small inputs (CIFAR, digits), 2 (as on ImageNet) above 64 pixels."""
+    return 1 if input_size <= 64 else 2
+
+
 def conv_out(size: int, kernel_size: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel_size) // stride + 1
 
@@ -540,6 +545,43 @@ def per_stage(
                 raise ValueError(f"{gene}[{s}][{j}]={v!r} is not allowed; allowed: {_allowed(allowed)}")
         out.append(list(stage))
     return out
+
+
+def check_choice(gene: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed`` (booleans never are), else ``ValueError``."""
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(f"{gene}={value!r} is not allowed; allowed: {_allowed(allowed)}")
+    return value
+
+
+def check_depths(gene: str, value: Any, max_depths: Sequence[int]) -> list[int]:
+    """Per-stage block counts, each an integer in [1, max_depths[stage]]."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != len(max_depths):
+        raise ValueError(f"{gene}={value!r} is not allowed; allowed: {len(max_depths)} integers, one per stage")
+    for s, (d, top) in enumerate(zip(value, max_depths)):
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= top:
+            raise ValueError(f"{gene}[{s}]={d!r} is not allowed; allowed: an integer in [1, {top}]")
+    return [int(d) for d in value]
+
+
+def sample_stages(
+    suggest: Suggest,
+    depth_gene: str,
+    depth_param: str,
+    max_depths: Sequence[int],
+    per_block: Mapping[str, tuple[str, Sequence[Any]]],
+) -> dict[str, Any]:
+    """Draw per-stage depths (gene ``depth_gene``, parameters ``f"{depth_param}_{s}"``) and, for every
+    block, one choice per entry of ``per_block``.
+
+    ``per_block`` maps a gene name to (parameter prefix, choices); the parameter of block ``j`` of stage
+    ``s`` is ``f"{prefix}_{s}_{j}"``, the same whatever the depths, so Optuna's history stays meaningful.
+    """
+    depths = [suggest.integer(f"{depth_param}_{s}", 1, top) for s, top in enumerate(max_depths)]
+    genes: dict[str, Any] = {depth_gene: depths}
+    for gene, (prefix, choices) in per_block.items():
+        genes[gene] = [[suggest.categorical(f"{prefix}_{s}_{j}", choices) for j in range(d)] for s, d in enumerate(depths)]
+    return genes
 
 
 def check_unknown(genes: Mapping[str, Any], known: Sequence[str]) -> None:

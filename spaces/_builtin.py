@@ -3,3 +3,5 @@
 from __future__ import annotations
 
 import spaces._fbnet  # noqa: F401  (registers "fbnet")
+import spaces._mobilenet  # noqa: F401  (registers "mobilenet")
+import spaces._shufflenet  # noqa: F401  (registers "shufflenet")

@@ -38,7 +38,7 @@ def _random_candidates(space, n: int, seed: int = 0) -> list[Candidate]:
 
 
 def test_builtin_spaces_are_registered():
-    assert {"fbnet"} <= set(SPACES)
+    assert {"fbnet", "mobilenet", "shufflenet"} <= set(SPACES)
 
 
 def test_sample_from_rng_is_reproducible(space):

@@ -1,0 +1,134 @@
+"""`mobilenet`: MobileNetV2-like students made of inverted residual blocks.
+
+Macro structure (MobileNetV2): stem 3x3 conv to ``32*width`` channels, 7 stages of inverted residuals
+(widths ``16, 24, 32, 64, 96, 160, 320`` times ``width``, first-block strides ``1, 2, 2, 2, 1, 2, 1``),
+head 1x1 conv to ``1280*max(1, width)`` channels, global average pool, classifier. Activations are ReLU6.
+A block is: 1x1 expansion conv (absent when the expansion is 1), KxK depthwise conv (stride on the first
+block of a stage), 1x1 projection (no activation), residual add when stride 1 and widths match.
+
+Genes: ``width`` (multiplier), ``depths`` (blocks per stage), ``expansions`` and ``kernel_sizes`` (one per
+block, nested per stage). The default (``candidate()``) is MobileNetV2 1.0.
+
+Per-layer table: ``stem``, ``stages.{s}.{j}``, ``head``, ``classifier``. A prune ratio removes that
+fraction of a layer's hidden and output channels, rounded to ``channel_multiple``: the stem's and head's
+output channels; a block's expanded hidden channels; and, for the first block of a stage (the only one
+without a residual from the stage's own width), the stage's output width, which every later block of the
+stage inherits so the residual adds stay consistent. A later block with expansion 1 has nothing to prune.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from spaces._blocks import (
+    ConvBN,
+    GlobalPool,
+    Layer,
+    Linear,
+    PlannedSpace,
+    Seq,
+    Suggest,
+    check_choice,
+    check_depths,
+    check_unknown,
+    default_stem_stride,
+    keep_channels,
+    make_divisible,
+    per_stage,
+    sample_stages,
+)
+from spaces._registry import register_space
+
+__all__ = ["MobileNetSpace"]
+
+#: (channels at width 1, MobileNetV2 depth = the largest allowed, stride of the first block)
+STAGES = ((16, 1, 1), (24, 2, 2), (32, 3, 2), (64, 4, 2), (96, 3, 1), (160, 3, 2), (320, 1, 1))
+MAX_DEPTHS = tuple(depth for _, depth, _ in STAGES)
+WIDTHS = (0.35, 0.5, 0.75, 1.0)
+EXPANSIONS = (1, 3, 6)
+KERNEL_SIZES = (3, 5, 7)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+GENES = ("width", "depths", "expansions", "kernel_sizes")
+
+
+@register_space("mobilenet")
+class MobileNetSpace(PlannedSpace):
+    """MobileNetV2-like inverted-residual students.
+
+    Options: ``num_classes`` (100), ``input_size`` (32), ``in_channels`` (3), ``channel_multiple`` (8:
+    widths and pruned channel counts are multiples of it), ``stem_stride`` (1 or 2; default 1 up to 64
+    pixels, 2 above).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 100,
+        input_size: int = 32,
+        in_channels: int = 3,
+        channel_multiple: int = 8,
+        stem_stride: int | None = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
+                         channel_multiple=channel_multiple)
+        self.stem_stride = default_stem_stride(input_size) if stem_stride is None else check_choice("stem_stride", stem_stride, (1, 2))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**super().options, "stem_stride": self.stem_stride}
+
+    # ----------------------------------------------------------------- genes
+    def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
+        check_unknown(genes, GENES)
+        width = check_choice("width", genes.get("width", 1.0), WIDTHS)
+        depths = check_depths("depths", genes.get("depths", MAX_DEPTHS), MAX_DEPTHS)
+        default_e = [[1 if s == 0 else 6] * d for s, d in enumerate(depths)]
+        expansions = per_stage("expansions", genes.get("expansions", default_e), depths, EXPANSIONS)
+        kernel_sizes = per_stage("kernel_sizes", genes.get("kernel_sizes", [[3] * d for d in depths]), depths, KERNEL_SIZES)
+        return {"width": float(width), "depths": depths, "expansions": expansions, "kernel_sizes": kernel_sizes}
+
+    def _sample_arch(self, suggest: Suggest) -> dict[str, Any]:
+        width = suggest.categorical("width", WIDTHS)
+        genes = sample_stages(suggest, "depths", "depth", MAX_DEPTHS,
+                              {"expansions": ("expansion", EXPANSIONS), "kernel_sizes": ("kernel", KERNEL_SIZES)})
+        return {"width": width, **genes}
+
+    def _layers(self, arch: Mapping[str, Any]) -> list[Layer]:
+        layers = [Layer("stem", prunable=True)]
+        for s, stage in enumerate(arch["expansions"]):
+            layers += [Layer(f"stages.{s}.{j}", prunable=j == 0 or e != 1) for j, e in enumerate(stage)]
+        return layers + [Layer("head", prunable=True), Layer("classifier", prunable=False)]
+
+    # ----------------------------------------------------------------- plan
+    def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
+        m, width = self.channel_multiple, arch["width"]
+        cin = keep_channels(make_divisible(STEM_CHANNELS * width, m), ratios[0], m)
+        stem = ConvBN("stem", self.in_channels, cin, 3, self.stem_stride, activation="relu6", bits=bits[0])
+        stages, i = [], 1
+        for s, (channels, _, stride) in enumerate(STAGES):
+            cout = keep_channels(make_divisible(channels * width, m), ratios[i], m)
+            blocks = []
+            for j, (e, k) in enumerate(zip(arch["expansions"][s], arch["kernel_sizes"][s])):
+                r, b, st = ratios[i], bits[i], stride if j == 0 else 1
+                i += 1
+                children = []
+                hidden = cin
+                if e != 1:
+                    hidden = keep_channels(cin * e, r, m)
+                    children.append(ConvBN("expand", cin, hidden, 1, activation="relu6", bits=b))
+                children += [
+                    ConvBN("dw", hidden, hidden, k, st, groups=hidden, activation="relu6", bits=b),
+                    ConvBN("project", hidden, cout, 1, activation="none", bits=b),
+                ]
+                blocks.append(Seq(str(j), tuple(children), residual=st == 1 and cin == cout))
+                cin = cout
+            stages.append(Seq(str(s), tuple(blocks)))
+        head = keep_channels(make_divisible(HEAD_CHANNELS * max(1.0, width), m), ratios[-2], m)
+        return Seq("", (
+            stem,
+            Seq("stages", tuple(stages)),
+            ConvBN("head", cin, head, 1, activation="relu6", bits=bits[-2]),
+            GlobalPool("pool"),
+            Linear("classifier", head, self.num_classes, bits=bits[-1]),
+        ))

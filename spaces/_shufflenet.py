@@ -1,0 +1,152 @@
+"""`shufflenet`: ShuffleNetV2-like students (channel split, channel shuffle, concat).
+
+Macro structure (ShuffleNetV2): stem 3x3 conv to 24 channels (with stride 2 followed by a 3x3/2 max pool
+when ``stem_stride=2``), 3 stages of units, head 1x1 conv to 1024 channels, global average pool,
+classifier. Activations are ReLU. A stage's first unit halves the resolution: branch 1 is a KxK depthwise
+conv (stride 2) and a 1x1 conv, branch 2 a 1x1 conv, a KxK depthwise conv (stride 2) and a 1x1 conv, the
+two are concatenated and shuffled. Every other unit splits its input in halves, runs branch 2 (stride 1)
+on the second half, concatenates it to the first and shuffles. Stage widths at width 1 are 116, 232, 464
+(two branches of 58, 116, 232), each scaled by the stage's width multiplier and rounded to
+``2 * channel_multiple``.
+
+Genes: ``repeats`` (units per stage), ``widths`` (multiplier per stage), ``kernel_sizes`` (one per unit,
+nested per stage). The default (``candidate()``) is ShuffleNetV2 1.0x with 3x3 kernels.
+
+Per-layer table: ``stem``, ``stages.{s}.{j}``, ``head``, ``classifier``. A prune ratio removes that
+fraction of a layer's hidden and output channels, rounded to ``channel_multiple``: the stem's and head's
+output channels; a unit's hidden (branch 2 middle) channels; and, for a stage's first unit, also the
+branch output widths, i.e. the stage width that the later units (whose halves pass straight through)
+inherit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from spaces._blocks import (
+    ConvBN,
+    DualUnit,
+    GlobalPool,
+    Layer,
+    Linear,
+    MaxPool,
+    PlannedSpace,
+    Seq,
+    SplitUnit,
+    Suggest,
+    check_choice,
+    check_depths,
+    check_unknown,
+    default_stem_stride,
+    keep_channels,
+    make_divisible,
+    per_stage,
+    sample_stages,
+)
+from spaces._registry import register_space
+
+__all__ = ["ShuffleNetSpace"]
+
+#: Channels of one branch at width 1, per stage (ShuffleNetV2 1.0x: 116, 232, 464 per stage).
+BRANCH_CHANNELS = (58, 116, 232)
+#: ShuffleNetV2 repeats: the largest allowed and the default.
+MAX_REPEATS = (4, 8, 4)
+WIDTHS = (0.5, 0.75, 1.0)
+KERNEL_SIZES = (3, 5, 7)
+STEM_CHANNELS = 24
+HEAD_CHANNELS = 1024
+GENES = ("repeats", "widths", "kernel_sizes")
+
+
+@register_space("shufflenet")
+class ShuffleNetSpace(PlannedSpace):
+    """ShuffleNetV2-like students.
+
+    Options: ``num_classes`` (100), ``input_size`` (32), ``in_channels`` (3), ``channel_multiple`` (8),
+    ``stem_stride`` (1: no max pool; 2: stride-2 stem and a max pool, as ShuffleNetV2 on ImageNet;
+    default 1 up to 64 pixels, 2 above).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 100,
+        input_size: int = 32,
+        in_channels: int = 3,
+        channel_multiple: int = 8,
+        stem_stride: int | None = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
+                         channel_multiple=channel_multiple)
+        self.stem_stride = default_stem_stride(input_size) if stem_stride is None else check_choice("stem_stride", stem_stride, (1, 2))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**super().options, "stem_stride": self.stem_stride}
+
+    # ----------------------------------------------------------------- genes
+    def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
+        check_unknown(genes, GENES)
+        repeats = check_depths("repeats", genes.get("repeats", MAX_REPEATS), MAX_REPEATS)
+        widths = genes.get("widths", (1.0,) * len(MAX_REPEATS))
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != len(MAX_REPEATS):
+            raise ValueError(f"widths={widths!r} is not allowed; allowed: {len(MAX_REPEATS)} multipliers, one per stage")
+        widths = [float(check_choice(f"widths[{s}]", w, WIDTHS)) for s, w in enumerate(widths)]
+        kernel_sizes = per_stage("kernel_sizes", genes.get("kernel_sizes", [[3] * r for r in repeats]), repeats, KERNEL_SIZES)
+        return {"repeats": repeats, "widths": widths, "kernel_sizes": kernel_sizes}
+
+    def _sample_arch(self, suggest: Suggest) -> dict[str, Any]:
+        widths = [suggest.categorical(f"width_{s}", WIDTHS) for s in range(len(MAX_REPEATS))]
+        genes = sample_stages(suggest, "repeats", "repeats", MAX_REPEATS, {"kernel_sizes": ("kernel", KERNEL_SIZES)})
+        return {"widths": widths, **genes}
+
+    def _layers(self, arch: Mapping[str, Any]) -> list[Layer]:
+        layers = [Layer("stem", prunable=True)]
+        for s, n in enumerate(arch["repeats"]):
+            layers += [Layer(f"stages.{s}.{j}", prunable=True) for j in range(n)]
+        return layers + [Layer("head", prunable=True), Layer("classifier", prunable=False)]
+
+    # ----------------------------------------------------------------- plan
+    def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
+        m = self.channel_multiple
+        cin = keep_channels(STEM_CHANNELS, ratios[0], m)
+        stem: list[Any] = [ConvBN("stem", self.in_channels, cin, 3, self.stem_stride, bits=bits[0])]
+        if self.stem_stride == 2:
+            stem.append(MaxPool("stem_pool", 3, 2, 1))
+        stages, i = [], 1
+        for s, (base, w, kernels) in enumerate(zip(BRANCH_CHANNELS, arch["widths"], arch["kernel_sizes"])):
+            branch = keep_channels(make_divisible(base * w, m), ratios[i], m)
+            units = []
+            for j, k in enumerate(kernels):
+                r, b = ratios[i], bits[i]
+                i += 1
+                if j == 0:
+                    units.append(DualUnit(
+                        str(j),
+                        Seq("branch1", (
+                            ConvBN("dw", cin, cin, k, 2, groups=cin, activation="none", bits=b),
+                            ConvBN("pw", cin, branch, 1, bits=b),
+                        )),
+                        Seq("branch2", (
+                            ConvBN("pw1", cin, branch, 1, bits=b),
+                            ConvBN("dw", branch, branch, k, 2, groups=branch, activation="none", bits=b),
+                            ConvBN("pw2", branch, branch, 1, bits=b),
+                        )),
+                    ))
+                else:
+                    mid = keep_channels(branch, r, m)
+                    units.append(SplitUnit(str(j), Seq("branch", (
+                        ConvBN("pw1", branch, mid, 1, bits=b),
+                        ConvBN("dw", mid, mid, k, 1, groups=mid, activation="none", bits=b),
+                        ConvBN("pw2", mid, branch, 1, bits=b),
+                    ))))
+                cin = 2 * branch
+            stages.append(Seq(str(s), tuple(units)))
+        head = keep_channels(HEAD_CHANNELS, ratios[-2], m)
+        return Seq("", (
+            *stem,
+            Seq("stages", tuple(stages)),
+            ConvBN("head", cin, head, 1, bits=bits[-2]),
+            GlobalPool("pool"),
+            Linear("classifier", head, self.num_classes, bits=bits[-1]),
+        ))
