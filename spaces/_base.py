@@ -11,7 +11,10 @@ from latency_models import Kernel
 from spaces._candidate import Candidate
 
 if TYPE_CHECKING:
+    from typing import Iterable
+
     import numpy as np
+    import onnx
     import optuna
     import torch
 
@@ -138,3 +141,22 @@ class SearchSpace(abc.ABC):
             macs=sum(k.macs for k in kernels),
             size_bytes=int(round(sum(k.weight_bytes for k in kernels))),
         )
+
+    def onnx(self, candidate: Candidate, *, model: "torch.nn.Module | None" = None,
+             calibration: "Iterable[torch.Tensor] | None" = None, path: str | None = None) -> "onnx.ModelProto":
+        """The deployable ONNX model of ``candidate``: QDQ int8/int4 and float16 where its bits say so.
+
+        ``model`` is a trained model of the candidate (e.g. from ``search.distill_train``, already
+        fake-quantised, whose activation ranges are then used as they are); by default ``build(candidate)``.
+        A float model with int bits is calibrated on ``calibration`` batches, or on random noise when none
+        are given (right graph and speed, meaningless accuracy). All-32-bit candidates export plain float32
+        (see :func:`spaces.export_onnx`). Writes ``path`` when given.
+        """
+        from spaces._onnx import export_onnx
+        from spaces._quant import act_quantizers, export_onnx_quantized
+
+        bits = self.module_bits(candidate)
+        net = self.build(candidate) if model is None else model
+        if all(b == 32 for b in bits.values()) and not act_quantizers(net):
+            return export_onnx(net, self.input_shape, path)
+        return export_onnx_quantized(net, bits, self.input_shape, path, calibration=calibration)

@@ -342,6 +342,15 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
     new_inits: list[onnx.TensorProto] = []
     new_nodes: list[onnx.NodeProto] = []
     int4 = False
+    taken = set(inits) | {out for node in kept_nodes for out in node.output}
+
+    def unique(base: str) -> str:
+        """A fresh name prefix (the exporter may share one initializer between layers with equal values)."""
+        name, i = base, 1
+        while any(f"{name}{suffix}" in taken for suffix in ("_quantized", "_fp16", "_dequantized")):
+            name, i = f"{base}_{i}", i + 1
+        taken.update(f"{name}{suffix}" for suffix in ("_quantized", "_scale", "_zero_point", "_dequantized", "_fp16"))
+        return name
     for node in kept_nodes:
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or node.input[1] not in weights:
             new_nodes.append(node)
@@ -354,11 +363,13 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
             cast_in = f"{node.output[0]}_input_fp16"
             new_nodes.append(helper.make_node("Cast", [node.input[0]], [cast_in], to=TensorProto.FLOAT16,
                                               name=f"{node.name}_cast_in"))
-            new_inits.append(numpy_helper.from_array(w.astype(np.float16), f"{wname}_fp16"))
-            node.input[0], node.input[1] = cast_in, f"{wname}_fp16"
+            prefix = unique(wname)
+            new_inits.append(numpy_helper.from_array(w.astype(np.float16), f"{prefix}_fp16"))
+            node.input[0], node.input[1] = cast_in, f"{prefix}_fp16"
             if bname is not None:
-                new_inits.append(numpy_helper.from_array(const(bname).astype(np.float16), f"{bname}_fp16"))
-                node.input[2] = f"{bname}_fp16"
+                bprefix = unique(prefix[: -len(".weight")] + ".bias" if prefix.endswith(".weight") else f"{prefix}.bias")
+                new_inits.append(numpy_helper.from_array(const(bname).astype(np.float16), f"{bprefix}_fp16"))
+                node.input[2] = f"{bprefix}_fp16"
             out = node.output[0]
             node.output[0] = f"{out}_fp16"
             new_nodes.append(node)
@@ -368,6 +379,13 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
         qmax = _qmax(bits)
         amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
         scale = np.maximum(amax / np.float32(qmax), np.float32(1e-12)).astype(np.float32)
+        src = producer.get(node.input[0])
+        s_in = None
+        if bname is not None and src is not None and src.op_type == "DequantizeLinear" and src.input[1] in inits:
+            s_in = np.float32(const(src.input[1]).reshape(-1)[0])
+            # An int32 bias must fit: widen the scale of (near-)zero weight channels whose bias would not.
+            need = np.abs(const(bname).astype(np.float64)) / (float(s_in) * 2.0**30)
+            scale = np.maximum(scale, need.astype(np.float32))
         shape = (-1,) + (1,) * (w.ndim - 1)
         q = np.clip(np.round(w / scale.reshape(shape)), -qmax - 1, qmax)
         if bits == 4:
@@ -377,29 +395,29 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
             q_arr, zp = q.astype(ml_dtypes.int4), np.zeros(w.shape[0], dtype=ml_dtypes.int4)
         else:
             q_arr, zp = q.astype(np.int8), np.zeros(w.shape[0], dtype=np.int8)
+        prefix = unique(wname)
         new_inits += [
-            numpy_helper.from_array(q_arr, f"{wname}_quantized"),
-            numpy_helper.from_array(scale, f"{wname}_scale"),
-            numpy_helper.from_array(zp, f"{wname}_zero_point"),
+            numpy_helper.from_array(q_arr, f"{prefix}_quantized"),
+            numpy_helper.from_array(scale, f"{prefix}_scale"),
+            numpy_helper.from_array(zp, f"{prefix}_zero_point"),
         ]
         new_nodes.append(helper.make_node(
-            "DequantizeLinear", [f"{wname}_quantized", f"{wname}_scale", f"{wname}_zero_point"],
-            [f"{wname}_dequantized"], axis=0, name=f"{wname}_DequantizeLinear"))
-        node.input[1] = f"{wname}_dequantized"
-        src = producer.get(node.input[0])
-        if bname is not None and src is not None and src.op_type == "DequantizeLinear" and src.input[1] in inits:
-            s_in = np.float32(const(src.input[1]).reshape(-1)[0])
+            "DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale", f"{prefix}_zero_point"],
+            [f"{prefix}_dequantized"], axis=0, name=f"{prefix}_DequantizeLinear"))
+        node.input[1] = f"{prefix}_dequantized"
+        if s_in is not None:
             b_scale = (scale * s_in).astype(np.float32)
             b_q = np.round(const(bname).astype(np.float64) / b_scale).astype(np.int32)
+            bprefix = unique(prefix[: -len(".weight")] + ".bias" if prefix.endswith(".weight") else f"{prefix}.bias")
             new_inits += [
-                numpy_helper.from_array(b_q, f"{bname}_quantized"),
-                numpy_helper.from_array(b_scale, f"{bname}_scale"),
-                numpy_helper.from_array(np.zeros(w.shape[0], dtype=np.int32), f"{bname}_zero_point"),
+                numpy_helper.from_array(b_q, f"{bprefix}_quantized"),
+                numpy_helper.from_array(b_scale, f"{bprefix}_scale"),
+                numpy_helper.from_array(np.zeros(w.shape[0], dtype=np.int32), f"{bprefix}_zero_point"),
             ]
             new_nodes.append(helper.make_node(
-                "DequantizeLinear", [f"{bname}_quantized", f"{bname}_scale", f"{bname}_zero_point"],
-                [f"{bname}_dequantized"], axis=0, name=f"{bname}_DequantizeLinear"))
-            node.input[2] = f"{bname}_dequantized"
+                "DequantizeLinear", [f"{bprefix}_quantized", f"{bprefix}_scale", f"{bprefix}_zero_point"],
+                [f"{bprefix}_dequantized"], axis=0, name=f"{bprefix}_DequantizeLinear"))
+            node.input[2] = f"{bprefix}_dequantized"
         new_nodes.append(node)
     del graph.node[:]
     graph.node.extend(new_nodes)
