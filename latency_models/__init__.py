@@ -1,11 +1,52 @@
 """Measure a device once, predict the latency of any candidate on it.
 
 Needs only numpy, onnx and onnxruntime: importing this package never imports torch, so it runs on the
-edge device itself.
+edge device itself. The numeric parts load on first use, so ``python -m latency_models`` can pin the
+BLAS thread count before numpy starts (timings on a busy machine depend on it).
 """
 
 from __future__ import annotations
 
-from latency_models._kernel import ACTIVATIONS, BITS, KERNEL_OPS, Kernel
+import importlib
+from typing import Any
 
-__all__ = ["ACTIVATIONS", "BITS", "KERNEL_OPS", "Kernel"]
+from latency_models._kernel import ACTIVATIONS, BITS, KERNEL_OPS, Kernel
+from latency_models._table import LatencyTable
+
+__all__ = [
+    "ACTIVATIONS",
+    "BITS",
+    "KERNEL_OPS",
+    "Kernel",
+    "LatencyPredictor",
+    "LatencyTable",
+    "UnknownOperatorWarning",
+    "evaluate",
+    "kernel_graph",
+    "kernels_from_onnx",
+    "measure_onnx",
+    "profile",
+]
+
+_LAZY = {
+    "LatencyPredictor": "latency_models._predictor",
+    "UnknownOperatorWarning": "latency_models._predictor",
+    "evaluate": "latency_models._evaluate",
+    "kernel_graph": "latency_models._microgen",
+    "measure_onnx": "latency_models._measure",
+    "profile": "latency_models._profile",
+    "kernels_from_onnx": "latency_models._onnx_graph",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latency_models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

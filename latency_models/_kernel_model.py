@@ -1,0 +1,135 @@
+"""Per-kernel latency from kernel rows: a physical linear model per family, corrected by nearest neighbours.
+
+For each family (operator, convolution kind and size, bits) a non-negative least-squares fit of the
+latency on (MACs, activation bytes, weight bytes, 1), in relative error, gives a smooth physical estimate.
+The log-ratio of measured to physical latency is then interpolated from the nearest measured kernels of the
+same family (inverse-distance weights over log-scale shape descriptors). A kernel that was measured
+returns its measured latency. Families with too few rows fall back to the operator's rows, then to all rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from latency_models._features import family, physical, shape_features
+from latency_models._kernel import Kernel
+
+__all__ = ["KernelModel"]
+
+_MIN_ROWS = 4
+_NEIGHBOURS = 4
+
+
+def _nnls_relative(phi: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of t on phi, minimising relative error (active set by clipping)."""
+    a = phi / t[:, None]
+    b = np.ones(len(t))
+    active = np.ones(phi.shape[1], dtype=bool)
+    coef = np.zeros(phi.shape[1])
+    for _ in range(phi.shape[1] + 1):
+        sol, *_ = np.linalg.lstsq(a[:, active], b, rcond=None)
+        full = np.zeros(phi.shape[1])
+        full[active] = sol
+        if (full >= 0).all():
+            coef = full
+            break
+        active &= full > 0
+        if not active.any():
+            break
+    if not (coef > 0).any():  # degenerate: one constant
+        coef = np.zeros(phi.shape[1])
+        coef[-1] = float(np.median(t))
+    return coef
+
+
+class KernelModel:
+    """Latency of single kernels, fitted on kernel rows (milliseconds)."""
+
+    def __init__(self, kernels: Sequence[Kernel], latencies_ms: Sequence[float]) -> None:
+        if len(kernels) == 0:
+            raise ValueError("KernelModel needs at least one kernel row")
+        self.kernels = list(kernels)
+        self.latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
+        self.exact = {k: float(t) for k, t in zip(self.kernels, self.latencies_ms)}
+        fams = [family(k) for k in self.kernels]
+        self._phi = physical(self.kernels)
+        self._z = shape_features(self.kernels)
+        self._coef: dict[str, np.ndarray] = {}
+        self._groups: dict[str, np.ndarray] = {}
+        by_fam: dict[str, list[int]] = {}
+        by_op: dict[str, list[int]] = {}
+        for i, (f, k) in enumerate(zip(fams, self.kernels)):
+            by_fam.setdefault(f, []).append(i)
+            by_op.setdefault("op:" + k.op, []).append(i)
+        by_op["all"] = list(range(len(self.kernels)))
+        for name, idx in {**by_fam, **by_op}.items():
+            idx_a = np.asarray(idx)
+            self._groups[name] = idx_a
+            if len(idx_a) >= _MIN_ROWS or name == "all":
+                self._coef[name] = _nnls_relative(self._phi[idx_a], self.latencies_ms[idx_a])
+        lin = np.einsum("ij,ij->i", self._phi, np.stack([self._coef[self._group_of(k)] for k in self.kernels]))
+        self._log_ratio = np.log(self.latencies_ms / np.maximum(lin, 1e-9))
+        self._scale: dict[str, np.ndarray] = {}
+        for name, idx in self._groups.items():
+            sd = self._z[idx].std(axis=0)
+            self._scale[name] = np.where(sd > 1e-9, sd, 1.0)
+
+    def _group_of(self, k: Kernel) -> str:
+        f = family(k)
+        if f in self._coef:
+            return f
+        if "op:" + k.op in self._coef:
+            return "op:" + k.op
+        return "all"
+
+    def predict(self, kernels: Sequence[Kernel], *, exact: bool = True) -> np.ndarray:
+        """Latency in ms of each kernel timed alone; ``exact=False`` ignores exact matches (leave-one-out use)."""
+        n = len(kernels)
+        out = np.empty(n)
+        if n == 0:
+            return out
+        phi = physical(kernels)
+        z = shape_features(kernels)
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(kernels):
+            groups.setdefault(self._group_of(k), []).append(i)
+        for name, idx in groups.items():
+            idx_a = np.asarray(idx)
+            lin = phi[idx_a] @ self._coef[name]
+            rows = self._groups[name]
+            scale = self._scale[name]
+            corr = np.zeros(len(idx_a))
+            for start in range(0, len(idx_a), 2048):
+                sl = slice(start, start + 2048)
+                d = np.sqrt((((z[idx_a[sl], None, :] - self._z[None, rows, :]) / scale) ** 2).sum(-1))
+                if not exact:
+                    d = np.where(d < 1e-12, np.inf, d)
+                kk = min(_NEIGHBOURS, d.shape[1])
+                nn = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+                dn = np.take_along_axis(d, nn, axis=1)
+                w = 1.0 / (dn + 0.05) ** 2
+                w = np.where(np.isfinite(dn), w, 0.0)
+                r = self._log_ratio[rows][nn]
+                corr[sl] = (w * r).sum(1) / np.maximum(w.sum(1), 1e-12)
+            out[idx_a] = np.maximum(lin, 1e-6) * np.exp(corr)
+        if exact:
+            for i, k in enumerate(kernels):
+                t = self.exact.get(k)
+                if t is not None:
+                    out[i] = t
+        return out
+
+    def loo_errors(self) -> np.ndarray:
+        """Relative leave-one-out error of every training kernel (prediction without itself / measured - 1)."""
+        return self.predict(self.kernels, exact=False) / self.latencies_ms - 1.0
+
+    # ----------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [[k.to_dict(), float(t)] for k, t in zip(self.kernels, self.latencies_ms)]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "KernelModel":
+        rows = data["rows"]
+        return cls([Kernel.from_dict(r[0]) for r in rows], [float(r[1]) for r in rows])

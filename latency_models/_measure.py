@@ -1,0 +1,99 @@
+"""Timing an ONNX model with ONNX Runtime under the fixed protocol (CPU, pinned threads, median of runs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import statistics
+import time
+from typing import Any
+
+__all__ = ["measure_onnx", "make_session", "time_session", "MIN_WARMUP", "MIN_RUNS"]
+
+logger = logging.getLogger(__name__)
+
+#: The protocol's floor: at least this many warm-up runs and timed runs.
+MIN_WARMUP = 10
+MIN_RUNS = 50
+
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def make_session(model: Any, *, threads: int = 1) -> Any:
+    """An ``onnxruntime.InferenceSession`` on the CPU execution provider with the protocol's options."""
+    import onnxruntime as ort
+
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r} must be a positive integer")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if isinstance(model, (str, os.PathLike)):
+        source: Any = str(model)
+    else:
+        source = model.SerializeToString()
+    return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _feeds(session: Any) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        dtype = _DTYPES.get(inp.type)
+        if dtype is None:
+            raise ValueError(f"model input {inp.name!r} has type {inp.type}; supported: {', '.join(_DTYPES)}")
+        if dtype.startswith("float"):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == "bool":
+            feeds[inp.name] = np.zeros(shape, dtype=bool)
+        else:
+            feeds[inp.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def time_session(session: Any, *, warmup: int = MIN_WARMUP, runs: int = MIN_RUNS) -> float:
+    """Median wall time in milliseconds of ``runs`` calls of ``session.run`` after ``warmup`` calls."""
+    feeds = _feeds(session)
+    run = session.run
+    for _ in range(warmup):
+        run(None, feeds)
+    times = []
+    clock = time.perf_counter
+    for _ in range(runs):
+        t0 = clock()
+        run(None, feeds)
+        times.append(clock() - t0)
+    return statistics.median(times) * 1e3
+
+
+def measure_onnx(model: Any, *, threads: int = 1, warmup: int = MIN_WARMUP, runs: int = MIN_RUNS) -> float:
+    """Median latency in milliseconds of an ONNX model (path or ``onnx.ModelProto``) on this machine.
+
+    The fixed protocol: ONNX Runtime CPU execution provider, ``threads`` intra-op threads, sequential
+    execution, full graph optimisation (ORT_ENABLE_ALL), batch 1, random inputs, ``warmup`` untimed runs
+    (at least 10), then the median of ``runs`` timed runs (at least 50).
+    """
+    if not isinstance(warmup, int) or warmup < MIN_WARMUP:
+        raise ValueError(f"warmup={warmup!r} must be an integer >= {MIN_WARMUP} (the protocol's floor)")
+    if not isinstance(runs, int) or runs < MIN_RUNS:
+        raise ValueError(f"runs={runs!r} must be an integer >= {MIN_RUNS} (the protocol's floor)")
+    if isinstance(model, (str, os.PathLike)) and not pathlib.Path(model).is_file():
+        raise ValueError(f"model path={str(model)!r} does not exist")
+    session = make_session(model, threads=threads)
+    return time_session(session, warmup=warmup, runs=runs)

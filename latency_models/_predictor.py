@@ -1,0 +1,382 @@
+"""`LatencyPredictor`: milliseconds of a candidate, an ONNX model or a list of kernels on one device.
+
+How it predicts. A model's latency is the sum of one *contribution* per kernel plus a constant:
+
+    latency_ms = b + sum_k [ phi(k) . (theta_0 + theta_family(k)) + offset(k) + lut[key(k)] ]
+
+- With kernel rows (a profiled device): ``offset(k)`` is the kernel's latency timed alone, predicted by
+  :class:`~latency_models._kernel_model.KernelModel` (exact when measured, else a per-family physical fit
+  corrected by nearest neighbours), and ``phi(k) = (offset(k), 1)``: the model rows learn, per family, how
+  much of a kernel's stand-alone time survives in a whole graph (fusion, caches) and the per-graph
+  overhead counted once per kernel in the micro-benchmarks.
+- From model rows alone (end-to-end latencies only, e.g. a published benchmark): ``offset = 0`` and
+  ``phi(k) = (MMACs, MB of activations, MB of weights, 1)``, a physical model with a few shared parameters
+  and penalised per-family deviations; ``lut`` then learns each distinct kernel's own relative deviation.
+
+Everything is fitted by ridge regression in relative error; the strengths of the two penalties (per-family
+deviations, per-kernel lookup table) are chosen by exact leave-one-out cross-validation on the given rows,
+so the physical prior dominates with few rows and the lookup table takes over as rows accumulate.
+
+A kernel's contribution is cached by kernel, so ``predict_many`` costs one dictionary look-up per kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import warnings
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from latency_models._features import family, physical
+from latency_models._kernel import Kernel
+from latency_models._kernel_model import KernelModel
+from latency_models._table import LatencyTable
+
+__all__ = ["LatencyPredictor", "UnknownOperatorWarning"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_LAMBDA_FAMILY = tuple(10.0 ** e for e in range(-3, 4))
+_LAMBDA_LUT = (1e-8, 1e-6) + tuple(10.0 ** e for e in range(-4, 3)) + (1e6,)
+_TINY = 1e-6
+
+
+class UnknownOperatorWarning(UserWarning):
+    """An ONNX model contains operators the predictor has no kernel for (they are predicted as 0 ms)."""
+
+
+def _ridge_loo(xt: np.ndarray, yt: np.ndarray, pen: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ridge solution of xt @ c ~ yt with positive diagonal penalty ``pen``, and its exact leave-one-out MSE.
+
+    Solved in the primal (p x p) or the dual (n x n) form, whichever is smaller.
+    """
+    n, p = xt.shape
+    if p <= n:
+        a = xt.T @ xt + np.diag(pen)
+        try:
+            inv = np.linalg.inv(a)
+        except np.linalg.LinAlgError:
+            inv = np.linalg.pinv(a)
+        coef = inv @ (xt.T @ yt)
+        h = ((xt @ inv) * xt).sum(1)
+    else:
+        xd = xt / pen  # X D^-1
+        k = xd @ xt.T
+        try:
+            m = np.linalg.inv(np.eye(n) + k)
+        except np.linalg.LinAlgError:
+            m = np.linalg.pinv(np.eye(n) + k)
+        coef = xd.T @ (m @ yt)
+        h = np.diag(k @ m)
+    resid = yt - xt @ coef
+    loo = resid / np.maximum(1.0 - h, 1e-9)
+    return coef, float(np.mean(loo**2))
+
+
+def _gene_features(genes: Any) -> list[str]:
+    """Categorical gene values of a candidate as ``name[i]=value`` strings (float genes are left out)."""
+    out: list[str] = []
+    if not isinstance(genes, Mapping):
+        return out
+    for name, value in genes.items():
+        if isinstance(value, (list, tuple)):
+            out.extend(f"{name}[{i}]={v}" for i, v in enumerate(value) if isinstance(v, (str, int, bool)))
+        elif isinstance(value, (str, int, bool)):
+            out.append(f"{name}={value}")
+    return out
+
+
+def _as_kernels(item: Any) -> list[Kernel]:
+    if isinstance(item, (list, tuple)):
+        if not all(isinstance(k, Kernel) for k in item):
+            raise ValueError("a list given to predict must contain only latency_models.Kernel objects")
+        return list(item)
+    if hasattr(item, "kernels") and callable(item.kernels):
+        return list(item.kernels())
+    raise ValueError(
+        f"cannot predict {type(item).__name__}: pass a candidate (with .kernels()), an ONNX path or ModelProto, "
+        "or a list of latency_models.Kernel"
+    )
+
+
+class LatencyPredictor:
+    """Predicts end-to-end latency (milliseconds) on the device its table was measured on.
+
+    Build it with :meth:`fit` (or :meth:`load`); the constructor takes the fitted parameters.
+    """
+
+    def __init__(self, *, device: Mapping[str, Any], protocol: Mapping[str, Any], mode: str,
+                 intercept_ms: float, theta0: Sequence[float], family_mult: Mapping[str, float] | None = None,
+                 lut_ms: Mapping[str, float] | None = None, gene_ms: Mapping[str, float] | None = None,
+                 gene_mean_ms: float = 0.0, t_floor_ms: float = 0.0, kernel_model: KernelModel | None = None,
+                 fit_info: Mapping[str, Any] | None = None) -> None:
+        if mode not in ("kernels", "models"):
+            raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
+        if mode == "kernels" and kernel_model is None:
+            raise ValueError("mode='kernels' needs a kernel_model")
+        self.device = dict(device)
+        self.protocol = dict(protocol)
+        self.mode = mode
+        self.intercept_ms = float(intercept_ms)
+        self.theta0 = np.asarray(theta0, dtype=np.float64)
+        self.family_mult = {f: float(v) for f, v in (family_mult or {}).items()}
+        self.lut_ms = {k: float(v) for k, v in (lut_ms or {}).items()}
+        self.gene_ms = {k: float(v) for k, v in (gene_ms or {}).items()}
+        self.gene_mean_ms = float(gene_mean_ms)
+        self.t_floor_ms = float(t_floor_ms)
+        self.kernel_model = kernel_model
+        self.fit_info = dict(fit_info or {})
+        self._cache: dict[Kernel, float] = {}
+
+    # ----------------------------------------------------------------- fitting
+    @classmethod
+    def fit(cls, table: LatencyTable) -> "LatencyPredictor":
+        """Fit on a table's kernel rows and model rows (either may be empty, not both)."""
+        if not isinstance(table, LatencyTable):
+            raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
+        if not table.kernel_rows and not table.model_rows:
+            raise ValueError("table has no rows: nothing to fit")
+        kernel_model = None
+        if table.kernel_rows:
+            kernel_model = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows])
+        mode = "kernels" if kernel_model is not None else "models"
+        if not table.model_rows:  # stand-alone kernel times, summed
+            return cls(device=table.device, protocol=table.protocol, mode=mode, intercept_ms=0.0,
+                       theta0=np.array([1.0, 0.0]), kernel_model=kernel_model,
+                       fit_info={"model_rows": 0, "kernel_rows": len(table.kernel_rows)})
+
+        rows = table.model_rows
+        y = np.array([r.latency_ms for r in rows])
+        n = len(rows)
+        uniq: dict[Kernel, int] = {}
+        for r in rows:
+            for k in r.kernels:
+                uniq.setdefault(k, len(uniq))
+        ukernels = list(uniq)
+        fam = [family(k) for k in ukernels]
+        fam_names = sorted(set(fam))
+        fam_idx = np.array([fam_names.index(f) for f in fam])
+        if mode == "kernels":
+            phi_u = np.stack([kernel_model.predict(ukernels), np.ones(len(ukernels))], axis=1)
+        else:
+            phi_u = physical(ukernels)
+        counts = np.zeros((n, len(ukernels)))
+        for i, r in enumerate(rows):
+            for k in r.kernels:
+                counts[i, uniq[k]] += 1
+
+        # stage 1: a global physical model, few parameters, relative error (rows divided by y)
+        x1 = np.concatenate([np.ones((n, 1)), counts @ phi_u], axis=1) / y[:, None]
+        scale1 = np.sqrt((x1**2).mean(0))
+        scale1 = np.where(scale1 > 1e-12, scale1, 1.0)
+        ones = np.ones(n)
+        best1 = (np.inf, None, None)
+        for lam in (_TINY,) + _LAMBDA_FAMILY[:4]:
+            active = np.ones(x1.shape[1], dtype=bool)
+            for _ in range(x1.shape[1]):  # non-negative physical coefficients (intercept free) in model mode
+                pen = np.full(int(active.sum()), lam * n / 20.0)
+                pen[0] = _TINY
+                coef, err = _ridge_loo(x1[:, active] / scale1[active], ones, pen)
+                full = np.zeros(x1.shape[1])
+                full[active] = coef / scale1[active]
+                neg = (full[1:] < 0) & (mode == "models")
+                if not neg.any():
+                    break
+                active[1:] &= ~neg
+            if err < best1[0]:
+                best1 = (err, lam, full)
+        err1, lam_phys, c1 = best1
+        intercept0, theta0 = float(c1[0]), c1[1:]
+        t_hat = phi_u @ theta0
+        floor = 1e-3 * max(float(np.median(np.abs(t_hat))), 1e-9)
+        t_hat = np.where(np.abs(t_hat) < floor, floor, t_hat)
+        base = intercept0 + counts @ t_hat
+        # stage 2: penalised relative deviations per family, per distinct kernel, per gene value
+        genes = [_gene_features((r.candidate or {}).get("genes")) for r in rows]
+        gene_names = sorted({g for gs in genes for g in gs})
+        g_scale = float(np.median(y)) / max(np.mean([len(gs) for gs in genes]), 1.0)
+        xg = np.zeros((n, len(gene_names)))
+        gpos = {g: j for j, g in enumerate(gene_names)}
+        for i, gs in enumerate(genes):
+            for g in gs:
+                xg[i, gpos[g]] = g_scale
+        xf = np.stack([counts[:, fam_idx == j] @ t_hat[fam_idx == j] for j in range(len(fam_names))], axis=1)
+        xb = np.concatenate([np.ones((n, 1)), xf, counts * t_hat[None, :], xg], axis=1) / y[:, None]
+        yt = (y - base) / y
+        groups = np.concatenate([[0], np.full(len(fam_names), 1), np.full(len(ukernels), 2), np.full(len(gene_names), 3)])
+        lams = {1: 1e6, 2: 1e6, 3: 1e6}
+        best_err = np.inf
+        coef = np.zeros(xb.shape[1])
+        for _pass in range(2):
+            for grp in (1, 2, 3):
+                if not (groups == grp).any():
+                    continue
+                for lam in _LAMBDA_LUT:
+                    trial = {**lams, grp: lam}
+                    pen = np.array([_TINY if g == 0 else trial[g] for g in groups]) * n / 20.0
+                    c, err = _ridge_loo(xb, yt, pen)
+                    if err < best_err - 1e-15:
+                        best_err, lams, coef = err, trial, c
+        if not np.isfinite(best_err):
+            pen = np.array([_TINY if g == 0 else 1e6 for g in groups]) * n / 20.0
+            coef, best_err = _ridge_loo(xb, yt, pen)
+        d_fam = coef[1:1 + len(fam_names)]
+        d_key = coef[1 + len(fam_names):1 + len(fam_names) + len(ukernels)]
+        d_gene = coef[1 + len(fam_names) + len(ukernels):]
+        lut_ms = {}
+        for k, dk, t in zip(ukernels, d_key, t_hat):
+            if abs(dk) > 1e-12:
+                lut_ms[k.key()] = float(dk * t)
+        # the per-family deviation applies to kernels of that family never seen as well: a multiplier
+        fam_mult = {f: float(1.0 + d_fam[j]) for j, f in enumerate(fam_names)}
+        gene_ms = {g: float(d * g_scale) for g, d in zip(gene_names, d_gene) if abs(d) > 1e-12}
+        gene_mean = float(np.mean([sum(gene_ms.get(g, 0.0) for g in gs) for gs in genes])) if gene_ms else 0.0
+        info = {
+            "model_rows": n, "kernel_rows": len(table.kernel_rows), "distinct_kernels": len(ukernels),
+            "lambda_physical": lam_phys, "lambda_family": lams[1], "lambda_kernel": lams[2], "lambda_gene": lams[3],
+            "loo_rmspe_physical": float(np.sqrt(err1)), "loo_rmspe": float(np.sqrt(best_err)),
+        }
+        logger.info("fitted latency predictor (%s mode): %s", mode, info)
+        return cls(device=table.device, protocol=table.protocol, mode=mode,
+                   intercept_ms=intercept0 + float(coef[0]) * 1.0, theta0=theta0, family_mult=fam_mult,
+                   lut_ms=lut_ms, gene_ms=gene_ms, gene_mean_ms=gene_mean, t_floor_ms=floor,
+                   kernel_model=kernel_model, fit_info=info)
+
+    # ----------------------------------------------------------------- predicting
+    def _contributions(self, kernels: list[Kernel]) -> None:
+        """Fill the cache for kernels not yet in it (vectorised)."""
+        todo = [k for k in dict.fromkeys(kernels) if k not in self._cache]
+        if not todo:
+            return
+        if self.mode == "kernels":
+            phi = np.stack([self.kernel_model.predict(todo), np.ones(len(todo))], axis=1)
+        else:
+            phi = physical(todo)
+        t_hat = phi @ self.theta0
+        t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
+        for k, t in zip(todo, t_hat):
+            self._cache[k] = float(t * self.family_mult.get(family(k), 1.0) + self.lut_ms.get(k.key(), 0.0))
+
+    def _gene_ms(self, item: Any) -> float:
+        if not self.gene_ms:
+            return 0.0
+        genes = getattr(item, "genes", None)
+        if genes is None:
+            return self.gene_mean_ms
+        table = self.gene_ms
+        return sum(table.get(g, 0.0) for g in _gene_features(genes))
+
+    def predict_kernels(self, kernels: Sequence[Kernel]) -> float:
+        """Milliseconds of a model made of ``kernels`` (gene terms, if any, at their training mean)."""
+        kernels = list(kernels)
+        self._contributions(kernels)
+        cache = self._cache
+        return self.intercept_ms + self.gene_mean_ms * bool(self.gene_ms) + sum(cache[k] for k in kernels)
+
+    def predict(self, item: Any) -> float:
+        """End-to-end latency in milliseconds of a candidate, an ONNX file path, an ``onnx.ModelProto`` or
+        a list of :class:`Kernel`.
+
+        ONNX operators without a kernel (e.g. an attention block) raise an :class:`UnknownOperatorWarning`
+        naming them and are counted as 0 ms: the prediction then covers the known kernels only.
+        """
+        return float(self.predict_many([item])[0])
+
+    def predict_many(self, items: Iterable[Any]) -> np.ndarray:
+        """Milliseconds for each item (same inputs as :meth:`predict`), as a numpy array."""
+        lists = []
+        extra = []
+        for item in items:
+            if isinstance(item, (str, os.PathLike)) or type(item).__name__ == "ModelProto":
+                lists.append(self._onnx_kernels(item))
+                extra.append(self.gene_mean_ms if self.gene_ms else 0.0)
+            else:
+                lists.append(_as_kernels(item))
+                extra.append(self._gene_ms(item) if not isinstance(item, (list, tuple)) else
+                             (self.gene_mean_ms if self.gene_ms else 0.0))
+        self._contributions([k for ks in lists for k in ks])
+        cache = self._cache
+        b = self.intercept_ms
+        return np.array([b + e + sum(cache[k] for k in ks) for ks, e in zip(lists, extra)], dtype=np.float64)
+
+    @staticmethod
+    def _onnx_kernels(model: Any) -> list[Kernel]:
+        import onnx
+
+        from latency_models._onnx_graph import kernels_from_onnx
+
+        if isinstance(model, (str, os.PathLike)):
+            path = pathlib.Path(model)
+            if not path.is_file():
+                raise ValueError(f"ONNX path={str(path)!r} does not exist")
+            model = onnx.load(str(path))
+        kernels, unknown = kernels_from_onnx(model)
+        if unknown:
+            warnings.warn(
+                f"ONNX operator(s) {', '.join(sorted(set(unknown)))} have no latency kernel; counted as 0 ms "
+                "(the prediction covers the known kernels only)", UnknownOperatorWarning, stacklevel=3,
+            )
+        return list(kernels)
+
+    # ----------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "karumi.LatencyPredictor",
+            "device": self.device,
+            "protocol": self.protocol,
+            "mode": self.mode,
+            "intercept_ms": self.intercept_ms,
+            "theta0": self.theta0.tolist(),
+            "t_floor_ms": self.t_floor_ms,
+            "family_mult": self.family_mult,
+            "lut_ms": self.lut_ms,
+            "gene_ms": self.gene_ms,
+            "gene_mean_ms": self.gene_mean_ms,
+            "kernel_model": self.kernel_model.to_dict() if self.kernel_model is not None else None,
+            "fit_info": self.fit_info,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LatencyPredictor":
+        if not isinstance(data, Mapping) or data.get("kind") != "karumi.LatencyPredictor":
+            raise ValueError("not a karumi LatencyPredictor JSON (field 'kind' missing or wrong)")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"predictor field 'format_version'={data.get('format_version')!r} is not supported; "
+                             f"allowed: {FORMAT_VERSION}")
+        try:
+            km = data.get("kernel_model")
+            return cls(device=data["device"], protocol=data["protocol"], mode=data["mode"],
+                       intercept_ms=data["intercept_ms"], theta0=data["theta0"], family_mult=data["family_mult"],
+                       lut_ms=data["lut_ms"], gene_ms=data["gene_ms"], gene_mean_ms=data["gene_mean_ms"],
+                       t_floor_ms=data["t_floor_ms"], kernel_model=KernelModel.from_dict(km) if km else None,
+                       fit_info=data.get("fit_info"))
+        except KeyError as exc:
+            raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the predictor as JSON (never pickle)."""
+        path = pathlib.Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "LatencyPredictor":
+        """Read a predictor written by :meth:`save`."""
+        path = pathlib.Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"predictor path={str(path)!r} cannot be read: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"predictor {str(path)!r} is malformed or truncated JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def __repr__(self) -> str:
+        return f"LatencyPredictor(device={self.device.get('name')!r}, mode={self.mode!r}, {self.fit_info})"

@@ -1,0 +1,321 @@
+"""`LatencyTable`: what was measured on one device, under which protocol, as JSON.
+
+Two kinds of rows:
+
+- kernel rows: one :class:`~latency_models.Kernel` timed alone in a small ONNX graph, and its latency;
+- model rows: the kernels of a whole model (a candidate or an ONNX file), its end-to-end latency, and
+  optionally the candidate as a JSON dict and a free-text source.
+
+No torch here: this module runs on the edge device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import pathlib
+import platform
+import statistics
+from typing import Any, Iterable, Mapping, Sequence
+
+from latency_models._kernel import Kernel
+
+__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "default_protocol", "device_info"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the table's JSON layout; a file with another version is refused.
+FORMAT_VERSION = 1
+
+
+def default_protocol(*, warmup: int = 10, runs: int = 50) -> dict[str, Any]:
+    """The fixed measurement protocol every profile and re-measurement uses."""
+    return {
+        "batch": 1,
+        "warmup_runs": int(warmup),
+        "timed_runs": int(runs),
+        "statistic": "median",
+        "execution_mode": "sequential",
+        "graph_optimization": "ORT_ENABLE_ALL",
+        "clock": "time.perf_counter around InferenceSession.run",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def device_info(*, name: str, description: str = "", threads: int = 1, runtime: str = "onnxruntime",
+                runtime_version: str | None = None, execution_provider: str = "CPUExecutionProvider",
+                cpu_model: str | None = None) -> dict[str, Any]:
+    """Device metadata for a table measured on *this* machine (runtime version and CPU detected)."""
+    if runtime_version is None:
+        try:
+            import onnxruntime
+
+            runtime_version = onnxruntime.__version__
+        except ImportError:  # a table built from published numbers needs no runtime
+            runtime_version = "unknown"
+    return {
+        "name": str(name),
+        "description": str(description),
+        "runtime": runtime,
+        "runtime_version": str(runtime_version),
+        "execution_provider": execution_provider,
+        "threads": int(threads),
+        "cpu_model": cpu_model if cpu_model is not None else _cpu_model(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def _check_latency(value: Any, where: str) -> float:
+    if value is None:
+        raise ValueError(f"{where}: field 'latency_ms' is missing")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: field 'latency_ms'={value!r} must be a number of milliseconds")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where}: field 'latency_ms'={value!r} must be a positive finite number of milliseconds")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRow:
+    """One kernel timed alone (``latency_ms`` includes the per-graph overhead of a one-kernel session)."""
+
+    kernel: Kernel
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kernel": self.kernel.to_dict(), "latency_ms": self.latency_ms}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRow:
+    """One whole model: its kernels in graph order and its end-to-end latency."""
+
+    kernels: tuple[Kernel, ...]
+    latency_ms: float
+    candidate: Mapping[str, Any] | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kernels": [k.to_dict() for k in self.kernels], "latency_ms": self.latency_ms}
+        if self.candidate is not None:
+            d["candidate"] = dict(self.candidate)
+        if self.source:
+            d["source"] = self.source
+        return d
+
+
+def _kernel_from(data: Any, where: str) -> Kernel:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: must be a JSON object describing a Kernel, got {type(data).__name__}")
+    try:
+        return Kernel.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+class LatencyTable:
+    """Latencies measured on one device under one protocol.
+
+    Args:
+        device: metadata (``name``, ``description``, ``runtime``, ``runtime_version``,
+            ``execution_provider``, ``threads``, ``cpu_model``, ``created_utc``); see :func:`device_info`.
+        protocol: how every latency was obtained; see :func:`default_protocol`.
+        kernel_rows / model_rows: the measurements.
+    """
+
+    def __init__(self, *, device: Mapping[str, Any], protocol: Mapping[str, Any] | None = None,
+                 kernel_rows: Iterable[KernelRow] = (), model_rows: Iterable[ModelRow] = ()) -> None:
+        if not isinstance(device, Mapping) or not device.get("name"):
+            raise ValueError(f"device={device!r} must be a mapping with a non-empty 'name'")
+        self.device: dict[str, Any] = dict(device)
+        self.protocol: dict[str, Any] = dict(protocol) if protocol is not None else default_protocol()
+        self.kernel_rows: list[KernelRow] = list(kernel_rows)
+        self.model_rows: list[ModelRow] = list(model_rows)
+
+    # ----------------------------------------------------------------- building
+    def add_kernel(self, kernel: Kernel, latency_ms: float) -> KernelRow:
+        """Append a kernel row (latency checked)."""
+        if not isinstance(kernel, Kernel):
+            raise ValueError(f"kernel={kernel!r} must be a latency_models.Kernel")
+        row = KernelRow(kernel, _check_latency(latency_ms, f"kernel row {len(self.kernel_rows)}"))
+        self.kernel_rows.append(row)
+        return row
+
+    def add_model(self, kernels: Sequence[Kernel], latency_ms: float, *, candidate: Mapping[str, Any] | None = None,
+                  source: str = "") -> ModelRow:
+        """Append a model row (latency and kernels checked)."""
+        where = f"model row {len(self.model_rows)}"
+        kernels = tuple(kernels)
+        if not kernels or not all(isinstance(k, Kernel) for k in kernels):
+            raise ValueError(f"{where}: field 'kernels' must be a non-empty list of latency_models.Kernel")
+        row = ModelRow(kernels, _check_latency(latency_ms, where), candidate, source)
+        self.model_rows.append(row)
+        return row
+
+    @classmethod
+    def from_measurements(cls, *, device: str | Mapping[str, Any], candidates: Sequence[Any],
+                          latencies_ms: Sequence[float], description: str = "",
+                          protocol: Mapping[str, Any] | None = None, source: str = "") -> "LatencyTable":
+        """A table of model rows from end-to-end latencies measured elsewhere (e.g. a published benchmark).
+
+        Args:
+            device: the device name, or a full metadata mapping.
+            candidates: objects with a ``.kernels()`` method (``spaces.Candidate``) or lists of ``Kernel``.
+            latencies_ms: one end-to-end latency per candidate, in milliseconds.
+            protocol: how the numbers were measured, if known (recorded as given).
+        """
+        if len(candidates) != len(latencies_ms):
+            raise ValueError(
+                f"candidates ({len(candidates)}) and latencies_ms ({len(latencies_ms)}) must have the same length"
+            )
+        if isinstance(device, str):
+            meta = {"name": device, "description": description or "latencies measured elsewhere",
+                    "runtime": "unknown", "runtime_version": "unknown", "execution_provider": "unknown",
+                    "threads": 0, "cpu_model": "unknown",
+                    "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+        else:
+            meta = dict(device)
+        proto = dict(protocol) if protocol is not None else {"statistic": "as published", "source": source or "external"}
+        table = cls(device=meta, protocol=proto)
+        for i, (cand, ms) in enumerate(zip(candidates, latencies_ms)):
+            if hasattr(cand, "kernels") and callable(cand.kernels):
+                kernels = cand.kernels()
+                cand_dict = cand.to_dict() if hasattr(cand, "to_dict") else None
+            elif isinstance(cand, (list, tuple)):
+                kernels, cand_dict = list(cand), None
+            else:
+                raise ValueError(
+                    f"candidates[{i}]={cand!r} must have a .kernels() method or be a list of latency_models.Kernel"
+                )
+            table.add_model(kernels, ms, candidate=cand_dict, source=source)
+        return table
+
+    # ----------------------------------------------------------------- combining
+    @staticmethod
+    def merge(*tables: "LatencyTable") -> "LatencyTable":
+        """One table with the rows of all ``tables``, which must share device name and protocol.
+
+        A kernel measured in several tables keeps the median of its latencies.
+        """
+        if not tables:
+            raise ValueError("merge needs at least one table")
+        first = tables[0]
+        for i, t in enumerate(tables[1:], 1):
+            if not isinstance(t, LatencyTable):
+                raise ValueError(f"tables[{i}] is a {type(t).__name__}, not a LatencyTable")
+            if t.device.get("name") != first.device.get("name"):
+                raise ValueError(
+                    f"tables[{i}] device name {t.device.get('name')!r} differs from {first.device.get('name')!r}: "
+                    "only tables of the same device can be merged"
+                )
+            if t.protocol != first.protocol:
+                raise ValueError(f"tables[{i}] protocol {t.protocol} differs from {first.protocol}")
+        by_kernel: dict[Kernel, list[float]] = {}
+        for t in tables:
+            for r in t.kernel_rows:
+                by_kernel.setdefault(r.kernel, []).append(r.latency_ms)
+        kernel_rows = [KernelRow(k, float(statistics.median(v))) for k, v in by_kernel.items()]
+        model_rows = [r for t in tables for r in t.model_rows]
+        return LatencyTable(device=first.device, protocol=first.protocol, kernel_rows=kernel_rows, model_rows=model_rows)
+
+    # ----------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "device": self.device,
+            "protocol": self.protocol,
+            "kernel_rows": [r.to_dict() for r in self.kernel_rows],
+            "model_rows": [r.to_dict() for r in self.model_rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "LatencyTable":
+        """Parse and validate; errors name the row index and the field."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a latency table must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"latency table field 'format_version'={version!r} is not supported; allowed: {FORMAT_VERSION}")
+        for field in ("device", "protocol"):
+            if not isinstance(data.get(field), Mapping):
+                raise ValueError(f"latency table field {field!r} is missing or not an object")
+        if not data["device"].get("name"):
+            raise ValueError("latency table field 'device.name' is missing or empty")
+        table = cls(device=data["device"], protocol=data["protocol"])
+        krows = data.get("kernel_rows", [])
+        mrows = data.get("model_rows", [])
+        for field, rows in (("kernel_rows", krows), ("model_rows", mrows)):
+            if not isinstance(rows, list):
+                raise ValueError(f"latency table field {field!r} must be a list, got {type(rows).__name__}")
+        for i, row in enumerate(krows):
+            where = f"kernel row {i}"
+            if not isinstance(row, Mapping):
+                raise ValueError(f"{where}: must be a JSON object")
+            if "kernel" not in row:
+                raise ValueError(f"{where}: field 'kernel' is missing")
+            table.kernel_rows.append(KernelRow(_kernel_from(row["kernel"], f"{where}: field 'kernel'"),
+                                               _check_latency(row.get("latency_ms"), where)))
+        for i, row in enumerate(mrows):
+            where = f"model row {i}"
+            if not isinstance(row, Mapping):
+                raise ValueError(f"{where}: must be a JSON object")
+            kernels = row.get("kernels")
+            if not isinstance(kernels, list) or not kernels:
+                raise ValueError(f"{where}: field 'kernels' is missing or empty")
+            ks = tuple(_kernel_from(k, f"{where}: field 'kernels[{j}]'") for j, k in enumerate(kernels))
+            cand = row.get("candidate")
+            if cand is not None and not isinstance(cand, Mapping):
+                raise ValueError(f"{where}: field 'candidate' must be a JSON object or absent")
+            table.model_rows.append(ModelRow(ks, _check_latency(row.get("latency_ms"), where), cand,
+                                             str(row.get("source", ""))))
+        return table
+
+    def validate(self) -> "LatencyTable":
+        """Re-check every row (after in-place edits); returns ``self``. Raises ``ValueError`` naming row and field."""
+        LatencyTable.from_dict(json.loads(json.dumps(self.to_dict())))
+        return self
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write JSON atomically (a temporary file renamed over ``path``), so an interruption never truncates it."""
+        path = pathlib.Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "LatencyTable":
+        """Read and validate a table file; a malformed or truncated file raises ``ValueError``."""
+        path = pathlib.Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"latency table path={str(path)!r} cannot be read: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"latency table {str(path)!r} is malformed or truncated JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    # ----------------------------------------------------------------- convenience
+    def __len__(self) -> int:
+        return len(self.kernel_rows) + len(self.model_rows)
+
+    def __repr__(self) -> str:
+        return (f"LatencyTable(device={self.device.get('name')!r}, kernel_rows={len(self.kernel_rows)}, "
+                f"model_rows={len(self.model_rows)})")
