@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pytest
 
+from latency_models import kernels_from_onnx
 from spaces import SEARCH_PARTS, Candidate, export_onnx, get_space, list_spaces
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -126,6 +127,41 @@ def test_build_and_forward_on_the_input_shape(options):
             assert torch.isfinite(out).all()
             kernels = space.kernels(cand)
             assert all(min(k.output_shape) >= 1 for k in kernels)
+
+
+KERNEL_CASES = [(name, options) for name in SPACES for options in ({}, DIGITS)] + [
+    ("shufflenet", {"stem_stride": 2, "input_size": 64}),  # the ImageNet-style stem with its max pool
+    ("fbnet", {"setting": "imagenet", "input_size": 64}),
+]
+
+
+@pytest.mark.parametrize("name, options", KERNEL_CASES, ids=[f"{n}-{'-'.join(map(str, o.values())) or 'default'}" for n, o in KERNEL_CASES])
+def test_kernels_match_the_onnx_export(name, options):
+    """The same kernel *sequence* as the reader recovers from the float32 ONNX export (not just a multiset)."""
+    space = _space_or_skip(name, **options)
+    rng = np.random.default_rng(6)
+    candidates = [space.candidate(), *(space.sample(rng, search=("arch", "prune")) for _ in range(3))]
+    for cand in candidates:
+        kernels, unknown = kernels_from_onnx(export_onnx(space.build(cand), space.input_shape))
+        assert unknown == []
+        assert kernels == space.kernels(cand)
+
+
+def test_kernels_match_the_quantised_export_bit_for_bit(space):
+    """Mixed 4/8/16/32-bit candidates: the QDQ/fp16 export read back gives the same kernels and bits."""
+    import torch
+
+    from spaces import export_onnx_quantized
+
+    rng = np.random.default_rng(7)
+    calibration = [torch.randn(4, *space.input_shape, generator=torch.Generator().manual_seed(0))]
+    for cand in [space.sample(rng) for _ in range(2)]:
+        assert len(set(cand.bits)) > 1
+        proto = export_onnx_quantized(space.build(cand), space.module_bits(cand), space.input_shape,
+                                      calibration=calibration)
+        kernels, unknown = kernels_from_onnx(proto)
+        assert unknown == []
+        assert kernels == space.kernels(cand)
 
 
 def test_module_bits_match_the_built_modules_and_kernels(space):

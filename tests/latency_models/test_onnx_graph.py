@@ -1,0 +1,235 @@
+"""`kernels_from_onnx` on hand-built graphs: QDQ int8/int4, fp16, fusions, splits, shuffles, unknown ops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from latency_models import Kernel, kernels_from_onnx
+
+RNG = np.random.default_rng(0)
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset=21) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _fin(name, shape, elem=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def _init(name, array, elem=None):
+    if elem is None:
+        return numpy_helper.from_array(np.asarray(array), name)
+    return helper.make_tensor(name, elem, list(np.shape(array)), np.asarray(array).flatten().tolist())
+
+
+def _run(model, shape):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: RNG.standard_normal(shape).astype(np.float32)})[0]
+
+
+def _qdq_conv(weight_elem: int, qmax: int) -> onnx.ModelProto:
+    """The project's QDQ contract: uint8 per-tensor activations with zero point, per-channel symmetric weights
+    as an INT8/INT4 initializer -> DequantizeLinear(axis=0) -> Conv weight, Q after the conv output."""
+    w = RNG.integers(-qmax, qmax + 1, size=(16, 8, 3, 3))
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd", "b"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["y"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "ys", "yz"], ["out"]),
+    ]
+    inits = [
+        _init("xs", np.float32(0.05)), _init("xz", np.uint8(128)),
+        _init("wq", w, weight_elem), _init("ws", np.full(16, 0.01, np.float32)),
+        _init("b", np.zeros(16, np.float32)), _init("ys", np.float32(0.05)), _init("yz", np.uint8(0)),
+    ]
+    return _model(nodes, [_fin("x", [1, 8, 12, 12])], [_fin("out", [1, 16, 6, 6])], inits)
+
+
+@pytest.mark.parametrize("elem, qmax, bits", [(TensorProto.INT8, 127, 8), (TensorProto.INT4, 7, 4)])
+def test_qdq_conv_weights_give_their_bits(elem, qmax, bits):
+    model = _qdq_conv(elem, qmax)
+    assert _run(model, (1, 8, 12, 12)).shape == (1, 16, 6, 6)
+    kernels, unknown = kernels_from_onnx(model)
+    assert unknown == []
+    assert kernels == [Kernel("conv", (8, 12, 12), out_channels=16, kernel_size=3, stride=2, bits=bits, activation="relu")]
+
+
+def test_fp16_weights_behind_casts_are_16_bits():
+    w = RNG.standard_normal((4, 3, 1, 1)).astype(np.float16)
+    nodes = [
+        helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x", "w"], ["y"]),
+    ]
+    model = _model(nodes, [_fin("x", [1, 3, 5, 5])], [_fin("y", [1, 4, 5, 5])], [_init("w16", w)])
+    assert _run(model, (1, 3, 5, 5)).shape == (1, 4, 5, 5)
+    assert kernels_from_onnx(model) == ([Kernel("conv", (3, 5, 5), out_channels=4, bits=16)], [])
+
+
+def test_a_float16_model_with_casts_at_its_ends_is_16_bits():
+    nodes = [
+        helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),
+        helper.make_node("Conv", ["x16", "w"], ["y16"], pads=[1, 1, 1, 1], group=3),
+        helper.make_node("Relu", ["y16"], ["r16"]),
+        helper.make_node("Cast", ["r16"], ["y"], to=TensorProto.FLOAT),
+    ]
+    w = RNG.standard_normal((3, 1, 3, 3)).astype(np.float16)
+    model = _model(nodes, [_fin("x", [1, 3, 6, 6])], [_fin("y", [1, 3, 6, 6])], [_init("w", w)])
+    assert _run(model, (1, 3, 6, 6)).shape == (1, 3, 6, 6)
+    assert kernels_from_onnx(model) == (
+        [Kernel("conv", (3, 6, 6), out_channels=3, kernel_size=3, groups=3, bits=16, activation="relu")], [],
+    )
+
+
+def test_conv_batchnorm_clip_is_one_relu6_conv():
+    c = 4
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[5, 5], pads=[2, 2, 2, 2]),
+        helper.make_node("BatchNormalization", ["y", "g", "b", "m", "v"], ["z"]),
+        helper.make_node("Clip", ["z", "lo", "hi"], ["out"]),
+    ]
+    inits = [
+        _init("w", RNG.standard_normal((c, 2, 5, 5)).astype(np.float32)),
+        *(_init(n, np.full(c, val, np.float32)) for n, val in (("g", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0))),
+        _init("lo", np.float32(0.0)), _init("hi", np.float32(6.0)),
+    ]
+    model = _model(nodes, [_fin("x", [1, 2, 7, 7])], [_fin("out", [1, c, 7, 7])], inits)
+    assert kernels_from_onnx(model) == ([Kernel("conv", (2, 7, 7), out_channels=c, kernel_size=5, activation="relu6")], [])
+
+
+def test_clip_other_than_0_6_is_not_fused():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Clip", ["y", "lo", "hi"], ["out"])]
+    inits = [_init("w", np.ones((2, 2, 1, 1), np.float32)), _init("lo", np.float32(-1.0)), _init("hi", np.float32(1.0))]
+    model = _model(nodes, [_fin("x", [1, 2, 3, 3])], [_fin("out", [1, 2, 3, 3])], inits)
+    kernels, unknown = kernels_from_onnx(model)
+    assert kernels[0].activation == "none" and unknown == ["Clip"]
+
+
+def test_gemm_and_matmul_add_are_linear():
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("MatMul", ["hr", "w2"], ["m"]),
+        helper.make_node("Add", ["m", "b2"], ["out"]),
+    ]
+    inits = [
+        _init("w1", np.ones((32, 8), np.float32)), _init("b1", np.zeros(32, np.float32)),
+        _init("w2", np.ones((32, 10), np.float32)), _init("b2", np.zeros(10, np.float32)),
+    ]
+    model = _model(nodes, [_fin("x", [1, 8, 4, 4])], [_fin("out", [1, 10])], inits)
+    assert _run(model, (1, 8, 4, 4)).shape == (1, 10)
+    assert kernels_from_onnx(model) == ([
+        Kernel("global_avgpool", (8, 4, 4)),
+        Kernel("linear", (8,), out_channels=32, activation="relu"),
+        Kernel("linear", (32,), out_channels=10),
+    ], [])
+
+
+def test_residual_add_relu_concat_split_shuffle_and_pools():
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Split", ["p", "parts"], ["a", "b"], axis=1),
+        helper.make_node("Add", ["a", "b"], ["s"]),
+        helper.make_node("Relu", ["s"], ["sr"]),
+        helper.make_node("Concat", ["sr", "a"], ["c"], axis=1),
+        helper.make_node("Reshape", ["c", "shape5"], ["c5"]),
+        helper.make_node("Transpose", ["c5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t5", "shape4"], ["sh"]),
+        helper.make_node("AveragePool", ["sh"], ["ap"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("ReduceMean", ["ap", "axes"], ["out"], keepdims=0),
+    ]
+    inits = [
+        _init("parts", np.array([4, 4], np.int64)), _init("shape5", np.array([1, 2, 4, 4, 4], np.int64)),
+        _init("shape4", np.array([1, 8, 4, 4], np.int64)), _init("axes", np.array([-2, -1], np.int64)),
+    ]
+    model = _model(nodes, [_fin("x", [1, 8, 8, 8])], [_fin("out", [1, 8])], inits)
+    assert _run(model, (1, 8, 8, 8)).shape == (1, 8)
+    kernels, unknown = kernels_from_onnx(model)
+    assert unknown == []
+    assert kernels == [
+        Kernel("maxpool", (8, 8, 8), kernel_size=3, stride=2),
+        Kernel("split", (8, 4, 4), groups=2),
+        Kernel("add", (4, 4, 4), activation="relu"),
+        Kernel("concat", (8, 4, 4)),
+        Kernel("channel_shuffle", (8, 4, 4), groups=2),
+        Kernel("avgpool", (8, 4, 4), kernel_size=2, stride=2, padding=0),
+        Kernel("global_avgpool", (8, 2, 2)),
+    ]
+
+
+def test_torch_chunk_slices_with_computed_bounds_are_a_split():
+    """torch's ``chunk`` exports Shape -> Gather -> Add -> Div -> Mul -> Slice: folded, then a split."""
+    torch = pytest.importorskip("torch")
+    from spaces import export_onnx
+
+    class Chunk(torch.nn.Module):
+        def forward(self, x):
+            a, b = x.chunk(2, dim=1)
+            return torch.cat((b, a), dim=1)
+
+    proto = export_onnx(Chunk(), (6, 5, 5))
+    assert sum(n.op_type == "Slice" for n in proto.graph.node) == 2
+    assert kernels_from_onnx(proto) == ([Kernel("split", (6, 5, 5), groups=2), Kernel("concat", (6, 5, 5))], [])
+
+
+def test_unmapped_operators_are_reported_sorted():
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["s", "x"], ["c"], axis=1),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("LeakyRelu", ["r"], ["out"]),
+    ]
+    model = _model(nodes, [_fin("x", [1, 2, 3, 3])], [_fin("out", [1, 4, 3, 3])])
+    kernels, unknown = kernels_from_onnx(model)
+    assert kernels == [Kernel("concat", (4, 3, 3))]
+    assert unknown == ["LeakyRelu", "Relu", "Sigmoid"]
+
+
+def test_inputs_paths_dynamic_batch_and_errors(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"])]
+    w = _init("w", np.ones((2, 3, 1, 1), np.float32))
+    batch = _model(nodes, [_fin("x", ["N", 3, 4, 4])], [_fin("y", ["N", 2, 4, 4])], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(batch, path)
+    expected = ([Kernel("conv", (3, 4, 4), out_channels=2)], [])
+    assert kernels_from_onnx(path) == expected and kernels_from_onnx(str(path)) == expected
+    assert batch.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"  # the caller's model is untouched
+    dynamic = _model(nodes, [_fin("x", [1, 3, "H", 4])], [_fin("y", [1, 2, "H", 4])], [w])
+    with pytest.raises(ValueError, match="dynamic dimension 2"):
+        kernels_from_onnx(dynamic)
+    with pytest.raises(ValueError, match="is not a file"):
+        kernels_from_onnx(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="model=42 is not allowed"):
+        kernels_from_onnx(42)
+
+
+def test_reading_needs_no_torch(tmp_path):
+    path = tmp_path / "q.onnx"
+    onnx.save(_qdq_conv(TensorProto.INT8, 127), path)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None
+        from latency_models import kernels_from_onnx
+        kernels, unknown = kernels_from_onnx({str(path)!r})
+        assert [k.bits for k in kernels] == [8] and unknown == [], (kernels, unknown)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
