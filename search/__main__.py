@@ -1,14 +1,10 @@
-"""``python -m search``: the command line."""
+"""``python -m search``: the command line (see ``python -m search --help``)."""
 
 from __future__ import annotations
 
 import sys
 
-
-def main(argv: list[str] | None = None) -> int:
-    print("python -m search: the search is not implemented yet (see issue 5); nothing was run.", file=sys.stderr)
-    return 2
-
+from search._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,287 @@
+"""The target device: a latency predictor for the chosen space, and whether it is this machine.
+
+``--device local`` profiles this machine's CPU through ONNX Runtime for the chosen space on first use and
+caches the table and the fitted predictor under a device fingerprint (CPU model, ONNX Runtime version,
+threads, space and its options), so later runs start at once. ``--device PATH`` reads a latency table or a
+saved predictor measured on the real device and checks that it fits the search: measured with ONNX
+Runtime (or a runtime left unknown, as published tables are), and about this space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import pathlib
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from search._errors import InputError
+from search._objective import BoundCandidate
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from latency_models import LatencyPredictor, LatencyTable
+    from spaces import Candidate, SearchSpace
+
+__all__ = ["DEFAULT_PROFILE_MIN", "Device", "fastest_candidate", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+#: Minutes of profiling for ``--device local`` on first use (small enough for the 15-minute quick start).
+DEFAULT_PROFILE_MIN = 3.0
+#: Runtimes a table may name: ONNX Runtime (what the search exports for), or unknown (published numbers).
+ACCEPTED_RUNTIMES = ("onnxruntime", "unknown", "")
+
+
+@dataclasses.dataclass
+class Device:
+    """The target device as the search sees it.
+
+    Attributes:
+        predictor: predicts milliseconds for the space's candidates on the device.
+        local: True when the device is this machine (exported models can be re-measured here).
+        description: one line saying what the device is and where its numbers come from.
+        source: the table or predictor file behind it.
+        profiled_now: True when this call profiled the machine (not read from the cache).
+        threads: ONNX Runtime intra-op threads of the measurements (local device).
+    """
+
+    predictor: "LatencyPredictor"
+    local: bool
+    description: str
+    source: pathlib.Path | None = None
+    profiled_now: bool = False
+    threads: int = 1
+
+
+def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
+    """What identifies a local profile: CPU, runtime version, threads, space and options."""
+    import onnxruntime
+
+    from latency_models import device_info
+
+    info = device_info(name="local", threads=threads)
+    options = {k: v for k, v in space.options.items() if isinstance(v, (int, float, str, bool))}
+    extra = getattr(space, "fingerprint", None)
+    return {
+        "cpu_model": info["cpu_model"],
+        "platform": info["platform"],
+        "runtime": "onnxruntime",
+        "runtime_version": onnxruntime.__version__,
+        "threads": int(threads),
+        "space": space.name,
+        "options": options,
+        "space_fingerprint": extra() if callable(extra) else None,
+    }
+
+
+def check_device_spec(spec: str) -> None:
+    """Raise :class:`InputError` when ``spec`` is neither ``local`` nor an existing file."""
+    if spec == "local":
+        return
+    path = pathlib.Path(spec).expanduser()
+    if not path.is_file():
+        raise InputError(f"--device {spec}: the file {path} does not exist (allowed: local, a latency table or a "
+                         f"saved predictor JSON)")
+
+
+def resolve_device(spec: str, space: "SearchSpace", *, threads: int = 1, profile_min: float = DEFAULT_PROFILE_MIN,
+                   cache: pathlib.Path | None = None, progress: bool = False) -> Device:
+    """The :class:`Device` named by ``spec`` (``"local"`` or a path) for ``space``.
+
+    Raises:
+        InputError: a missing, corrupt or mismatched table or predictor.
+    """
+    check_device_spec(spec)
+    if spec == "local":
+        from search._cache import cache_dir
+
+        return _local(space, threads=threads, profile_min=profile_min, cache=cache or cache_dir(), progress=progress)
+    path = pathlib.Path(spec).expanduser()
+    predictor, table = _read(path)
+    check_match(predictor, table, space, where=f"--device {spec}")
+    name = predictor.device.get("name", "?")
+    desc = predictor.device.get("description") or ""
+    return Device(predictor=predictor, local=False, source=path,
+                  description=f"{name}{' (' + desc + ')' if desc else ''}, from {path.name}")
+
+
+def _read(path: pathlib.Path) -> tuple["LatencyPredictor", "LatencyTable | None"]:
+    """A predictor and the table it came from (None when the file is a saved predictor)."""
+    from latency_models import LatencyPredictor, LatencyTable
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"--device {path} is not a readable JSON latency table or predictor: {exc}") from None
+    if isinstance(data, Mapping) and data.get("kind") == "karumi.LatencyPredictor":
+        try:
+            return LatencyPredictor.load(path), None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"--device {path} is a corrupt latency predictor: {exc}") from None
+    try:
+        table = LatencyTable.load(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"--device {path} is not a valid latency table: {exc}") from None
+    try:
+        return LatencyPredictor.fit(table), table
+    except ValueError as exc:  # numpy's LinAlgError is a ValueError too
+        raise InputError(f"--device {path}: cannot fit a latency predictor to this table: {exc}") from None
+
+
+def _probe(space: "SearchSpace", n: int = 16, seed: int = 0) -> list["Candidate"]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [space.candidate()] + [space.sample(rng) for _ in range(n - 1)]
+
+
+def check_match(predictor: "LatencyPredictor", table: "LatencyTable | None", space: "SearchSpace", *,
+                where: str) -> None:
+    """Refuse a table or predictor measured with another runtime or describing another space."""
+    runtime = str(predictor.device.get("runtime", "unknown")).lower()
+    if runtime not in ACCEPTED_RUNTIMES:
+        raise InputError(f"{where} was measured with runtime {runtime!r}; the search exports ONNX models for "
+                         f"onnxruntime, so the table must be measured with it (or its runtime left unknown)")
+    probes = _probe(space)
+    if table is not None:
+        spaces = {str(r.candidate.get("space")) for r in table.model_rows if r.candidate}
+        if spaces and space.name not in spaces and not table.kernel_rows:
+            raise InputError(f"{where} describes models of space {', '.join(sorted(spaces))}, not the chosen "
+                             f"--space {space.name}")
+        if table.kernel_rows:
+            have = {(r.kernel.op, r.kernel.bits) for r in table.kernel_rows}
+            need = {(k.op, k.bits) for c in probes for k in space.kernels(c) if k.op in ("conv", "linear")}
+            missing = sorted(need - have)
+            if missing and not table.model_rows:
+                shown = ", ".join(f"{op}@{bits}bit" for op, bits in missing[:4])
+                raise InputError(f"{where} has no kernels like the {space.name} space's ({shown}); profile this "
+                                 f"space with python -m latency_models profile --space {space.name}")
+    if predictor.mode == "models" and predictor.gene_ms:
+        ours = {str(name) for c in probes for name in c.genes}
+        theirs = {g.split("=")[0].split("[")[0] for g in predictor.gene_ms}
+        if theirs and not ours & theirs:
+            raise InputError(f"{where} was fitted on candidates with genes {', '.join(sorted(theirs))}, not those "
+                             f"of the chosen --space {space.name} ({', '.join(sorted(ours)) or 'none'})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        preds = predictor.predict_many([BoundCandidate(c, space) for c in probes])
+    bad = [float(p) for p in preds if not (math.isfinite(float(p)) and float(p) > 0)]
+    if bad:
+        raise InputError(f"{where} predicts {bad[0]!r} ms for {space.name} candidates: it does not describe this "
+                         f"space on this runtime")
+
+
+def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pathlib.Path,
+           progress: bool) -> Device:
+    from latency_models import LatencyPredictor, LatencyTable, profile
+
+    fp = fingerprint(space, threads=threads)
+    digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache / "devices" / f"{space.name}-{digest}"
+    table_path, pred_path = folder / "table.json", folder / "predictor.json"
+    desc = f"this machine ({fp['cpu_model']}, onnxruntime {fp['runtime_version']}, {threads} thread(s))"
+    if pred_path.is_file():
+        try:
+            predictor = LatencyPredictor.load(pred_path)
+            return Device(predictor=predictor, local=True, description=desc, source=pred_path, threads=threads)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            logger.warning("cached predictor %s is unreadable (%s); fitting it again", pred_path, exc)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fingerprint.json").write_text(json.dumps(fp, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    logger.info("profiling this machine for the %s space (%.1f min budget) into %s", space.name, profile_min, table_path)
+    table = profile([space], device_name="local", out=table_path, threads=threads, budget_min=profile_min,
+                    progress=progress)
+    if not isinstance(table, LatencyTable):
+        table = LatencyTable.load(table_path)
+    predictor = LatencyPredictor.fit(table)
+    tmp = pred_path.with_suffix(".tmp.json")
+    predictor.save(tmp)
+    tmp.replace(pred_path)
+    return Device(predictor=predictor, local=True, description=desc, source=pred_path, profiled_now=True,
+                  threads=threads)
+
+
+# ----------------------------------------------------------------------------------- the fastest candidate
+class _ChoiceTrial:
+    """A stand-in for an Optuna trial: fixed values where given, else drawn at random; records each
+    parameter's choices so a coordinate search can walk them."""
+
+    def __init__(self, fixed: Mapping[str, Any], rng: "np.random.Generator") -> None:
+        self.fixed = dict(fixed)
+        self.rng = rng
+        self.params: dict[str, Any] = {}
+        self.choices: dict[str, list[Any]] = {}
+        self.number = 0
+
+    def _pick(self, name: str, choices: list[Any]) -> Any:
+        self.choices[name] = choices
+        value = self.fixed[name] if name in self.fixed and self.fixed[name] in choices else \
+            choices[int(self.rng.integers(len(choices)))]
+        self.params[name] = value
+        return value
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._pick(name, list(choices))
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        values = list(range(int(low), int(high) + 1, int(step)))
+        ends = [values[0], values[-1]] if len(values) > 2 else values
+        if name in self.fixed and self.fixed[name] in values:
+            ends = sorted(set(ends) | {self.fixed[name]})
+        return int(self._pick(name, ends))
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        ends = [float(low), float(high)]
+        if name in self.fixed and low <= self.fixed[name] <= high:
+            ends = sorted(set(ends) | {float(self.fixed[name])})
+        return float(self._pick(name, ends))
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        pass
+
+
+def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *,
+                      search: tuple[str, ...] | None = None, seed: int = 0, starts: int = 32,
+                      passes: int = 3) -> tuple["Candidate", float, dict[str, Any]]:
+    """About the fastest candidate ``space`` can produce, by coordinate descent over its sampled parameters.
+
+    Starts from the fastest of ``starts`` random candidates and tries every choice of one parameter at a
+    time (the ends of numeric ranges), keeping what lowers the predicted latency. Returns the candidate,
+    its predicted milliseconds and the Optuna parameters that produce it (for ``enqueue_trial``).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    kwargs = {} if search is None else {"search": search}
+
+    def draw(fixed: Mapping[str, Any]) -> tuple["Candidate", _ChoiceTrial]:
+        trial = _ChoiceTrial(fixed, rng)
+        return space.sample(trial, **kwargs), trial
+
+    first = [draw({}) for _ in range(starts)]
+    lats = predict([c for c, _ in first])
+    i = int(np.argmin(lats))
+    best_c, best_t = first[i]
+    best_lat, best_params = float(lats[i]), dict(best_t.params)
+    for _ in range(passes):
+        improved = False
+        for name in list(best_t.choices):
+            options = [v for v in best_t.choices.get(name, []) if v != best_params.get(name)]
+            if not options:
+                continue
+            tries = [draw({**best_params, name: v}) for v in options]
+            lats = predict([c for c, _ in tries])
+            j = int(np.argmin(lats))
+            if float(lats[j]) < best_lat * (1 - 1e-9):
+                best_c, best_t = tries[j]
+                best_lat, best_params = float(lats[j]), dict(best_t.params)
+                improved = True
+        if not improved:
+            break
+    return best_c, best_lat, best_params

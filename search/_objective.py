@@ -1,0 +1,138 @@
+"""What one trial does, independent of Optuna (so Ray Tune workers run exactly the same thing).
+
+A candidate's latency is predicted first; a candidate predicted over the budget is returned with that
+latency and its size, and is never trained (``trained=False``, accuracy 0): the proxy's time goes to
+feasible candidates only. A feasible candidate is built, and the proxy evaluator (a short distillation
+training at the candidate's bit widths) gives its validation accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+
+    from spaces import Candidate, SearchSpace
+
+__all__ = [
+    "OBJECTIVES",
+    "BoundCandidate",
+    "BudgetConstraint",
+    "LatencyModel",
+    "SearchContext",
+    "TrialResult",
+    "evaluate_candidate",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The study's objectives, in order, with their directions.
+OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"), ("size_bytes", "minimize"))
+
+
+class LatencyModel(Protocol):
+    """Anything that predicts milliseconds from a list of kernels (``latency_models.LatencyPredictor``)."""
+
+    def predict(self, item: Any) -> float: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+    """The outcome of one candidate.
+
+    Attributes:
+        accuracy: validation accuracy of the proxy, a fraction in [0, 1]; 0 when not trained.
+        latency_ms: predicted latency on the target device, milliseconds.
+        size_bytes: bytes of the stored weights at the candidate's bit widths.
+        feasible: ``latency_ms <= budget_ms``.
+        trained: whether the proxy trained it (only feasible candidates are trained).
+        seconds: wall time of this evaluation.
+    """
+
+    accuracy: float
+    latency_ms: float
+    size_bytes: int
+    feasible: bool
+    trained: bool
+    seconds: float
+
+    @property
+    def values(self) -> tuple[float, float, float]:
+        """The objective values, in :data:`OBJECTIVES` order."""
+        return (self.accuracy, self.latency_ms, float(self.size_bytes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class SearchContext:
+    """Everything a trial needs, passed in by whoever drives the search.
+
+    Attributes:
+        space: the search space the candidates come from.
+        predictor: predicts milliseconds of a :class:`BoundCandidate` (``latency_models.LatencyPredictor``).
+        budget_ms: the latency budget, milliseconds.
+        evaluator: ``evaluator(model, module_bits) -> accuracy``, the distillation proxy (teacher logits
+            computed once, inside it).
+    """
+
+    space: "SearchSpace"
+    predictor: LatencyModel
+    budget_ms: float
+    evaluator: Callable[["torch.nn.Module", Mapping[str, int]], float]
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
+            raise ValueError(f"budget_ms={self.budget_ms!r} must be a positive number of milliseconds")
+
+
+def evaluate_candidate(candidate: "Candidate", *, context: SearchContext) -> TrialResult:
+    """Predict the latency of ``candidate``; train and score it with the proxy only if it meets the budget."""
+    start = time.perf_counter()
+    space = context.space
+    latency_ms = float(context.predictor.predict(BoundCandidate(candidate, space)))
+    size_bytes = int(space.stats(candidate).size_bytes)
+    if latency_ms > context.budget_ms:
+        logger.debug("candidate over budget (%.3f ms > %.3f ms): not trained", latency_ms, context.budget_ms)
+        return TrialResult(0.0, latency_ms, size_bytes, False, False, time.perf_counter() - start)
+    model = space.build(candidate)
+    acc = float(context.evaluator(model, space.module_bits(candidate)))
+    return TrialResult(acc, latency_ms, size_bytes, True, True, time.perf_counter() - start)
+
+
+class BoundCandidate:
+    """A candidate whose kernels come from a given space instance (spaces with options that are not JSON,
+    such as the ``prune`` space's teacher, cannot be rebuilt from the candidate alone).
+    ``LatencyPredictor.predict`` reads its ``.kernels()`` and ``.genes``."""
+
+    def __init__(self, candidate: "Candidate", space: "SearchSpace") -> None:
+        self.candidate = candidate
+        self.space = space
+        self.genes = candidate.genes
+
+    def kernels(self) -> list[Any]:
+        return list(self.space.kernels(self.candidate))
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetConstraint:
+    """``constraints_func`` of the samplers: predicted latency minus the budget (feasible when <= 0).
+
+    Reads the trial's ``latency_ms`` user attribute, which the objective (or the Ray searcher) sets
+    before the trial is told.
+    """
+
+    budget_ms: float
+
+    def __call__(self, trial: "optuna.trial.FrozenTrial") -> list[float]:
+        latency = trial.user_attrs.get("latency_ms")
+        if latency is None:  # not a trial of this search: count it as far over budget
+            return [1e12]
+        return [float(latency) - self.budget_ms]

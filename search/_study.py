@@ -1,0 +1,169 @@
+"""The Optuna study: three objectives, the latency budget as a constraint, resumable storage.
+
+The driver (:func:`run_study`) receives its collaborators: the study (which holds the sampler and the
+storage), the search space and the :class:`~search._objective.SearchContext` (predictor, budget, proxy
+evaluator). Each finished trial is committed to the storage as it ends, so a run killed outright loses
+only the trials that were running; Ctrl-C fails the running trial cleanly and returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from search._errors import InputError
+from search._objective import OBJECTIVES, BudgetConstraint, SearchContext, TrialResult, evaluate_candidate
+
+if TYPE_CHECKING:
+    import optuna
+
+    from spaces import SearchSpace
+
+__all__ = ["SAMPLERS", "RUN_ATTR", "StudyOutcome", "make_sampler", "open_study", "owned_trials", "run_study"]
+
+logger = logging.getLogger(__name__)
+
+#: ``--sampler`` choices.
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+#: User attribute naming the run that owns a trial (several runs may share one study).
+RUN_ATTR = "run_id"
+
+
+def make_sampler(name: str, *, seed: int | None, budget_ms: float) -> "optuna.samplers.BaseSampler":
+    """The sampler called ``name``, seeded, with the budget as its ``constraints_func`` where it takes one.
+
+    ``RandomSampler`` takes no constraints (it ignores them anyway); for it the objective records the
+    constraint on the trial itself so the stored study still tells feasible trials apart.
+    """
+    import optuna
+
+    constraint = BudgetConstraint(float(budget_ms))
+    with warnings.catch_warnings():
+        # Optuna 5 deprecates constraints_func in favour of Trial.set_constraint (removal planned for 7.0);
+        # it is still how a sampler learns constraints from trials told by Ray Tune's searcher.
+        warnings.simplefilter("ignore", FutureWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, constraints_func=constraint, multivariate=True,
+                                              n_startup_trials=8)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraint, population_size=16)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, constraints_func=constraint, n_startup_trials=8)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise InputError(f"--sampler {name!r} is not known; allowed: {', '.join(SAMPLERS)}")
+
+
+def open_study(*, storage: str, study_name: str, sampler: "optuna.samplers.BaseSampler") -> "optuna.Study":
+    """Create the study in ``storage``, or load it when it exists (resume, or several runs sharing it)."""
+    import optuna
+
+    directions = [d for _, d in OBJECTIVES]
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+                                    directions=directions, load_if_exists=True)
+    except (ValueError, ImportError, ModuleNotFoundError) as exc:
+        raise InputError(f"--storage {storage!r} cannot be opened: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (SQLAlchemy errors: a bad URL, an unreachable server)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"--storage {storage!r} cannot be opened: {reason}") from None
+    if [d.name.lower() for d in study.directions] != directions:
+        raise InputError(f"--study-name {study_name!r} in {storage} has directions "
+                         f"{[d.name.lower() for d in study.directions]}, not this search's {directions}")
+    study.set_metric_names([name for name, _ in OBJECTIVES])
+    return study
+
+
+def owned_trials(study: "optuna.Study", run_id: str, states: Sequence[Any] | None = None) -> list["optuna.trial.FrozenTrial"]:
+    """The trials of ``study`` started by the run ``run_id`` (optionally only in ``states``)."""
+    trials = study.get_trials(deepcopy=False, states=states)
+    return [t for t in trials if t.user_attrs.get(RUN_ATTR) == run_id]
+
+
+def fail_stale_trials(study: "optuna.Study", run_id: str) -> int:
+    """Mark this run's trials left RUNNING by a killed process as FAIL; returns how many."""
+    from optuna.trial import TrialState
+
+    stale = owned_trials(study, run_id, states=(TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # noqa: SLF001
+    return len(stale)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyOutcome:
+    """What :func:`run_study` did: trials finished by this call, whether it was interrupted (Ctrl-C)."""
+
+    finished: int
+    interrupted: bool
+    seconds: float
+
+
+class _Objective:
+    def __init__(self, *, space: "SearchSpace", context: SearchContext, run_id: str, set_constraint: bool,
+                 sample_kwargs: dict[str, Any], evaluate: Callable[..., TrialResult]) -> None:
+        self.space, self.context, self.run_id = space, context, run_id
+        self.set_constraint, self.sample_kwargs, self.evaluate = set_constraint, sample_kwargs, evaluate
+
+    def __call__(self, trial: "optuna.Trial") -> tuple[float, float, float]:
+        trial.set_user_attr(RUN_ATTR, self.run_id)
+        candidate = self.space.sample(trial, **self.sample_kwargs)
+        trial.set_user_attr("candidate", candidate.to_dict())
+        result = self.evaluate(candidate, context=self.context)
+        for key, value in result.to_dict().items():
+            trial.set_user_attr(key, value)
+        if self.set_constraint:
+            trial.set_constraint("latency_over_budget_ms", result.latency_ms - self.context.budget_ms)
+        return result.values
+
+
+def run_study(study: "optuna.Study", *, space: "SearchSpace", context: SearchContext, run_id: str,
+              n_trials: int, timeout_s: float | None = None, sample_kwargs: dict[str, Any] | None = None,
+              evaluate: Callable[..., TrialResult] = evaluate_candidate,
+              on_trial: Callable[["optuna.trial.FrozenTrial"], None] | None = None) -> StudyOutcome:
+    """Run up to ``n_trials`` trials of this run (fewer if ``timeout_s`` runs out).
+
+    Trials of ``run_id`` already finished in the study count towards ``n_trials`` (that is how
+    ``--resume`` continues); its trials left RUNNING by a killed process are marked FAIL first.
+    ``on_trial(frozen_trial)`` is called after every finished trial (the progress bar). Ctrl-C stops
+    after failing the running trial and returns with ``interrupted=True``.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    start = time.perf_counter()
+    stale = fail_stale_trials(study, run_id)
+    if stale:
+        logger.info("marked %d trial(s) left running by an interrupted run as failed", stale)
+    done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
+    remaining = max(0, n_trials - done)
+    objective = _Objective(space=space, context=context, run_id=run_id,
+                           set_constraint=not getattr(study.sampler, "_constraints_func", None),
+                           sample_kwargs=dict(sample_kwargs or {}), evaluate=evaluate)
+    callbacks = []
+    if on_trial is not None:
+        callbacks.append(lambda _study, trial: on_trial(trial))
+    finished_before = done
+    interrupted = False
+    if remaining:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=timeout_s, callbacks=callbacks,
+                           gc_after_trial=False, catch=())
+        except KeyboardInterrupt:
+            interrupted = True
+    done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
+    return StudyOutcome(finished=done - finished_before, interrupted=interrupted,
+                        seconds=time.perf_counter() - start)
+
+
+def best_feasible_accuracy(trials: Sequence["optuna.trial.FrozenTrial"]) -> float | None:
+    """The best proxy accuracy among trained, feasible trials, or None."""
+    accs = [t.user_attrs.get("accuracy") for t in trials
+            if t.user_attrs.get("trained") and t.user_attrs.get("feasible")]
+    accs = [a for a in accs if isinstance(a, (int, float)) and math.isfinite(a)]
+    return max(accs) if accs else None
