@@ -1,0 +1,321 @@
+"""Ray Tune sweeps: the search's objective run as Ray Tune trials, on one machine or a Ray cluster.
+
+The driver keeps what the single-machine search does and changes only where trials run:
+
+- Ray Tune's Optuna searcher (``OptunaSearch``) proposes candidates with the same Optuna sampler, on the
+  same three objectives (maximise accuracy, minimise latency, minimise size) given as metric and mode
+  lists, under a ``ConcurrencyLimiter`` of ``workers`` trials, each trial holding its CPUs.
+- The search space is sampled once on the driver (define-by-run); each trial carries the sampled
+  parameters in its config and replays them into the same candidate on the worker through
+  ``optuna.trial.FixedTrial``.
+- The evaluation context (data, cached teacher logits, latency predictor) is put into Ray's object store
+  once (``ray.put``) and its reference handed to every trial through ``tune.with_parameters``: workers read
+  it from the store; it is not shipped once per trial.
+- Fault tolerance: a trial that dies with its node is retried (``FailureConfig(max_failures=...)``); the
+  experiment is checkpointed under ``<out>/ray/sweep`` and continues with :func:`ray_sweep` (``resume=True``),
+  which calls ``Tuner.restore``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+from ray.tune.utils import flatten_dict
+
+from search._errors import InputError
+from spaces import Candidate
+
+if TYPE_CHECKING:
+    from spaces import SearchSpace
+
+__all__ = ["EXPERIMENT", "METRICS", "MODES", "RaySweep", "RayTrial", "ray_experiment_dir", "ray_sweep"]
+
+logger = logging.getLogger(__name__)
+
+#: The objectives, in the order of the Optuna study's directions, and their Ray Tune modes.
+METRICS = ("accuracy", "latency_ms", "size_bytes")
+MODES = ("max", "min", "min")
+#: Name of the Ray Tune experiment folder under ``<out>/ray``.
+EXPERIMENT = "sweep"
+#: Config key carrying the Optuna trial number from the driver to the trial.
+TRIAL_KEY = "karumi_trial"
+#: What each trial reports besides the objectives.
+_EXTRA = ("feasible", "trained", "seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class RayTrial:
+    """One finished Ray Tune trial, in the units of the single-machine search.
+
+    Attributes:
+        number: the Optuna trial number given by the searcher (0, 1, ... in the order proposed).
+        params: the sampled Optuna parameters, flat, as the single-machine study records them.
+        candidate: the candidate the worker evaluated (replayed from ``params``).
+        accuracy: validation accuracy of the proxy, a fraction in [0, 1].
+        latency_ms: predicted latency in milliseconds.
+        size_bytes: stored weights in bytes.
+        feasible: within the latency budget.
+        trained: whether the proxy trained it (over-budget candidates are not trained).
+        seconds: wall seconds the evaluation took on the worker.
+    """
+
+    number: int
+    params: dict[str, Any]
+    candidate: Candidate
+    accuracy: float
+    latency_ms: float
+    size_bytes: float
+    feasible: bool
+    trained: bool
+    seconds: float
+
+    @property
+    def values(self) -> tuple[float, float, float]:
+        """The objective values in :data:`METRICS` order."""
+        return (self.accuracy, self.latency_ms, self.size_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RaySweep:
+    """What :func:`ray_sweep` hands back.
+
+    Attributes:
+        trials: every finished trial, ordered by ``number``.
+        errors: ``(number, message)`` of each trial that still failed after its retries.
+        path: the Ray Tune experiment folder (what ``resume=True`` restores from).
+    """
+
+    trials: list[RayTrial]
+    errors: list[tuple[int, str]]
+    path: pathlib.Path
+
+
+def ray_experiment_dir(out_dir: str | pathlib.Path) -> pathlib.Path:
+    """The Ray Tune experiment folder of a run written to ``out_dir``."""
+    return pathlib.Path(out_dir).resolve() / "ray" / EXPERIMENT
+
+
+# --------------------------------------------------------------------------------------------- pieces
+class _DefineByRun:
+    """Ray's define-by-run search space: samples the candidate on the real Optuna trial.
+
+    A plain class (not a closure) because Ray Tune pickles the searcher, and this with it, into its
+    experiment checkpoint.
+    """
+
+    def __init__(self, space: "SearchSpace", sample_kwargs: Mapping[str, Any]) -> None:
+        self.space = space
+        self.sample_kwargs = dict(sample_kwargs)
+
+    def __call__(self, captor: Any) -> dict[str, Any]:
+        # Ray hands a wrapper that records ``suggest_*`` calls; sample on the Optuna trial it wraps so the
+        # space sees a genuine ``optuna.Trial``, then report everything that trial suggested.
+        trial = getattr(captor, "ot_trial", captor)
+        self.space.sample(trial, **self.sample_kwargs)
+        return {**trial.params, TRIAL_KEY: trial.number}
+
+
+class _Searcher(OptunaSearch):
+    """``OptunaSearch`` that stores each finished trial's reported results as Optuna user attributes
+    before telling the study, so a sampler's ``constraints_func`` reads them exactly as it does in the
+    single-machine study (where the objective sets them)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if result and ot_trial is not None and trial_id not in self._completed_trials:
+            for key in (*METRICS, *_EXTRA):
+                if key in result:
+                    ot_trial.set_user_attr(key, result[key])
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class _Progress(tune.Callback):
+    """Calls ``hook(metrics)`` on the driver for each completed trial. The hook is not saved with the
+    experiment (it may hold a progress bar); a restored experiment is given a fresh one."""
+
+    def __init__(self, hook: Callable[[dict[str, Any]], None] | None) -> None:
+        self.hook = hook
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.hook = None
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.hook is not None and trial.last_result:
+            self.hook(dict(trial.last_result))
+
+
+def _run_trial(config: dict[str, Any], *, space: "SearchSpace", sample_kwargs: dict[str, Any],
+               evaluate: Callable[..., Any], context: Any) -> None:
+    """The Ray Tune trainable: replay the config into the candidate, evaluate it, report the results.
+
+    ``context`` arrives already fetched from the object store by ``tune.with_parameters``.
+    """
+    params = flatten_dict(dict(config), delimiter="/")
+    number = int(params.pop(TRIAL_KEY))
+    candidate = space.sample(optuna.trial.FixedTrial(params), **sample_kwargs)
+    result = evaluate(candidate, context=context)
+    tune.report({
+        **{key: float(getattr(result, key)) for key in METRICS},
+        "feasible": bool(result.feasible),
+        "trained": bool(result.trained),
+        "seconds": float(result.seconds),
+        "candidate": candidate.to_json(),
+        TRIAL_KEY: number,
+    })
+
+
+# --------------------------------------------------------------------------------------------- driver
+def _connect(address: str, *, workers: int, cpus_per_trial: float) -> bool:
+    """Connect to (or start) Ray. True when this call started a session that the caller must shut down."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address == "local":
+        ray.init(num_cpus=max(1, math.ceil(workers * cpus_per_trial)), **kwargs)
+    else:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(
+                f"--ray-address {address!r}: cannot connect to a Ray cluster ({str(exc).splitlines()[0]}); "
+                "start one with 'ray start --head', or use --ray-address local"
+            ) from exc
+    return True
+
+
+def _check(*, trials: int, workers: int, cpus_per_trial: float, max_failures: int, address: str,
+           timeout_s: float | None) -> None:
+    if not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials={trials!r} must be a positive integer")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a positive integer")
+    if not cpus_per_trial > 0:
+        raise ValueError(f"cpus_per_trial={cpus_per_trial!r} must be > 0")
+    if not isinstance(max_failures, int) or max_failures < 0:
+        raise ValueError(f"max_failures={max_failures!r} must be an integer >= 0")
+    if not isinstance(address, str) or not address:
+        raise ValueError(f"address={address!r} must be 'local', 'auto' or a Ray cluster address such as host:6379")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s={timeout_s!r} must be > 0 or None")
+
+
+def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: Any,
+              sampler: optuna.samplers.BaseSampler, trials: int, workers: int, out_dir: str | pathlib.Path,
+              address: str = "local", resume: bool = False, sample_kwargs: Mapping[str, Any] | None = None,
+              cpus_per_trial: float = 1.0, max_failures: int = 3, timeout_s: float | None = None,
+              on_trial: Callable[[dict[str, Any]], None] | None = None) -> RaySweep:
+    """Run ``trials`` candidates of ``space`` as Ray Tune trials, ``workers`` at a time.
+
+    Args:
+        space: the search space; ``space.sample(trial, **sample_kwargs)`` draws a candidate.
+        evaluate: ``evaluate(candidate, *, context)`` returning an object with ``accuracy``, ``latency_ms``,
+            ``size_bytes``, ``feasible``, ``trained`` and ``seconds`` (the search's objective). It runs on
+            the workers, so it must be importable there (a module-level function).
+        context: what ``evaluate`` needs (data, teacher logits, predictor); put in the object store once.
+        sampler: the Optuna sampler proposing candidates (multi-objective; its ``constraints_func``, if
+            any, reads the user attributes named in :data:`METRICS` and ``feasible``).
+        trials: number of trials in the whole sweep (a resumed sweep runs only the missing ones).
+        workers: trials running at once.
+        out_dir: the run's output folder; Ray Tune's experiment goes to ``<out_dir>/ray/sweep``.
+        address: ``local`` (start Ray in this process), ``auto`` (the cluster this machine belongs to) or
+            a cluster address. Ignored when Ray is already initialised in this process.
+        resume: continue the experiment found under ``out_dir`` with ``Tuner.restore``.
+        sample_kwargs: keyword options for ``space.sample`` (such as ``search=``).
+        cpus_per_trial: CPUs each trial holds.
+        max_failures: retries of a trial whose worker or node dies.
+        timeout_s: stop proposing trials after this many seconds (``None``: no limit).
+        on_trial: called on the driver with each completed trial's reported results (progress).
+
+    Returns:
+        The finished trials and the errors, see :class:`RaySweep`.
+    """
+    _check(trials=trials, workers=workers, cpus_per_trial=cpus_per_trial, max_failures=max_failures,
+           address=address, timeout_s=timeout_s)
+    sample_kwargs = dict(sample_kwargs or {})
+    path = ray_experiment_dir(out_dir)
+    started = _connect(address, workers=workers, cpus_per_trial=cpus_per_trial)
+    try:
+        # One copy in the object store; with_parameters hands the reference on as is (no second put) and
+        # each trial reads the object from its node's store.
+        context_ref = ray.put(context)
+        trainable = tune.with_resources(
+            tune.with_parameters(_run_trial, space=space, sample_kwargs=sample_kwargs, evaluate=evaluate,
+                                 context=context_ref),
+            {"cpu": cpus_per_trial},
+        )
+        if resume:
+            if not tune.Tuner.can_restore(str(path)):
+                raise InputError(f"--resume {pathlib.Path(out_dir)}: no Ray Tune experiment under {path}")
+            logger.info("restoring the Ray Tune experiment at %s", path)
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+            _rehook(tuner, on_trial)
+        else:
+            searcher = _Searcher(
+                space=_DefineByRun(space, sample_kwargs), metric=list(METRICS), mode=list(MODES), sampler=sampler,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=workers),
+                    num_samples=trials,
+                    time_budget_s=timeout_s,
+                ),
+                run_config=tune.RunConfig(
+                    name=EXPERIMENT,
+                    storage_path=str(path.parent),
+                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                    callbacks=[_Progress(on_trial)],
+                    verbose=0,
+                ),
+            )
+        grid = tuner.fit()
+        return _collect(grid, space=space, sample_kwargs=sample_kwargs, path=path)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _rehook(tuner: Any, on_trial: Callable[[dict[str, Any]], None] | None) -> None:
+    """Give a restored experiment's progress callback its hook back (hooks are not saved)."""
+    if on_trial is None:
+        return
+    run_config = tuner._local_tuner.get_run_config()
+    callbacks = [cb for cb in (run_config.callbacks or []) if not isinstance(cb, _Progress)]
+    run_config.callbacks = [*callbacks, _Progress(on_trial)]
+
+
+def _collect(grid: Any, *, space: "SearchSpace", sample_kwargs: dict[str, Any], path: pathlib.Path) -> RaySweep:
+    trials: list[RayTrial] = []
+    errors: list[tuple[int, str]] = []
+    for result in grid:
+        params = flatten_dict(dict(result.config or {}), delimiter="/")
+        number = int(params.pop(TRIAL_KEY, -1))
+        metrics = result.metrics or {}
+        if result.error is not None or not all(key in metrics for key in METRICS):
+            errors.append((number, str(result.error).splitlines()[0] if result.error else "no result reported"))
+            continue
+        candidate = Candidate.from_json(metrics["candidate"])
+        if candidate != space.sample(optuna.trial.FixedTrial(params), **sample_kwargs):
+            raise RuntimeError(f"trial {number}: the worker evaluated another candidate than its config describes")
+        trials.append(RayTrial(
+            number=number, params=params, candidate=candidate,
+            accuracy=float(metrics["accuracy"]), latency_ms=float(metrics["latency_ms"]),
+            size_bytes=float(metrics["size_bytes"]), feasible=bool(metrics["feasible"]),
+            trained=bool(metrics["trained"]), seconds=float(metrics["seconds"]),
+        ))
+    trials.sort(key=lambda t: t.number)
+    errors.sort()
+    return RaySweep(trials=trials, errors=errors, path=path)

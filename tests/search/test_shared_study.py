@@ -1,0 +1,100 @@
+"""Optuna's own way to scale: several ``python -m search`` processes sharing one study in PostgreSQL.
+
+A real PostgreSQL server is started on loopback for the session (a private cluster in a temporary
+folder, from the binaries ``.ci/run`` installs), and torn down afterwards.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _postgres_bin() -> pathlib.Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``, newest version first; None when not installed."""
+    found = shutil.which("initdb")
+    dirs = [pathlib.Path(found).resolve().parent] if found else []
+    dirs += sorted(
+        (pathlib.Path(d) for d in glob.glob("/usr/lib/postgresql/*/bin")),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for d in dirs:
+        if all((d / tool).exists() for tool in ("initdb", "pg_ctl", "createdb")):
+            return d
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh database on a private PostgreSQL server listening on 127.0.0.1 only."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("PostgreSQL binaries (initdb, pg_ctl) are missing in CI: .ci/run should have installed them")
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin)")
+    pytest.importorskip("psycopg2", reason="psycopg2-binary (the test extra) is not installed")
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="karumi-pg-"))
+    as_root = os.geteuid() == 0
+    if as_root:  # initdb and the server refuse to run as root: hand the folder to the postgres user
+        shutil.chown(root, user="postgres", group="postgres")
+
+    def run(*args: str) -> None:
+        cmd = [str(a) for a in args]
+        if as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=root)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+
+    data, log = root / "data", root / "server.log"
+    port = _free_port()
+    user, dbname = "karumi", "karumi_test"
+    started = False
+    try:
+        run(bindir / "initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
+        run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", opts, "-w", "-t", "60", "start")
+        started = True
+        run(bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", user, dbname)
+        yield f"postgresql+psycopg2://{user}@127.0.0.1:{port}/{dbname}"
+    finally:
+        if started:
+            run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgres_fixture_serves_sql(postgres_url: str) -> None:
+    """The server is real: a table written through one connection is read back through another."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("CREATE TABLE probe (x integer)"))
+            conn.execute(sqlalchemy.text("INSERT INTO probe VALUES (41), (1)"))
+        with engine.connect() as conn:
+            total = conn.execute(sqlalchemy.text("SELECT sum(x) FROM probe")).scalar_one()
+            version = conn.execute(sqlalchemy.text("SHOW server_version")).scalar_one()
+    finally:
+        engine.dispose()
+    assert total == 42
+    assert version.split(".")[0].isdigit()
