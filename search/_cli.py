@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"minutes of profiling for --device local on first use (default {d['profile_min']:g})")
     p.add_argument("--teacher-epochs", type=int, metavar="E",
                    help=f"training epochs of the built-in teacher on first use (default {d['teacher_epochs']})")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="run the trials on Ray: local (start Ray here), auto (this machine's cluster) or host:port")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help=f"with --ray-address: trials running at once, one CPU each (default {d['workers']})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines, only the summary")
     return p
 

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import math
 import pathlib
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from spaces import Candidate
 if TYPE_CHECKING:
     from spaces import SearchSpace
 
-__all__ = ["EXPERIMENT", "METRICS", "MODES", "RaySweep", "RayTrial", "ray_experiment_dir", "ray_sweep"]
+__all__ = ["EXPERIMENT", "METRICS", "MODES", "RaySweep", "RayTrial", "ray_experiment_dir", "ray_sweep", "run_ray_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ EXPERIMENT = "sweep"
 TRIAL_KEY = "karumi_trial"
 #: What each trial reports besides the objectives.
 _EXTRA = ("feasible", "trained", "seconds")
+#: Constraint name (predicted latency minus the budget, feasible when <= 0), as the single-machine study.
+CONSTRAINT = "latency_over_budget_ms"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,15 +116,19 @@ class _DefineByRun:
     experiment checkpoint.
     """
 
-    def __init__(self, space: "SearchSpace", sample_kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, space: "SearchSpace", sample_kwargs: Mapping[str, Any], trial_attrs: Mapping[str, Any]) -> None:
         self.space = space
         self.sample_kwargs = dict(sample_kwargs)
+        self.trial_attrs = dict(trial_attrs)
 
     def __call__(self, captor: Any) -> dict[str, Any]:
         # Ray hands a wrapper that records ``suggest_*`` calls; sample on the Optuna trial it wraps so the
         # space sees a genuine ``optuna.Trial``, then report everything that trial suggested.
         trial = getattr(captor, "ot_trial", captor)
-        self.space.sample(trial, **self.sample_kwargs)
+        for key, value in self.trial_attrs.items():
+            trial.set_user_attr(key, value)
+        candidate = self.space.sample(trial, **self.sample_kwargs)
+        trial.set_user_attr("candidate", candidate.to_dict())
         return {**trial.params, TRIAL_KEY: trial.number}
 
 
@@ -136,6 +143,10 @@ class _Searcher(OptunaSearch):
             for key in (*METRICS, *_EXTRA):
                 if key in result:
                     ot_trial.set_user_attr(key, result[key])
+            # a sampler without constraints_func (random) still gets feasibility recorded, as the
+            # single-machine objective does
+            if CONSTRAINT in result and not getattr(self._sampler, "_constraints_func", None):
+                ot_trial.set_constraint(CONSTRAINT, float(result[CONSTRAINT]))
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
@@ -167,14 +178,18 @@ def _run_trial(config: dict[str, Any], *, space: "SearchSpace", sample_kwargs: d
     number = int(params.pop(TRIAL_KEY))
     candidate = space.sample(optuna.trial.FixedTrial(params), **sample_kwargs)
     result = evaluate(candidate, context=context)
-    tune.report({
+    report = {
         **{key: float(getattr(result, key)) for key in METRICS},
         "feasible": bool(result.feasible),
         "trained": bool(result.trained),
         "seconds": float(result.seconds),
         "candidate": candidate.to_json(),
         TRIAL_KEY: number,
-    })
+    }
+    budget_ms = getattr(context, "budget_ms", None)
+    if budget_ms is not None:
+        report[CONSTRAINT] = float(result.latency_ms) - float(budget_ms)
+    tune.report(report)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -214,8 +229,9 @@ def _check(*, trials: int, workers: int, cpus_per_trial: float, max_failures: in
 
 def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: Any,
               sampler: optuna.samplers.BaseSampler, trials: int, workers: int, out_dir: str | pathlib.Path,
-              address: str = "local", resume: bool = False, sample_kwargs: Mapping[str, Any] | None = None,
-              cpus_per_trial: float = 1.0, max_failures: int = 3, timeout_s: float | None = None,
+              address: str = "local", resume: bool = False, storage: str | None = None,
+              study_name: str = "karumi", trial_attrs: Mapping[str, Any] | None = None,
+              sample_kwargs: Mapping[str, Any] | None = None, cpus_per_trial: float = 1.0, max_failures: int = 3, timeout_s: float | None = None,
               on_trial: Callable[[dict[str, Any]], None] | None = None) -> RaySweep:
     """Run ``trials`` candidates of ``space`` as Ray Tune trials, ``workers`` at a time.
 
@@ -233,6 +249,10 @@ def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: An
         address: ``local`` (start Ray in this process), ``auto`` (the cluster this machine belongs to) or
             a cluster address. Ignored when Ray is already initialised in this process.
         resume: continue the experiment found under ``out_dir`` with ``Tuner.restore``.
+        storage: Optuna storage URL of the study the searcher asks and tells (created or loaded, with the
+            three directions); ``None``: an in-memory study inside the searcher.
+        study_name: the study's name in ``storage``.
+        trial_attrs: user attributes set on every trial when it is asked (such as the run id).
         sample_kwargs: keyword options for ``space.sample`` (such as ``search=``).
         cpus_per_trial: CPUs each trial holds.
         max_failures: retries of a trial whose worker or node dies.
@@ -264,7 +284,9 @@ def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: An
             _rehook(tuner, on_trial)
         else:
             searcher = _Searcher(
-                space=_DefineByRun(space, sample_kwargs), metric=list(METRICS), mode=list(MODES), sampler=sampler,
+                space=_DefineByRun(space, sample_kwargs, trial_attrs or {}), metric=list(METRICS), mode=list(MODES),
+                sampler=sampler, storage=None if storage is None else optuna.storages.get_storage(storage),
+                study_name=study_name,
             )
             tuner = tune.Tuner(
                 trainable,
@@ -319,3 +341,55 @@ def _collect(grid: Any, *, space: "SearchSpace", sample_kwargs: dict[str, Any], 
     trials.sort(key=lambda t: t.number)
     errors.sort()
     return RaySweep(trials=trials, errors=errors, path=path)
+
+
+# --------------------------------------------------------------------------------------------- the run's study
+def run_ray_study(study: optuna.Study, *, space: "SearchSpace", context: Any, run_id: str, n_trials: int,
+                  storage: str, out_dir: str | pathlib.Path, address: str, workers: int, resume: bool = False,
+                  timeout_s: float | None = None, sample_kwargs: Mapping[str, Any] | None = None,
+                  evaluate: Callable[..., Any] | None = None, max_failures: int = 3,
+                  on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> Any:
+    """The Ray counterpart of :func:`search._study.run_study`: the same study, the same trial records.
+
+    The searcher asks and tells the run's own study in ``storage`` (the SQLite file in the output folder
+    by default), so its trials carry the same user attributes (run id, candidate, accuracy, latency_ms,
+    size_bytes, feasible, trained, seconds) as single-machine trials and the Pareto front, report and
+    ``--resume`` read them the same way. With ``resume`` and a Ray experiment under ``out_dir``, that
+    experiment is restored (``Tuner.restore``): its unfinished and errored trials run again.
+
+    Returns:
+        A :class:`search._study.StudyOutcome`.
+    """
+    from optuna.trial import TrialState
+
+    from search._objective import evaluate_candidate
+    from search._study import RUN_ATTR, StudyOutcome, fail_stale_trials, owned_trials
+
+    start = time.perf_counter()
+    done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
+    restore = resume and tune.Tuner.can_restore(str(ray_experiment_dir(out_dir)))
+    if not restore:
+        fail_stale_trials(study, run_id)
+    remaining = max(0, n_trials - done)
+    if remaining == 0 and not restore:
+        return StudyOutcome(finished=0, interrupted=False, seconds=time.perf_counter() - start)
+
+    def hook(metrics: dict[str, Any]) -> None:
+        if on_trial is None or not all(key in metrics for key in METRICS):
+            return
+        attrs = {key: metrics[key] for key in (*METRICS, *_EXTRA) if key in metrics}
+        on_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[metrics[k] for k in METRICS],
+                                           user_attrs=attrs))
+
+    sweep = ray_sweep(space=space, evaluate=evaluate or evaluate_candidate, context=context, sampler=study.sampler,
+                      trials=max(1, remaining), workers=workers, out_dir=out_dir, address=address, resume=restore,
+                      storage=storage, study_name=study.study_name, trial_attrs={RUN_ATTR: run_id},
+                      sample_kwargs=sample_kwargs, max_failures=max_failures, timeout_s=timeout_s, on_trial=hook)
+    for number, message in sweep.errors:
+        logger.warning("trial %d failed after %d retries: %s", number, max_failures, message)
+    fail_stale_trials(study, run_id)  # asked but never told: their Ray trial did not finish
+    after = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
+    seconds = time.perf_counter() - start
+    timed_out = timeout_s is not None and seconds >= timeout_s
+    interrupted = after + len(sweep.errors) < n_trials and not timed_out
+    return StudyOutcome(finished=after - done, interrupted=interrupted, seconds=seconds)

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 #: Options written on the reproducing command line, with their flags (the defaults are left out).
 _FLAGS = ("budget_ms", "space", "data", "data_dir", "download", "teacher", "device", "trials", "timeout_min",
           "sampler", "seed", "storage", "study_name", "final_epochs", "search", "proxy_epochs",
-          "proxy_samples", "profile_min", "teacher_epochs")
+          "proxy_samples", "profile_min", "teacher_epochs", "ray_address", "workers")
 
 
 def command_line(config: Mapping[str, Any]) -> str:

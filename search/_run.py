@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "proxy_samples": 512,
     "profile_min": 3.0,
     "teacher_epochs": 12,
+    "ray_address": None,
+    "workers": 1,
 }
 #: Options that ``--resume`` may change; the others come from the run's saved ``config.json``.
 RESUME_MAY_CHANGE = ("trials", "timeout_min", "final_epochs")
@@ -142,7 +144,7 @@ def _validate(opts: dict[str, Any], resuming: bool) -> pathlib.Path:
     check_device_spec(str(opts["device"]))
     if opts["sampler"] not in SAMPLERS:
         raise InputError(f"--sampler {opts['sampler']!r} is not known; allowed: {', '.join(SAMPLERS)}")
-    for key in ("trials", "proxy_samples"):
+    for key in ("trials", "proxy_samples", "workers"):
         if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
             raise InputError(f"--{key.replace('_', '-')} {opts[key]!r} must be a positive integer")
     for key in ("final_epochs", "proxy_epochs", "teacher_epochs"):
@@ -176,7 +178,8 @@ def run(*, budget_ms: float | None = None, space: str | None = None, data: str |
         resume: str | pathlib.Path | None = None, storage: str | None = None, study_name: str | None = None,
         final_epochs: int | None = None, search: tuple[str, ...] | list[str] | None = None,
         proxy_epochs: int | None = None, proxy_samples: int | None = None, profile_min: float | None = None,
-        teacher_epochs: int | None = None, progress: bool = False,
+        teacher_epochs: int | None = None, ray_address: str | None = None, workers: int | None = None,
+        progress: bool = False,
         echo: Callable[[str], None] | None = None) -> SearchResult:
     """Search the most accurate model under ``budget_ms`` on the device; see the README for every option.
 
@@ -193,7 +196,7 @@ def run(*, budget_ms: float | None = None, space: str | None = None, data: str |
                  out=None if out is None else str(out), storage=storage, study_name=study_name,
                  final_epochs=final_epochs, search=None if search is None else tuple(search),
                  proxy_epochs=proxy_epochs, proxy_samples=proxy_samples, profile_min=profile_min,
-                 teacher_epochs=teacher_epochs)
+                 teacher_epochs=teacher_epochs, ray_address=ray_address, workers=workers)
     opts, resuming = _resolve_options(given, resume)
     out_dir = _validate(opts, resuming)
     return _Job(opts, out_dir, resuming=resuming, progress=progress, echo=echo or (lambda line: None)).run()
@@ -340,8 +343,18 @@ class _Job:
             self.echo(f"resume   {len(done)} finished trial(s) of this run found in the study")
         timeout_s = None if o["timeout_min"] is None else 60.0 * float(o["timeout_min"])
         try:
-            outcome = run_study(study, space=self.space, context=context, run_id=self.run_id, n_trials=int(o["trials"]),
-                                timeout_s=timeout_s, sample_kwargs={"search": tuple(o["search"])}, on_trial=on_trial)
+            if o["ray_address"]:  # the same trials as Ray Tune trials on a Ray cluster (search/_ray.py)
+                from search._ray import run_ray_study
+
+                outcome = run_ray_study(study, space=self.space, context=context, run_id=self.run_id,
+                                        n_trials=int(o["trials"]), storage=str(o["storage"]), out_dir=self.out_dir,
+                                        address=str(o["ray_address"]), workers=int(o["workers"]),
+                                        resume=self.resuming, timeout_s=timeout_s,
+                                        sample_kwargs={"search": tuple(o["search"])}, on_trial=on_trial)
+            else:
+                outcome = run_study(study, space=self.space, context=context, run_id=self.run_id,
+                                    n_trials=int(o["trials"]), timeout_s=timeout_s,
+                                    sample_kwargs={"search": tuple(o["search"])}, on_trial=on_trial)
         finally:
             if bar is not None:
                 bar.close()
