@@ -493,11 +493,8 @@ class PlannedSpace(SearchSpace):
         for key in ("prune_ratios", "bits"):
             if key in genes:
                 raise ValueError(f"candidate.genes has {key!r}; allowed: architecture genes only")
-        n = len(self._layers(self._arch(dict(genes))))
-        ratios = list(candidate.prune_ratios) or None
-        bits = list(candidate.bits) or None
-        valid = self.candidate(**genes, prune_ratios=ratios, bits=bits)
-        assert len(valid.prune_ratios) == n
+        valid = self.candidate(**genes, prune_ratios=list(candidate.prune_ratios) or None,
+                               bits=list(candidate.bits) or None)
         return dict(valid.genes), list(valid.prune_ratios), list(valid.bits)
 
     def plan(self, candidate: Candidate) -> Seq:

@@ -9,6 +9,8 @@ import pytest
 
 from spaces import get_space
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 OPS = ["k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip"]
 
 

@@ -14,6 +14,8 @@ import pytest
 from latency_models import kernels_from_onnx
 from spaces import SEARCH_PARTS, Candidate, export_onnx, get_space, list_spaces
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -136,15 +138,19 @@ KERNEL_CASES = [(name, options) for name in SPACES for options in ({}, DIGITS)] 
 
 
 @pytest.mark.parametrize("name, options", KERNEL_CASES, ids=[f"{n}-{'-'.join(map(str, o.values())) or 'default'}" for n, o in KERNEL_CASES])
-def test_kernels_match_the_onnx_export(name, options):
-    """The same kernel *sequence* as the reader recovers from the float32 ONNX export (not just a multiset)."""
+def test_kernels_and_params_match_the_onnx_export(name, options):
+    """The same kernel *sequence* as the reader recovers from the float32 ONNX export (not just a multiset),
+    and ``stats().params`` equal to the export's Conv/Gemm initializers (BatchNorm folded)."""
     space = _space_or_skip(name, **options)
     rng = np.random.default_rng(6)
-    candidates = [space.candidate(), *(space.sample(rng, search=("arch", "prune")) for _ in range(3))]
+    n_random = 2 if options in ({}, DIGITS) else 1
+    candidates = [space.candidate(), *(space.sample(rng, search=("arch", "prune")) for _ in range(n_random))]
     for cand in candidates:
-        kernels, unknown = kernels_from_onnx(export_onnx(space.build(cand), space.input_shape))
+        proto = export_onnx(space.build(cand), space.input_shape)
+        kernels, unknown = kernels_from_onnx(proto)
         assert unknown == []
         assert kernels == space.kernels(cand)
+        assert space.stats(cand).params == _onnx_params(proto)
 
 
 def test_kernels_match_the_quantised_export_bit_for_bit(space):
@@ -202,17 +208,15 @@ def _onnx_params(model_proto) -> int:
     return sum(size(i) for n in model_proto.graph.node if n.op_type in ("Conv", "Gemm") for i in n.input[1:] if i)
 
 
-def test_stats_params_equal_the_exported_model(space):
-    for cand in [space.candidate(), *_random_candidates(space, 3, seed=4)]:
+def test_stats_sizes_follow_the_bits(space):
+    for cand in _random_candidates(space, 3, seed=4):
         stats = space.stats(cand)
-        proto = export_onnx(space.build(cand), space.input_shape)
-        assert stats.params == _onnx_params(proto)
         assert stats.macs > 0 and 0 < stats.size_bytes
         # size at the candidate's bits is at most the float32 size, equal when nothing is quantised
         fp32 = space.candidate(**dict(cand.genes), prune_ratios=cand.prune_ratios)
-        assert stats.size_bytes <= space.stats(fp32).size_bytes
-        if set(cand.bits) == {32}:
-            assert stats.size_bytes == 4 * stats.params
+        assert space.stats(fp32).size_bytes == 4 * space.stats(fp32).params
+        assert stats.size_bytes < space.stats(fp32).size_bytes
+        assert stats.params == space.stats(fp32).params and stats.macs == space.stats(fp32).macs
 
 
 def test_pruned_channels_are_physically_absent(space):

@@ -6,6 +6,8 @@ import pytest
 
 from spaces import get_space
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
