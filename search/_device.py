@@ -60,16 +60,15 @@ class Device:
 
 def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
     """What identifies a local profile: CPU, runtime version, threads, space and options."""
+    import platform
+
     import onnxruntime
 
-    from latency_models import device_info
-
-    info = device_info(name="local", threads=threads)
     options = {k: v for k, v in space.options.items() if isinstance(v, (int, float, str, bool))}
     extra = getattr(space, "fingerprint", None)
     return {
-        "cpu_model": info["cpu_model"],
-        "platform": info["platform"],
+        "cpu_model": _cpu_model(),
+        "platform": f"{platform.system()} {platform.machine()}",
         "runtime": "onnxruntime",
         "runtime_version": onnxruntime.__version__,
         "threads": int(threads),
@@ -77,6 +76,19 @@ def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
         "options": options,
         "space_fingerprint": extra() if callable(extra) else None,
     }
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def check_device_spec(spec: str) -> None:

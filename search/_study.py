@@ -63,6 +63,7 @@ def open_study(*, storage: str, study_name: str, sampler: "optuna.samplers.BaseS
     import optuna
 
     directions = [d for _, d in OBJECTIVES]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
                                     directions=directions, load_if_exists=True)
@@ -74,7 +75,9 @@ def open_study(*, storage: str, study_name: str, sampler: "optuna.samplers.BaseS
     if [d.name.lower() for d in study.directions] != directions:
         raise InputError(f"--study-name {study_name!r} in {storage} has directions "
                          f"{[d.name.lower() for d in study.directions]}, not this search's {directions}")
-    study.set_metric_names([name for name, _ in OBJECTIVES])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([name for name, _ in OBJECTIVES])
     return study
 
 
@@ -127,6 +130,8 @@ def run_study(study: "optuna.Study", *, space: "SearchSpace", context: SearchCon
               on_trial: Callable[["optuna.trial.FrozenTrial"], None] | None = None) -> StudyOutcome:
     """Run up to ``n_trials`` trials of this run (fewer if ``timeout_s`` runs out).
 
+    A trial that raises ``ValueError``, ``RuntimeError`` or ``FloatingPointError`` (a diverging training)
+    is recorded as FAIL, with Optuna's warning naming the error, and does not count as finished.
     Trials of ``run_id`` already finished in the study count towards ``n_trials`` (that is how
     ``--resume`` continues); its trials left RUNNING by a killed process are marked FAIL first.
     ``on_trial(frozen_trial)`` is called after every finished trial (the progress bar). Ctrl-C stops
@@ -150,10 +155,10 @@ def run_study(study: "optuna.Study", *, space: "SearchSpace", context: SearchCon
     finished_before = done
     interrupted = False
     if remaining:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
+            # a trial whose training diverges (NaN) or fails is recorded as FAIL and the study goes on
             study.optimize(objective, n_trials=remaining, timeout=timeout_s, callbacks=callbacks,
-                           gc_after_trial=False, catch=())
+                           gc_after_trial=False, catch=(ValueError, RuntimeError, FloatingPointError))
         except KeyboardInterrupt:
             interrupted = True
     done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
