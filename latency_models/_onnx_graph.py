@@ -19,6 +19,11 @@ directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits.
 
 Shapes come from ONNX shape inference, after folding the integer shape arithmetic that exporters emit
 (``Shape`` -> ``Gather`` -> ``Div`` ... -> ``Slice``) into constants. No torch here.
+
+Kernels come in the graph's node order; a tool that reorders independent branches (ONNX Runtime's
+``quantize_static`` does) changes the order, not the kernels. ONNX Runtime's QDQ quantiser also drops a
+ReLU that the following ``QuantizeLinear`` range already clips, so such convolutions read with activation
+``none``. Of the QOperator format only ``QLinearConv`` is mapped; other ``QLinear*`` ops are reported.
 """
 
 from __future__ import annotations

@@ -233,3 +233,34 @@ def test_reading_needs_no_torch(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_onnxruntime_qdq_quantisation_of_a_space_model_reads_as_int8(tmp_path):
+    """ORT's own ``quantize_static`` (QDQ, per channel): every conv and the classifier read back at 8 bits with
+    the shapes of the float model. ORT folds ReLUs into the quantisation ranges (activations then read
+    'none') and may reorder independent branches."""
+    pytest.importorskip("torch")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from spaces import export_onnx, get_space
+
+    space = get_space("shufflenet", input_size=16)
+    cand = space.candidate(repeats=[1, 2, 1])
+    export_onnx(space.build(cand), space.input_shape, str(tmp_path / "f.onnx"))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": RNG.standard_normal((1, *space.input_shape)).astype(np.float32)}] * 2)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    kernels, unknown = kernels_from_onnx(tmp_path / "q.onnx")
+    expected = space.kernels(cand)
+    assert unknown == []
+    # ORT reorders independent branches, so compare as multisets
+    assert sorted((k.op, k.input_shape, k.out_channels, k.groups, k.stride) for k in kernels) == \
+        sorted((k.op, k.input_shape, k.out_channels, k.groups, k.stride) for k in expected)
+    assert {k.bits for k in kernels if k.op in ("conv", "linear")} == {8}
