@@ -138,3 +138,14 @@ def test_every_measured_architecture_is_a_valid_candidate(shared_dir):
     for row in rows:
         cand = space.candidate(ops=row["ops"].split())
         assert len(cand.genes["ops"]) == 22
+
+
+def test_imagenet_setting_runs_on_tiny_inputs():
+    """Stride 32 on an 8x8 input: spatial sizes bottom out at 1, never 0."""
+    import torch
+
+    space = get_space("fbnet", setting="imagenet", input_size=8, in_channels=1, num_classes=10)
+    cand = space.sample(np.random.default_rng(0), search=("arch",))
+    with torch.no_grad():
+        assert space.build(cand)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    assert min(min(k.output_shape) for k in space.kernels(cand)) == 1
