@@ -39,8 +39,8 @@ def factorize_lowrank(model: "torch.nn.Module", rank_ratios: "Mapping[str, float
     A layer ``W`` (out × in) becomes ``B @ A`` with ``A = sqrt(S_r) V_r^T`` (r × in) and
     ``B = U_r sqrt(S_r)`` (out × r): the truncated SVD at rank ``r = round(ratio * min(out, in))`` (at least
     1), the best rank-``r`` approximation in Frobenius norm. The module ``name`` becomes a
-    ``Sequential`` whose ``name.0`` (no bias, carrying the stride) and ``name.1`` (carrying the bias) are
-    ordinary ``Conv2d``/``Linear`` layers, so pruning, quantisation and export treat them as usual. A ratio
+    ``Sequential`` whose ``name.0`` (carrying the stride; a zero bias, so that every exported Conv/Gemm has
+    one, as the latency kernels assume) and ``name.1`` (carrying the bias) are ordinary ``Conv2d``/``Linear`` layers, so pruning, quantisation and export treat them as usual. A ratio
     of 1 reproduces the layer exactly (up to float rounding). Parameters shrink only when
     ``r < out·in / (out + in)``.
 
@@ -76,15 +76,16 @@ def factorize_lowrank(model: "torch.nn.Module", rank_ratios: "Mapping[str, float
         a = (root[:, None] * vh[:r]).float()
         b = (u[:, :r] * root[None, :]).float()
         if isinstance(m, torch.nn.Linear):
-            first = torch.nn.Linear(in_f, r, bias=False)
+            first = torch.nn.Linear(in_f, r)
             second = torch.nn.Linear(r, out_f, bias=m.bias is not None)
             first.weight.data.copy_(a)
             second.weight.data.copy_(b)
         else:
-            first = torch.nn.Conv2d(in_f, r, 1, stride=m.stride, bias=False)
+            first = torch.nn.Conv2d(in_f, r, 1, stride=m.stride)
             second = torch.nn.Conv2d(r, out_f, 1, bias=m.bias is not None)
             first.weight.data.copy_(a.reshape(r, in_f, 1, 1))
             second.weight.data.copy_(b.reshape(out_f, r, 1, 1))
+        first.bias.data.zero_()
         if m.bias is not None:
             second.bias.data.copy_(m.bias.detach())
         if r * (in_f + out_f) >= out_f * in_f:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Ty
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Importance", "get_importance", "list_importances", "prune_structured", "register_importance"]
+__all__ = ["Importance", "get_importance", "list_importances", "prune_groups", "prune_structured", "register_importance"]
 
 logger = logging.getLogger(__name__)
 
@@ -453,6 +453,51 @@ def _ensure_gradients(model: "torch.nn.Module", example_input: "torch.Tensor") -
     model.train(was_training)
 
 
+def _groups(an: _Analysis) -> tuple[list[set[str]], list[set[int]]]:
+    """Producer layers whose output channel classes are coupled, and the class roots of each group."""
+    uf = an.uf
+    group_of: dict[int, int] = {}  # class root -> group id
+    groups: list[set[str]] = []
+    classes: list[set[int]] = []
+    for name, chs in an.out_ids.items():
+        roots = {uf.find(i) for i in chs}
+        hit = sorted({group_of[r] for r in roots if r in group_of})
+        if hit:
+            gid = hit[0]
+            for other in hit[1:]:
+                groups[gid] |= groups[other]
+                classes[gid] |= classes[other]
+                for r in classes[other]:
+                    group_of[r] = gid
+                groups[other], classes[other] = set(), set()
+        else:
+            gid = len(groups)
+            groups.append(set())
+            classes.append(set())
+        groups[gid].add(name)
+        classes[gid] |= roots
+        for r in roots:
+            group_of[r] = gid
+    keep = [i for i, members in enumerate(groups) if members]
+    return [groups[i] for i in keep], [classes[i] for i in keep]
+
+
+def prune_groups(model: "torch.nn.Module", example_input: "torch.Tensor") -> list[tuple[list[str], bool]]:
+    """The coupled layer groups of ``model``: ``(member layer names in model order, prunable)``.
+
+    A group is prunable when at least one of its channel classes is free (not locked). A ratio given to any
+    member of a group prunes the whole group (see :func:`prune_structured`).
+    """
+    an = _analyse(model, example_input, set())
+    groups, classes = _groups(an)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    out = []
+    for members, roots in zip(groups, classes):
+        free = any(r not in an.locked_roots for r in roots)
+        out.append((sorted(members, key=order.__getitem__), free))
+    return sorted(out, key=lambda g: order[g[0][0]])
+
+
 def prune_plan(model: "torch.nn.Module", ratios: "Mapping[str, float] | float", *, importance: "str | Importance",
                example_input: "torch.Tensor", round_to: int = 1,
                ignored_layers: Iterable[str] = ()) -> dict[str, dict[int, "torch.Tensor"]]:
@@ -479,29 +524,7 @@ def prune_plan(model: "torch.nn.Module", ratios: "Mapping[str, float] | float", 
     if crit.needs_gradients:
         _ensure_gradients(model, example_input)
 
-    # Groups: producer layers whose output channel classes are coupled.
-    group_of: dict[int, int] = {}  # class root -> group id
-    groups: list[set[str]] = []
-    classes: list[set[int]] = []
-    for name, chs in an.out_ids.items():
-        roots = {uf.find(i) for i in chs}
-        hit = sorted({group_of[r] for r in roots if r in group_of})
-        if hit:
-            gid = hit[0]
-            for other in hit[1:]:
-                groups[gid] |= groups[other]
-                classes[gid] |= classes[other]
-                for r in classes[other]:
-                    group_of[r] = gid
-                groups[other], classes[other] = set(), set()
-        else:
-            gid = len(groups)
-            groups.append(set())
-            classes.append(set())
-        groups[gid].add(name)
-        classes[gid] |= roots
-        for r in roots:
-            group_of[r] = gid
+    groups, classes = _groups(an)
 
     # Scores per class root: sum of each member's normalised channel importance.
     score: dict[int, float] = {}

@@ -29,7 +29,7 @@ def test_truncated_rank_is_the_best_approximation():
     low = factorize_lowrank(net, {"0": 0.25})
     first, second = low[0][0], low[0][1]
     assert first.weight.shape == (3, 20) and second.weight.shape == (12, 3)
-    approx = second.weight @ first.weight
+    approx = (second.weight @ first.weight).detach()
     s = torch.linalg.svdvals(layer.weight.detach().double())
     err = torch.linalg.norm(approx.double() - layer.weight.detach().double())
     assert float(err) == pytest.approx(float(s[3:].norm()), rel=1e-4)  # Eckart-Young
