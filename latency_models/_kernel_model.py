@@ -84,6 +84,37 @@ class KernelModel:
             return "op:" + k.op
         return "all"
 
+    def uncertainty(self, kernels: Sequence[Kernel]) -> np.ndarray:
+        """Expected relative error of :meth:`predict` for each kernel (for adaptive sampling).
+
+        The inverse-distance weighted mean absolute leave-one-out error of its nearest measured neighbours,
+        plus a term growing with the distance to them; 0 for measured kernels.
+        """
+        if not hasattr(self, "_loo_abs"):
+            self._loo_abs = np.abs(self.loo_errors())
+        out = np.zeros(len(kernels))
+        z = shape_features(kernels)
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(kernels):
+            groups.setdefault(self._group_of(k), []).append(i)
+        for name, idx in groups.items():
+            idx_a = np.asarray(idx)
+            rows = self._groups[name]
+            scale = self._scale[name]
+            for start in range(0, len(idx_a), 2048):
+                sl = idx_a[start:start + 2048]
+                d = np.sqrt((((z[sl, None, :] - self._z[None, rows, :]) / scale) ** 2).sum(-1))
+                kk = min(_NEIGHBOURS, d.shape[1])
+                nn = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+                dn = np.take_along_axis(d, nn, axis=1)
+                w = 1.0 / (dn + 0.05) ** 2
+                err = (w * self._loo_abs[rows][nn]).sum(1) / w.sum(1)
+                out[sl] = err + 0.05 * dn.min(1) + (0.5 if name != family(kernels[sl[0]]) else 0.0)
+        for i, k in enumerate(kernels):
+            if k in self.exact:
+                out[i] = 0.0
+        return out
+
     def predict(self, kernels: Sequence[Kernel], *, exact: bool = True) -> np.ndarray:
         """Latency in ms of each kernel timed alone; ``exact=False`` ignores exact matches (leave-one-out use)."""
         n = len(kernels)

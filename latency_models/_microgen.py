@@ -56,9 +56,13 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
     half = kernel.bits == 16
     act_scale = 0.05
 
-    def qdq(x: str) -> str:
-        s = const(fresh("s"), np.float32(act_scale))
-        z = const(fresh("z"), np.uint8(128))
+    def qdq(x: str, *, after_activation: bool = False) -> str:
+        # after a ReLU / ReLU6 the exporter quantises with zero point 0 (ReLU6: range exactly [0, 6]), which
+        # lets ONNX Runtime drop the activation and fuse DequantizeLinear -> Conv -> QuantizeLinear
+        relu6 = after_activation and kernel.activation == "relu6"
+        relu = after_activation and kernel.activation == "relu"
+        s = const(fresh("s"), np.float32(6.0 / 255.0 if relu6 else act_scale))
+        z = const(fresh("z"), np.uint8(0 if (relu or relu6) else 128))
         return node("DequantizeLinear", [node("QuantizeLinear", [x, s, z]), s, z])
 
     def to_compute(x: str) -> str:  # activation entering the operator
@@ -68,9 +72,9 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
             return node("Cast", [x], to=TensorProto.FLOAT16)
         return x
 
-    def from_compute(x: str) -> str:  # activation leaving the operator
+    def from_compute(x: str, *, after_activation: bool = False) -> str:  # activation leaving the operator
         if q:
-            return qdq(x)
+            return qdq(x, after_activation=after_activation)
         if half:
             return node("Cast", [x], to=TensorProto.FLOAT)
         return x
@@ -120,14 +124,14 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         w, b = weights((k.out_channels, cin // k.groups, k.kernel_size, k.kernel_size), cin // k.groups * k.kernel_size**2)
         y = node("Conv", [to_compute(x), w, b], kernel_shape=[k.kernel_size] * 2, strides=[k.stride] * 2,
                  pads=[k.pad] * 4, group=k.groups)
-        y = from_compute(activation(y))
+        y = from_compute(activation(y), after_activation=True)
     elif k.op == "linear":
         f = k.input_shape[0]
         w, b = weights((k.out_channels or f, f), f)
-        y = from_compute(activation(node("Gemm", [to_compute(x), w, b], transB=1)))
+        y = from_compute(activation(node("Gemm", [to_compute(x), w, b], transB=1)), after_activation=True)
     elif k.op == "add":
         inputs.append(("x2", (1, *k.input_shape)))
-        y = from_compute(activation(node("Add", [to_compute("x"), to_compute("x2")])))
+        y = from_compute(activation(node("Add", [to_compute("x"), to_compute("x2")])), after_activation=True)
     elif k.op == "concat":
         c, h, wd = k.input_shape
         c1 = max(c // 2, 1)

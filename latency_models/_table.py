@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def default_protocol(*, warmup: int = 10, runs: int = 50) -> dict[str, Any]:
+def default_protocol(*, warmup: int = 10, runs: int = 50, clock: str = "wall") -> dict[str, Any]:
     """The fixed measurement protocol every profile and re-measurement uses."""
     return {
         "batch": 1,
@@ -41,7 +41,7 @@ def default_protocol(*, warmup: int = 10, runs: int = 50) -> dict[str, Any]:
         "statistic": "median",
         "execution_mode": "sequential",
         "graph_optimization": "ORT_ENABLE_ALL",
-        "clock": "time.perf_counter around InferenceSession.run",
+        "clock": clock,  # wall: time.perf_counter; thread_cpu: time.thread_time (around InferenceSession.run)
     }
 
 
@@ -140,13 +140,16 @@ class LatencyTable:
     """
 
     def __init__(self, *, device: Mapping[str, Any], protocol: Mapping[str, Any] | None = None,
-                 kernel_rows: Iterable[KernelRow] = (), model_rows: Iterable[ModelRow] = ()) -> None:
+                 kernel_rows: Iterable[KernelRow] = (), model_rows: Iterable[ModelRow] = (),
+                 extra: Mapping[str, Any] | None = None) -> None:
         if not isinstance(device, Mapping) or not device.get("name"):
             raise ValueError(f"device={device!r} must be a mapping with a non-empty 'name'")
         self.device: dict[str, Any] = dict(device)
         self.protocol: dict[str, Any] = dict(protocol) if protocol is not None else default_protocol()
         self.kernel_rows: list[KernelRow] = list(kernel_rows)
         self.model_rows: list[ModelRow] = list(model_rows)
+        #: free-form bookkeeping (e.g. the profiler's time spent), saved with the table
+        self.extra: dict[str, Any] = dict(extra or {})
 
     # ----------------------------------------------------------------- building
     def add_kernel(self, kernel: Kernel, latency_ms: float) -> KernelRow:
@@ -242,6 +245,7 @@ class LatencyTable:
             "protocol": self.protocol,
             "kernel_rows": [r.to_dict() for r in self.kernel_rows],
             "model_rows": [r.to_dict() for r in self.model_rows],
+            "extra": self.extra,
         }
 
     @classmethod
@@ -257,7 +261,10 @@ class LatencyTable:
                 raise ValueError(f"latency table field {field!r} is missing or not an object")
         if not data["device"].get("name"):
             raise ValueError("latency table field 'device.name' is missing or empty")
-        table = cls(device=data["device"], protocol=data["protocol"])
+        extra = data.get("extra", {})
+        if not isinstance(extra, Mapping):
+            raise ValueError("latency table field 'extra' must be an object")
+        table = cls(device=data["device"], protocol=data["protocol"], extra=extra)
         krows = data.get("kernel_rows", [])
         mrows = data.get("model_rows", [])
         for field, rows in (("kernel_rows", krows), ("model_rows", mrows)):
