@@ -265,7 +265,8 @@ def test_candidates_of_other_spaces_or_options_are_refused(space):
 
 
 def test_nothing_but_build_imports_torch():
-    """B's profiler runs on devices without torch: sample, candidate, kernels, stats, names, bits."""
+    """The profiler runs on devices without torch: sample, candidate, kernels, stats, names, bits of the
+    student spaces (a space whose teacher is a torch model may need torch to exist at all)."""
     code = textwrap.dedent(
         f"""
         import sys
@@ -277,7 +278,7 @@ def test_nothing_but_build_imports_torch():
         for name in {SPACES!r}:
             try:
                 space = get_space(name)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, ImportError):  # e.g. "prune": its teacher is a torch model
                 continue
             cand = space.sample(np.random.default_rng(0))
             space.sample(optuna.trial.FixedTrial({{}}), search=())
@@ -290,4 +291,4 @@ def test_nothing_but_build_imports_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "fbnet" in json.loads(result.stdout.strip().replace("'", '"'))
+    assert {"fbnet", "mobilenet", "shufflenet"} <= set(json.loads(result.stdout.strip().replace("'", '"')))
