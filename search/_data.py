@@ -29,7 +29,7 @@ __all__ = ["DATASETS", "DIGITS_SIZE", "IMAGE_SIZE", "DataSet", "Split", "check_d
 logger = logging.getLogger(__name__)
 
 #: Names accepted by ``--data`` (plus ``imagefolder:PATH``).
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist")
+DATASETS = ("digits", "shapes", "cifar10", "cifar100", "mnist", "fashion-mnist")
 #: Side of the square images every data set but digits is brought to.
 IMAGE_SIZE = 32
 #: Side of the square images the 8x8 digits are upsampled to.
@@ -102,6 +102,10 @@ def load_data(spec: str, *, data_dir: str | pathlib.Path | None = None, download
     check_data_spec(spec)
     if spec == "digits":
         return _digits(seed)
+    if spec == "shapes":  # procedural coloured shapes, generated offline (search/_synthetic.py)
+        from search._synthetic import load_shapes
+
+        return load_shapes(seed)
     if spec.startswith("imagefolder:"):
         return _imagefolder(pathlib.Path(spec.split(":", 1)[1]).expanduser(), seed)
     return _torchvision(spec, data_dir, download, seed)
