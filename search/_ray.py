@@ -18,12 +18,15 @@ The driver keeps what the single-machine search does and changes only where tria
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import os
 import pathlib
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -294,6 +297,7 @@ def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: An
                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=workers),
                     num_samples=trials,
                     time_budget_s=timeout_s,
+                    trial_dirname_creator=_trial_dirname,
                 ),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT,
@@ -303,11 +307,34 @@ def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: An
                     verbose=0,
                 ),
             )
-        grid = tuner.fit()
+        with _quiet_tune():
+            grid = tuner.fit()
         return _collect(grid, space=space, sample_kwargs=sample_kwargs, path=path)
     finally:
         if started:
             ray.shutdown()
+
+
+def _trial_dirname(trial: Any) -> str:
+    """Short trial folder names (Ray's default spells out every parameter)."""
+    return f"trial-{trial.config.get(TRIAL_KEY, 'x')}-{trial.trial_id}"
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Tune's console output off (its classic reporter honours ``verbose=0``; the newer one prints tables
+    regardless), and its warning that sampling a large space on the driver takes a moment."""
+    saved = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument")
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved
 
 
 def _rehook(tuner: Any, on_trial: Callable[[dict[str, Any]], None] | None) -> None:
@@ -366,6 +393,7 @@ def run_ray_study(study: optuna.Study, *, space: "SearchSpace", context: Any, ru
     from search._study import RUN_ATTR, StudyOutcome, fail_stale_trials, owned_trials
 
     start = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as run_study: no line per trial
     done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
     restore = resume and tune.Tuner.can_restore(str(ray_experiment_dir(out_dir)))
     if not restore:

@@ -1,0 +1,21 @@
+"""Fixtures of the search tests."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A TorchScript teacher for ``--data digits`` (the built-in architecture at width 4, untrained): loads
+    instantly, so end-to-end tests of the plumbing do not pay for training a teacher."""
+    import torch
+
+    from search._teacher import builtin_cnn
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "tiny_teacher.pt"
+    torch.jit.script(builtin_cnn(in_channels=1, num_classes=10, width=4).eval()).save(str(path))
+    return path
