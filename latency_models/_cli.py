@@ -40,7 +40,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     table = profile(_spaces(args.space), device_name=args.device_name, out=args.out, threads=args.threads,
                     budget_min=args.budget_min, description=args.description, progress=True, seed=args.seed,
-                    clock=args.clock)
+                    clock=args.clock, statistic=args.statistic)
     pred = LatencyPredictor.fit(table)
     pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
     pred.save(pred_path)
@@ -53,7 +53,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     from latency_models._profile import measure_models
 
     table = measure_models(_spaces(args.space), n=args.n, device_name=args.device_name, out=args.out,
-                           threads=args.threads, seed=args.seed, clock=args.clock)
+                           threads=args.threads, seed=args.seed, clock=args.clock,
+                           statistic=args.statistic)
     print(f"{args.out}: {len(table.model_rows)} whole models timed")
     return 0
 
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall",
                    help="thread_cpu: CPU time of the one ORT thread, for a machine shared with other processes")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="statistic over the timed runs (min: least disturbed run, for a shared machine)")
     p.set_defaults(func=_cmd_profile)
     m = sub.add_parser("measure", help="time N random whole models per space (held-out evaluation data)")
     m.add_argument("--space", action="append", required=True)
@@ -92,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--seed", type=int, default=1_000_003)
     m.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall")
+    m.add_argument("--statistic", choices=("median", "min"), default="median")
     m.set_defaults(func=_cmd_measure)
     e = sub.add_parser("evaluate", help="score a predictor (or a table, fitted on the fly) on measured models")
     e.add_argument("--predictor", required=True)

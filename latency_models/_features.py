@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
-from latency_models._kernel import Kernel
+from latency_models._kernel import KERNEL_OPS, Kernel
 
-__all__ = ["family", "physical", "shape_features", "PHYSICAL_NAMES"]
+__all__ = ["family", "physical", "shape_features", "kernel_key", "PHYSICAL_NAMES"]
 
 #: Names of the columns of :func:`physical`.
 PHYSICAL_NAMES = ("mmacs", "act_mbytes", "weight_mbytes", "count")
 
+_OP = {op: i for i, op in enumerate(KERNEL_OPS)}
+_CONV, _LINEAR, _ADD, _SPLIT, _GAP = _OP["conv"], _OP["linear"], _OP["add"], _OP["split"], _OP["global_avgpool"]
+_POOLS = (_OP["maxpool"], _OP["avgpool"])
 
-def _act_elem_bytes(bits: int) -> int:
-    return {32: 4, 16: 2}.get(bits, 1)
+
+def kernel_key(k: Kernel) -> str:
+    """``k.key()``, stored on the instance: a string, whose hash Python caches, so look-ups stay cheap."""
+    key = k.__dict__.get("_lm_key")
+    if key is None:
+        key = k.key()
+        object.__setattr__(k, "_lm_key", key)  # not a dataclass field: equality and hash are unchanged
+    return key
 
 
 def family(k: Kernel) -> str:
@@ -38,42 +46,52 @@ def family(k: Kernel) -> str:
     return f"{k.op}/b{k.bits}"
 
 
-def _act_elems(k: Kernel) -> int:
-    """Activation elements read plus written."""
-    n_in = math.prod(k.input_shape)
-    n_out = math.prod(k.output_shape)
-    if k.op == "add":
-        return 2 * n_in + n_out
-    if k.op == "split":
-        return 2 * n_in
-    return n_in + n_out
+def _fields(kernels: Sequence[Kernel]) -> np.ndarray:
+    """(n, 10) float array: op, cin, h, w, cout, k, s, groups, bits, pad."""
+    rows = []
+    for k in kernels:
+        shp = k.input_shape
+        h, w = (shp[1], shp[2]) if len(shp) == 3 else (1, 1)
+        rows.append((_OP[k.op], shp[0], h, w, k.out_channels, k.kernel_size, k.stride, k.groups, k.bits,
+                     k.kernel_size // 2 if k.padding is None else k.padding))
+    return np.array(rows, dtype=np.float64).reshape(len(rows), 10)
+
+
+def _derived(f: np.ndarray) -> tuple[np.ndarray, ...]:
+    op, cin, h, w, cout, ks, s, g, bits, pad = f.T
+    is_conv, is_lin = op == _CONV, op == _LINEAR
+    is_pool = np.isin(op, _POOLS)
+    spatial = is_conv | is_pool
+    oh = np.where(spatial, np.floor((h + 2 * pad - ks) / s) + 1, h)
+    ow = np.where(spatial, np.floor((w + 2 * pad - ks) / s) + 1, w)
+    oc = np.where(is_conv | is_lin, np.where(cout > 0, cout, cin), np.where(op == _SPLIT, cin / g, cin))
+    oh = np.where(op == _GAP, 1, oh)
+    ow = np.where(op == _GAP, 1, ow)
+    n_in = cin * h * w
+    n_out = oc * oh * ow
+    macs = np.where(is_conv, n_out * (cin / g) * ks**2,
+                    np.where(is_lin, cin * oc, np.where(is_pool, n_out * ks**2, n_in)))
+    act = np.where(op == _ADD, 2 * n_in + n_out, np.where(op == _SPLIT, 2 * n_in, n_in + n_out))
+    elem = np.where(bits == 32, 4.0, np.where(bits == 16, 2.0, 1.0))
+    weights = np.where(is_conv, oc * (cin / g) * ks**2, np.where(is_lin, cin * oc, 0.0))
+    wbytes = np.where(is_conv | is_lin, weights * bits / 8 + 4 * oc + np.where((bits == 4) | (bits == 8), 4 * oc, 0), 0.0)
+    return macs, act * elem, wbytes, oc
 
 
 def physical(kernels: Sequence[Kernel]) -> np.ndarray:
     """(n, 4) array: millions of MACs, MB of activations moved, MB of weights, 1 (the per-kernel cost)."""
-    out = np.empty((len(kernels), 4), dtype=np.float64)
-    for i, k in enumerate(kernels):
-        out[i, 0] = k.macs / 1e6
-        out[i, 1] = _act_elems(k) * _act_elem_bytes(k.bits) / 1e6
-        out[i, 2] = k.weight_bytes / 1e6
-        out[i, 3] = 1.0
-    return out
+    if len(kernels) == 0:
+        return np.zeros((0, 4))
+    macs, act_bytes, wbytes, _ = _derived(_fields(kernels))
+    return np.stack([macs / 1e6, act_bytes / 1e6, wbytes / 1e6, np.ones(len(kernels))], axis=1)
 
 
 def shape_features(kernels: Sequence[Kernel]) -> np.ndarray:
     """(n, 7) array of log-scale shape descriptors for nearest-neighbour search within a family."""
-    out = np.empty((len(kernels), 7), dtype=np.float64)
-    for i, k in enumerate(kernels):
-        cin = k.input_shape[0]
-        hw = k.input_shape[1] * k.input_shape[2] if len(k.input_shape) == 3 else 1
-        cout = k.out_channels or cin
-        out[i] = (
-            math.log2(cin),
-            math.log2(cout),
-            0.5 * math.log2(hw),
-            float(k.stride),
-            math.log2(k.groups),
-            math.log2(max(k.macs, 1)),
-            float(k.kernel_size),
-        )
-    return out
+    if len(kernels) == 0:
+        return np.zeros((0, 7))
+    f = _fields(kernels)
+    macs, _, _, oc = _derived(f)
+    _, cin, h, w, _, ks, s, g, _, _ = f.T
+    return np.stack([np.log2(cin), np.log2(oc), 0.5 * np.log2(h * w), s, np.log2(g),
+                     np.log2(np.maximum(macs, 1)), ks], axis=1)

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from latency_models._features import family, physical, shape_features
+from latency_models._features import family, kernel_key, physical, shape_features
 from latency_models._kernel import Kernel
 
 __all__ = ["KernelModel"]
@@ -52,7 +52,7 @@ class KernelModel:
             raise ValueError("KernelModel needs at least one kernel row")
         self.kernels = list(kernels)
         self.latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
-        self.exact = {k: float(t) for k, t in zip(self.kernels, self.latencies_ms)}
+        self.exact = {kernel_key(k): float(t) for k, t in zip(self.kernels, self.latencies_ms)}
         fams = [family(k) for k in self.kernels]
         self._phi = physical(self.kernels)
         self._z = shape_features(self.kernels)
@@ -76,8 +76,8 @@ class KernelModel:
             sd = self._z[idx].std(axis=0)
             self._scale[name] = np.where(sd > 1e-9, sd, 1.0)
 
-    def _group_of(self, k: Kernel) -> str:
-        f = family(k)
+    def _group_of(self, k: Kernel, f: str | None = None) -> str:
+        f = family(k) if f is None else f
         if f in self._coef:
             return f
         if "op:" + k.op in self._coef:
@@ -111,7 +111,7 @@ class KernelModel:
                 err = (w * self._loo_abs[rows][nn]).sum(1) / w.sum(1)
                 out[sl] = err + 0.05 * dn.min(1) + (0.5 if name != family(kernels[sl[0]]) else 0.0)
         for i, k in enumerate(kernels):
-            if k in self.exact:
+            if kernel_key(k) in self.exact:
                 out[i] = 0.0
         return out
 
@@ -132,11 +132,14 @@ class KernelModel:
             rows = self._groups[name]
             scale = self._scale[name]
             corr = np.zeros(len(idx_a))
+            zr = self._z[rows] / scale
+            zr2 = (zr**2).sum(1)
             for start in range(0, len(idx_a), 2048):
                 sl = slice(start, start + 2048)
-                d = np.sqrt((((z[idx_a[sl], None, :] - self._z[None, rows, :]) / scale) ** 2).sum(-1))
+                zq = z[idx_a[sl]] / scale
+                d = np.sqrt(np.maximum((zq**2).sum(1)[:, None] + zr2[None, :] - 2.0 * zq @ zr.T, 0.0))
                 if not exact:
-                    d = np.where(d < 1e-12, np.inf, d)
+                    d = np.where(d < 1e-3, np.inf, d)
                 kk = min(_NEIGHBOURS, d.shape[1])
                 nn = np.argpartition(d, kk - 1, axis=1)[:, :kk]
                 dn = np.take_along_axis(d, nn, axis=1)
@@ -146,8 +149,9 @@ class KernelModel:
                 corr[sl] = (w * r).sum(1) / np.maximum(w.sum(1), 1e-12)
             out[idx_a] = np.maximum(lin, 1e-6) * np.exp(corr)
         if exact:
+            get = self.exact.get
             for i, k in enumerate(kernels):
-                t = self.exact.get(k)
+                t = get(kernel_key(k))
                 if t is not None:
                     out[i] = t
         return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pathlib
 import warnings
@@ -31,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from latency_models._features import family, physical
+from latency_models._features import family, kernel_key, physical
 from latency_models._kernel import Kernel
 from latency_models._kernel_model import KernelModel
 from latency_models._table import LatencyTable
@@ -91,9 +92,30 @@ def _gene_features(genes: Any) -> list[str]:
     return out
 
 
+def _transitions(kernels: Sequence[Kernel]) -> dict[str, float]:
+    """Bit-width changes between consecutive weight layers (conv / linear), in graph order.
+
+    ``"a>b"`` counts the changes from a-bit to b-bit layers, ``"a>b:mel"`` the millions of activation
+    elements crossing them: the quantise / dequantise / cast nodes a mixed-precision graph adds.
+    """
+    out: dict[str, float] = {}
+    prev = 32  # the model input is float32
+    for k in kernels:
+        if k.op not in ("conv", "linear"):
+            continue
+        if k.bits != prev:
+            name = f"{prev}>{k.bits}"
+            out[name] = out.get(name, 0.0) + 1.0
+            out[name + ":mel"] = out.get(name + ":mel", 0.0) + math.prod(k.input_shape) / 1e6
+        prev = k.bits
+    if prev != 32:
+        out[f"{prev}>32"] = out.get(f"{prev}>32", 0.0) + 1.0
+    return out
+
+
 def _as_kernels(item: Any) -> list[Kernel]:
     if isinstance(item, (list, tuple)):
-        if not all(isinstance(k, Kernel) for k in item):
+        if item and not (isinstance(item[0], Kernel) and isinstance(item[-1], Kernel)):
             raise ValueError("a list given to predict must contain only latency_models.Kernel objects")
         return list(item)
     if hasattr(item, "kernels") and callable(item.kernels):
@@ -113,7 +135,8 @@ class LatencyPredictor:
     def __init__(self, *, device: Mapping[str, Any], protocol: Mapping[str, Any], mode: str,
                  intercept_ms: float, theta0: Sequence[float], family_mult: Mapping[str, float] | None = None,
                  lut_ms: Mapping[str, float] | None = None, gene_ms: Mapping[str, float] | None = None,
-                 gene_mean_ms: float = 0.0, t_floor_ms: float = 0.0, kernel_model: KernelModel | None = None,
+                 gene_mean_ms: float = 0.0, t_floor_ms: float = 0.0, family_count_ms: Mapping[str, float] | None = None,
+                 transition_ms: Mapping[str, float] | None = None, kernel_model: KernelModel | None = None,
                  fit_info: Mapping[str, Any] | None = None) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
@@ -129,9 +152,11 @@ class LatencyPredictor:
         self.gene_ms = {k: float(v) for k, v in (gene_ms or {}).items()}
         self.gene_mean_ms = float(gene_mean_ms)
         self.t_floor_ms = float(t_floor_ms)
+        self.family_count_ms = {k: float(v) for k, v in (family_count_ms or {}).items()}
+        self.transition_ms = {k: float(v) for k, v in (transition_ms or {}).items()}
         self.kernel_model = kernel_model
         self.fit_info = dict(fit_info or {})
-        self._cache: dict[Kernel, float] = {}
+        self._cache: dict[str, tuple[float, int, float]] = {}
 
     # ----------------------------------------------------------------- fitting
     @classmethod
@@ -196,24 +221,44 @@ class LatencyPredictor:
         floor = 1e-3 * max(float(np.median(np.abs(t_hat))), 1e-9)
         t_hat = np.where(np.abs(t_hat) < floor, floor, t_hat)
         base = intercept0 + counts @ t_hat
-        # stage 2: penalised relative deviations per family, per distinct kernel, per gene value
+        # stage 2: penalised relative deviations. Group 1: a multiplier per family; group 4: a per-kernel
+        # cost per family and the cost of bit-width transitions between consecutive layers (the
+        # quantise / dequantise / cast nodes between them); group 2: each distinct kernel seen in two or more
+        # models; group 3: each categorical gene value seen in two or more models (per-layer choices).
         genes = [_gene_features((r.candidate or {}).get("genes")) for r in rows]
-        gene_names = sorted({g for gs in genes for g in gs})
+        gene_rows: dict[str, int] = {}
+        for gs in genes:
+            for g in set(gs):
+                gene_rows[g] = gene_rows.get(g, 0) + 1
+        gene_names = sorted(g for g, c in gene_rows.items() if 2 <= c < n)
         g_scale = float(np.median(y)) / max(np.mean([len(gs) for gs in genes]), 1.0)
         xg = np.zeros((n, len(gene_names)))
         gpos = {g: j for j, g in enumerate(gene_names)}
         for i, gs in enumerate(genes):
             for g in gs:
-                xg[i, gpos[g]] = g_scale
+                if g in gpos:
+                    xg[i, gpos[g]] = g_scale
+        rows_per_key = (counts > 0).sum(0)
+        key_sel = np.flatnonzero((rows_per_key >= 2) & (rows_per_key < n))
         xf = np.stack([counts[:, fam_idx == j] @ t_hat[fam_idx == j] for j in range(len(fam_names))], axis=1)
-        xb = np.concatenate([np.ones((n, 1)), xf, counts * t_hat[None, :], xg], axis=1) / y[:, None]
+        t_typ = float(np.median(np.abs(t_hat)))
+        xc = np.stack([counts[:, fam_idx == j].sum(1) * t_typ for j in range(len(fam_names))], axis=1)
+        trans = [_transitions(r.kernels) for r in rows]
+        trans_names = sorted({t for tr in trans for t in tr})
+        xt_raw = np.array([[tr.get(t, 0.0) for t in trans_names] for tr in trans]).reshape(n, len(trans_names))
+        t_scale = np.sqrt((xt_raw**2).mean(0)) if len(trans_names) else np.zeros(0)
+        t_scale = np.where(t_scale > 0, t_typ / np.maximum(t_scale, 1e-12), 1.0)
+        xtr = xt_raw * t_scale
+        xb = np.concatenate([np.ones((n, 1)), xf, xc, xtr, counts[:, key_sel] * t_hat[None, key_sel], xg],
+                            axis=1) / y[:, None]
         yt = (y - base) / y
-        groups = np.concatenate([[0], np.full(len(fam_names), 1), np.full(len(ukernels), 2), np.full(len(gene_names), 3)])
-        lams = {1: 1e6, 2: 1e6, 3: 1e6}
+        nf, nt, nk, ng = len(fam_names), len(trans_names), len(key_sel), len(gene_names)
+        groups = np.concatenate([[0], np.full(nf, 1), np.full(nf, 4), np.full(nt, 4), np.full(nk, 2), np.full(ng, 3)])
+        lams = {1: 1e6, 2: 1e6, 3: 1e6, 4: 1e6}
         best_err = np.inf
         coef = np.zeros(xb.shape[1])
         for _pass in range(2):
-            for grp in (1, 2, 3):
+            for grp in (1, 4, 2, 3):
                 if not (groups == grp).any():
                     continue
                 for lam in _LAMBDA_LUT:
@@ -225,42 +270,97 @@ class LatencyPredictor:
         if not np.isfinite(best_err):
             pen = np.array([_TINY if g == 0 else 1e6 for g in groups]) * n / 20.0
             coef, best_err = _ridge_loo(xb, yt, pen)
-        d_fam = coef[1:1 + len(fam_names)]
-        d_key = coef[1 + len(fam_names):1 + len(fam_names) + len(ukernels)]
-        d_gene = coef[1 + len(fam_names) + len(ukernels):]
+        o = 1
+        d_fam = coef[o:o + nf]; o += nf
+        d_cnt = coef[o:o + nf] * t_typ; o += nf
+        d_tr = coef[o:o + nt] * t_scale; o += nt
+        d_key = coef[o:o + nk]; o += nk
+        d_gene = coef[o:o + ng]
         lut_ms = {}
-        for k, dk, t in zip(ukernels, d_key, t_hat):
-            if abs(dk) > 1e-12:
-                lut_ms[k.key()] = float(dk * t)
-        # the per-family deviation applies to kernels of that family never seen as well: a multiplier
+        for j, dk in zip(key_sel, d_key):
+            if lams[2] < 1e6 and abs(dk) > 1e-12:
+                lut_ms[ukernels[j].key()] = float(dk * t_hat[j])
+        # the per-family terms apply to kernels of that family never seen as well
         fam_mult = {f: float(1.0 + d_fam[j]) for j, f in enumerate(fam_names)}
-        gene_ms = {g: float(d * g_scale) for g, d in zip(gene_names, d_gene) if abs(d) > 1e-12}
+        fam_count_ms = {f: float(d_cnt[j]) for j, f in enumerate(fam_names) if abs(d_cnt[j]) > 1e-12}
+        trans_ms = {t: float(d) for t, d in zip(trans_names, d_tr) if abs(d) > 1e-12}
+        gene_ms = {g: float(d * g_scale) for g, d in zip(gene_names, d_gene) if lams[3] < 1e6 and abs(d) > 1e-12}
         gene_mean = float(np.mean([sum(gene_ms.get(g, 0.0) for g in gs) for gs in genes])) if gene_ms else 0.0
         info = {
             "model_rows": n, "kernel_rows": len(table.kernel_rows), "distinct_kernels": len(ukernels),
             "lambda_physical": lam_phys, "lambda_family": lams[1], "lambda_kernel": lams[2], "lambda_gene": lams[3],
+            "lambda_overhead": lams[4],
             "loo_rmspe_physical": float(np.sqrt(err1)), "loo_rmspe": float(np.sqrt(best_err)),
         }
         logger.info("fitted latency predictor (%s mode): %s", mode, info)
         return cls(device=table.device, protocol=table.protocol, mode=mode,
                    intercept_ms=intercept0 + float(coef[0]) * 1.0, theta0=theta0, family_mult=fam_mult,
                    lut_ms=lut_ms, gene_ms=gene_ms, gene_mean_ms=gene_mean, t_floor_ms=floor,
+                   family_count_ms=fam_count_ms, transition_ms=trans_ms,
                    kernel_model=kernel_model, fit_info=info)
 
     # ----------------------------------------------------------------- predicting
-    def _contributions(self, kernels: list[Kernel]) -> None:
-        """Fill the cache for kernels not yet in it (vectorised)."""
-        todo = [k for k in dict.fromkeys(kernels) if k not in self._cache]
-        if not todo:
-            return
-        if self.mode == "kernels":
-            phi = np.stack([self.kernel_model.predict(todo), np.ones(len(todo))], axis=1)
-        else:
-            phi = physical(todo)
-        t_hat = phi @ self.theta0
-        t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
-        for k, t in zip(todo, t_hat):
-            self._cache[k] = float(t * self.family_mult.get(family(k), 1.0) + self.lut_ms.get(k.key(), 0.0))
+    def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
+        """Per kernel: (contribution ms, bits if a weight layer else 0, M activation elements in), cached."""
+        cache = self._cache
+        keys = []
+        todo: dict[str, Kernel] = {}
+        for k in kernels:
+            key = k.__dict__.get("_lm_key") or kernel_key(k)
+            keys.append(key)
+            if key not in cache and key not in todo:
+                todo[key] = k
+        if todo:
+            new = list(todo.values())
+            if self.mode == "kernels":
+                phi = np.stack([self.kernel_model.predict(new), np.ones(len(new))], axis=1)
+            else:
+                phi = physical(new)
+            t_hat = phi @ self.theta0
+            t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
+            lut = self.lut_ms
+            for key, k, t in zip(todo, new, t_hat):
+                f = family(k)
+                c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
+                          + (lut.get(key, 0.0) if lut else 0.0))
+                weight = k.op in ("conv", "linear")
+                cache[key] = (c, k.bits if weight else 0, math.prod(k.input_shape) / 1e6 if weight else 0.0)
+        return [cache[key] for key in keys]
+
+    def _sum(self, recs: list[tuple[float, int, float]]) -> float:
+        """Intercept + contributions + bit-width transition costs of one model."""
+        total = self.intercept_ms
+        tr = self._tr
+        if not tr:
+            for r in recs:
+                total += r[0]
+            return total
+        prev = 32
+        for c, bits, mel in recs:
+            total += c
+            if bits and bits != prev:
+                cost = tr.get((prev, bits))
+                if cost is not None:
+                    total += cost[0] + cost[1] * mel
+                prev = bits
+        if prev != 32:
+            cost = tr.get((prev, 32))
+            if cost is not None:
+                total += cost[0]
+        return total
+
+    @property
+    def _tr(self) -> dict[tuple[int, int], tuple[float, float]]:
+        tr = self.__dict__.get("_tr_table")
+        if tr is None:
+            tr = {}
+            for name, v in self.transition_ms.items():
+                pair, _, unit = name.partition(":")
+                a, b = (int(x) for x in pair.split(">"))
+                c0, c1 = tr.get((a, b), (0.0, 0.0))
+                tr[(a, b)] = (c0, c1 + v) if unit == "mel" else (c0 + v, c1)
+            self.__dict__["_tr_table"] = tr
+        return tr
 
     def _gene_ms(self, item: Any) -> float:
         if not self.gene_ms:
@@ -273,10 +373,7 @@ class LatencyPredictor:
 
     def predict_kernels(self, kernels: Sequence[Kernel]) -> float:
         """Milliseconds of a model made of ``kernels`` (gene terms, if any, at their training mean)."""
-        kernels = list(kernels)
-        self._contributions(kernels)
-        cache = self._cache
-        return self.intercept_ms + self.gene_mean_ms * bool(self.gene_ms) + sum(cache[k] for k in kernels)
+        return float(self.predict_many([list(kernels)])[0])
 
     def predict(self, item: Any) -> float:
         """End-to-end latency in milliseconds of a candidate, an ONNX file path, an ``onnx.ModelProto`` or
@@ -291,18 +388,26 @@ class LatencyPredictor:
         """Milliseconds for each item (same inputs as :meth:`predict`), as a numpy array."""
         lists = []
         extra = []
+        no_genes = self.gene_mean_ms if self.gene_ms else 0.0
         for item in items:
             if isinstance(item, (str, os.PathLike)) or type(item).__name__ == "ModelProto":
                 lists.append(self._onnx_kernels(item))
-                extra.append(self.gene_mean_ms if self.gene_ms else 0.0)
+                extra.append(no_genes)
+            elif isinstance(item, (list, tuple)):
+                lists.append(_as_kernels(item))
+                extra.append(no_genes)
             else:
                 lists.append(_as_kernels(item))
-                extra.append(self._gene_ms(item) if not isinstance(item, (list, tuple)) else
-                             (self.gene_mean_ms if self.gene_ms else 0.0))
-        self._contributions([k for ks in lists for k in ks])
-        cache = self._cache
-        b = self.intercept_ms
-        return np.array([b + e + sum(cache[k] for k in ks) for ks, e in zip(lists, extra)], dtype=np.float64)
+                extra.append(self._gene_ms(item))
+        flat = [k for ks in lists for k in ks]
+        recs = self._records(flat)
+        out = np.empty(len(lists))
+        pos = 0
+        total = self._sum
+        for i, (ks, e) in enumerate(zip(lists, extra)):
+            out[i] = total(recs[pos:pos + len(ks)]) + e
+            pos += len(ks)
+        return out
 
     @staticmethod
     def _onnx_kernels(model: Any) -> list[Kernel]:
@@ -338,6 +443,8 @@ class LatencyPredictor:
             "lut_ms": self.lut_ms,
             "gene_ms": self.gene_ms,
             "gene_mean_ms": self.gene_mean_ms,
+            "family_count_ms": self.family_count_ms,
+            "transition_ms": self.transition_ms,
             "kernel_model": self.kernel_model.to_dict() if self.kernel_model is not None else None,
             "fit_info": self.fit_info,
         }
@@ -354,7 +461,8 @@ class LatencyPredictor:
             return cls(device=data["device"], protocol=data["protocol"], mode=data["mode"],
                        intercept_ms=data["intercept_ms"], theta0=data["theta0"], family_mult=data["family_mult"],
                        lut_ms=data["lut_ms"], gene_ms=data["gene_ms"], gene_mean_ms=data["gene_mean_ms"],
-                       t_floor_ms=data["t_floor_ms"], kernel_model=KernelModel.from_dict(km) if km else None,
+                       t_floor_ms=data["t_floor_ms"], family_count_ms=data["family_count_ms"],
+                       transition_ms=data["transition_ms"], kernel_model=KernelModel.from_dict(km) if km else None,
                        fit_info=data.get("fit_info"))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None

@@ -3,7 +3,7 @@
 Plan, within a wall-clock budget:
 
 1. Pool: sample candidates from every space and collect their kernels, each with how often it occurs.
-2. Kernels (about 45 % of the budget): a first random batch (frequent kernels first), then rounds of
+2. Kernels (about 30 % of the budget): a first random batch (frequent kernels first), then rounds of
    adaptive sampling: fit the per-kernel model, and measure the pool kernels whose expected error in
    milliseconds (leave-one-out error of their measured neighbours x predicted latency x frequency) is the
    largest, as nn-Meter and LitePred do.
@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from latency_models._kernel import Kernel
-from latency_models._measure import MIN_RUNS, MIN_WARMUP, check_clock, make_session, time_session
+from latency_models._measure import MIN_RUNS, MIN_WARMUP, check_clock, check_statistic, make_session, time_session
 from latency_models._microgen import kernel_graph
 from latency_models._table import LatencyTable, default_protocol, device_info
 
@@ -32,7 +32,7 @@ __all__ = ["profile", "measure_models", "sample_pool"]
 
 logger = logging.getLogger(__name__)
 
-_KERNEL_SHARE = 0.45
+_KERNEL_SHARE = 0.3
 _FIRST_BATCH = 120
 _ROUND = 60
 _POOL_CANDIDATES = 150
@@ -78,14 +78,15 @@ def _open_table(out: pathlib.Path, *, device_name: str, description: str, thread
                         protocol=protocol, extra={"spent_s": 0.0})
 
 
-def _time_kernel(kernel: Kernel, threads: int, warmup: int, runs: int, clock: str) -> float:
-    return time_session(make_session(kernel_graph(kernel), threads=threads), warmup=warmup, runs=runs, clock=clock)
+def _time_kernel(kernel: Kernel, threads: int, warmup: int, runs: int, clock: str, statistic: str) -> float:
+    return time_session(make_session(kernel_graph(kernel), threads=threads), warmup=warmup, runs=runs, clock=clock,
+                        statistic=statistic)
 
 
 def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[str], threads: int = 1,
             budget_min: float = 10.0, description: str = "", progress: bool = True, seed: int = 0,
             warmup: int = MIN_WARMUP, runs: int = MIN_RUNS, clock: str = "wall",
-            on_progress: Callable[[float, str], None] | None = None) -> LatencyTable:
+            statistic: str = "median", on_progress: Callable[[float, str], None] | None = None) -> LatencyTable:
     """Profile this machine for ``spaces`` within ``budget_min`` minutes and return the table (also at ``out``).
 
     Args:
@@ -96,6 +97,7 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
         budget_min: wall-clock minutes, including the time spent by earlier runs on the same ``out``.
         progress: show a tqdm progress bar (time-based, with an ETA) if tqdm is installed.
         clock: ``"wall"`` or ``"thread_cpu"`` (one thread only; for a machine shared with other processes).
+        statistic: ``"median"`` (the protocol's default) or ``"min"`` over the timed runs.
         on_progress: optional callback ``(fraction_done, message)``.
     """
     import numpy as np
@@ -108,8 +110,9 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
     if warmup < MIN_WARMUP or runs < MIN_RUNS:
         raise ValueError(f"warmup={warmup}, runs={runs}: the protocol needs at least {MIN_WARMUP} and {MIN_RUNS}")
     check_clock(clock, threads)
+    check_statistic(statistic)
     out = pathlib.Path(out)
-    protocol = default_protocol(warmup=warmup, runs=runs, clock=clock)
+    protocol = default_protocol(warmup=warmup, runs=runs, clock=clock, statistic=statistic)
     protocol["spaces"] = sorted({s.name for s in spaces})
     table = _open_table(out, device_name=device_name, description=description, threads=threads, protocol=protocol)
     budget_s = 60.0 * float(budget_min)
@@ -167,7 +170,7 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
             for k in batch:
                 if spent() >= kernel_deadline:
                     break
-                table.add_kernel(k, _time_kernel(k, threads, warmup, runs, clock))
+                table.add_kernel(k, _time_kernel(k, threads, warmup, runs, clock, statistic))
                 measured.add(k)
                 tick(f"{len(table.kernel_rows)} kernels")
             save()
@@ -181,7 +184,8 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
             rng_m = np.random.default_rng([seed, 7, j])
             cand = space.sample(rng_m)
             model = space.onnx(cand)
-            ms = time_session(make_session(model, threads=threads), warmup=warmup, runs=runs, clock=clock)
+            ms = time_session(make_session(model, threads=threads), warmup=warmup, runs=runs, clock=clock,
+                              statistic=statistic)
             table.add_model(space.kernels(cand), ms, candidate=cand.to_dict() if hasattr(cand, "to_dict") else None,
                             source=space.name)
             j += 1
@@ -196,7 +200,7 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
 
 def measure_models(spaces: Sequence[Any], *, n: int, device_name: str, out: str | os.PathLike[str] | None = None,
                    threads: int = 1, seed: int = 1_000_003, warmup: int = MIN_WARMUP, runs: int = MIN_RUNS,
-                   clock: str = "wall", progress: bool = True) -> LatencyTable:
+                   clock: str = "wall", statistic: str = "median", progress: bool = True) -> LatencyTable:
     """Time ``n`` random whole models per space end to end (held-out evaluation data): model rows only.
 
     The seed differs from :func:`profile`'s, so these candidates are not the profiled ones. Writes ``out``
@@ -211,7 +215,8 @@ def measure_models(spaces: Sequence[Any], *, n: int, device_name: str, out: str 
         if not callable(getattr(s, "onnx", None)):
             raise ValueError(f"space {s.name!r} has no .onnx(candidate): whole models cannot be exported")
     check_clock(clock, threads)
-    protocol = default_protocol(warmup=warmup, runs=runs, clock=clock)
+    check_statistic(statistic)
+    protocol = default_protocol(warmup=warmup, runs=runs, clock=clock, statistic=statistic)
     protocol["spaces"] = sorted({s.name for s in spaces})
     path = pathlib.Path(out) if out is not None else None
     if path is not None:
@@ -232,7 +237,8 @@ def measure_models(spaces: Sequence[Any], *, n: int, device_name: str, out: str 
     while done < total:
         space = spaces[done % len(spaces)]
         cand = space.sample(np.random.default_rng([seed, done]))
-        ms = time_session(make_session(space.onnx(cand), threads=threads), warmup=warmup, runs=runs, clock=clock)
+        ms = time_session(make_session(space.onnx(cand), threads=threads), warmup=warmup, runs=runs, clock=clock,
+                          statistic=statistic)
         table.add_model(space.kernels(cand), ms, candidate=cand.to_dict() if hasattr(cand, "to_dict") else None,
                         source=space.name)
         done += 1

@@ -32,13 +32,13 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def default_protocol(*, warmup: int = 10, runs: int = 50, clock: str = "wall") -> dict[str, Any]:
+def default_protocol(*, warmup: int = 10, runs: int = 50, clock: str = "wall", statistic: str = "median") -> dict[str, Any]:
     """The fixed measurement protocol every profile and re-measurement uses."""
     return {
         "batch": 1,
         "warmup_runs": int(warmup),
         "timed_runs": int(runs),
-        "statistic": "median",
+        "statistic": statistic,
         "execution_mode": "sequential",
         "graph_optimization": "ORT_ENABLE_ALL",
         "clock": clock,  # wall: time.perf_counter; thread_cpu: time.thread_time (around InferenceSession.run)
