@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # exporting random-weight candidates to time them calibrates on noise by design: not worth a warning here
+    logging.getLogger("spaces._quant").setLevel(logging.ERROR)
     options = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet")}
 
     def echo(line: str) -> None:

@@ -159,6 +159,10 @@ def check_match(predictor: "LatencyPredictor", table: "LatencyTable | None", spa
     if runtime not in ACCEPTED_RUNTIMES:
         raise InputError(f"{where} was measured with runtime {runtime!r}; the search exports ONNX models for "
                          f"onnxruntime, so the table must be measured with it (or its runtime left unknown)")
+    measured = predictor.protocol.get("spaces") or (table.protocol.get("spaces") if table is not None else None)
+    if isinstance(measured, (list, tuple)) and measured and space.name not in measured:
+        raise InputError(f"{where} was profiled for space(s) {', '.join(map(str, measured))}, not the chosen "
+                         f"--space {space.name}")
     probes = _probe(space)
     if table is not None:
         spaces = {str(r.candidate.get("space")) for r in table.model_rows if r.candidate}

@@ -212,13 +212,25 @@ class _Job:
     # ---------------------------------------------------------------- set-up (no writes to out_dir)
     def _load(self) -> None:
         from search._data import load_data
-        from search._device import resolve_device
-        from search._teacher import load_teacher
-        from spaces import get_space
 
         o = self.opts
         self.data = load_data(str(o["data"]), data_dir=o["data_dir"], download=bool(o["download"]), seed=o["seed"])
         self.echo(f"data     {self.data.describe()}")
+        if o["space"] == "prune":  # the space is the teacher: the teacher comes first
+            self._load_teacher()
+            self._make_space()
+            self._resolve_device()
+            self._check_budget()
+        else:  # a bad device file or an unreachable budget is reported before any teacher is trained
+            self._make_space()
+            self._resolve_device()
+            self._check_budget()
+            self._load_teacher()
+
+    def _load_teacher(self) -> None:
+        from search._teacher import load_teacher
+
+        o = self.opts
         bar = self._bar(o["teacher_epochs"], "teacher (first run: training, cached)") if o["teacher"] == "builtin" else None
         try:
             self.teacher = load_teacher(str(o["teacher"]), self.data, seed=o["seed"], epochs=o["teacher_epochs"],
@@ -229,6 +241,11 @@ class _Job:
         how = "trained now" if self.teacher.trained_now else "loaded"
         self.echo(f"teacher  {o['teacher']}: validation accuracy {self.teacher.val_accuracy:.2%}, test accuracy "
                   f"{self.teacher.test_accuracy:.2%} ({how} in {self.teacher.seconds:.0f} s)")
+
+    def _make_space(self) -> None:
+        from spaces import get_space
+
+        o = self.opts
         c, h, _ = self.data.input_shape
         space_opts: dict[str, Any] = dict(num_classes=self.data.num_classes, input_size=h, in_channels=c)
         if o["space"] == "prune":
@@ -239,13 +256,17 @@ class _Job:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"--space {o['space']} cannot be used with --teacher {o['teacher']} on --data "
                              f"{o['data']}: {reason}") from None
+
+    def _resolve_device(self) -> None:
+        from search._device import resolve_device
+
+        o = self.opts
         if o["device"] == "local":
             self.echo(f"device   this machine: reading the cached latency profile for {self.space.name}, or "
                       f"profiling it now (up to {o['profile_min']:g} min, once)")
         self.device = resolve_device(str(o["device"]), self.space, profile_min=float(o["profile_min"]),
                                      progress=self.progress)
         self.echo(f"device   {self.device.description}")
-        self._check_budget()
 
     def _predict(self, cands: list[Any]) -> Any:
         import warnings

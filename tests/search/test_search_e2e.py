@@ -1,0 +1,104 @@
+"""End to end: a tiny search with every registered space, on this machine, through the Python API.
+
+Checks that the outputs exist and agree with each other: ``pareto.json`` fields, the selected trial is the
+most accurate feasible one of the study, ``best/model.onnx`` runs in ONNX Runtime with the accuracy the
+report states, its measured latency is the one reported, and the state dict loads with ``weights_only``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from _search_helpers import TINY, cache_env, read_json, search_cache  # noqa: F401  (fixtures)
+from spaces import Candidate, get_space, list_spaces
+
+ENTRY_FIELDS = {"trial", "candidate", "accuracy", "latency_ms", "measured_latency_ms", "size_bytes", "feasible"}
+BUDGET_MS = 20.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space_name", list_spaces())
+def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env):
+    import onnxruntime as ort
+    import optuna
+    import torch
+
+    import search
+    from search._data import load_data
+    from search._report import _ms, _pct
+
+    out = tmp_path / "run"
+    result = search.run(budget_ms=BUDGET_MS, space=space_name, out=out, seed=0, **TINY)
+    assert result.out_dir == out and not result.interrupted
+
+    for name in ("config.json", "study.db", "pareto.json", "pareto.csv", "pareto.png", "report.md",
+                 "best/model.onnx", "best/model_fp32.onnx", "best/model_state.pt", "best/candidate.json",
+                 "best/final.json"):
+        assert (out / name).is_file(), name
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # pareto.json: fields, selected, teacher
+    pareto = read_json(out / "pareto.json")
+    assert pareto["budget_ms"] == BUDGET_MS
+    assert pareto["pareto"], "empty Pareto front"
+    for entry in pareto["pareto"]:
+        assert ENTRY_FIELDS <= set(entry)
+        assert entry["latency_ms"] > 0 and entry["size_bytes"] > 0
+        assert entry["measured_latency_ms"] is not None and entry["measured_latency_ms"] > 0  # local device
+        assert entry["feasible"] == (entry["latency_ms"] <= BUDGET_MS)
+    teacher = pareto["teacher"]
+    assert ENTRY_FIELDS <= set(teacher) and teacher["trial"] is None
+    assert 0.0 < teacher["accuracy"] <= 1.0 and teacher["measured_latency_ms"] > 0
+    selected = pareto["selected"]
+    assert selected is not None and selected["feasible"] and selected["latency_ms"] <= BUDGET_MS
+    assert selected["trial"] in [e["trial"] for e in pareto["pareto"]]
+
+    # the selected trial is the most accurate feasible trial of the stored study
+    study = optuna.load_study(study_name="karumi", storage=f"sqlite:///{out / 'study.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == TINY["trials"] == pareto["n_trials"]
+    feasible = [t for t in done if t.user_attrs["feasible"] and t.user_attrs["trained"]]
+    assert max(t.values[0] for t in feasible) == pytest.approx(selected["accuracy"], abs=1e-12)
+    chosen = next(t for t in done if t.number == selected["trial"])
+    assert chosen.user_attrs["candidate"] == selected["candidate"]
+    assert chosen.values[1] == pytest.approx(selected["latency_ms"], rel=1e-12)
+
+    # pareto.csv: one row per front entry plus the teacher
+    with open(out / "pareto.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(pareto["pareto"]) + 1 and rows[-1]["trial"] == "teacher"
+    assert sum(r["selected"] == "True" for r in rows) == 1
+
+    # best/: candidate, ONNX accuracy in ONNX Runtime, measured latency, state dict
+    cand = Candidate.from_json((out / "best/candidate.json").read_text())
+    assert cand.to_dict() == selected["candidate"]
+    final = read_json(out / "best/final.json")
+    data = load_data("digits", seed=0)
+    sess = ort.InferenceSession(str(out / "best/model.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = data.test.x.numpy()
+    preds = np.array([int(np.argmax(sess.run(None, {name: x[i:i + 1]})[0])) for i in range(len(x))])
+    onnx_acc = float(np.mean(preds == data.test.y.numpy()))
+    assert onnx_acc == pytest.approx(final["onnx_test_accuracy"], abs=1e-12)
+    assert result.final is not None and result.final.onnx_test_accuracy == pytest.approx(onnx_acc, abs=1e-12)
+    measured = final["measured_latency_ms"]
+    assert measured is not None and math.isfinite(measured) and measured > 0
+    report = (out / "report.md").read_text()
+    assert f"| test accuracy of the ONNX model (ONNX Runtime) |  | {_pct(onnx_acc)} |" in report
+    assert f"| measured latency (best/model.onnx) | {_ms(teacher['measured_latency_ms'])} | {_ms(measured)} |" in report
+    assert "python -m search --budget-ms 20" in report
+    state = torch.load(out / "best/model_state.pt", weights_only=True)
+    assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+    if space_name != "prune":  # a prune candidate is decoded by the space holding the teacher
+        model = get_space(cand.space, **dict(cand.options)).build(cand)
+        model.load_state_dict(state)
+
+    # the Python API result matches the files
+    assert result.selected is not None and result.selected.trial == selected["trial"]
+    assert [e.trial for e in result.pareto.entries] == [e["trial"] for e in pareto["pareto"]]
+    assert json.loads((out / "config.json").read_text())["options"]["space"] == space_name
