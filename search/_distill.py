@@ -91,7 +91,8 @@ def distill_train(model: "torch.nn.Module", module_bits: Mapping[str, int], trai
 
     ``train`` is ``(inputs, targets)``; ``teacher_logits`` are the teacher's logits on those inputs, computed
     once by the caller and reused (the teacher never runs here). SGD with Nesterov momentum and a one-cycle
-    schedule; the loss is :func:`kd_loss`. Deterministic for a given ``seed`` on a given machine (single
+    schedule, gradients clipped to norm 5; the loss is :func:`kd_loss`. A diverging run (non-finite loss)
+    stops early and returns the model as it was before the failing step. Deterministic for a given ``seed`` on a given machine (single
     thread by default). A model already prepared by ``spaces.prepare_qat`` is trained as it is (a copy).
     The returned model is a ``spaces.prepare_qat`` model: pass it with the same ``module_bits`` to
     ``spaces.export_onnx_quantized``.
@@ -129,8 +130,12 @@ def distill_train(model: "torch.nn.Module", module_bits: Mapping[str, int], trai
             for i in range(0, len(x), batch_size):
                 idx = perm[i:i + batch_size]
                 loss = kd_loss(student(x[idx]), teacher_logits[idx], y[idx], temperature=temperature, alpha=alpha)
+                if not torch.isfinite(loss):
+                    logger.warning("distillation diverged (loss %s); training stopped early", float(loss))
+                    return student.eval()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, max_norm=5.0)
                 opt.step()
                 sched.step()
     return student.eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -91,7 +93,9 @@ class ActFakeQuant(torch.nn.Module):
             return x
         if self.training:
             lo, hi = float(x.detach().min()), float(x.detach().max())
-            if bool(self.initialised):
+            if not (math.isfinite(lo) and math.isfinite(hi)):  # a diverging batch does not move the range
+                lo, hi = float(self.min_val), float(self.max_val)
+            elif bool(self.initialised):
                 m = self.momentum
                 lo, hi = (1 - m) * float(self.min_val) + m * lo, (1 - m) * float(self.max_val) + m * hi
             self.set_range(lo, hi)
