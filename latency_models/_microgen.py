@@ -166,6 +166,14 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
     return _finish(k, nodes, inits, inputs, [y], half)
 
 
+def _out_shape(k: Kernel) -> list[int]:
+    if k.op == "linear":
+        return [1, k.output_shape[0]]
+    if k.op == "global_avgpool":
+        return [1, k.input_shape[0], 1, 1]
+    return [1, *k.output_shape]
+
+
 def _finish(kernel: Kernel, nodes: list[Any], inits: list[Any], inputs: list[tuple[str, tuple[int, ...]]],
             outputs: list[str], half: bool) -> Any:
     from onnx import TensorProto, helper
@@ -173,7 +181,7 @@ def _finish(kernel: Kernel, nodes: list[Any], inits: list[Any], inputs: list[tup
     graph = helper.make_graph(
         nodes, f"kernel_{kernel.op}",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, _out_shape(kernel)) for o in outputs],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from latency_models import Kernel, LatencyPredictor, LatencyTable, UnknownOperatorWarning, evaluate, kernel_graph
+from latency_models._evaluate import spearman
+from latency_models._features import family, physical
+from latency_models._table import device_info
+
+spaces = pytest.importorskip("spaces")
+
+
+def _true_ms(kernels):
+    """A synthetic device: a physical cost with per-family efficiency and a per-kernel overhead."""
+    phi = physical(kernels)
+    eff = np.array([1.6 if family(k).startswith("conv_dw") else 1.0 for k in kernels])
+    return float(0.05 + (0.004 * phi[:, 0] * eff + 0.2 * phi[:, 1] + 0.004).sum())
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    space = spaces.get_space("mobilenet")
+    rng = np.random.default_rng(0)
+    cands = [space.sample(rng) for _ in range(260)]
+    kernels = [space.kernels(c) for c in cands]
+    y = np.array([_true_ms(ks) for ks in kernels])
+    return cands, kernels, y
+
+
+def test_model_rows_only_fit_learns_a_synthetic_device(synthetic):
+    cands, kernels, y = synthetic
+    table = LatencyTable.from_measurements(device="synthetic", candidates=cands[:160], latencies_ms=y[:160].tolist())
+    pred = LatencyPredictor.fit(table)
+    p = pred.predict_many(kernels[160:])
+    rel = np.abs(p / y[160:] - 1)
+    assert np.mean(rel <= 0.05) >= 0.95, f"within 5%: {np.mean(rel <= 0.05):.3f}"
+    assert pred.predict(kernels[170]) == pytest.approx(p[10], rel=1e-12)
+    assert pred.predict(cands[170]) == pytest.approx(pred.predict_many([cands[170]])[0], rel=1e-12)
+
+
+def test_kernel_and_model_rows_fit_and_json_round_trip(synthetic, tmp_path):
+    cands, kernels, y = synthetic
+    table = LatencyTable(device=device_info(name="synthetic"))
+    seen = {}
+    for ks in kernels[:40]:
+        for k in ks:
+            seen.setdefault(k, _true_ms([k]) + 0.006)  # stand-alone time: includes per-graph overhead
+    for k, t in seen.items():
+        table.add_kernel(k, t)
+    for c, ks, t in zip(cands[:60], kernels[:60], y[:60]):
+        table.add_model(ks, t, candidate=c.to_dict(), source="mobilenet")
+    pred = LatencyPredictor.fit(table)
+    assert pred.mode == "kernels"
+    p = pred.predict_many(kernels[200:])
+    assert np.mean(np.abs(p / y[200:] - 1) <= 0.10) >= 0.95
+    pred.save(tmp_path / "p.json")
+    back = LatencyPredictor.load(tmp_path / "p.json")
+    assert back.device["name"] == "synthetic" and back.protocol == table.protocol
+    np.testing.assert_array_equal(back.predict_many(kernels[200:]), p)
+    np.testing.assert_array_equal(back.predict_many(cands[200:]), pred.predict_many(cands[200:]))
+
+
+def test_evaluate_reports_the_metrics(synthetic):
+    cands, kernels, y = synthetic
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:100],
+                                                               latencies_ms=y[:100].tolist()))
+    held = LatencyTable.from_measurements(device="s", candidates=cands[100:150], latencies_ms=y[100:150].tolist())
+    res = evaluate(pred, held)
+    assert set(res) == {"n", "within_5", "within_10", "rmspe", "spearman"} and res["n"] == 50
+    assert res["within_10"] >= 0.9 and res["spearman"] >= 0.9 and res["rmspe"] < 0.1
+
+
+def test_spearman_matches_the_definition():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # scipy's value
+
+
+def _hwnas(shared_dir):
+    with open(shared_dir / "data" / "hwnasbench-fbnet" / "latency.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    space = spaces.get_space("fbnet")
+    return rows, [space.candidate(ops=r["ops"].split()) for r in rows[:1200]]
+
+
+@pytest.mark.slow
+def test_model_rows_only_on_hw_nas_bench(shared_dir):
+    rows, cands = _hwnas(shared_dir)
+    y = np.array([float(r["gold_6240_ms"]) for r in rows[:1200]])
+    table = LatencyTable.from_measurements(device="gold_6240", candidates=cands[:100], latencies_ms=y[:100].tolist())
+    p = LatencyPredictor.fit(table).predict_many(cands[100:])
+    # measured on this slice: Spearman 0.95, 99% within 10%; a per-layer one-hot LUT gets ~0.57 / ~74%
+    assert spearman(p, y[100:]) >= 0.90
+    assert np.mean(np.abs(p / y[100:] - 1) <= 0.10) >= 0.95
+    lut = np.array([float(r["raspi4_ms"]) for r in rows[:1200]])
+    table = LatencyTable.from_measurements(device="raspi4", candidates=cands[:200], latencies_ms=lut[:200].tolist())
+    rel = np.abs(LatencyPredictor.fit(table).predict_many(cands[200:]) / lut[200:] - 1)
+    assert rel.max() < 0.005  # the lookup-table device is additive over blocks: recovered
+
+
+def test_onnx_path_and_proto_predict_like_the_candidate(tmp_path, synthetic):
+    cands, kernels, y = synthetic
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:80],
+                                                               latencies_ms=y[:80].tolist()))
+    space = spaces.get_space("mobilenet")
+    cand = space.candidate(**dict(cands[0].genes))
+    proto = space.onnx(cand, path=str(tmp_path / "m.onnx"))
+    want = pred.predict(space.kernels(cand))
+    assert pred.predict(str(tmp_path / "m.onnx")) == pytest.approx(want, rel=1e-9)
+    assert pred.predict(proto) == pytest.approx(want, rel=1e-9)
+    assert pred.predict_many([proto, tmp_path / "m.onnx"]) == pytest.approx([want, want], rel=1e-9)
+
+
+def test_unknown_operator_warns_and_falls_back(synthetic):
+    import onnx
+    from onnx import helper
+
+    cands, kernels, y = synthetic
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:80],
+                                                               latencies_ms=y[:80].tolist()))
+    k = Kernel("conv", (8, 16, 16), out_channels=16, kernel_size=3, activation="relu")
+    model = kernel_graph(k)
+    out = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Softmax", [out], ["probs"], axis=1))
+    model.graph.output[0].name = "probs"
+    onnx.checker.check_model(model)
+    with pytest.warns(UnknownOperatorWarning, match="Softmax"):
+        got = pred.predict(model)
+    assert math.isfinite(got)
+    assert got == pytest.approx(pred.predict([k]), rel=1e-9)  # documented fallback: unknown ops count 0 ms
+
+
+def test_bad_inputs_are_value_errors(synthetic):
+    cands, kernels, y = synthetic
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:30],
+                                                               latencies_ms=y[:30].tolist()))
+    with pytest.raises(ValueError, match="cannot predict int"):
+        pred.predict(42)
+    with pytest.raises(ValueError, match="does not exist"):
+        pred.predict("/nonexistent/model.onnx")
+    with pytest.raises(ValueError, match="no rows"):
+        LatencyPredictor.fit(LatencyTable(device={"name": "empty"}))

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from latency_models import KERNEL_OPS, Kernel, LatencyPredictor, LatencyTable, kernel_graph, measure_onnx, profile
+from latency_models._cli import main as cli_main
+from latency_models._measure import make_session, time_session
+
+_EXAMPLES = {
+    "conv": dict(input_shape=(8, 12, 12), out_channels=16, kernel_size=3, activation="relu6"),
+    "linear": dict(input_shape=(32,), out_channels=10, activation="relu"),
+    "add": dict(input_shape=(8, 6, 6), activation="relu"),
+    "concat": dict(input_shape=(8, 6, 6)),
+    "split": dict(input_shape=(8, 6, 6), groups=2),
+    "channel_shuffle": dict(input_shape=(8, 6, 6), groups=2),
+    "global_avgpool": dict(input_shape=(8, 6, 6)),
+    "maxpool": dict(input_shape=(8, 6, 6), kernel_size=3, stride=2),
+    "avgpool": dict(input_shape=(8, 6, 6), kernel_size=2, stride=2, padding=0),
+}
+
+
+@pytest.mark.parametrize("bits", [32, 16, 8, 4])
+@pytest.mark.parametrize("op", KERNEL_OPS)
+def test_every_kernel_graph_runs_in_onnx_runtime(op, bits):
+    k = Kernel(op, bits=bits, **_EXAMPLES[op])
+    model = kernel_graph(k)
+    assert model.ir_version == 10
+    session = make_session(model, threads=1)
+    outs = session.run(None, {i.name: np.ones([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+                              for i in session.get_inputs()})
+    produced = sum(o.size for o in outs)
+    assert produced == math.prod(k.output_shape) * (k.groups if op == "split" else 1)  # split: every part
+
+
+def test_int8_conv_graph_is_fused_like_the_exported_models(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    k = Kernel("conv", (16, 8, 8), out_channels=32, kernel_size=3, bits=8, activation="relu")
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(kernel_graph(k).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "QLinearConv" in ops and "Relu" not in ops
+
+
+def test_measure_onnx_protocol_and_bad_arguments():
+    model = kernel_graph(Kernel("conv", (8, 8, 8), out_channels=8, kernel_size=3))
+    ms = measure_onnx(model, threads=1)
+    assert 0 < ms < 1000
+    assert measure_onnx(model, clock="thread_cpu", statistic="min") > 0
+    with pytest.raises(ValueError, match="warmup=2"):
+        measure_onnx(model, warmup=2)
+    with pytest.raises(ValueError, match="runs=10"):
+        measure_onnx(model, runs=10)
+    with pytest.raises(ValueError, match="clock='sundial'"):
+        measure_onnx(model, clock="sundial")
+    with pytest.raises(ValueError, match="threads=2"):
+        measure_onnx(model, threads=2, clock="thread_cpu")
+    session = make_session(model)
+    assert time_session(session, statistic="min") <= time_session(session, runs=50) * 5
+
+
+class _TinySpace:
+    """A duck-typed space: two conv layers of random width (no torch, no whole models)."""
+
+    name = "tiny"
+    options: dict = {}
+
+    def sample(self, rng):
+        return int(rng.choice([8, 16, 24]))
+
+    def kernels(self, width):
+        return [Kernel("conv", (3, 16, 16), out_channels=width, kernel_size=3, activation="relu"),
+                Kernel("conv", (width, 16, 16), out_channels=width, kernel_size=3, groups=width, bits=8),
+                Kernel("global_avgpool", (width, 16, 16))]
+
+
+@pytest.mark.slow
+def test_short_real_profile_writes_and_resumes(tmp_path):
+    spaces = pytest.importorskip("spaces")
+    out = tmp_path / "table.json"
+    space = spaces.get_space("mobilenet")
+    t1 = profile([_TinySpace(), space], device_name="ci", out=out, budget_min=0.12, progress=False)
+    assert out.exists() and len(t1.kernel_rows) > 0 and len(t1.model_rows) >= 1
+    assert all(r.latency_ms > 0 for r in t1.kernel_rows + t1.model_rows)
+    assert t1.model_rows[0].candidate["space"] == "mobilenet"
+    n_kernels = len(t1.kernel_rows)
+    t2 = profile([_TinySpace(), space], device_name="ci", out=out, budget_min=0.2, progress=False)
+    assert len(t2.kernel_rows) + len(t2.model_rows) > n_kernels + len(t1.model_rows)
+    assert t2.extra["spent_s"] >= t1.extra["spent_s"]
+    with pytest.raises(ValueError, match="holds device 'ci'"):
+        profile([_TinySpace()], device_name="other", out=out, budget_min=0.1, progress=False)
+    pred = LatencyPredictor.fit(LatencyTable.load(out))
+    cand = space.sample(np.random.default_rng(123))
+    assert 0 < pred.predict(cand) < 1000
+
+
+def test_kernel_only_profile_of_a_duck_typed_space(tmp_path):
+    t = profile([_TinySpace()], device_name="ci", out=tmp_path / "t.json", budget_min=0.03, progress=False)
+    assert len(t.kernel_rows) >= 1 and not t.model_rows  # no .onnx: no whole models
+    assert LatencyTable.load(tmp_path / "t.json").to_dict() == t.to_dict()
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert cli_main(["evaluate", "--predictor", str(tmp_path / "none.json"), "--measured", "x.json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --predictor")
+    assert cli_main(["profile", "--space", "no-such-space", "--device-name", "d", "--out", str(tmp_path / "t.json")]) == 2
+    assert "no-such-space" in capsys.readouterr().err

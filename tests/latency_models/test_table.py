@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latency_models import Kernel, LatencyTable
+from latency_models._table import device_info
+
+K1 = Kernel("conv", (16, 8, 8), out_channels=32, kernel_size=3, activation="relu")
+K2 = Kernel("add", (32, 8, 8))
+K3 = Kernel("linear", (32,), out_channels=10, bits=8)
+
+
+def _table(name: str = "dev") -> LatencyTable:
+    t = LatencyTable(device=device_info(name=name, description="test"))
+    t.add_kernel(K1, 0.12)
+    t.add_kernel(K2, 0.01)
+    t.add_model([K1, K2, K3], 0.2, candidate={"space": "x", "genes": {"ops": ["a"]}}, source="x")
+    return t
+
+
+def test_device_metadata_is_recorded():
+    d = _table().device
+    for field in ("name", "description", "runtime", "runtime_version", "execution_provider", "threads",
+                  "cpu_model", "created_utc"):
+        assert field in d
+    assert d["runtime"] == "onnxruntime" and d["execution_provider"] == "CPUExecutionProvider"
+    proto = _table().protocol
+    assert proto["warmup_runs"] >= 10 and proto["timed_runs"] >= 50 and proto["statistic"] == "median"
+
+
+def test_save_load_round_trip(tmp_path):
+    t = _table()
+    t.save(tmp_path / "t.json")
+    back = LatencyTable.load(tmp_path / "t.json")
+    assert back.to_dict() == t.to_dict()
+    assert back.kernel_rows[0].kernel == K1 and back.model_rows[0].kernels == (K1, K2, K3)
+    assert back.validate() is back
+
+
+def _mutate(data, path, value):
+    target = data
+    for p in path[:-1]:
+        target = target[p]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+
+
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (("format_version",), 99, "format_version"),
+        (("kernel_rows", 1, "latency_ms"), KeyError, r"kernel row 1: field 'latency_ms' is missing"),
+        (("kernel_rows", 0, "latency_ms"), -1.0, r"kernel row 0: field 'latency_ms'=-1.0"),
+        (("model_rows", 0, "latency_ms"), "fast", r"model row 0: field 'latency_ms'"),
+        (("model_rows", 0, "kernels"), [], r"model row 0: field 'kernels'"),
+        (("kernel_rows", 1, "kernel", "op"), "conv3d", r"kernel row 1: field 'kernel'.*op"),
+        (("model_rows", 0, "kernels", 2, "bits"), 6, r"model row 0: field 'kernels\[2\]'.*bits"),
+        (("device", "name"), "", "device.name"),
+    ],
+)
+def test_validation_names_row_and_field(tmp_path, path, value, match):
+    data = _table().to_dict()
+    _mutate(data, path, value)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match):
+        LatencyTable.load(tmp_path / "bad.json")
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    _table().save(tmp_path / "t.json")
+    text = (tmp_path / "t.json").read_text()
+    (tmp_path / "t.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="malformed or truncated"):
+        LatencyTable.load(tmp_path / "t.json")
+
+
+def test_add_rejects_bad_latency():
+    t = _table()
+    with pytest.raises(ValueError, match="kernel row 2"):
+        t.add_kernel(K3, 0.0)
+    with pytest.raises(ValueError, match="model row 1"):
+        t.add_model([K1], float("nan"))
+
+
+def test_merge_keeps_median_kernel_and_all_models():
+    a, b, c = _table(), _table(), _table()
+    b.kernel_rows[0] = type(b.kernel_rows[0])(K1, 0.30)
+    c.kernel_rows[0] = type(c.kernel_rows[0])(K1, 0.20)
+    m = LatencyTable.merge(a, b, c)
+    lat = {r.kernel: r.latency_ms for r in m.kernel_rows}
+    assert lat[K1] == pytest.approx(0.20) and lat[K2] == pytest.approx(0.01)
+    assert len(m.model_rows) == 3
+    with pytest.raises(ValueError, match="device name"):
+        LatencyTable.merge(a, _table("other"))
+
+
+def test_from_measurements_with_candidates_and_kernel_lists():
+    spaces = pytest.importorskip("spaces")
+    space = spaces.get_space("fbnet")
+    cand = space.candidate(ops=["k3_e1"] * 22)
+    t = LatencyTable.from_measurements(device="phone", candidates=[cand, [K1, K2]], latencies_ms=[3.0, 1.0])
+    assert t.device["name"] == "phone" and len(t.model_rows) == 2
+    assert list(t.model_rows[0].kernels) == space.kernels(cand)
+    assert t.model_rows[0].candidate["genes"]["ops"] == ["k3_e1"] * 22
+    with pytest.raises(ValueError, match="same length"):
+        LatencyTable.from_measurements(device="phone", candidates=[cand], latencies_ms=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"candidates\[0\]"):
+        LatencyTable.from_measurements(device="phone", candidates=[42], latencies_ms=[1.0])
