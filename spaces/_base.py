@@ -149,8 +149,9 @@ class SearchSpace(abc.ABC):
         ``model`` is a trained model of the candidate (e.g. from ``search.distill_train``, already
         fake-quantised, whose activation ranges are then used as they are); by default ``build(candidate)``.
         A float model with int bits is calibrated on ``calibration`` batches, or on random noise when none
-        are given (right graph and speed, meaningless accuracy). All-32-bit candidates export plain float32
-        (see :func:`spaces.export_onnx`). Writes ``path`` when given.
+        are given (right graph and speed, meaningless accuracy; silent for ``build(candidate)``, whose
+        weights are untrained anyway, a logged warning for a given ``model``). All-32-bit candidates export
+        plain float32 (see :func:`spaces.export_onnx`). Writes ``path`` when given.
         """
         from spaces._onnx import export_onnx
         from spaces._quant import act_quantizers, export_onnx_quantized
@@ -159,4 +160,9 @@ class SearchSpace(abc.ABC):
         net = self.build(candidate) if model is None else model
         if all(b == 32 for b in bits.values()) and not act_quantizers(net):
             return export_onnx(net, self.input_shape, path)
+        if model is None and calibration is None:  # untrained weights: ranges from noise (for timing)
+            import torch
+
+            gen = torch.Generator().manual_seed(0)
+            calibration = [torch.randn((8, *self.input_shape), generator=gen) for _ in range(4)]
         return export_onnx_quantized(net, bits, self.input_shape, path, calibration=calibration)
