@@ -26,7 +26,7 @@ CLASSES = ("disc", "square", "triangle", "plus", "ring", "frame", "star", "strip
 #: Side of the square images, pixels.
 SIZE = 32
 #: Images per split (train, val, test), balanced over the classes.
-SPLITS = (3000, 1000, 1000)
+SPLITS = (2000, 500, 1000)
 #: Standard deviation of the pixel noise (pixel values in [0, 1] before it).
 NOISE = 0.08
 

@@ -41,7 +41,7 @@ def test_load_data_shapes_splits() -> None:
     assert "shapes" in DATASETS
     ds = load_data("shapes", seed=0)
     assert ds.input_shape == (3, SIZE, SIZE) and ds.num_classes == len(CLASSES)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (3000, 1000, 1000)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (2000, 500, 1000)
     # normalised with the training split's statistics
     assert abs(float(ds.train.x.mean())) < 1e-3 and abs(float(ds.train.x.std()) - 1.0) < 0.05
     assert not np.allclose(ds.train.x[:5].numpy(), ds.test.x[:5].numpy())
