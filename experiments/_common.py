@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "Setup",
+    "choose_budget",
     "hypervolume_3d",
     "load_setup",
     "load_snapshot",
@@ -135,3 +136,24 @@ def load_setup(*, data: str = "digits", space: str = "mobilenet", seed: int = 0,
     device = resolve_device("local", sp, profile_min=profile_min)
     return Setup(data=ds, teacher=teacher, space=sp, device=device, data_spec=data, space_name=space)
 
+
+
+def random_latencies(setup: Setup, *, n: int = 2000, seed: int = 1234,
+                     search: Sequence[str] = ("arch", "prune", "bits")) -> np.ndarray:
+    """Predicted milliseconds of ``n`` random candidates of the setup's space (searching ``search``)."""
+    import warnings
+
+    rng = np.random.default_rng(seed)
+    cands = [setup.space.sample(rng, search=tuple(search)) for _ in range(n)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(setup.device.predictor.predict_many(cands), dtype=float)
+
+
+def choose_budget(setup: Setup, *, quantile: float, n: int = 2000, seed: int = 1234) -> tuple[float, np.ndarray]:
+    """A budget that binds: the ``quantile`` of the predicted latency of ``n`` random candidates of the whole
+    space, rounded to 2 significant digits; returns it and those latencies."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile={quantile!r} must be in (0, 1)")
+    lat = random_latencies(setup, n=n, seed=seed)
+    return float(f"{np.quantile(lat, quantile):.2g}"), lat

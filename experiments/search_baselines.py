@@ -41,7 +41,15 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments._common import hypervolume_3d, load_setup, loadavg, percentile_summary, write_json
+from experiments._common import (
+    choose_budget,
+    hypervolume_3d,
+    load_setup,
+    loadavg,
+    percentile_summary,
+    random_latencies,
+    write_json,
+)
 
 METHODS = ("search", "random", "arch-only", "prune-only", "bits-only", "uniform-int8")
 #: sampler and searched parts of each Optuna method
@@ -63,16 +71,10 @@ def predict_ms(setup: Any, cands: list[Any]) -> np.ndarray:
         return np.asarray(setup.device.predictor.predict_many(cands), dtype=float)
 
 
-def latency_distribution(setup: Any, *, n: int, seed: int) -> dict[str, Any]:
-    """Quantiles of the predicted latency of ``n`` random candidates, for each method's searched parts."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {}
-    for method, (_, parts) in OPTUNA_METHODS.items():
-        if method == "random":
-            continue
-        lat = predict_ms(setup, [setup.space.sample(rng, search=parts) for _ in range(n)])
-        out[",".join(parts)] = lat
-    return out
+def latency_distribution(setup: Any, *, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Predicted latencies of ``n`` random candidates for each method's searched parts."""
+    return {",".join(parts): random_latencies(setup, n=n, seed=seed, search=parts)
+            for method, (_, parts) in OPTUNA_METHODS.items() if method != "random"}
 
 
 def uniform_grid(space: Any) -> list[tuple[dict[str, Any], Any]]:
@@ -278,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="budget = this quantile of the predicted latency of random candidates")
     ap.add_argument("--proxy-epochs", type=int, default=3, help="distillation epochs of the proxy")
     ap.add_argument("--proxy-samples", type=int, default=512, help="training images of the proxy")
+    ap.add_argument("--teacher-epochs", type=int, default=12, help="built-in teacher epochs (the search's default)")
     args = ap.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     from search import ProxyEvaluator
 
     start_load, start = loadavg(), time.perf_counter()
-    setup = load_setup(data="digits", space=args.space, seed=0)
+    setup = load_setup(data="digits", space=args.space, seed=0, teacher_epochs=args.teacher_epochs)
     dist = latency_distribution(setup, n=2000, seed=1234)
     full = dist["arch,prune,bits"]
-    budget = float(args.budget_ms) if args.budget_ms else float(f"{np.quantile(full, args.budget_quantile):.2g}")
+    budget = float(args.budget_ms) if args.budget_ms else choose_budget(setup, quantile=args.budget_quantile)[0]
     size_ref = largest_size(setup.space)
     print(f"budget {budget:g} ms: {np.mean(full <= budget):.0%} of random candidates feasible; "
           f"latency range {full.min():.3f}-{full.max():.3f} ms; size reference {size_ref} bytes", flush=True)
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python experiments/search_baselines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {"space": args.space, "data": "digits", "trials": args.trials, "seeds": args.seeds,
                    "proxy_epochs": args.proxy_epochs, "proxy_samples": args.proxy_samples,
-                   "budget_quantile": None if args.budget_ms else args.budget_quantile},
+                   "teacher_epochs": args.teacher_epochs, "budget_quantile": None if args.budget_ms else args.budget_quantile},
         "methods": args.methods,
         "budget_ms": budget,
         "budget_feasible_share_random": float(np.mean(full <= budget)),
