@@ -37,6 +37,7 @@ __all__ = [
     "Seq",
     "Shuffle",
     "SplitUnit",
+    "StudentSpace",
     "Suggest",
     "build_module",
     "keep_channels",
@@ -155,10 +156,6 @@ def keep_channels(channels: int, ratio: float, multiple: int) -> int:
 def default_stem_stride(input_size: int) -> int:
     """Stem stride of the students: 1 for small inputs (CIFAR, digits), 2 (as on ImageNet) above 64 pixels."""
     return 1 if input_size <= 64 else 2
-
-
-def conv_out(size: int, kernel_size: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - kernel_size) // stride + 1
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -522,6 +519,33 @@ class PlannedSpace(SearchSpace):
 
     def build(self, candidate: Candidate) -> "torch.nn.Module":
         return build_module(self.plan(candidate), self.input_shape).eval()
+
+
+class StudentSpace(PlannedSpace):
+    """A :class:`PlannedSpace` with the options of the MobileNet / ShuffleNet students.
+
+    Options: ``num_classes`` (100), ``input_size`` (32), ``in_channels`` (3), ``channel_multiple`` (8),
+    ``stem_stride`` (1 or 2; ``None`` picks :func:`default_stem_stride` of the input size).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 100,
+        input_size: int = 32,
+        in_channels: int = 3,
+        channel_multiple: int = 8,
+        stem_stride: int | None = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
+                         channel_multiple=channel_multiple)
+        self.stem_stride = (
+            default_stem_stride(input_size) if stem_stride is None else check_choice("stem_stride", stem_stride, (1, 2))
+        )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**super().options, "stem_stride": self.stem_stride}
 
 
 def per_stage(

@@ -25,13 +25,12 @@ from spaces._blocks import (
     GlobalPool,
     Layer,
     Linear,
-    PlannedSpace,
     Seq,
+    StudentSpace,
     Suggest,
     check_choice,
     check_depths,
     check_unknown,
-    default_stem_stride,
     keep_channels,
     make_divisible,
     per_stage,
@@ -53,30 +52,13 @@ GENES = ("width", "depths", "expansions", "kernel_sizes")
 
 
 @register_space("mobilenet")
-class MobileNetSpace(PlannedSpace):
+class MobileNetSpace(StudentSpace):
     """MobileNetV2-like inverted-residual students.
 
     Options: ``num_classes`` (100), ``input_size`` (32), ``in_channels`` (3), ``channel_multiple`` (8:
     widths and pruned channel counts are multiples of it), ``stem_stride`` (1 or 2; default 1 up to 64
     pixels, 2 above).
     """
-
-    def __init__(
-        self,
-        *,
-        num_classes: int = 100,
-        input_size: int = 32,
-        in_channels: int = 3,
-        channel_multiple: int = 8,
-        stem_stride: int | None = None,
-    ) -> None:
-        super().__init__(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
-                         channel_multiple=channel_multiple)
-        self.stem_stride = default_stem_stride(input_size) if stem_stride is None else check_choice("stem_stride", stem_stride, (1, 2))
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return {**super().options, "stem_stride": self.stem_stride}
 
     # ----------------------------------------------------------------- genes
     def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:

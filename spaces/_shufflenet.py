@@ -30,14 +30,13 @@ from spaces._blocks import (
     Layer,
     Linear,
     MaxPool,
-    PlannedSpace,
     Seq,
     SplitUnit,
+    StudentSpace,
     Suggest,
     check_choice,
     check_depths,
     check_unknown,
-    default_stem_stride,
     keep_channels,
     make_divisible,
     per_stage,
@@ -59,30 +58,13 @@ GENES = ("repeats", "widths", "kernel_sizes")
 
 
 @register_space("shufflenet")
-class ShuffleNetSpace(PlannedSpace):
+class ShuffleNetSpace(StudentSpace):
     """ShuffleNetV2-like students.
 
     Options: ``num_classes`` (100), ``input_size`` (32), ``in_channels`` (3), ``channel_multiple`` (8),
     ``stem_stride`` (1: no max pool; 2: stride-2 stem and a max pool, as ShuffleNetV2 on ImageNet;
     default 1 up to 64 pixels, 2 above).
     """
-
-    def __init__(
-        self,
-        *,
-        num_classes: int = 100,
-        input_size: int = 32,
-        in_channels: int = 3,
-        channel_multiple: int = 8,
-        stem_stride: int | None = None,
-    ) -> None:
-        super().__init__(num_classes=num_classes, input_size=input_size, in_channels=in_channels,
-                         channel_multiple=channel_multiple)
-        self.stem_stride = default_stem_stride(input_size) if stem_stride is None else check_choice("stem_stride", stem_stride, (1, 2))
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return {**super().options, "stem_stride": self.stem_stride}
 
     # ----------------------------------------------------------------- genes
     def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
