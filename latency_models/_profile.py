@@ -86,7 +86,8 @@ def _time_kernel(kernel: Kernel, threads: int, warmup: int, runs: int, clock: st
 def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[str], threads: int = 1,
             budget_min: float = 10.0, description: str = "", progress: bool = True, seed: int = 0,
             warmup: int = MIN_WARMUP, runs: int = MIN_RUNS, clock: str = "wall",
-            statistic: str = "median", on_progress: Callable[[float, str], None] | None = None) -> LatencyTable:
+            statistic: str = "median", pool_candidates: int = _POOL_CANDIDATES,
+            on_progress: Callable[[float, str], None] | None = None) -> LatencyTable:
     """Profile this machine for ``spaces`` within ``budget_min`` minutes and return the table (also at ``out``).
 
     Args:
@@ -98,6 +99,7 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
         progress: show a tqdm progress bar (time-based, with an ETA) if tqdm is installed.
         clock: ``"wall"`` or ``"thread_cpu"`` (one thread only; for a machine shared with other processes).
         statistic: ``"median"`` (the protocol's default) or ``"min"`` over the timed runs.
+        pool_candidates: random candidates per space whose kernels form the pool to sample kernels from.
         on_progress: optional callback ``(fraction_done, message)``.
     """
     import numpy as np
@@ -146,7 +148,7 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
 
     try:
         # ---------------------------------------------------------------- kernels
-        pool = sample_pool(spaces, seed=seed)
+        pool = sample_pool(spaces, n_per_space=pool_candidates, seed=seed)
         measured = {r.kernel for r in table.kernel_rows}
         kernel_deadline = _KERNEL_SHARE * budget_s
         rng = np.random.default_rng([seed, 99])
