@@ -298,6 +298,7 @@ def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: An
                     num_samples=trials,
                     time_budget_s=timeout_s,
                     trial_dirname_creator=_trial_dirname,
+                    reuse_actors=True,  # a worker process imports torch once, not once per trial
                 ),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT,
