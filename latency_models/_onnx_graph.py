@@ -181,11 +181,11 @@ class _Graph:
         from onnx import numpy_helper
 
         self.proto = proto
+        self._infer()
         for _ in range(6):
-            self._infer()
             if not self._fold():
                 break
-        self._infer()
+            self._infer()
         self.nodes = list(proto.graph.node)
         self.initializers = {t.name: t for t in proto.graph.initializer}
         self.constants: dict[str, np.ndarray] = {}

@@ -264,3 +264,29 @@ def test_onnxruntime_qdq_quantisation_of_a_space_model_reads_as_int8(tmp_path):
     assert sorted((k.op, k.input_shape, k.out_channels, k.groups, k.stride) for k in kernels) == \
         sorted((k.op, k.input_shape, k.out_channels, k.groups, k.stride) for k in expected)
     assert {k.bits for k in kernels if k.op in ("conv", "linear")} == {8}
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "resnet18", "squeezenet1_0"])
+def test_torchvision_models_read_completely(name):
+    """Other people's CNNs (chunk-based ShuffleNet, residual ReLU adds, fire-module concats) map fully; the
+    kernels' parameters are the export's Conv/Gemm initializers."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    from spaces import export_onnx
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads per process oversubscribe the shared cores (10x slower)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = getattr(torchvision.models, name)(weights=None, num_classes=10)
+        proto = export_onnx(model, (3, 32, 32))
+    finally:
+        torch.set_num_threads(threads)
+    kernels, unknown = kernels_from_onnx(proto)
+    assert unknown == []
+    sizes = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Identity"}
+    expected = sum(sizes[alias.get(i, i)] for n in proto.graph.node if n.op_type in ("Conv", "Gemm") for i in n.input[1:])
+    assert sum(k.params for k in kernels) == expected
+    assert sum(k.op == "conv" for k in kernels) == sum(n.op_type == "Conv" for n in proto.graph.node)
