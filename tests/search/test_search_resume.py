@@ -21,13 +21,13 @@ from _search_helpers import (  # noqa: F401  (fixtures)
     tiny_args,
 )
 
-TRIALS = 8
+TRIALS = 5
 
 
 def _start_and_wait(out: pathlib.Path, table: pathlib.Path, cache: pathlib.Path, finished: int) -> tuple[subprocess.Popen[str], dict[int, tuple[float, ...]]]:
     """Start a run and return once at least ``finished`` trials are committed to its study."""
     args = ["--budget-ms", "20", "--device", str(table), "--out", str(out),
-            *tiny_args(trials=TRIALS, proxy_epochs=2, proxy_samples=128)]
+            *tiny_args(trials=TRIALS)]
     proc = popen_cli(args, env_cache=cache)
     deadline = time.monotonic() + 900
     while True:

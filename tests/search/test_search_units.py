@@ -1,0 +1,177 @@
+"""The search's parts on their own: objective, constraint, Pareto front, fastest candidate, data, command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spaces import get_space, list_spaces
+
+
+class MacsPredictor:
+    """A stand-in latency model: 0.01 ms plus 1 ms per million MACs (deterministic, monotone in size)."""
+
+    def predict(self, item):
+        return float(self.predict_many([item])[0])
+
+    def predict_many(self, items):
+        return np.array([0.01 + 1e-6 * sum(k.macs for k in item.kernels()) for item in items])
+
+
+class ForbiddenEvaluator:
+    def __call__(self, model, module_bits):
+        raise AssertionError("an over-budget candidate must never be trained")
+
+
+class CountingEvaluator:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, module_bits):
+        self.calls.append(dict(module_bits))
+        return 0.5
+
+
+def _space(name="mobilenet"):
+    return get_space(name, num_classes=10, input_size=16, in_channels=1)
+
+
+def test_over_budget_candidate_is_recorded_with_its_latency_and_never_trained():
+    from search import SearchContext, evaluate_candidate
+
+    space = _space()
+    cand = space.sample(np.random.default_rng(0))
+    latency = MacsPredictor().predict_many([_Bound(cand, space)])[0]
+    ctx = SearchContext(space=space, predictor=MacsPredictor(), budget_ms=latency / 2, evaluator=ForbiddenEvaluator())
+    result = evaluate_candidate(cand, context=ctx)
+    assert not result.feasible and not result.trained
+    assert result.latency_ms == pytest.approx(latency, rel=1e-12)
+    assert result.accuracy == 0.0 and result.size_bytes == space.stats(cand).size_bytes
+
+    counting = CountingEvaluator()
+    ctx = SearchContext(space=space, predictor=MacsPredictor(), budget_ms=latency * 2, evaluator=counting)
+    result = evaluate_candidate(cand, context=ctx)
+    assert result.feasible and result.trained and result.accuracy == 0.5
+    assert counting.calls == [space.module_bits(cand)]
+    assert result.values == (0.5, pytest.approx(latency, rel=1e-12), float(space.stats(cand).size_bytes))
+
+
+def _Bound(cand, space):
+    from search._objective import BoundCandidate
+
+    return BoundCandidate(cand, space)
+
+
+@pytest.mark.parametrize("budget", [0.0, -1.0, float("nan"), float("inf")])
+def test_context_refuses_a_bad_budget(budget):
+    from search import SearchContext
+
+    with pytest.raises(ValueError, match="budget_ms"):
+        SearchContext(space=_space(), predictor=MacsPredictor(), budget_ms=budget, evaluator=CountingEvaluator())
+
+
+def test_budget_constraint_reads_the_predicted_latency():
+    import optuna
+
+    from search._objective import BudgetConstraint
+
+    trial = optuna.trial.create_trial(values=[0.9, 3.0, 100.0], user_attrs={"latency_ms": 3.0})
+    assert BudgetConstraint(2.0)(trial) == [pytest.approx(1.0)]
+    assert BudgetConstraint(5.0)(trial) == [pytest.approx(-2.0)]
+
+
+def _trial(number, acc, lat, size, feasible, trained=True):
+    import optuna
+
+    t = optuna.trial.create_trial(values=[acc, lat, size], user_attrs={
+        "feasible": feasible, "trained": trained, "candidate": {"space": "x", "genes": {"n": number}}})
+    t.number = number
+    return t
+
+
+def test_pareto_front_and_selection():
+    from search._pareto import pareto_front
+
+    trials = [
+        _trial(0, 0.90, 5.0, 1000, True),
+        _trial(1, 0.80, 4.0, 900, True),
+        _trial(2, 0.85, 6.0, 2000, True),    # dominated by 0
+        _trial(3, 0.00, 30.0, 500, False, trained=False),  # smallest: on the front though infeasible
+        _trial(4, 0.95, 8.0, 3000, True),
+        _trial(5, 0.00, 40.0, 5000, False, trained=False),  # dominated by everything
+    ]
+    front = pareto_front(trials, budget_ms=10.0)
+    assert [e.trial for e in front.entries] == [1, 0, 4, 3]  # sorted by latency
+    assert front.selected is not None and front.selected.trial == 4
+    assert front.n_trials == 6 and front.n_feasible == 4
+    untrained = next(e for e in front.entries if e.trial == 3)
+    assert untrained.accuracy is None and not untrained.feasible
+
+
+def test_no_feasible_trial_selects_nothing():
+    from search._pareto import pareto_front
+
+    front = pareto_front([_trial(0, 0.0, 30.0, 500, False, trained=False)], budget_ms=10.0)
+    assert front.selected is None and [e.trial for e in front.entries] == [0]
+
+
+@pytest.mark.parametrize("name", [n for n in list_spaces() if n != "prune"])
+def test_fastest_candidate_beats_random_sampling(name):
+    from search._device import fastest_candidate
+
+    space = _space(name)
+    pred = MacsPredictor()
+
+    def predict(cands):
+        return pred.predict_many([_Bound(c, space) for c in cands])
+
+    cand, lat, params = fastest_candidate(space, predict, seed=0)
+    rng = np.random.default_rng(1)
+    sampled = predict([space.sample(rng) for _ in range(200)])
+    assert lat <= float(sampled.min()) + 1e-12
+    assert lat == pytest.approx(float(predict([cand])[0]), rel=1e-12)
+    import optuna
+
+    assert space.sample(optuna.trial.FixedTrial(params)) == cand  # enqueue_trial(params) replays it
+
+
+def test_digits_splits_are_deterministic_and_disjoint():
+    from search._data import DIGITS_SIZE, load_data
+
+    a, b, c = load_data("digits", seed=0), load_data("digits", seed=0), load_data("digits", seed=1)
+    assert a.input_shape == (1, DIGITS_SIZE, DIGITS_SIZE) and a.num_classes == 10
+    assert (len(a.train), len(a.val), len(a.test)) == (1079, 359, 359)
+    assert bool((a.train.x == b.train.x).all()) and not bool((a.train.x == c.train.x).all())
+    rows = {tuple(r.flatten().tolist()) for r in a.test.x[:50]}
+    assert not rows & {tuple(r.flatten().tolist()) for r in a.train.x}
+    assert abs(float(a.train.x.mean())) < 1e-4 and float(a.train.x.std()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    from search._data import IMAGE_SIZE, load_data
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (12, 9, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    data = load_data(f"imagefolder:{tmp_path}", seed=0)
+    assert data.num_classes == 2 and data.input_shape == (3, IMAGE_SIZE, IMAGE_SIZE)
+    assert (len(data.train), len(data.val), len(data.test)) == (14, 3, 3)
+
+
+def test_reproducing_command_parses_back_to_the_same_options():
+    from search._cli import build_parser
+    from search._report import command_line
+    from search._run import DEFAULTS
+
+    cfg = {**DEFAULTS, "budget_ms": 7.5, "space": "fbnet", "trials": 12, "search": ("arch", "bits"),
+           "sampler": "nsga2", "download": True}
+    cmd = command_line(cfg).split()
+    assert cmd[:3] == ["python", "-m", "search"]
+    args = vars(build_parser().parse_args(cmd[3:]))
+    assert (args["budget_ms"], args["space"], args["trials"], args["search"], args["sampler"], args["download"]) == \
+        (7.5, "fbnet", 12, ("arch", "bits"), "nsga2", True)
+    assert args["data"] is None and args["seed"] is None  # defaults are left out
