@@ -51,7 +51,7 @@ from experiments._common import (
     write_json,
 )
 
-METHODS = ("search", "random", "arch-only", "prune-only", "bits-only", "uniform-int8")
+METHODS = ("search", "random", "uniform-int8", "bits-only", "arch-only", "prune-only")
 #: sampler and searched parts of each Optuna method
 OPTUNA_METHODS = {
     "search": ("tpe", ("arch", "prune", "bits")),
@@ -234,7 +234,8 @@ def plot(res: dict[str, Any], path: pathlib.Path) -> None:
 
     fig = Figure(figsize=(7.2, 4.6), dpi=110)
     ax = fig.add_subplot()
-    colors = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "0.3")))
+    colors = {"search": "tab:blue", "random": "tab:orange", "uniform-int8": "0.3", "bits-only": "tab:purple",
+              "arch-only": "tab:green", "prune-only": "tab:red"}
     for method in res["methods"]:
         curves = [r["hypervolume"] for r in res["runs"] if r["method"] == method]
         if not curves:
@@ -268,6 +269,32 @@ def write_csv(res: dict[str, Any], path: pathlib.Path) -> None:
                             "hypervolume": hv, "candidate": json.dumps(t.get("candidate"), sort_keys=True)})
 
 
+def merge(paths: list[pathlib.Path], out: pathlib.Path, argv: list[str]) -> int:
+    """Combine runs of separate invocations (same budget and settings) into one result."""
+    parts = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    first = parts[0]
+    for p, other in zip(paths[1:], parts[1:]):
+        for key in ("budget_ms", "methods"):
+            if other[key] != first[key]:
+                raise ValueError(f"{p}: {key}={other[key]!r} differs from {paths[0]}'s {first[key]!r}")
+        if {k: v for k, v in other["config"].items() if k != "seeds"} != {k: v for k, v in first["config"].items() if k != "seeds"}:
+            raise ValueError(f"{p}: config {other['config']!r} differs from {paths[0]}'s {first['config']!r}")
+    res = dict(first)
+    res["runs"] = [r for part in parts for r in part["runs"]]
+    res["config"] = {**first["config"], "seeds": sorted({r["seed"] for r in res["runs"]})}
+    res["commands"] = [part["command"] for part in parts] + ["python experiments/search_baselines.py " + " ".join(argv)]
+    res["loadavg_start"] = max((part["loadavg_start"] for part in parts), key=lambda v: v[0])
+    res["loadavg_end"] = max((part.get("loadavg_end", part["loadavg_start"]) for part in parts), key=lambda v: v[0])
+    res["seconds"] = max(part.get("seconds", 0.0) for part in parts)
+    res["summary"] = summarise(res)
+    write_json(out / "search_baselines.json", res)
+    write_csv(res, out / "search_baselines.csv")
+    (out / "search_baselines.md").write_text(markdown(res), encoding="utf-8")
+    plot(res, out / "hypervolume_vs_trials.png")
+    print(markdown(res))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="experiments/results/search_baselines", help="results folder")
@@ -281,9 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--proxy-epochs", type=int, default=3, help="distillation epochs of the proxy")
     ap.add_argument("--proxy-samples", type=int, default=512, help="training images of the proxy")
     ap.add_argument("--teacher-epochs", type=int, default=12, help="built-in teacher epochs (the search's default)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="only combine the search_baselines.json of separate runs (e.g. one per seed, run in "
+                         "parallel) into --out, with the summary, table and plot")
     args = ap.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge([pathlib.Path(p) for p in args.merge], out, argv if argv is not None else sys.argv[1:])
 
     from search import ProxyEvaluator
 
