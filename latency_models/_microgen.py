@@ -7,7 +7,8 @@
   ``DequantizeLinear``, and ``QuantizeLinear`` after the output: ONNX Runtime fuses this into ``QLinearConv``.
 - int4 (``bits=4``): as int8 but the weights are an INT4 initializer (ONNX Runtime runs a float conv on the
   dequantised weights: a size gain, not a speed gain).
-- fp16 (``bits=16``): ``Cast`` to float16, the operator in float16, ``Cast`` back.
+- fp16 (``bits=16``): ``Cast`` to float16, the operator in float16, ``Cast`` back, then the activation in
+  float32 (as the project's export writes it: ONNX Runtime's CPU float16 ``Clip`` is very slow).
 - ``add`` / ``concat`` / ``split`` / ``channel_shuffle`` / pools / ``linear`` (``Gemm``) likewise, with QDQ
   around them at 8 or 4 bits and casts at 16 bits.
 
@@ -79,11 +80,11 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
             return node("Cast", [x], to=TensorProto.FLOAT)
         return x
 
-    def activation(x: str) -> str:
+    def activation(x: str, *, in_half: bool = False) -> str:
         if kernel.activation == "relu":
             return node("Relu", [x])
         if kernel.activation == "relu6":
-            dt = np.float16 if half else np.float32
+            dt = np.float16 if in_half else np.float32
             return node("Clip", [x, const(fresh("lo"), dt(0.0)), const(fresh("hi"), dt(6.0))])
         return x
 
@@ -124,14 +125,16 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         w, b = weights((k.out_channels, cin // k.groups, k.kernel_size, k.kernel_size), cin // k.groups * k.kernel_size**2)
         y = node("Conv", [to_compute(x), w, b], kernel_shape=[k.kernel_size] * 2, strides=[k.stride] * 2,
                  pads=[k.pad] * 4, group=k.groups)
-        y = from_compute(activation(y), after_activation=True)
+        y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
     elif k.op == "linear":
         f = k.input_shape[0]
         w, b = weights((k.out_channels or f, f), f)
-        y = from_compute(activation(node("Gemm", [to_compute(x), w, b], transB=1)), after_activation=True)
+        y = node("Gemm", [to_compute(x), w, b], transB=1)
+        y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
     elif k.op == "add":
         inputs.append(("x2", (1, *k.input_shape)))
-        y = from_compute(activation(node("Add", [to_compute("x"), to_compute("x2")])), after_activation=True)
+        y = node("Add", [to_compute("x"), to_compute("x2")])
+        y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
     elif k.op == "concat":
         c, h, wd = k.input_shape
         c1 = max(c // 2, 1)
