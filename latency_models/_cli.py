@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import pathlib
 import sys
@@ -20,15 +19,9 @@ def _spaces(names: Sequence[str]) -> list[Any]:
 
 def _load_predictor(path: str) -> Any:
     from latency_models._predictor import LatencyPredictor
-    from latency_models._table import LatencyTable
+    from latency_models._table import LatencyTable, read_json
 
-    p = pathlib.Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"--predictor {path!r} cannot be read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--predictor {path!r} is not valid JSON: {exc}") from None
+    data = read_json(path, what="--predictor")
     if isinstance(data, dict) and data.get("kind") == "karumi.LatencyPredictor":
         return LatencyPredictor.from_dict(data)
     return LatencyPredictor.fit(LatencyTable.from_dict(data))  # a table: fit on the fly

@@ -93,61 +93,47 @@ class KernelModel:
         if not hasattr(self, "_loo_abs"):
             self._loo_abs = np.abs(self.loo_errors())
         out = np.zeros(len(kernels))
-        z = shape_features(kernels)
-        groups: dict[str, list[int]] = {}
-        for i, k in enumerate(kernels):
-            groups.setdefault(self._group_of(k), []).append(i)
-        for name, idx in groups.items():
-            idx_a = np.asarray(idx)
-            rows = self._groups[name]
-            scale = self._scale[name]
-            for start in range(0, len(idx_a), 2048):
-                sl = idx_a[start:start + 2048]
-                d = np.sqrt((((z[sl, None, :] - self._z[None, rows, :]) / scale) ** 2).sum(-1))
-                kk = min(_NEIGHBOURS, d.shape[1])
-                nn = np.argpartition(d, kk - 1, axis=1)[:, :kk]
-                dn = np.take_along_axis(d, nn, axis=1)
-                w = 1.0 / (dn + 0.05) ** 2
-                err = (w * self._loo_abs[rows][nn]).sum(1) / w.sum(1)
-                out[sl] = err + 0.05 * dn.min(1) + (0.5 if name != family(kernels[sl[0]]) else 0.0)
+        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels)):
+            w = 1.0 / (dn + 0.05) ** 2
+            err = (w * self._loo_abs[rows][nn]).sum(1) / w.sum(1)
+            out[sl] = err + 0.05 * dn.min(1) + (0.5 if name != family(kernels[sl[0]]) else 0.0)
         for i, k in enumerate(kernels):
             if kernel_key(k) in self.exact:
                 out[i] = 0.0
         return out
 
-    def predict(self, kernels: Sequence[Kernel], *, exact: bool = True) -> np.ndarray:
-        """Latency in ms of each kernel timed alone; ``exact=False`` ignores exact matches (leave-one-out use)."""
-        n = len(kernels)
-        out = np.empty(n)
-        if n == 0:
-            return out
-        phi = physical(kernels)
-        z = shape_features(kernels)
+    def _neighbours(self, kernels: Sequence[Kernel], z: np.ndarray, *, exclude_self: bool = False):
+        """Per group and chunk: (group name, kernel indices, group rows, neighbour positions, distances)."""
         groups: dict[str, list[int]] = {}
         for i, k in enumerate(kernels):
             groups.setdefault(self._group_of(k), []).append(i)
         for name, idx in groups.items():
             idx_a = np.asarray(idx)
-            lin = phi[idx_a] @ self._coef[name]
             rows = self._groups[name]
             scale = self._scale[name]
-            corr = np.zeros(len(idx_a))
             zr = self._z[rows] / scale
             zr2 = (zr**2).sum(1)
             for start in range(0, len(idx_a), 2048):
-                sl = slice(start, start + 2048)
-                zq = z[idx_a[sl]] / scale
+                sl = idx_a[start:start + 2048]
+                zq = z[sl] / scale
                 d = np.sqrt(np.maximum((zq**2).sum(1)[:, None] + zr2[None, :] - 2.0 * zq @ zr.T, 0.0))
-                if not exact:
+                if exclude_self:
                     d = np.where(d < 1e-3, np.inf, d)
                 kk = min(_NEIGHBOURS, d.shape[1])
                 nn = np.argpartition(d, kk - 1, axis=1)[:, :kk]
-                dn = np.take_along_axis(d, nn, axis=1)
-                w = 1.0 / (dn + 0.05) ** 2
-                w = np.where(np.isfinite(dn), w, 0.0)
-                r = self._log_ratio[rows][nn]
-                corr[sl] = (w * r).sum(1) / np.maximum(w.sum(1), 1e-12)
-            out[idx_a] = np.maximum(lin, 1e-6) * np.exp(corr)
+                yield name, sl, rows, nn, np.take_along_axis(d, nn, axis=1)
+
+    def predict(self, kernels: Sequence[Kernel], *, exact: bool = True) -> np.ndarray:
+        """Latency in ms of each kernel timed alone; ``exact=False`` ignores exact matches (leave-one-out use)."""
+        out = np.empty(len(kernels))
+        if len(kernels) == 0:
+            return out
+        phi = physical(kernels)
+        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels), exclude_self=not exact):
+            lin = phi[sl] @ self._coef[name]
+            w = np.where(np.isfinite(dn), 1.0 / (dn + 0.05) ** 2, 0.0)
+            corr = (w * self._log_ratio[rows][nn]).sum(1) / np.maximum(w.sum(1), 1e-12)
+            out[sl] = np.maximum(lin, 1e-6) * np.exp(corr)
         if exact:
             get = self.exact.get
             for i, k in enumerate(kernels):

@@ -35,7 +35,7 @@ import numpy as np
 from latency_models._features import family, kernel_key, physical
 from latency_models._kernel import Kernel
 from latency_models._kernel_model import KernelModel
-from latency_models._table import LatencyTable
+from latency_models._table import LatencyTable, read_json
 
 __all__ = ["LatencyPredictor", "UnknownOperatorWarning"]
 
@@ -477,14 +477,7 @@ class LatencyPredictor:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "LatencyPredictor":
         """Read a predictor written by :meth:`save`."""
-        path = pathlib.Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"predictor path={str(path)!r} cannot be read: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"predictor {str(path)!r} is malformed or truncated JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, what="predictor"))
 
     def __repr__(self) -> str:
         return f"LatencyPredictor(device={self.device.get('name')!r}, mode={self.mode!r}, {self.fit_info})"

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from latency_models._kernel import Kernel
 
-__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "default_protocol", "device_info"]
+__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "default_protocol", "device_info", "read_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,19 @@ def device_info(*, name: str, description: str = "", threads: int = 1, runtime: 
         "platform": f"{platform.system()} {platform.machine()}",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
+
+
+def read_json(path: str | os.PathLike[str], *, what: str) -> Any:
+    """Parsed JSON of ``path``; an unreadable, malformed or truncated file raises ``ValueError`` naming ``what``."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{what} path={str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {str(path)!r} is malformed or truncated JSON: {exc}") from None
 
 
 def _check_latency(value: Any, where: str) -> float:
@@ -308,16 +321,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "LatencyTable":
         """Read and validate a table file; a malformed or truncated file raises ``ValueError``."""
-        path = pathlib.Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"latency table path={str(path)!r} cannot be read: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"latency table {str(path)!r} is malformed or truncated JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, what="latency table"))
 
     # ----------------------------------------------------------------- convenience
     def __len__(self) -> int:

@@ -110,6 +110,6 @@ def test_kernel_only_profile_of_a_duck_typed_space(tmp_path):
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert cli_main(["evaluate", "--predictor", str(tmp_path / "none.json"), "--measured", "x.json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --predictor")
+    assert len(err) == 1 and err[0].startswith("error: --predictor path=")
     assert cli_main(["profile", "--space", "no-such-space", "--device-name", "d", "--out", str(tmp_path / "t.json")]) == 2
     assert "no-such-space" in capsys.readouterr().err
