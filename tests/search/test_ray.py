@@ -92,3 +92,55 @@ def test_search_run_on_cluster_survives_losing_a_worker_node(tmp_path: pathlib.P
     assert {e["trial"] for e in pareto["pareto"]} <= set(range(trials))
     assert result.trials_finished == trials
     assert "--ray-address auto --workers 2" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_killed_ray_run_resumes_with_tuner_restore(tmp_path: pathlib.Path, tiny_teacher: pathlib.Path) -> None:
+    """A Ray run killed outright (driver and its local Ray) continues with ``--resume``: Ray Tune's
+    experiment is restored, the finished trials keep their results and every trial ends complete."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from search._ray import ray_experiment_dir
+
+    out, trials = tmp_path / "run", 4
+    env = {**os.environ, "KARUMI_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "search", "--budget-ms", "50", "--trials", str(trials), "--out", str(out),
+           "--teacher", str(tiny_teacher), "--proxy-epochs", "1", "--proxy-samples", "64", "--final-epochs", "0",
+           "--profile-min", "0.1", "--ray-address", "local", "--workers", "1", "-q"]
+    db = f"sqlite:///{out / 'study.db'}"
+
+    def complete() -> dict[int, list[float]]:
+        if not (out / "study.db").is_file():
+            return {}
+        study = optuna.load_study(study_name="karumi", storage=db)
+        return {t.number: t.values for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and first.poll() is None and len(complete()) < 1:
+            time.sleep(0.5)
+        assert first.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        first.wait()
+    before = complete()
+    assert 1 <= len(before) < trials
+
+    resumed = subprocess.run([sys.executable, "-m", "search", "--resume", str(out), "-q"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = complete()
+    assert len(after) == trials
+    assert {n: after[n] for n in before} == before  # no finished trial lost or changed
+    # a trial running at the kill either ran again in the restored experiment (it was in Tune's last
+    # checkpoint) or is marked failed and replaced; none is left running
+    study = optuna.load_study(study_name="karumi", storage=db)
+    others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.number not in before for t in others)
+    assert len(list(ray_experiment_dir(out).glob("experiment_state-*.json"))) == 2  # restored, not restarted
+    assert json.loads((out / "pareto.json").read_text())["n_trials"] == trials
