@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 #: Minutes of profiling for ``--device local`` on first use (small enough for the 15-minute quick start).
 DEFAULT_PROFILE_MIN = 3.0
-#: How many times a local profile that measured nothing is extended by another ``profile_min``.
-PROFILE_EXTENSIONS = 3
 #: Runtimes a table may name: ONNX Runtime (what the search exports for), or unknown (published numbers).
 ACCEPTED_RUNTIMES = ("onnxruntime", "unknown", "")
 
@@ -212,20 +210,13 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fingerprint.json").write_text(json.dumps(fp, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     logger.info("profiling this machine for the %s space (%.1f min budget) into %s", space.name, profile_min, table_path)
-    budget = float(profile_min)
-    for _ in range(PROFILE_EXTENSIONS + 1):
-        # the profile continues the same table, counting the time already spent against the budget
-        table = profile([space], device_name="local", out=table_path, threads=threads, budget_min=budget,
-                        progress=progress)
-        if not isinstance(table, LatencyTable):
-            table = LatencyTable.load(table_path)
-        if table.kernel_rows or table.model_rows:
-            break
-        logger.warning("%.2f min of profiling measured nothing (a busy machine?); profiling for longer", budget)
-        budget += float(profile_min)
-    else:
-        raise InputError(f"--profile-min {profile_min:g}: {budget:g} min of profiling measured no latency on this "
-                         f"machine; give it more minutes")
+    table = profile([space], device_name="local", out=table_path, threads=threads, budget_min=profile_min,
+                    progress=progress)
+    if not isinstance(table, LatencyTable):
+        table = LatencyTable.load(table_path)
+    if not table.kernel_rows and not table.model_rows:  # run again to continue it with a larger budget
+        raise InputError(f"--profile-min {profile_min:g}: the profile of this machine for the {space.name} space "
+                         f"measured nothing in that time (a busy machine?); give it more minutes")
     predictor = LatencyPredictor.fit(table)
     tmp = pred_path.with_suffix(".tmp.json")
     predictor.save(tmp)
