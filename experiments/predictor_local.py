@@ -50,7 +50,12 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall")
     ap.add_argument("--statistic", choices=("median", "min"), default="median")
     ap.add_argument("--name", default="predictor_local")
+    ap.add_argument("--repeat-only", type=int, default=0, metavar="N",
+                    help="only re-measure the first N held-out models of an earlier run (the measurement noise floor)")
     args = ap.parse_args()
+    if args.repeat_only:
+        repeatability(args)
+        return
     logging.basicConfig(level=logging.ERROR)
     work = RESULTS / args.name
     work.mkdir(parents=True, exist_ok=True)
@@ -130,6 +135,39 @@ def main() -> None:
               f"{per_s_cold:,.0f} kernel lists/s cold cache, {per_s_warm:,.0f}/s warm."]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def repeatability(args: argparse.Namespace) -> None:
+    """Time the first N held-out models again, same protocol: how far a second measurement lands from the first."""
+    from latency_models import measure_onnx
+
+    work = RESULTS / args.name
+    held = LatencyTable.load(work / "held.json")
+    proto = held.protocol
+    first, again = [], []
+    load_before = _load()
+    for row in held.model_rows[: args.repeat_only]:
+        cand = spaces.Candidate.from_dict(row.candidate)
+        model = spaces.get_space(cand.space, **dict(cand.options)).onnx(cand)
+        again.append(measure_onnx(model, clock=proto["clock"], statistic=proto["statistic"]))
+        first.append(row.latency_ms)
+    rel = np.abs(np.array(again) / np.array(first) - 1.0)
+    rep = {"command": f"python experiments/predictor_local.py --repeat-only {args.repeat_only}",
+           "n": len(rel), "within_5": float(np.mean(rel <= 0.05)), "within_10": float(np.mean(rel <= 0.10)),
+           "rms_relative_difference": float(np.sqrt(np.mean(rel**2))), "load_average_before_after": [load_before, _load()],
+           "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}
+    result = json.loads((RESULTS / f"{args.name}.json").read_text())
+    result["repeatability"] = rep
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    md = (RESULTS / f"{args.name}.md").read_text().rstrip("\n")
+    md = md.split("\n\nMeasurement noise floor")[0]
+    md += (f"\n\nMeasurement noise floor (`{rep['command']}`, {rep['finished_utc']}): the first {rep['n']} held-out "
+           f"models timed again under the same protocol: {100 * rep['within_5']:.1f}% of the second measurements "
+           f"within ±5% of the first, {100 * rep['within_10']:.1f}% within ±10%, RMS difference "
+           f"{100 * rep['rms_relative_difference']:.1f}% (load average {rep['load_average_before_after']}). No predictor "
+           "can be more accurate than the measurements it is scored against.\n")
+    (RESULTS / f"{args.name}.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":
