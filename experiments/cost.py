@@ -58,6 +58,21 @@ def run_quickstart(workdir: pathlib.Path) -> dict:
             "cache": str(cache)}
 
 
+def quickstart_from_log(workdir: pathlib.Path, log: pathlib.Path) -> dict:
+    """The quick-start record rebuilt from a kept work folder and this script's printed log (its
+    ``[  t s] line`` lines), when an earlier invocation stopped after the run; wall time = the last line's."""
+    import re
+
+    lines = []
+    for text in log.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\[\s*([0-9.]+) s\] (.*)$", text)
+        if m:
+            lines.append({"t_seconds": float(m.group(1)), "line": m.group(2)})
+    return {"command": "python -m search " + " ".join(QUICKSTART), "exit_code": None,
+            "wall_seconds": lines[-1]["t_seconds"] if lines else None, "lines": lines,
+            "out": str(workdir / "run"), "cache": str(workdir / "cache"), "rebuilt_from_log": str(log)}
+
+
 def phases(lines: list[dict], wall: float) -> dict[str, float]:
     """Seconds per phase from the arrival times of the status lines of ``python -m search``.
 
@@ -118,7 +133,13 @@ def predictor_cost(cache: pathlib.Path, *, queries: int, seed: int = 0) -> dict:
         raise FileNotFoundError(f"no cached predictor under {cache / 'devices'}")
     fp = json.loads((paths[0].parent / "fingerprint.json").read_text(encoding="utf-8"))
     space = get_space(fp["space"], **fp["options"])
-    predictor = LatencyPredictor.load(paths[0])
+    refit = False
+    try:
+        predictor = LatencyPredictor.load(paths[0])
+    except (ValueError, KeyError, TypeError):  # written by an older predictor format: fit it again, as the search does
+        from latency_models import LatencyTable
+
+        predictor, refit = LatencyPredictor.fit(LatencyTable.load(paths[0].parent / "table.json")), True
     rng = np.random.default_rng(seed)
     cands = [space.sample(rng) for _ in range(queries)]
     with warnings.catch_warnings():
@@ -139,6 +160,7 @@ def predictor_cost(cache: pathlib.Path, *, queries: int, seed: int = 0) -> dict:
     return {"space": fp["space"], "space_options": fp["options"], "queries": queries,
             "predict_us": percentile_summary(single), "predict_many_us_per_candidate": round(many_us, 1),
             "space_kernels_us_per_candidate": round(kernels_us, 1), "predictor_mode": predictor.mode,
+            "predictor_refitted_from_table": refit,
             "latency_ms_range": [float(np.min(many)), float(np.max(many))]}
 
 
@@ -150,7 +172,7 @@ def markdown(res: dict) -> str:
         "| quantity | value |",
         "|---|---|",
         f"| quick-start `{q['command']}` from a cold cache, wall time | {q['wall_seconds'] / 60:.1f} min "
-        f"(exit code {q['exit_code']}) |",
+        + ("" if q["exit_code"] is None else f"(exit code {q['exit_code']})") + " |",
     ]
     for name, sec in res["phases_seconds"].items():
         rows.append(f"| &nbsp;&nbsp;phase: {name.replace('_', ' ')} | {sec:.0f} s |")
@@ -170,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="experiments/results/cost", help="results folder")
     ap.add_argument("--queries", type=int, default=200, help="candidates timed through the predictor")
     ap.add_argument("--keep", action="store_true", help="keep the temporary cache and run folder")
+    ap.add_argument("--reuse", default=None, metavar="WORKDIR",
+                    help="do not run the quick start: use a work folder kept by --keep and its printed --log")
+    ap.add_argument("--log", default=None, help="with --reuse: the earlier invocation's printed output")
     ap.add_argument("--summarise", action="store_true", help="only rewrite cost.md (and phases) from cost.json")
     args = ap.parse_args(argv)
     out = pathlib.Path(args.out)
@@ -182,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(res))
         return 0
     load_start = loadavg()
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="karumi-cost-"))
+    workdir = pathlib.Path(args.reuse) if args.reuse else pathlib.Path(tempfile.mkdtemp(prefix="karumi-cost-"))
     try:
-        quick = run_quickstart(workdir)
+        quick = quickstart_from_log(workdir, pathlib.Path(args.log)) if args.reuse else run_quickstart(workdir)
         run_dir = pathlib.Path(quick["out"])
         res = {
             "experiment": "cost",
@@ -206,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(run_dir / "pareto.png", out / "quickstart_pareto.png")
         print(markdown(res))
     finally:
-        if not args.keep:
+        if not args.keep and not args.reuse:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"kept {workdir}")
