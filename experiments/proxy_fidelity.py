@@ -143,6 +143,7 @@ def run_space(name: str, args: argparse.Namespace) -> dict:
         "teacher_val_accuracy": teacher_acc,
         "teacher_train_seconds": teacher_s,
         "torch_threads": 1,
+        "bn_recalibration": True,  # search.distill_train recomputes BatchNorm statistics after training
         "kendall_tau_b": kendall_tau_b(pa, la),
         "spearman_rho": spearman(pa, la),
         "proxy_seconds_median": float(np.median([r["proxy_seconds"] for r in rows])),
@@ -155,17 +156,17 @@ def summarise() -> str:
     lines = [
         "# Proxy fidelity (Kendall's tau-b between proxy accuracy and 10x longer training)",
         "",
-        "| space | candidates | proxy epochs | long epochs | train images | Kendall tau-b | Spearman rho | proxy s/trial (median) | long s/trial (median) | proxy acc range | long acc range |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| space | candidates | proxy epochs | long epochs | train images | lr | BN recalibrated | Kendall tau-b | Spearman rho | proxy s/trial (median) | long s/trial (median) | proxy acc range | long acc range |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for path in sorted(RESULTS.glob("proxy_fidelity_*.json")):
+    for path in sorted(p for p in RESULTS.glob("proxy_fidelity_*.json") if not p.name.endswith(".partial.json")):
         r = json.loads(path.read_text())
         s = r["settings"]
         pa = [row["proxy_accuracy"] for row in r["rows"]]
         la = [row["long_accuracy"] for row in r["rows"]]
         lines.append(
             f"| {r['space']} | {len(r['rows'])} | {s['proxy_epochs']} | {s['proxy_epochs'] * s['factor']} | "
-            f"{s['train_size']} | {r['kendall_tau_b']:.3f} | {r['spearman_rho']:.3f} | "
+            f"{s['train_size']} | {s['lr']} | {'yes' if r.get('bn_recalibration') else 'no'} | {r['kendall_tau_b']:.3f} | {r['spearman_rho']:.3f} | "
             f"{r['proxy_seconds_median']:.2f} | {r['long_seconds_median']:.2f} | "
             f"{min(pa):.3f}-{max(pa):.3f} | {min(la):.3f}-{max(la):.3f} |"
         )

@@ -92,7 +92,8 @@ def distill_train(model: "torch.nn.Module", module_bits: Mapping[str, int], trai
     ``train`` is ``(inputs, targets)``; ``teacher_logits`` are the teacher's logits on those inputs, computed
     once by the caller and reused (the teacher never runs here). SGD with Nesterov momentum and a one-cycle
     schedule, gradients clipped to norm 5; the loss is :func:`kd_loss`. A diverging run (non-finite loss)
-    stops early and returns the model as it was before the failing step. Deterministic for a given ``seed`` on a given machine (single
+    stops early and returns the model as it was before the failing step. After training, BatchNorm
+    running statistics are recomputed on the training inputs (:func:`recalibrate_batchnorm`). Deterministic for a given ``seed`` on a given machine (single
     thread by default). A model already prepared by ``spaces.prepare_qat`` is trained as it is (a copy).
     The returned model is a ``spaces.prepare_qat`` model: pass it with the same ``module_bits`` to
     ``spaces.export_onnx_quantized``.
@@ -138,7 +139,33 @@ def distill_train(model: "torch.nn.Module", module_bits: Mapping[str, int], trai
                 torch.nn.utils.clip_grad_norm_(params, max_norm=5.0)
                 opt.step()
                 sched.step()
+        recalibrate_batchnorm(student, x, batch_size=max(batch_size, 128))
     return student.eval()
+
+
+def recalibrate_batchnorm(model: "torch.nn.Module", x: "torch.Tensor", *, batch_size: int = 128) -> None:
+    """Recompute every BatchNorm's running statistics as the plain average over ``x`` (no gradients).
+
+    After a short training the running averages still remember the initial weights; evaluating with them
+    ranks briefly-trained students mostly by how fast their statistics converged. One forward pass over
+    the training inputs fixes that (activation quantiser ranges follow too, as in training).
+    """
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
 
 
 def _settle(student: "torch.nn.Module", x: "torch.Tensor", batch_size: int) -> "torch.nn.Module":
