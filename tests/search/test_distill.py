@@ -77,3 +77,17 @@ def test_distill_train_lowers_the_loss():
     assert acc >= 0.9
     with pytest.raises(ValueError, match="teacher_logits has 10 rows for 128 training inputs"):
         distill_train(model, bits, (x, y), teacher_logits[:10], epochs=1)
+
+
+def test_batchnorm_statistics_are_recalibrated_on_the_training_inputs():
+    from search._distill import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    x = torch.randn(64, 1, 6, 6) * 3 + 1
+    recalibrate_batchnorm(model, x, batch_size=64)
+    with torch.no_grad():
+        feats = model[0](x)
+    torch.testing.assert_close(model[1].running_mean, feats.mean(dim=(0, 2, 3)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model[1].running_var, feats.var(dim=(0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-4)
+    assert model[1].momentum == 0.1 and not model.training
