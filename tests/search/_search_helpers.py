@@ -66,6 +66,36 @@ def mobilenet_table(search_cache: pathlib.Path, tmp_path_factory: pytest.TempPat
     return path
 
 
+@pytest.fixture(scope="session")
+def prune_table(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A latency table for the ``prune`` space over the built-in teacher on digits: five whole models timed
+    end to end on this machine (profiling the prune space's kernels takes minutes: too slow for a test).
+    The kernels depend on the teacher's architecture only, so an untrained teacher gives the same ones."""
+    import numpy as np
+
+    from latency_models import LatencyTable, measure_onnx
+    from search._data import DIGITS_SIZE
+    from search._objective import BoundCandidate
+    from search._teacher import builtin_cnn
+    from spaces import get_space
+
+    folder = tmp_path_factory.mktemp("prune-table")
+    space = get_space("prune", teacher=builtin_cnn(in_channels=1, num_classes=10), num_classes=10,
+                      input_size=DIGITS_SIZE, in_channels=1)
+    rng = np.random.default_rng(0)
+    cands = [space.candidate()] + [space.sample(rng) for _ in range(4)]
+    latencies = []
+    for i, cand in enumerate(cands):
+        space.onnx(cand, path=str(folder / f"m{i}.onnx"))
+        latencies.append(measure_onnx(str(folder / f"m{i}.onnx")))
+    table = LatencyTable.from_measurements(device={"name": "test-cpu", "runtime": "onnxruntime"},
+                                           candidates=[BoundCandidate(c, space) for c in cands],
+                                           latencies_ms=latencies)
+    path = folder / "prune.json"
+    table.save(path)
+    return path
+
+
 def run_cli(args: list[str], *, env_cache: pathlib.Path, cwd: pathlib.Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """``python -m search ARGS`` in a subprocess with the test cache; returns the completed process."""
