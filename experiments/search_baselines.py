@@ -274,13 +274,20 @@ def merge(paths: list[pathlib.Path], out: pathlib.Path, argv: list[str]) -> int:
     parts = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     first = parts[0]
     for p, other in zip(paths[1:], parts[1:]):
-        for key in ("budget_ms", "methods"):
+        for key in ("budget_ms",):
             if other[key] != first[key]:
                 raise ValueError(f"{p}: {key}={other[key]!r} differs from {paths[0]}'s {first[key]!r}")
         if {k: v for k, v in other["config"].items() if k != "seeds"} != {k: v for k, v in first["config"].items() if k != "seeds"}:
             raise ValueError(f"{p}: config {other['config']!r} differs from {paths[0]}'s {first['config']!r}")
     res = dict(first)
-    res["runs"] = [r for part in parts for r in part["runs"]]
+    seen: set[tuple[str, int]] = set()
+    res["runs"] = []
+    for part in parts:  # a (method, seed) run present in several inputs is taken from the first
+        for r in part["runs"]:
+            if (r["method"], r["seed"]) not in seen:
+                seen.add((r["method"], r["seed"]))
+                res["runs"].append(r)
+    res["methods"] = [m for m in METHODS if any(r["method"] == m for r in res["runs"])]
     res["config"] = {**first["config"], "seeds": sorted({r["seed"] for r in res["runs"]})}
     res["commands"] = [part["command"] for part in parts] + ["python experiments/search_baselines.py " + " ".join(argv)]
     res["loadavg_start"] = max((part["loadavg_start"] for part in parts), key=lambda v: v[0])
