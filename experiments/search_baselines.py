@@ -221,6 +221,11 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {method} | {_pm(s['best_feasible_accuracy'], '.3f')}{miss} | {_pm(s['final_hypervolume'], '.4f')} | "
                      f"{_pm(s['feasible_share'], '.0%').replace('%', ' %')} | {_pm(s['trained_trials'], '.1f')} | "
                      f"{_pm(s['seconds_per_run'], '.0f')} |")
+    secs = [t["seconds"] for r in res["runs"] for t in r["trials"] if t["trained"] and t["seconds"] is not None]
+    ts = percentile_summary(secs)
+    if ts["n"]:
+        lines += ["", f"Seconds per trained trial (proxy training and validation), all runs: mean {ts['mean']:.1f} s, "
+                  f"p90 {ts['p90']:.1f} s (n={ts['n']}); over-budget trials are not trained and cost milliseconds."]
     lines += ["", f"Load average (1 min) at start / end: {res['loadavg_start'][0]:.1f} / {res['loadavg_end'][0]:.1f} "
               f"on {res['cpu_count']} cores shared with other work: seconds are pessimistic.", ""]
     return "\n".join(lines)
