@@ -149,18 +149,29 @@ def run_study(study: "optuna.Study", *, space: "SearchSpace", context: SearchCon
     objective = _Objective(space=space, context=context, run_id=run_id,
                            set_constraint=not getattr(study.sampler, "_constraints_func", None),
                            sample_kwargs=dict(sample_kwargs or {}), evaluate=evaluate)
-    callbacks = []
+
+    def report_failure(_study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
+        if trial.state == TrialState.FAIL:
+            logger.warning("trial %d failed and is not counted (%s)", trial.number,
+                           trial.system_attrs.get("fail_reason", "see the study"))
+
+    callbacks: list[Callable[..., None]] = [report_failure]
     if on_trial is not None:
         callbacks.append(lambda _study, trial: on_trial(trial))
     finished_before = done
     interrupted = False
     if remaining:
+        # Optuna logs a failed trial with its traceback (a Ctrl-C too): this run reports failures in one line
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
             # a trial whose training diverges (NaN) or fails is recorded as FAIL and the study goes on
             study.optimize(objective, n_trials=remaining, timeout=timeout_s, callbacks=callbacks,
                            gc_after_trial=False, catch=(ValueError, RuntimeError, FloatingPointError))
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            optuna.logging.set_verbosity(verbosity)
     done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
     return StudyOutcome(finished=done - finished_before, interrupted=interrupted,
                         seconds=time.perf_counter() - start)
