@@ -221,11 +221,14 @@ class _Job:
             self._make_space()
             self._resolve_device()
             self._check_budget()
-        else:  # a bad device file or an unreachable budget is reported before any teacher is trained
+        else:  # a bad teacher file, device file or budget is reported before any profile or training
+            if o["teacher"] != "builtin":
+                self._load_teacher()
             self._make_space()
             self._resolve_device()
             self._check_budget()
-            self._load_teacher()
+            if o["teacher"] == "builtin":
+                self._load_teacher()
 
     def _load_teacher(self) -> None:
         from search._teacher import load_teacher

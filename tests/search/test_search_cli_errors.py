@@ -140,7 +140,7 @@ def test_budget_below_the_fastest_model_says_that_latency(capsys, tmp_path, cach
 def test_unloadable_teacher(capsys, tmp_path, cache_env):
     bad = tmp_path / "teacher.pt"
     bad.write_bytes(b"this is not a model")
-    line = _fails(capsys, ["--budget-ms", "20", "--teacher", str(bad), "--out", str(tmp_path / "r")])
+    line = _fails(capsys, ["--budget-ms", "20", "--teacher", str(bad), "--out", str(tmp_path / "r"), *tiny_args()])
     assert "--teacher" in line and "cannot be loaded" in line
 
 
@@ -150,7 +150,7 @@ def test_teacher_with_wrong_outputs(capsys, tmp_path, cache_env):
     model = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3)))
     path = tmp_path / "three_classes.pt"
     model.save(str(path))
-    line = _fails(capsys, ["--budget-ms", "20", "--teacher", str(path), "--out", str(tmp_path / "r")])
+    line = _fails(capsys, ["--budget-ms", "20", "--teacher", str(path), "--out", str(tmp_path / "r"), *tiny_args()])
     assert "(2, 3)" in line and "10 classes" in line
 
 
