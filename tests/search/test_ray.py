@@ -104,6 +104,8 @@ def test_killed_ray_run_resumes_with_tuner_restore(tmp_path: pathlib.Path, tiny_
     import subprocess
     import sys
 
+    import sqlalchemy.exc
+
     from search._ray import ray_experiment_dir
 
     out, trials = tmp_path / "run", 4
@@ -116,7 +118,10 @@ def test_killed_ray_run_resumes_with_tuner_restore(tmp_path: pathlib.Path, tiny_
     def complete() -> dict[int, list[float]]:
         if not (out / "study.db").is_file():
             return {}
-        study = optuna.load_study(study_name="karumi", storage=db)
+        try:
+            study = optuna.load_study(study_name="karumi", storage=db)
+        except (KeyError, sqlalchemy.exc.OperationalError):  # the study is not created yet, or the file is busy
+            return {}
         return {t.number: t.values for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
 
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
