@@ -42,6 +42,8 @@ __all__ = ["LatencyPredictor", "UnknownOperatorWarning"]
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: Predictions never fall below this fraction of the fastest whole model in the table's model rows.
+MIN_MODEL_FRACTION = 0.5
 _LAMBDA_FAMILY = tuple(10.0 ** e for e in range(-3, 4))
 _LAMBDA_LUT = (1e-8, 1e-6) + tuple(10.0 ** e for e in range(-4, 3)) + (1e6,)
 _TINY = 1e-6
@@ -137,7 +139,7 @@ class LatencyPredictor:
                  lut_ms: Mapping[str, float] | None = None, gene_ms: Mapping[str, float] | None = None,
                  gene_mean_ms: float = 0.0, t_floor_ms: float = 0.0, family_count_ms: Mapping[str, float] | None = None,
                  transition_ms: Mapping[str, float] | None = None, kernel_model: KernelModel | None = None,
-                 fit_info: Mapping[str, Any] | None = None) -> None:
+                 min_model_ms: float = 0.0, fit_info: Mapping[str, Any] | None = None) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -155,6 +157,7 @@ class LatencyPredictor:
         self.family_count_ms = {k: float(v) for k, v in (family_count_ms or {}).items()}
         self.transition_ms = {k: float(v) for k, v in (transition_ms or {}).items()}
         self.kernel_model = kernel_model
+        self.min_model_ms = float(min_model_ms)
         self.fit_info = dict(fit_info or {})
         self._cache: dict[str, tuple[float, int, float]] = {}
 
@@ -297,7 +300,7 @@ class LatencyPredictor:
                    intercept_ms=intercept0 + float(coef[0]) * 1.0, theta0=theta0, family_mult=fam_mult,
                    lut_ms=lut_ms, gene_ms=gene_ms, gene_mean_ms=gene_mean, t_floor_ms=floor,
                    family_count_ms=fam_count_ms, transition_ms=trans_ms,
-                   kernel_model=kernel_model, fit_info=info)
+                   kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info)
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -385,7 +388,12 @@ class LatencyPredictor:
         return float(self.predict_many([item])[0])
 
     def predict_many(self, items: Iterable[Any]) -> np.ndarray:
-        """Milliseconds for each item (same inputs as :meth:`predict`), as a numpy array."""
+        """Milliseconds for each item (same inputs as :meth:`predict`), as a numpy array.
+
+        Predictions are floored at :attr:`min_model_ms`, :data:`MIN_MODEL_FRACTION` of the fastest whole
+        model in the fitted table, so that a model smaller than every measured one is never predicted at
+        or below 0 ms by an extrapolating intercept.
+        """
         lists = []
         extra = []
         no_genes = self.gene_mean_ms if self.gene_ms else 0.0
@@ -407,7 +415,9 @@ class LatencyPredictor:
         for i, (ks, e) in enumerate(zip(lists, extra)):
             out[i] = total(recs[pos:pos + len(ks)]) + e
             pos += len(ks)
-        return out
+        # The intercept fitted from a few whole models can be negative; a model smaller than any of them
+        # must still cost a positive time: never below a fraction of the fastest model measured.
+        return np.maximum(out, self.min_model_ms)
 
     @staticmethod
     def _onnx_kernels(model: Any) -> list[Kernel]:
@@ -446,6 +456,7 @@ class LatencyPredictor:
             "family_count_ms": self.family_count_ms,
             "transition_ms": self.transition_ms,
             "kernel_model": self.kernel_model.to_dict() if self.kernel_model is not None else None,
+            "min_model_ms": self.min_model_ms,
             "fit_info": self.fit_info,
         }
 
@@ -463,7 +474,7 @@ class LatencyPredictor:
                        lut_ms=data["lut_ms"], gene_ms=data["gene_ms"], gene_mean_ms=data["gene_mean_ms"],
                        t_floor_ms=data["t_floor_ms"], family_count_ms=data["family_count_ms"],
                        transition_ms=data["transition_ms"], kernel_model=KernelModel.from_dict(km) if km else None,
-                       fit_info=data.get("fit_info"))
+                       min_model_ms=data.get("min_model_ms", 0.0), fit_info=data.get("fit_info"))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

@@ -290,12 +290,7 @@ class _Job:
         if budget < lat:
             raise InputError(f"--budget-ms {budget:g} is below the fastest model the {self.space.name} space can "
                              f"produce on this device: {lat:.3f} ms predicted")
-        if lat <= 0:
-            self.echo(f"budget   {budget:g} ms; the predictor extrapolates to {lat:.3f} ms for the smallest "
-                      f"{self.space.name} candidates (too few profiled models), so it cannot say whether the "
-                      f"budget is reachable")
-        else:
-            self.echo(f"budget   {budget:g} ms; the fastest {self.space.name} candidate is predicted at {lat:.3f} ms")
+        self.echo(f"budget   {budget:g} ms; the fastest {self.space.name} candidate is predicted at {lat:.3f} ms")
 
     def _bar(self, total: int | None, desc: str, initial: int = 0) -> Any:
         if not self.progress:

@@ -144,3 +144,16 @@ def test_bad_inputs_are_value_errors(synthetic):
         pred.predict("/nonexistent/model.onnx")
     with pytest.raises(ValueError, match="no rows"):
         LatencyPredictor.fit(LatencyTable(device={"name": "empty"}))
+
+
+def test_predictions_are_floored_at_half_the_fastest_measured_model(synthetic, tmp_path):
+    cands, kernels, y = synthetic
+    table = LatencyTable.from_measurements(device="synthetic", candidates=cands[:40], latencies_ms=y[:40].tolist())
+    pred = LatencyPredictor.fit(table)
+    assert pred.min_model_ms == pytest.approx(0.5 * y[:40].min())
+    # an empty model is just the fitted intercept, which may extrapolate below zero: it gets the floor
+    assert pred.predict([]) == pytest.approx(max(pred.intercept_ms, pred.min_model_ms))
+    assert pred.predict([]) > 0
+    assert np.all(pred.predict_many(kernels) >= pred.min_model_ms)
+    pred.save(tmp_path / "p.json")
+    assert LatencyPredictor.load(tmp_path / "p.json").min_model_ms == pred.min_model_ms
