@@ -218,7 +218,9 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     for method, s in summ.items():
         miss = f" ({s['runs_without_feasible']} run(s) found none)" if s["runs_without_feasible"] else ""
-        lines.append(f"| {method} | {_pm(s['best_feasible_accuracy'], '.3f')}{miss} | {_pm(s['final_hypervolume'], '.4f')} | "
+        label = method if len(s["seeds"]) == len(cfg["seeds"]) else \
+            f"{method} (seed{'s' if len(s['seeds']) > 1 else ''} {', '.join(map(str, s['seeds']))} only)"
+        lines.append(f"| {label} | {_pm(s['best_feasible_accuracy'], '.3f')}{miss} | {_pm(s['final_hypervolume'], '.4f')} | "
                      f"{_pm(s['feasible_share'], '.0%').replace('%', ' %')} | {_pm(s['trained_trials'], '.1f')} | "
                      f"{_pm(s['seconds_per_run'], '.0f')} |")
     secs = [t["seconds"] for r in res["runs"] for t in r["trials"] if t["trained"] and t["seconds"] is not None]
