@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", metavar="NAME",
                    help=f"search space: mobilenet, shufflenet, fbnet or prune (default {d['space']})")
     p.add_argument("--data", metavar="NAME",
-                   help="data set: digits, cifar10, cifar100, mnist, fashion-mnist or imagefolder:PATH "
+                   help="data set: digits, shapes (generated offline), cifar10, cifar100, mnist, fashion-mnist or imagefolder:PATH "
                         f"(default {d['data']}, ships with scikit-learn)")
     p.add_argument("--data-dir", metavar="DIR", help="folder of the torchvision data sets (default ~/.cache/karumi/data)")
     p.add_argument("--download", action="store_const", const=True, help="download a torchvision data set into --data-dir")
