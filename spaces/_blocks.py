@@ -12,6 +12,7 @@ supplies its architecture genes (defaults, validation, sampling), its per-layer 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import math
@@ -407,17 +408,25 @@ class PlannedSpace(SearchSpace):
         return {**super().options, "channel_multiple": self.channel_multiple}
 
     # ----------------------------------------------------------------- subclass hooks
+    @abc.abstractmethod
     def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The validated architecture genes, defaults filled in (``ValueError`` naming a bad gene)."""
 
+    @abc.abstractmethod
     def _sample_arch(self, suggest: Suggest) -> dict[str, Any]:
-        raise NotImplementedError
+        """Architecture genes drawn through ``suggest`` (an Optuna trial or a numpy generator)."""
 
+    @abc.abstractmethod
     def _layers(self, arch: Mapping[str, Any]) -> list[Layer]:
-        raise NotImplementedError
+        """The per-layer units of ``arch`` that prune ratios and bits index, in order."""
 
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
-        raise NotImplementedError
+        """The network as plain data, from which ``build``, ``kernels`` and ``module_bits`` are derived.
+
+        A space that overrides those three itself (the ``prune`` space decodes a teacher instead) need
+        not implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no plan: it must override build, kernels and module_bits")
 
     # ----------------------------------------------------------------- the contract
     def candidate(self, **genes: Any) -> Candidate:
