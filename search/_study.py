@@ -58,20 +58,39 @@ def make_sampler(name: str, *, seed: int | None, budget_ms: float) -> "optuna.sa
     raise InputError(f"--sampler {name!r} is not known; allowed: {', '.join(SAMPLERS)}")
 
 
+#: Times a storage is opened before a concurrent-creation error is reported.
+OPEN_ATTEMPTS = 5
+
+
+def _lost_creation_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is another process creating the same tables or study first (SQLAlchemy
+    IntegrityError / duplicate key / already exists)."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(m in text for m in ("integrityerror", "uniqueviolation", "duplicate key", "already exists"))
+
+
 def open_study(*, storage: str, study_name: str, sampler: "optuna.samplers.BaseSampler") -> "optuna.Study":
     """Create the study in ``storage``, or load it when it exists (resume, or several runs sharing it)."""
     import optuna
 
     directions = [d for _, d in OBJECTIVES]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
-                                    directions=directions, load_if_exists=True)
-    except (ValueError, ImportError, ModuleNotFoundError) as exc:
-        raise InputError(f"--storage {storage!r} cannot be opened: {exc}") from None
-    except Exception as exc:  # noqa: BLE001  (SQLAlchemy errors: a bad URL, an unreachable server)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"--storage {storage!r} cannot be opened: {reason}") from None
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+                                        directions=directions, load_if_exists=True)
+            break
+        except (ValueError, ImportError, ModuleNotFoundError) as exc:
+            raise InputError(f"--storage {storage!r} cannot be opened: {exc}") from None
+        except Exception as exc:  # noqa: BLE001  (SQLAlchemy errors: a bad URL, an unreachable server)
+            if attempt < OPEN_ATTEMPTS and _lost_creation_race(exc):
+                # Several processes opening one new database create Optuna's tables at once; the losers
+                # see a duplicate-key error. The tables exist now: opening again just loads them.
+                logger.info("storage tables were being created by another process; opening again (%d)", attempt)
+                time.sleep(0.2 * attempt)
+                continue
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"--storage {storage!r} cannot be opened: {reason}") from None
     if [d.name.lower() for d in study.directions] != directions:
         raise InputError(f"--study-name {study_name!r} in {storage} has directions "
                          f"{[d.name.lower() for d in study.directions]}, not this search's {directions}")

@@ -175,3 +175,41 @@ def test_reproducing_command_parses_back_to_the_same_options():
     assert (args["budget_ms"], args["space"], args["trials"], args["search"], args["sampler"], args["download"]) == \
         (7.5, "fbnet", 12, ("arch", "bits"), "nsga2", True)
     assert args["data"] is None and args["seed"] is None  # defaults are left out
+
+
+def test_open_study_retries_when_another_process_creates_the_tables_first(monkeypatch, tmp_path):
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from search._study import open_study
+
+    real = optuna.create_study
+    calls = []
+
+    def racing(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # what the loser of two processes creating one new PostgreSQL schema sees
+            raise IntegrityError("CREATE TABLE studies", {}, Exception('duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
+        return real(**kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", racing)
+    study = open_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="race", sampler=optuna.samplers.RandomSampler(seed=0))
+    assert len(calls) == 2 and study.study_name == "race"
+
+
+def test_open_study_reports_other_storage_errors_at_once(monkeypatch):
+    import optuna
+
+    from search import InputError
+    from search._study import open_study
+
+    calls = []
+
+    def broken(**kwargs):
+        calls.append(1)
+        raise RuntimeError("could not connect to server")
+
+    monkeypatch.setattr(optuna, "create_study", broken)
+    with pytest.raises(InputError, match="cannot be opened: could not connect"):
+        open_study(storage="postgresql://nowhere/db", study_name="x", sampler=optuna.samplers.RandomSampler(seed=0))
+    assert len(calls) == 1
