@@ -26,6 +26,7 @@ __all__ = [
     "kernels_from_onnx",
     "measure_onnx",
     "profile",
+    "profile_models",
 ]
 
 _LAZY = {
@@ -35,6 +36,7 @@ _LAZY = {
     "kernel_graph": "latency_models._microgen",
     "measure_onnx": "latency_models._measure",
     "profile": "latency_models._profile",
+    "profile_models": "latency_models._profile",
     "kernels_from_onnx": "latency_models._onnx_graph",
 }
 

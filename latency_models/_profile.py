@@ -28,7 +28,7 @@ from latency_models._measure import MIN_RUNS, MIN_WARMUP, check_clock, check_sta
 from latency_models._microgen import kernel_graph
 from latency_models._table import LatencyTable, default_protocol, device_info
 
-__all__ = ["profile", "measure_models", "sample_pool"]
+__all__ = ["profile", "profile_models", "measure_models", "sample_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +195,82 @@ def profile(spaces: Sequence[Any], *, device_name: str, out: str | os.PathLike[s
             save()
     finally:
         save()
+        if bar is not None:
+            bar.close()
+    return table
+
+
+def profile_models(models: Sequence[Any], *, out: str | os.PathLike[str], names: Sequence[str] | None = None,
+                   progress: bool = False) -> LatencyTable:
+    """Add ONNX models to an existing table: their kernels the table lacks, and each whole model, timed here.
+
+    For models outside the profiled spaces (a teacher, a hand-made baseline): the predictor fitted on the
+    table then knows their kernels and their end-to-end time instead of extrapolating to them. Uses the
+    table's own protocol and thread count; kernels already in the table are not timed again, and a model
+    already in the table under the same name is skipped, so calling it again costs nothing.
+
+    Args:
+        models: ONNX file paths or ``onnx.ModelProto``.
+        out: the table file (written by :func:`profile`); saved again when rows were added.
+        names: the ``source`` recorded on each model row (default ``"onnx:<index>"`` or the file name).
+        progress: show a tqdm progress bar over the timings.
+
+    Raises:
+        ValueError: ``out`` does not exist, ``names`` does not match ``models``, or a model has operators
+            that map to no kernel (its kernels could not be timed one by one).
+    """
+    from latency_models._onnx_graph import kernels_from_onnx
+
+    out = pathlib.Path(out)
+    if not out.is_file():
+        raise ValueError(f"out={str(out)!r} does not exist: profile the device first (latency_models.profile)")
+    models = list(models)
+    if names is None:
+        names = [pathlib.Path(m).name if isinstance(m, (str, os.PathLike)) else f"onnx:{i}" for i, m in enumerate(models)]
+    names = [str(n) for n in names]
+    if len(names) != len(models):
+        raise ValueError(f"names has {len(names)} entries for {len(models)} models")
+    table = LatencyTable.load(out)
+    proto = table.protocol
+    threads = int(table.device.get("threads") or 1)
+    timing = dict(warmup=int(proto["warmup_runs"]), runs=int(proto["timed_runs"]), clock=str(proto.get("clock", "wall")),
+                  statistic=str(proto.get("statistic", "median")))
+    have_models = {r.source for r in table.model_rows}
+    have_kernels = {r.kernel for r in table.kernel_rows}
+    plan = []
+    for model, name in zip(models, names):
+        if name in have_models:
+            continue
+        kernels, unknown = kernels_from_onnx(model)
+        if unknown:
+            raise ValueError(f"model {name!r} has operators that map to no kernel ({', '.join(unknown)}); "
+                             "it cannot be profiled kernel by kernel")
+        missing = list(dict.fromkeys(k for k in kernels if k not in have_kernels))
+        have_kernels.update(missing)
+        plan.append((model, name, kernels, missing))
+    if not plan:
+        return table
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(len(m) + 1 for *_, m in plan), unit="graph", desc="profiling models")
+        except ImportError:
+            bar = None
+    try:
+        for model, name, kernels, missing in plan:
+            for k in missing:
+                table.add_kernel(k, _time_kernel(k, threads, **timing))
+                if bar is not None:
+                    bar.update(1)
+            ms = time_session(make_session(model, threads=threads), **timing)
+            table.add_model(kernels, ms, source=name)
+            if bar is not None:
+                bar.update(1)
+            logger.info("profiled %s: %d new kernels, %.4f ms end to end", name, len(missing), ms)
+    finally:
+        table.save(out)
         if bar is not None:
             bar.close()
     return table

@@ -304,6 +304,7 @@ class _Job:
     def run(self) -> SearchResult:
         self._load()
         self._write_config()
+        self._profile_teacher()
         study = self._open_study()
         outcome = self._search(study)
         front = self._front(study)
@@ -387,16 +388,30 @@ class _Job:
                       f"{self.out_dir})")
         return outcome
 
-    def _teacher_entry(self) -> "ParetoEntry":
-        import warnings
-
-        from latency_models import kernels_from_onnx
-        from search._pareto import ParetoEntry
+    def _teacher_onnx(self) -> pathlib.Path:
         from spaces import export_onnx
 
         path = self.out_dir / "teacher.onnx"
         if not path.is_file():
             export_onnx(self.teacher.model, self.data.input_shape, str(path))
+        return path
+
+    def _profile_teacher(self) -> None:
+        """Local device: time the teacher's kernels and the teacher itself into the cached profile, once."""
+        from search._device import add_models, model_name
+
+        if not self.device.local:
+            return
+        path = self._teacher_onnx()
+        self.device = add_models(self.device, [path], names=[model_name(path, "teacher")], progress=self.progress)
+
+    def _teacher_entry(self) -> "ParetoEntry":
+        import warnings
+
+        from latency_models import kernels_from_onnx
+        from search._pareto import ParetoEntry
+
+        path = self._teacher_onnx()
         kernels, _unknown = kernels_from_onnx(str(path))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

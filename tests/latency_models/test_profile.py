@@ -113,3 +113,46 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: --predictor path=")
     assert cli_main(["profile", "--space", "no-such-space", "--device-name", "d", "--out", str(tmp_path / "t.json")]) == 2
     assert "no-such-space" in capsys.readouterr().err
+
+
+def test_profile_models_adds_an_outside_model_once_and_the_predictor_learns_it(tmp_path):
+    """A model outside the profiled space (a plain-convolution teacher): its missing kernels and the whole
+    model are timed into the table; a second call times nothing; the refitted predictor is close to it."""
+    spaces = pytest.importorskip("spaces")
+    from onnx import TensorProto, helper
+
+    from latency_models import kernels_from_onnx, profile_models
+
+    out = tmp_path / "table.json"
+    space = spaces.get_space("mobilenet", input_size=16, in_channels=1, num_classes=10)
+    profile([space], device_name="ci", out=out, budget_min=0.15, progress=False, pool_candidates=5)
+    before = LatencyTable.load(out)
+    teacher = spaces.export_onnx(spaces.get_space("prune", input_size=16, in_channels=1, num_classes=10).teacher,
+                                 (1, 16, 16))
+    kernels, unknown = kernels_from_onnx(teacher)
+    assert not unknown
+    missing = {k for k in kernels} - {r.kernel for r in before.kernel_rows}
+    assert missing  # the teacher's plain 3x3 convolutions are not in a mobilenet profile
+
+    table = profile_models([teacher], out=out, names=["teacher:x"])
+    assert {r.kernel for r in table.kernel_rows} >= set(kernels)
+    assert len(table.kernel_rows) == len(before.kernel_rows) + len(missing)
+    assert [r.source for r in table.model_rows[len(before.model_rows):]] == ["teacher:x"]
+    assert LatencyTable.load(out).to_dict() == table.to_dict()
+    assert profile_models([teacher], out=out, names=["teacher:x"]).to_dict() == table.to_dict()  # nothing timed
+
+    measured = table.model_rows[-1].latency_ms
+    pred = LatencyPredictor.fit(table).predict(teacher)
+    assert abs(pred / measured - 1) < 0.25, (pred, measured)
+
+    with pytest.raises(ValueError, match="does not exist"):
+        profile_models([teacher], out=tmp_path / "none.json")
+    with pytest.raises(ValueError, match="names has 2 entries for 1 models"):
+        profile_models([teacher], out=out, names=["a", "b"])
+    odd = helper.make_model(helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    with pytest.raises(ValueError, match="Sigmoid"):
+        profile_models([odd], out=out, names=["odd"])
