@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import json
 import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
@@ -453,7 +454,18 @@ class PlannedSpace(SearchSpace):
                 raise ValueError(f"bits[{i}] (layer {layer.name!r})={b!r} is not allowed; allowed: {_allowed(BITS)}")
         ratios = [round(float(r), 6) if layer.prunable else 0.0 for layer, r in zip(layers, ratios)]
         bits = [int(b) if layer.quantisable else 32 for layer, b in zip(layers, bits)]
-        return Candidate(self.name, arch, ratios, bits, self.options)
+        cand = Candidate(self.name, arch, ratios, bits, self.options)
+        # Remember who validated it (not a dataclass field: equality, hash and JSON are unchanged), so that
+        # plan(), kernels() and build() of an equal space skip validating it again.
+        object.__setattr__(cand, "_validated_by", self._validation_key())
+        return cand
+
+    def _validation_key(self) -> tuple[str, str, str]:
+        key = self.__dict__.get("_vkey")
+        if key is None:
+            options = json.dumps(self.options, sort_keys=True, default=repr)
+            key = self.__dict__["_vkey"] = (type(self).__qualname__, self.name, options)
+        return key
 
     @staticmethod
     def _check_list(gene: str, values: Any, n: int, default: Any) -> list[Any]:
@@ -495,12 +507,16 @@ class PlannedSpace(SearchSpace):
                 f"candidate.options={dict(candidate.options)!r} differ from this space's options {self.options!r}; "
                 f"use get_space({self.name!r}, **candidate.options)"
             )
+        if candidate.__dict__.get("_validated_by") == self._validation_key():
+            return dict(candidate.genes), list(candidate.prune_ratios), list(candidate.bits)
         genes = dict(candidate.genes)
         for key in ("prune_ratios", "bits"):
             if key in genes:
                 raise ValueError(f"candidate.genes has {key!r}; allowed: architecture genes only")
         valid = self.candidate(**genes, prune_ratios=list(candidate.prune_ratios) or None,
                                bits=list(candidate.bits) or None)
+        if valid == candidate:  # already in normal form: decode it without validating next time
+            object.__setattr__(candidate, "_validated_by", self._validation_key())
         return dict(valid.genes), list(valid.prune_ratios), list(valid.bits)
 
     def plan(self, candidate: Candidate) -> Seq:

@@ -106,6 +106,22 @@ class Candidate:
         This is what lets ``latency_models.LatencyPredictor.predict(candidate)`` work without
         ``latency_models`` importing ``spaces``.
         """
-        from spaces._registry import get_space
+        return _space_of(self.space, self.to_dict()["options"]).kernels(self)
 
-        return get_space(self.space, **dict(self.options)).kernels(self)
+
+_SPACES_SEEN: dict[str, Any] = {}
+
+
+def _space_of(name: str, options: Mapping[str, Any]) -> Any:
+    """The space ``get_space(name, **options)``, made once per process (a few of them kept): making a space
+    can be costly (the ``prune`` space loads and exports its teacher), and a candidate's kernels are asked for
+    again and again."""
+    from spaces._registry import get_space
+
+    key = json.dumps([name, options], sort_keys=True)
+    space = _SPACES_SEEN.get(key)
+    if space is None:
+        if len(_SPACES_SEEN) >= 8:
+            _SPACES_SEEN.pop(next(iter(_SPACES_SEEN)))
+        space = _SPACES_SEEN[key] = get_space(name, **dict(options))
+    return space
