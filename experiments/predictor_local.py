@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall")
     ap.add_argument("--statistic", choices=("median", "min"), default="median")
     ap.add_argument("--name", default="predictor_local")
+    ap.add_argument("--description", default="2-core dev VM (Intel Xeon)",
+                    help="free-text device description stored in the table")
     ap.add_argument("--repeat-only", type=int, default=0, metavar="N",
                     help="only re-measure the first N held-out models of an earlier run (the measurement noise floor)")
     args = ap.parse_args()
@@ -64,7 +66,7 @@ def main() -> None:
     t0 = time.time()
     table = profile(space_objs, device_name="karumi-dev-x86", out=work / "table.json", threads=1,
                     budget_min=args.budget_min, clock=args.clock, statistic=args.statistic,
-                    description="shared 2-core dev VM (Intel Xeon), other agents running")
+                    description=args.description)
     t_profile = time.time() - t0
     load_mid = _load()
     held = measure_models(space_objs, n=args.n, device_name="karumi-dev-x86", out=work / "held.json",
@@ -102,7 +104,7 @@ def main() -> None:
     per_s_warm = len(klists) / (time.time() - ts)
     result = {
         "command": f"python experiments/predictor_local.py --budget-min {args.budget_min:g} --n {args.n} "
-                   f"--clock {args.clock} --statistic {args.statistic}",
+                   f"--clock {args.clock} --statistic {args.statistic} --name {args.name}",
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "device": table.device, "protocol": table.protocol,
         "profile_minutes": table.extra.get("spent_s", t_profile) / 60.0,
@@ -142,6 +144,10 @@ def repeatability(args: argparse.Namespace) -> None:
     from latency_models import measure_onnx
 
     work = RESULTS / args.name
+    if not (work / "held.json").exists() and (work / "held.json.gz").exists():  # committed results are gzipped
+        import gzip
+
+        (work / "held.json").write_bytes(gzip.decompress((work / "held.json.gz").read_bytes()))
     held = LatencyTable.load(work / "held.json")
     proto = held.protocol
     first, again = [], []
@@ -152,7 +158,8 @@ def repeatability(args: argparse.Namespace) -> None:
         again.append(measure_onnx(model, clock=proto["clock"], statistic=proto["statistic"]))
         first.append(row.latency_ms)
     rel = np.abs(np.array(again) / np.array(first) - 1.0)
-    rep = {"command": f"python experiments/predictor_local.py --repeat-only {args.repeat_only}",
+    name = "" if args.name == "predictor_local" else f" --name {args.name}"
+    rep = {"command": f"python experiments/predictor_local.py --repeat-only {args.repeat_only}{name}",
            "n": len(rel), "within_5": float(np.mean(rel <= 0.05)), "within_10": float(np.mean(rel <= 0.10)),
            "rms_relative_difference": float(np.sqrt(np.mean(rel**2))), "load_average_before_after": [load_before, _load()],
            "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}
