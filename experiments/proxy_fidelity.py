@@ -1,13 +1,15 @@
-"""Proxy fidelity: does the short distillation proxy rank candidates like a 10x longer training does?
+"""Proxy fidelity: does the search's short distillation proxy rank candidates like ten times longer training?
 
-For each space, N candidates are sampled (architecture, per-layer prune ratios and bits all searched), each
-scored by ``search.ProxyEvaluator`` (``--proxy-epochs`` of KD training with fake quantisation at the
-candidate's bits) and by the same training run ``--factor`` times longer. Reports Kendall's tau-b and
-Spearman's rho between the two accuracy lists, and the proxy's seconds per trial.
+For each space, N candidates are sampled (architecture, per-layer prune ratios and bits all searched, as the
+search does), and each is trained by the proxy (``search.ProxyEvaluator``: knowledge distillation from the
+teacher with fake quantisation at the candidate's bits, BatchNorm statistics recomputed, validation
+accuracy) at every proxy length of ``--epochs``, and once ``--factor`` times longer than the search's
+default proxy. Reports, per proxy length, Kendall's tau-b and Spearman's rho between proxy and long accuracy
+and the proxy's seconds per trial: the curve that sets the search's default ``--proxy-epochs``.
 
-Data: scikit-learn's digits at their native 8x8 (ships with scikit-learn; no download), a fixed training
-subset of ``--train-size`` images, the 397 held-out images as validation. The teacher is the ``prune``
-space's built-in CNN trained here on the 1,400 training images.
+Everything is what ``python -m search`` uses by default: scikit-learn's digits at 16x16 with the search's
+train/validation split, the proxy's 512 training images, batch 64, learning rate 0.05, and the built-in
+teacher (trained and cached exactly as the search does; the ``prune`` space compresses that teacher).
 
     python experiments/proxy_fidelity.py --space mobilenet      # one space -> results/proxy_fidelity_<space>.json
     python experiments/proxy_fidelity.py --summarise            # all JSON -> results/proxy_fidelity.md
@@ -17,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -27,41 +29,12 @@ import torch
 from tqdm import tqdm
 
 from search import ProxyEvaluator
+from search._data import load_data
+from search._run import DEFAULTS
+from search._teacher import load_teacher
 from spaces import get_space
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-DIGITS = {"input_size": 8, "in_channels": 1, "num_classes": 10}
-
-
-def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.long)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[perm], y[perm]
-    mean, std = x[:1400].mean(), x[:1400].std()
-    x = (x - mean) / std
-    return x[:1400], y[:1400], x[1400:], y[1400:]
-
-
-def train_teacher(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 20, seed: int = 0) -> torch.nn.Module:
-    teacher = get_space("prune", **DIGITS).teacher.train()
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(teacher.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=epochs * -(-len(x) // 32))
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 32):
-            idx = perm[i:i + 32]
-            loss = torch.nn.functional.cross_entropy(teacher(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return teacher.eval()
 
 
 def kendall_tau_b(a: list[float], b: list[float]) -> float:
@@ -97,82 +70,145 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+_DEF = ProxyEvaluator.__init__.__kwdefaults__
+_DEF = argparse.Namespace(batch_size=_DEF["batch_size"], lr=_DEF["lr"])
+DEFAULT_PROXY = f"{DEFAULTS['proxy_epochs']}:{_DEF.batch_size}:{_DEF.lr:g}"
+
+
+def _proxy_spec(spec: str) -> tuple[int, int, float]:
+    try:
+        e, b, lr = spec.split(":")
+        return int(e), int(b), float(lr)
+    except ValueError:
+        raise SystemExit(f"--proxies {spec!r}: allowed: EPOCHS:BATCH:LR, e.g. 4:32:0.05") from None
+
+
+def resolvable_agreement(proxy: list[float], long: list[float], n_val: int) -> dict:
+    """Kendall's tau over the pairs whose long-training accuracies differ by more than validation noise.
+
+    Two accuracies measured on the same ``n_val`` images are told apart when their difference exceeds 1.96
+    standard errors of a difference of two binomial proportions; closer pairs have no resolvable order, and
+    any proxy ranks them by chance. Returns the number of such pairs, and how many the proxy orders the same way.
+    """
+    agree = disagree = 0
+    for i in range(len(long)):
+        for j in range(i + 1, len(long)):
+            a, b = long[i], long[j]
+            se = np.sqrt(a * (1 - a) / n_val + b * (1 - b) / n_val)
+            if abs(a - b) <= 1.96 * se:
+                continue
+            dp = np.sign(proxy[i] - proxy[j])
+            if dp == np.sign(a - b):
+                agree += 1
+            elif dp != 0:
+                disagree += 1
+    pairs = len(long) * (len(long) - 1) // 2
+    n = agree + disagree
+    return {"pairs": pairs, "resolvable": n, "agree": agree, "disagree": disagree,
+            "kendall_tau": (agree - disagree) / n if n else None}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def run_space(name: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
-    x, y, xv, yv = digits()
-    start = time.perf_counter()
-    teacher = train_teacher(x, y, seed=args.seed)
-    with torch.no_grad():
-        teacher_acc = float((teacher(xv).argmax(1) == yv).float().mean())
-    teacher_s = time.perf_counter() - start
-    train = (x[:args.train_size], y[:args.train_size])
-    options = dict(DIGITS)
-    tmp = tempfile.TemporaryDirectory()
+    data = load_data("digits", seed=args.seed)
+    teacher = load_teacher("builtin", data, seed=args.seed, epochs=DEFAULTS["teacher_epochs"])
+    c, h, _ = data.input_shape
+    options: dict = dict(num_classes=data.num_classes, input_size=h, in_channels=c)
     if name == "prune":
-        path = pathlib.Path(tmp.name) / "teacher.pt"
-        torch.save(teacher.state_dict(), path)
-        options.update(teacher="builtin", state_dict=str(path))
+        options["teacher"] = teacher.model
     space = get_space(name, **options)
-    proxy = ProxyEvaluator(train, (xv, yv), teacher, epochs=args.proxy_epochs, batch_size=args.batch_size,
-                           lr=args.lr, seed=args.seed)
-    long = ProxyEvaluator(train, (xv, yv), teacher, epochs=args.proxy_epochs * args.factor,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    train = data.train.subset(args.samples)
+    common = dict(batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    proxies = {}
+    for spec in args.proxies:
+        e, b, lr = _proxy_spec(spec)
+        proxies[spec] = ProxyEvaluator(train, data.val, teacher.model, epochs=e, batch_size=b, lr=lr, seed=args.seed)
+    long_epochs = args.factor * DEFAULTS["proxy_epochs"]
+    long = ProxyEvaluator(train, data.val, teacher.model, epochs=long_epochs, **common)
+    again = ProxyEvaluator(train, data.val, teacher.model, epochs=long_epochs,
+                           **{**common, "seed": args.seed + 1}) if args.ceiling else None
     rng = np.random.default_rng(args.seed)
     rows = []
+    load_before = _load()
+    partial = RESULTS / f"proxy_fidelity_{name}.partial.json"  # progress, in case the run is stopped
     for _ in tqdm(range(args.candidates), desc=f"{name}: candidates"):
         cand = space.sample(rng)
-        model = space.build(cand)
         bits = space.module_bits(cand)
-        p = proxy(model, bits)
-        p_s = proxy.last_seconds
-        q = long(model, bits)
+        row: dict = {"candidate": cand.to_dict(), "proxy": {}}
+        for e, proxy in proxies.items():
+            acc = proxy(space.build(cand), bits)
+            row["proxy"][str(e)] = {"accuracy": acc, "seconds": proxy.last_seconds}
+        row["long_accuracy"] = long(space.build(cand), bits)
+        row["long_seconds"] = long.last_seconds
+        if again is not None:  # the reference's own reproducibility: the same long training, another seed
+            row["long_accuracy_other_seed"] = again(space.build(cand), bits)
         stats = space.stats(cand)
-        rows.append({"candidate": cand.to_dict(), "proxy_accuracy": p, "proxy_seconds": p_s,
-                     "long_accuracy": q, "long_seconds": long.last_seconds, "macs": stats.macs,
-                     "size_bytes": stats.size_bytes})
-        partial = RESULTS / f"proxy_fidelity_{name}.partial.json"  # progress, in case the run is stopped
-        partial.write_text(json.dumps({"space": name, "settings": vars(args), "rows": rows}, indent=1))
-    tmp.cleanup()
-    pa = [r["proxy_accuracy"] for r in rows]
+        row.update(macs=stats.macs, size_bytes=stats.size_bytes)
+        rows.append(row)
+        partial.write_text(json.dumps({"space": name, "rows": rows}, indent=1))
     la = [r["long_accuracy"] for r in rows]
+    n_val = len(data.val)
+    by_epochs = {}
+    for e in args.proxies:
+        pa = [r["proxy"][str(e)]["accuracy"] for r in rows]
+        by_epochs[str(e)] = {
+            "kendall_tau_b": kendall_tau_b(pa, la), "spearman_rho": spearman(pa, la),
+            "resolvable_pairs": resolvable_agreement(pa, la, n_val),
+            "seconds_median": float(np.median([r["proxy"][str(e)]["seconds"] for r in rows])),
+            "accuracy_range": [min(pa), max(pa)],
+        }
     return {
         "space": name,
-        "settings": {k: getattr(args, k) for k in ("candidates", "proxy_epochs", "factor", "train_size",
-                                                     "batch_size", "lr", "seed")},
-        "data": "sklearn digits 8x8, train subset of the first 1400 shuffled images, 397 validation images",
-        "teacher_val_accuracy": teacher_acc,
-        "teacher_train_seconds": teacher_s,
+        "command": " ".join(["python experiments/proxy_fidelity.py"] + sys.argv[1:]),
+        "settings": {"candidates": args.candidates, "proxies": list(args.proxies), "long_epochs": long_epochs,
+                     "factor": args.factor, "samples": args.samples, "batch_size": args.batch_size, "lr": args.lr,
+                     "seed": args.seed, "search_default_proxy_epochs": DEFAULTS["proxy_epochs"]},
+        "data": f"{data.describe()}; proxy trains on {len(train)} of them, validates on {len(data.val)}",
+        "teacher_val_accuracy": teacher.val_accuracy,
         "torch_threads": 1,
-        "bn_recalibration": True,  # search.distill_train recomputes BatchNorm statistics after training
-        "kendall_tau_b": kendall_tau_b(pa, la),
-        "spearman_rho": spearman(pa, la),
-        "proxy_seconds_median": float(np.median([r["proxy_seconds"] for r in rows])),
+        "load_average_before_after": [load_before, _load()],
+        "long_accuracy_range": [min(la), max(la)],
         "long_seconds_median": float(np.median([r["long_seconds"] for r in rows])),
+        "by_proxy_epochs": by_epochs,
+        "ceiling": None if again is None else {
+            "kendall_tau_b": kendall_tau_b([r["long_accuracy_other_seed"] for r in rows], la),
+            "spearman_rho": spearman([r["long_accuracy_other_seed"] for r in rows], la),
+            "what": "the long training against itself with seed + 1: no proxy can rank better than this"},
         "rows": rows,
     }
 
 
 def summarise() -> str:
     lines = [
-        "# Proxy fidelity (Kendall's tau-b between proxy accuracy and 10x longer training)",
+        "# Proxy fidelity: Kendall's tau-b between the search's proxy and ten times longer training",
         "",
-        "| space | candidates | proxy epochs | long epochs | train images | lr | BN recalibrated | Kendall tau-b | Spearman rho | proxy s/trial (median) | long s/trial (median) | proxy acc range | long acc range |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Digits 16x16 (the search's default data), 512 proxy training images, one torch thread. Long training:",
+        f"--factor x the search's default proxy epochs at its batch size and lr ({DEFAULT_PROXY}), on the same images.",
+        "'tau on resolvable pairs': only pairs whose long-training accuracies differ by more than validation noise",
+        "(see resolvable_agreement). 'ceiling': the long training against itself with another seed.",
+        "",
+        "| space | candidates | proxy (epochs:batch:lr) | long epochs | Kendall tau-b | Spearman rho | tau on resolvable pairs (n) | proxy s/trial (median) | proxy acc range | long acc range | long s/trial | ceiling tau-b |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path in sorted(p for p in RESULTS.glob("proxy_fidelity_*.json") if not p.name.endswith(".partial.json")):
         r = json.loads(path.read_text())
-        s = r["settings"]
-        pa = [row["proxy_accuracy"] for row in r["rows"]]
-        la = [row["long_accuracy"] for row in r["rows"]]
-        lines.append(
-            f"| {r['space']} | {len(r['rows'])} | {s['proxy_epochs']} | {s['proxy_epochs'] * s['factor']} | "
-            f"{s['train_size']} | {s['lr']} | {'yes' if r.get('bn_recalibration') else 'no'} | {r['kendall_tau_b']:.3f} | {r['spearman_rho']:.3f} | "
-            f"{r['proxy_seconds_median']:.2f} | {r['long_seconds_median']:.2f} | "
-            f"{min(pa):.3f}-{max(pa):.3f} | {min(la):.3f}-{max(la):.3f} |"
-        )
-    lines += ["", "Machine: 2 shared CPU cores, torch 1 thread per run; other jobs were running, so seconds are",
-              "upper bounds. Produced by `python experiments/proxy_fidelity.py --space <name>` for each space, then",
-              "`python experiments/proxy_fidelity.py --summarise`."]
+        for e, m in r["by_proxy_epochs"].items():
+            lo, hi = m["accuracy_range"]
+            llo, lhi = r["long_accuracy_range"]
+            rp = m["resolvable_pairs"]
+            rtau = "n/a" if rp["kendall_tau"] is None else f"{rp['kendall_tau']:.3f}"
+            ceil = "" if not r.get("ceiling") else f"{r['ceiling']['kendall_tau_b']:.3f}"
+            lines.append(
+                f"| {r['space']} | {len(r['rows'])} | {e} | {r['settings']['long_epochs']} | {m['kendall_tau_b']:.3f} | {m['spearman_rho']:.3f} | "
+                f"{rtau} ({rp['resolvable']}/{rp['pairs']}) | {m['seconds_median']:.2f} | {lo:.3f}-{hi:.3f} | "
+                f"{llo:.3f}-{lhi:.3f} | {r['long_seconds_median']:.1f} | {ceil} |")
+    commands = [json.loads(p.read_text())["command"] for p in sorted(RESULTS.glob("proxy_fidelity_*.json"))
+                if not p.name.endswith(".partial.json")]
+    lines += ["", "Produced by:", ""] + [f"    {c}" for c in commands] + ["    python experiments/proxy_fidelity.py --summarise"]
     text = "\n".join(lines) + "\n"
     (RESULTS / "proxy_fidelity.md").write_text(text)
     return text
@@ -183,12 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", help="space to measure (see spaces.list_spaces())")
     parser.add_argument("--summarise", action="store_true", help="merge results/proxy_fidelity_*.json into a table")
     parser.add_argument("--candidates", type=int, default=12)
-    parser.add_argument("--proxy-epochs", type=int, default=2)
-    parser.add_argument("--factor", type=int, default=10)
-    parser.add_argument("--train-size", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--proxies", nargs="+", default=[DEFAULT_PROXY, "2:32:0.05", "6:64:0.05"], metavar="E:B:LR",
+                        help=f"proxies to score: epochs:batch size:learning rate (default: the search's {DEFAULT_PROXY}, "
+                             "a shorter one, and the search's earlier default 6:64:0.05)")
+    parser.add_argument("--factor", type=int, default=10, help="long training = factor x the default proxy epochs")
+    parser.add_argument("--samples", type=int, default=DEFAULTS["proxy_samples"])
+    parser.add_argument("--batch-size", type=int, default=_DEF.batch_size, help="of the long training")
+    parser.add_argument("--lr", type=float, default=_DEF.lr, help="of the long training")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ceiling", action="store_true",
+                        help="train the long run a second time with another seed (the reference's reproducibility)")
     args = parser.parse_args(argv)
     if args.summarise:
         print(summarise())
@@ -200,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"proxy_fidelity_{args.space}.json"
     out.write_text(json.dumps(result, indent=1))
     (RESULTS / f"proxy_fidelity_{args.space}.partial.json").unlink(missing_ok=True)
-    print(f"{args.space}: Kendall tau-b {result['kendall_tau_b']:.3f}, Spearman {result['spearman_rho']:.3f}, "
-          f"proxy {result['proxy_seconds_median']:.2f} s/trial -> {out}")
+    for e, m in result["by_proxy_epochs"].items():
+        print(f"{args.space}: proxy {e}: Kendall tau-b {m['kendall_tau_b']:.3f}, Spearman "
+              f"{m['spearman_rho']:.3f}, {m['seconds_median']:.2f} s/trial")
     return 0
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from search._run import DEFAULTS as SEARCH_DEFAULTS  # noqa: E402
 from experiments._common import (
     choose_budget,
     hypervolume_3d,
@@ -319,8 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: by --budget-quantile)")
     ap.add_argument("--budget-quantile", type=float, default=0.3,
                     help="budget = this quantile of the predicted latency of random candidates")
-    ap.add_argument("--proxy-epochs", type=int, default=3, help="distillation epochs of the proxy")
-    ap.add_argument("--proxy-samples", type=int, default=512, help="training images of the proxy")
+    ap.add_argument("--proxy-epochs", type=int, default=SEARCH_DEFAULTS["proxy_epochs"],
+                    help="distillation epochs of the proxy (default: the search's)")
+    ap.add_argument("--proxy-samples", type=int, default=SEARCH_DEFAULTS["proxy_samples"],
+                    help="training images of the proxy (default: the search's)")
     ap.add_argument("--teacher-epochs", type=int, default=12, help="built-in teacher epochs (the search's default)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="only combine the search_baselines.json of separate runs (e.g. one per seed, run in "

@@ -240,7 +240,7 @@ def add_models(device: Device, models: list[pathlib.Path], *, names: list[str], 
     The space's profile only holds the space's kernels, so a teacher made of other layers would be predicted
     by extrapolation (the built-in teacher at 0.07 ms against 0.34 ms measured). Its missing kernels and the
     whole model are timed once, the predictor is fitted again and cached; later runs find them in the
-    table and pay nothing. Not local, or a model ONNX Runtime kernels cannot describe: the device unchanged.
+    table and pay nothing. Not local, or a model with operators that map to no kernel: the device unchanged.
     """
     from latency_models import LatencyPredictor, LatencyTable, profile_models
 

@@ -29,8 +29,8 @@ class ProxyEvaluator:
         last_seconds: wall time of the last call, in seconds.
     """
 
-    def __init__(self, train: Any, val: Any, teacher: "torch.nn.Module", *, epochs: int = 3,
-                 batch_size: int = 64, lr: float = 0.05, temperature: float = 4.0, alpha: float = 0.9,
+    def __init__(self, train: Any, val: Any, teacher: "torch.nn.Module", *, epochs: int = 4,
+                 batch_size: int = 32, lr: float = 0.05, temperature: float = 4.0, alpha: float = 0.9,
                  seed: int = 0, threads: int | None = 1) -> None:
         import torch
 

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "study_name": "karumi",
     "final_epochs": 15,
     "search": ("arch", "prune", "bits"),
-    "proxy_epochs": 6,
+    "proxy_epochs": 4,
     "proxy_samples": 512,
     "profile_min": 3.0,
     "teacher_epochs": 12,
