@@ -2,7 +2,9 @@
 
 The front is taken over every completed trial, feasible or not (an over-budget candidate is recorded
 with its predicted latency and accuracy 0, so it is on the front only when nothing else is as small).
-``selected`` is the most accurate trained feasible trial (ties: lower latency, then smaller size).
+``selected`` is the most accurate trained feasible trial (ties: lower latency, then smaller size); when the
+front was measured on the device, :func:`select_measured` gives the most accurate entry measured within the
+budget.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ParetoEntry", "ParetoFront", "pareto_front", "write_pareto"]
+__all__ = ["ParetoEntry", "ParetoFront", "pareto_front", "select_measured", "write_pareto"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,18 @@ def pareto_front(trials: Sequence["optuna.trial.FrozenTrial"], *, budget_ms: flo
     all_points = [(e.accuracy or 0.0, e.latency_ms, e.size_bytes, e.feasible) for e in (_entry(t) for t in done)]
     return ParetoFront(entries=entries, selected=selected, teacher=teacher, budget_ms=budget_ms,
                        n_trials=len(done), n_feasible=len(feasible), all_points=all_points)
+
+
+def select_measured(front: ParetoFront) -> ParetoEntry | None:
+    """The most accurate trained, feasible front entry whose *measured* latency is within the budget.
+
+    For a local device, where the front is exported and timed: a candidate predicted within the budget
+    but measured over it is not the one to ship. Ties: lower measured latency, then smaller size. None when
+    no entry was measured within the budget.
+    """
+    ok = [e for e in front.entries if e.trained and e.feasible and e.accuracy is not None
+          and e.measured_latency_ms is not None and e.measured_latency_ms <= front.budget_ms]
+    return max(ok, key=lambda e: (e.accuracy or 0.0, -(e.measured_latency_ms or 0.0), -e.size_bytes), default=None)
 
 
 def write_pareto(front: ParetoFront, out_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:

@@ -446,8 +446,26 @@ class _Job:
                     export_onnx_quantized(self.space.build(cand), self.space.module_bits(cand), self.space.input_shape,
                                           str(path), calibration=calib)
                 e.measured_latency_ms = self._measure(path)
+            self._select_measured(front)
         write_pareto(front, self.out_dir)
         return front
+
+    def _select_measured(self, front: "ParetoFront") -> None:
+        """Ship what meets the budget when measured: replace a selection measured over the budget."""
+        from search._pareto import select_measured
+
+        sel = front.selected
+        if sel is None or sel.measured_latency_ms is None or sel.measured_latency_ms <= front.budget_ms:
+            return
+        alt = select_measured(front)
+        if alt is None:
+            self.echo(f"warning  no front entry measures within the budget on this machine; keeping trial {sel.trial} "
+                      f"(predicted {sel.latency_ms:.3f} ms, measured {sel.measured_latency_ms:.3f} ms)")
+            return
+        self.echo(f"select   trial {sel.trial} is predicted at {sel.latency_ms:.3f} ms but measured at "
+                  f"{sel.measured_latency_ms:.3f} ms, over the budget: trial {alt.trial} instead (measured "
+                  f"{alt.measured_latency_ms:.3f} ms)")
+        front.selected = alt
 
     def _finalize(self, front: "ParetoFront") -> "FinalModel":
         from search._final import finalize

@@ -108,6 +108,27 @@ def test_pareto_front_and_selection():
     assert untrained.accuracy is None and not untrained.feasible
 
 
+def test_selection_by_measured_latency_skips_entries_measured_over_budget():
+    from search._pareto import pareto_front, select_measured
+
+    trials = [
+        _trial(0, 0.90, 5.0, 1000, True),
+        _trial(1, 0.80, 4.0, 900, True),
+        _trial(3, 0.00, 30.0, 500, False, trained=False),
+        _trial(4, 0.95, 8.0, 3000, True),
+    ]
+    front = pareto_front(trials, budget_ms=10.0)
+    measured = {0: 9.0, 1: 3.5, 3: 25.0, 4: 14.0}  # trial 4 is predicted at 8 ms, measured over the budget
+    for e in front.entries:
+        e.measured_latency_ms = measured[e.trial]
+    assert front.selected.trial == 4 and select_measured(front).trial == 0
+    front.entries[1].measured_latency_ms = 10.5  # trial 0 over too: the next most accurate
+    assert select_measured(front).trial == 1
+    for e in front.entries:
+        e.measured_latency_ms = 99.0
+    assert select_measured(front) is None  # nothing within the budget: the caller keeps its selection
+
+
 def test_no_feasible_trial_selects_nothing():
     from search._pareto import pareto_front
 
