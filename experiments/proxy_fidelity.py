@@ -70,9 +70,10 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-_DEF = ProxyEvaluator.__init__.__kwdefaults__
-_DEF = argparse.Namespace(batch_size=_DEF["batch_size"], lr=_DEF["lr"])
-DEFAULT_PROXY = f"{DEFAULTS['proxy_epochs']}:{_DEF.batch_size}:{_DEF.lr:g}"
+#: The search's proxy: its epochs (search DEFAULTS) at ProxyEvaluator's default batch size and learning rate.
+PROXY_BATCH = ProxyEvaluator.__init__.__kwdefaults__["batch_size"]
+PROXY_LR = ProxyEvaluator.__init__.__kwdefaults__["lr"]
+DEFAULT_PROXY = f"{DEFAULTS['proxy_epochs']}:{PROXY_BATCH}:{PROXY_LR:g}"
 
 
 def _proxy_spec(spec: str) -> tuple[int, int, float]:
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                              "a shorter one, and the search's earlier default 6:64:0.05)")
     parser.add_argument("--factor", type=int, default=10, help="long training = factor x the default proxy epochs")
     parser.add_argument("--samples", type=int, default=DEFAULTS["proxy_samples"])
-    parser.add_argument("--batch-size", type=int, default=_DEF.batch_size, help="of the long training")
-    parser.add_argument("--lr", type=float, default=_DEF.lr, help="of the long training")
+    parser.add_argument("--batch-size", type=int, default=PROXY_BATCH, help="of the long training")
+    parser.add_argument("--lr", type=float, default=PROXY_LR, help="of the long training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ceiling", action="store_true",
                         help="train the long run a second time with another seed (the reference's reproducibility)")
