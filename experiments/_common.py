@@ -1,9 +1,8 @@
 """Helpers shared by the experiment scripts: JSON output, summaries, the hypervolume of a front, and the
 shared set-up of the search (data, teacher, space, device predictor) that every run of an experiment reuses.
 
-The set-up goes through the same loaders ``search.run`` uses (``search._data``, ``search._teacher``,
-``search._device``): the search package has no public loader for them, and the experiments must measure
-exactly what the search does.
+The set-up goes through the same public loaders ``search.run`` uses (``search.load_data``,
+``search.load_teacher``, ``search.resolve_device``): the experiments measure exactly what the search does.
 """
 
 from __future__ import annotations
@@ -124,9 +123,7 @@ def load_setup(*, data: str = "digits", space: str = "mobilenet", seed: int = 0,
                profile_min: float = 3.0) -> Setup:
     """Data, built-in teacher, space and local device predictor exactly as ``search.run`` makes them
     (same cache under ``$KARUMI_CACHE``: a teacher or profile made by an earlier run is reused)."""
-    from search._data import load_data
-    from search._device import resolve_device
-    from search._teacher import load_teacher
+    from search import load_data, load_teacher, resolve_device
     from spaces import get_space
 
     ds = load_data(data, seed=seed)
@@ -141,13 +138,11 @@ def load_setup(*, data: str = "digits", space: str = "mobilenet", seed: int = 0,
 def random_latencies(setup: Setup, *, n: int = 2000, seed: int = 1234,
                      search: Sequence[str] = ("arch", "prune", "bits")) -> np.ndarray:
     """Predicted milliseconds of ``n`` random candidates of the setup's space (searching ``search``)."""
-    import warnings
+    from search import predict_latency
 
     rng = np.random.default_rng(seed)
     cands = [setup.space.sample(rng, search=tuple(search)) for _ in range(n)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.asarray(setup.device.predictor.predict_many(cands), dtype=float)
+    return np.asarray(predict_latency(setup.device.predictor, setup.space, cands), dtype=float)
 
 
 def choose_budget(setup: Setup, *, quantile: float, n: int = 2000, seed: int = 1234) -> tuple[float, np.ndarray]:

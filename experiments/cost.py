@@ -126,6 +126,7 @@ def predictor_cost(cache: pathlib.Path, *, queries: int, seed: int = 0) -> dict:
     import warnings
 
     from latency_models import LatencyPredictor
+    from search import predict_latency
     from spaces import get_space
 
     paths = sorted((cache / "devices").glob("*/predictor.json"))
@@ -144,14 +145,14 @@ def predictor_cost(cache: pathlib.Path, *, queries: int, seed: int = 0) -> dict:
     cands = [space.sample(rng) for _ in range(queries)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        predictor.predict(cands[0])  # warm-up (lazy imports)
+        predictor.predict(space.kernels(cands[0]))  # warm-up (lazy imports)
         single = []
         for c in cands:
             t0 = time.perf_counter()
-            predictor.predict(c)
+            predictor.predict(space.kernels(c), genes=c.genes)
             single.append((time.perf_counter() - t0) * 1e6)
         t0 = time.perf_counter()
-        many = predictor.predict_many(cands)
+        many = predict_latency(predictor, space, cands)
         many_us = (time.perf_counter() - t0) * 1e6 / len(cands)
         t0 = time.perf_counter()
         for c in cands:

@@ -26,7 +26,7 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from search._run import DEFAULTS as SEARCH_DEFAULTS  # noqa: E402
+from search import SearchOptions  # noqa: E402
 from experiments._common import choose_budget, load_setup, load_snapshot, loadavg, write_json
 
 DATA = ("digits", "shapes")
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-ms", type=float, default=None, help="a fixed budget instead (every data set)")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--timeout-min", type=float, default=6.0)
-    ap.add_argument("--proxy-epochs", type=int, default=SEARCH_DEFAULTS["proxy_epochs"])
-    ap.add_argument("--proxy-samples", type=int, default=SEARCH_DEFAULTS["proxy_samples"])
+    ap.add_argument("--proxy-epochs", type=int, default=SearchOptions.proxy_epochs)
+    ap.add_argument("--proxy-samples", type=int, default=SearchOptions.proxy_samples)
     ap.add_argument("--final-epochs", type=int, default=15)
     ap.add_argument("--teacher-epochs", type=int, default=12)
     ap.add_argument("--profile-min", type=float, default=3.0)

@@ -28,12 +28,11 @@ import torch
 from tqdm import tqdm
 
 from search import ProxyEvaluator
-from spaces import (
+from spaces import get_space, list_spaces
+from spaces.compress import (
     calibrate,
     export_onnx,
     export_onnx_quantized,
-    get_space,
-    list_spaces,
     prepare_qat,
     prune_unstructured,
     sparsity_report,

@@ -30,8 +30,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 import spaces  # noqa: E402
-from latency_models import LatencyPredictor, LatencyTable  # noqa: E402
-from latency_models._evaluate import accuracy_metrics  # noqa: E402
+from latency_models import LatencyPredictor, LatencyTable, accuracy_metrics  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -45,13 +44,7 @@ class _Arch:
     """A candidate with its kernels computed once (5,000 rows are predicted many times)."""
 
     def __init__(self, cand: Any, kernels: list) -> None:
-        self.cand, self._kernels, self.genes = cand, kernels, cand.genes
-
-    def kernels(self) -> list:
-        return self._kernels
-
-    def to_dict(self) -> dict:
-        return self.cand.to_dict()
+        self.cand, self.kernels = cand, kernels
 
 
 def load(csv_path: pathlib.Path) -> tuple[list[list[str]], dict[str, np.ndarray]]:
@@ -72,10 +65,11 @@ def one_hot(ops: list[list[str]]) -> np.ndarray:
 
 
 def fit_predict(archs: list[_Arch], y: np.ndarray, train: np.ndarray, test: np.ndarray, device: str) -> np.ndarray:
-    table = LatencyTable.from_measurements(device=device, candidates=[archs[i] for i in train],
+    table = LatencyTable.from_measurements(device=device, kernels=[archs[i].kernels for i in train],
+                                          candidates=[archs[i].cand.to_dict() for i in train],
                                           latencies_ms=y[train].tolist(), source="HW-NAS-Bench / HELP")
     pred = LatencyPredictor.fit(table)
-    return pred.predict_many([archs[i] for i in test])
+    return pred.predict_many([archs[i].kernels for i in test], genes=[archs[i].cand.genes for i in test])
 
 
 def main() -> None:

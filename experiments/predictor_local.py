@@ -28,9 +28,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import spaces  # noqa: E402
-from latency_models import LatencyPredictor, LatencyTable, profile  # noqa: E402
-from latency_models._evaluate import _RowItem, accuracy_metrics  # noqa: E402
-from latency_models._profile import measure_models  # noqa: E402
+from latency_models import LatencyPredictor, LatencyTable, accuracy_metrics  # noqa: E402
+from search import measure_spaces, profile_spaces  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 SPACES = ("fbnet", "mobilenet", "shufflenet")
@@ -64,12 +63,12 @@ def main() -> None:
     space_objs = [spaces.get_space(s) for s in SPACES]
     load_before = _load()
     t0 = time.time()
-    table = profile(space_objs, device_name="karumi-dev-x86", out=work / "table.json", threads=1,
+    table = profile_spaces(space_objs, device_name="karumi-dev-x86", out=work / "table.json", threads=1,
                     budget_min=args.budget_min, clock=args.clock, statistic=args.statistic,
                     description=args.description)
     t_profile = time.time() - t0
     load_mid = _load()
-    held = measure_models(space_objs, n=args.n, device_name="karumi-dev-x86", out=work / "held.json",
+    held = measure_spaces(space_objs, n=args.n, device_name="karumi-dev-x86", out=work / "held.json",
                           clock=args.clock, statistic=args.statistic)
     load_after = _load()
     seen = {json.dumps(r.candidate, sort_keys=True) for r in table.model_rows}
@@ -81,8 +80,7 @@ def main() -> None:
     t_fit = time.time() - t1
     pred.save(work / "table.predictor.json")
     rows = held.model_rows
-    items = [_RowItem(r) for r in rows]
-    predicted = pred.predict_many(items)
+    predicted = pred.predict_many([r.kernels for r in rows], genes=[(r.candidate or {}).get("genes") for r in rows])
     measured = np.array([r.latency_ms for r in rows])
     src = np.array([r.source for r in rows])
     per_space = {s: accuracy_metrics(predicted[src == s], measured[src == s]) for s in SPACES}
@@ -92,9 +90,9 @@ def main() -> None:
     cands = [space_objs[i % 3].sample(rng) for i in range(3000)]
     fresh = LatencyPredictor.load(work / "table.predictor.json")
     ts = time.time()
-    fresh.predict_many(cands)
+    fresh.predict_many([space_objs[i % 3].kernels(c) for i, c in enumerate(cands)])
     per_s_cands = len(cands) / (time.time() - ts)
-    klists = [c.kernels() for c in cands]
+    klists = [space_objs[i % 3].kernels(c) for i, c in enumerate(cands)]
     fresh2 = LatencyPredictor.load(work / "table.predictor.json")
     ts = time.time()
     fresh2.predict_many(klists)
@@ -133,7 +131,7 @@ def main() -> None:
         lines.append(f"| {name} | {m['n']} | {100 * m['within_5']:.1f}% | {100 * m['within_10']:.1f}% | "
                      f"{100 * m['rmspe']:.2f}% | {m['spearman']:.4f} |")
     lines += ["", "Targets: >= 95% within ±5%, >= 99% within ±10%.  ",
-              f"predict_many: {per_s_cands:,.0f} candidates/s including `Candidate.kernels()`, "
+              f"predict_many: {per_s_cands:,.0f} candidates/s including `space.kernels(candidate)`, "
               f"{per_s_cold:,.0f} kernel lists/s cold cache, {per_s_warm:,.0f}/s warm."]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -28,10 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from search import ProxyEvaluator
-from search._data import load_data
-from search._run import DEFAULTS
-from search._teacher import load_teacher
+from search import ProxyEvaluator, SearchOptions, load_data, load_teacher
 from spaces import get_space
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -70,10 +67,10 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-#: The search's proxy: its epochs (search DEFAULTS) at ProxyEvaluator's default batch size and learning rate.
+#: The search's proxy: its epochs (search.SearchOptions) at ProxyEvaluator's default batch size and learning rate.
 PROXY_BATCH = ProxyEvaluator.__init__.__kwdefaults__["batch_size"]
 PROXY_LR = ProxyEvaluator.__init__.__kwdefaults__["lr"]
-DEFAULT_PROXY = f"{DEFAULTS['proxy_epochs']}:{PROXY_BATCH}:{PROXY_LR:g}"
+DEFAULT_PROXY = f"{SearchOptions.proxy_epochs}:{PROXY_BATCH}:{PROXY_LR:g}"
 
 
 def _proxy_spec(spec: str) -> tuple[int, int, float]:
@@ -116,7 +113,7 @@ def _load() -> list[float]:
 def run_space(name: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     data = load_data("digits", seed=args.seed)
-    teacher = load_teacher("builtin", data, seed=args.seed, epochs=DEFAULTS["teacher_epochs"])
+    teacher = load_teacher("builtin", data, seed=args.seed, epochs=SearchOptions.teacher_epochs)
     c, h, _ = data.input_shape
     options: dict = dict(num_classes=data.num_classes, input_size=h, in_channels=c)
     if name == "prune":
@@ -128,7 +125,7 @@ def run_space(name: str, args: argparse.Namespace) -> dict:
     for spec in args.proxies:
         e, b, lr = _proxy_spec(spec)
         proxies[spec] = ProxyEvaluator(train, data.val, teacher.model, epochs=e, batch_size=b, lr=lr, seed=args.seed)
-    long_epochs = args.factor * DEFAULTS["proxy_epochs"]
+    long_epochs = args.factor * SearchOptions.proxy_epochs
     long = ProxyEvaluator(train, data.val, teacher.model, epochs=long_epochs, **common)
     again = ProxyEvaluator(train, data.val, teacher.model, epochs=long_epochs,
                            **{**common, "seed": args.seed + 1}) if args.ceiling else None
@@ -167,7 +164,7 @@ def run_space(name: str, args: argparse.Namespace) -> dict:
         "command": " ".join(["python experiments/proxy_fidelity.py"] + sys.argv[1:]),
         "settings": {"candidates": args.candidates, "proxies": list(args.proxies), "long_epochs": long_epochs,
                      "factor": args.factor, "samples": args.samples, "batch_size": args.batch_size, "lr": args.lr,
-                     "seed": args.seed, "search_default_proxy_epochs": DEFAULTS["proxy_epochs"]},
+                     "seed": args.seed, "search_default_proxy_epochs": SearchOptions.proxy_epochs},
         "data": f"{data.describe()}; proxy trains on {len(train)} of them, validates on {len(data.val)}",
         "teacher_val_accuracy": teacher.val_accuracy,
         "torch_threads": 1,
@@ -224,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"proxies to score: epochs:batch size:learning rate (default: the search's {DEFAULT_PROXY}, "
                              "a shorter one, and the search's earlier default 6:64:0.05)")
     parser.add_argument("--factor", type=int, default=10, help="long training = factor x the default proxy epochs")
-    parser.add_argument("--samples", type=int, default=DEFAULTS["proxy_samples"])
+    parser.add_argument("--samples", type=int, default=SearchOptions.proxy_samples)
     parser.add_argument("--batch-size", type=int, default=PROXY_BATCH, help="of the long training")
     parser.add_argument("--lr", type=float, default=PROXY_LR, help="of the long training")
     parser.add_argument("--seed", type=int, default=0)

@@ -41,7 +41,7 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from search._run import DEFAULTS as SEARCH_DEFAULTS  # noqa: E402
+from search import SearchOptions  # noqa: E402
 from experiments._common import (
     choose_budget,
     hypervolume_3d,
@@ -66,10 +66,10 @@ UNIFORM_PRUNE = (0.0, 0.25, 0.5, 0.75)
 
 
 def predict_ms(setup: Any, cands: list[Any]) -> np.ndarray:
-    """Predicted milliseconds of candidates of the setup's space (they resolve their kernels themselves)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.asarray(setup.device.predictor.predict_many(cands), dtype=float)
+    """Predicted milliseconds of candidates of the setup's space, as the search predicts them."""
+    from search import predict_latency
+
+    return np.asarray(predict_latency(setup.device.predictor, setup.space, cands), dtype=float)
 
 
 def latency_distribution(setup: Any, *, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -91,15 +91,13 @@ def uniform_grid(space: Any) -> list[tuple[dict[str, Any], Any]]:
 
 def largest_size(space: Any) -> int:
     """Bytes of the space's largest architecture at 32 bits (the size normaliser of the hypervolume)."""
-    import inspect
-
     genes: dict[str, Any] = {}
-    mod = inspect.getmodule(type(space))
-    depths = list(getattr(mod, "MAX_DEPTHS", []))
-    if depths and space.name == "mobilenet":
-        genes = {"width": max(mod.WIDTHS), "depths": depths,
-                 "expansions": [[max(mod.EXPANSIONS)] * d for d in depths],
-                 "kernel_sizes": [[max(mod.KERNEL_SIZES)] * d for d in depths]}
+    if space.name == "mobilenet":
+        cls = type(space)
+        depths = list(cls.MAX_DEPTHS)
+        genes = {"width": max(cls.WIDTHS), "depths": depths,
+                 "expansions": [[max(cls.EXPANSIONS)] * d for d in depths],
+                 "kernel_sizes": [[max(cls.KERNEL_SIZES)] * d for d in depths]}
     return int(space.stats(space.candidate(**genes)).size_bytes)
 
 
@@ -122,11 +120,7 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
     """One run of an Optuna method through the search's own study driver; returns its trials."""
     import optuna
 
-    from search import SearchContext
-    from search._device import fastest_candidate
-    from search._objective import OBJECTIVES
-    from search._run import TIGHT_BUDGET
-    from search._study import make_sampler, run_study
+    from search import OBJECTIVES, TIGHT_BUDGET, SearchContext, fastest_candidate, make_sampler, run_study
 
     sampler_name, parts = OPTUNA_METHODS[method]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -320,9 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: by --budget-quantile)")
     ap.add_argument("--budget-quantile", type=float, default=0.3,
                     help="budget = this quantile of the predicted latency of random candidates")
-    ap.add_argument("--proxy-epochs", type=int, default=SEARCH_DEFAULTS["proxy_epochs"],
+    ap.add_argument("--proxy-epochs", type=int, default=SearchOptions.proxy_epochs,
                     help="distillation epochs of the proxy (default: the search's)")
-    ap.add_argument("--proxy-samples", type=int, default=SEARCH_DEFAULTS["proxy_samples"],
+    ap.add_argument("--proxy-samples", type=int, default=SearchOptions.proxy_samples,
                     help="training images of the proxy (default: the search's)")
     ap.add_argument("--teacher-epochs", type=int, default=12, help="built-in teacher epochs (the search's default)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",

@@ -11,7 +11,8 @@ import importlib
 from typing import Any
 
 from latency_models._kernel import ACTIVATIONS, BITS, KERNEL_OPS, Kernel
-from latency_models._table import LatencyTable
+from latency_models._progress import Progress
+from latency_models._table import LatencyTable, cpu_name, default_protocol, device_info
 
 __all__ = [
     "ACTIVATIONS",
@@ -20,24 +21,36 @@ __all__ = [
     "Kernel",
     "LatencyPredictor",
     "LatencyTable",
+    "Progress",
     "UnknownOperatorWarning",
+    "WorkloadModel",
+    "accuracy_metrics",
+    "cpu_name",
+    "default_protocol",
+    "device_info",
     "evaluate",
     "kernel_graph",
     "kernels_from_onnx",
+    "measure_models",
     "measure_onnx",
     "profile",
     "profile_models",
+    "spearman",
 ]
 
 _LAZY = {
     "LatencyPredictor": "latency_models._predictor",
     "UnknownOperatorWarning": "latency_models._predictor",
+    "WorkloadModel": "latency_models._profile",
+    "accuracy_metrics": "latency_models._evaluate",
     "evaluate": "latency_models._evaluate",
     "kernel_graph": "latency_models._microgen",
+    "kernels_from_onnx": "latency_models._onnx_graph",
+    "measure_models": "latency_models._profile",
     "measure_onnx": "latency_models._measure",
     "profile": "latency_models._profile",
     "profile_models": "latency_models._profile",
-    "kernels_from_onnx": "latency_models._onnx_graph",
+    "spearman": "latency_models._evaluate",
 }
 
 

@@ -1,23 +1,26 @@
-"""Command line: profile a device, time held-out models, evaluate a predictor."""
+"""Command line: ``python -m latency_models evaluate | profile | measure``.
+
+``evaluate`` needs this package alone. ``profile`` and ``measure`` with ``--space`` need the search spaces
+(sampling candidates and exporting them needs torch), which this package never imports: they are run by
+``python -m search profile`` / ``python -m search measure``, with the same flags, which this command hands
+over to in a child process.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import pathlib
+import subprocess
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 __all__ = ["main"]
 
-
-def _spaces(names: Sequence[str]) -> list[Any]:
-    import spaces  # lazily: latency_models itself never imports spaces
-
-    return [spaces.get_space(n) for n in names]
+#: Sub-commands implemented by ``python -m search`` (they sample and export the spaces' models).
+SPACE_COMMANDS = ("profile", "measure")
 
 
-def _load_predictor(path: str) -> Any:
+def _load_predictor(path: str):  # noqa: ANN202
     from latency_models._predictor import LatencyPredictor
     from latency_models._table import LatencyTable, read_json
 
@@ -25,31 +28,6 @@ def _load_predictor(path: str) -> Any:
     if isinstance(data, dict) and data.get("kind") == "karumi.LatencyPredictor":
         return LatencyPredictor.from_dict(data)
     return LatencyPredictor.fit(LatencyTable.from_dict(data))  # a table: fit on the fly
-
-
-def _cmd_profile(args: argparse.Namespace) -> int:
-    from latency_models._predictor import LatencyPredictor
-    from latency_models._profile import profile
-
-    table = profile(_spaces(args.space), device_name=args.device_name, out=args.out, threads=args.threads,
-                    budget_min=args.budget_min, description=args.description, progress=True, seed=args.seed,
-                    clock=args.clock, statistic=args.statistic)
-    pred = LatencyPredictor.fit(table)
-    pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
-    pred.save(pred_path)
-    print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
-          f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min; predictor written to {pred_path}")
-    return 0
-
-
-def _cmd_measure(args: argparse.Namespace) -> int:
-    from latency_models._profile import measure_models
-
-    table = measure_models(_spaces(args.space), n=args.n, device_name=args.device_name, out=args.out,
-                           threads=args.threads, seed=args.seed, clock=args.clock,
-                           statistic=args.statistic)
-    print(f"{args.out}: {len(table.model_rows)} whole models timed")
-    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -65,39 +43,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m latency_models", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m latency_models", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("profile", help="time kernels and whole models of the given spaces on this machine")
-    p.add_argument("--space", action="append", required=True, help="a registered space name (repeatable)")
-    p.add_argument("--device-name", required=True)
-    p.add_argument("--out", required=True, help="table JSON; continued if it exists")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--budget-min", type=float, default=10.0)
-    p.add_argument("--description", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall",
-                   help="thread_cpu: CPU time of the one ORT thread, for a machine shared with other processes")
-    p.add_argument("--statistic", choices=("median", "min"), default="median",
-                   help="statistic over the timed runs (min: least disturbed run, for a shared machine)")
-    p.set_defaults(func=_cmd_profile)
-    m = sub.add_parser("measure", help="time N random whole models per space (held-out evaluation data)")
-    m.add_argument("--space", action="append", required=True)
-    m.add_argument("--n", type=int, required=True, help="models per space")
-    m.add_argument("--out", required=True)
-    m.add_argument("--device-name", default="this-machine")
-    m.add_argument("--threads", type=int, default=1)
-    m.add_argument("--seed", type=int, default=1_000_003)
-    m.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall")
-    m.add_argument("--statistic", choices=("median", "min"), default="median")
-    m.set_defaults(func=_cmd_measure)
     e = sub.add_parser("evaluate", help="score a predictor (or a table, fitted on the fly) on measured models")
     e.add_argument("--predictor", required=True)
     e.add_argument("--measured", required=True)
     e.set_defaults(func=_cmd_evaluate)
+    for name, text in (("profile", "time kernels and whole models of the given spaces on this machine"),
+                       ("measure", "time N random whole models per space (held-out evaluation data)")):
+        sub.add_parser(name, help=f"{text} (run by 'python -m search {name}'; see its --help)", add_help=False)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SPACE_COMMANDS:
+        # The spaces live above this package: the command that can import them does the work.
+        return subprocess.call([sys.executable, "-m", "search", *argv])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -105,6 +68,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: what was measured is saved; run the same command again to continue", file=sys.stderr)
-        return 130

@@ -60,19 +60,5 @@ def evaluate(pred: Any, measured_table: LatencyTable) -> dict[str, float]:
     rows = measured_table.model_rows
     if not rows:
         raise ValueError("measured_table has no model rows to evaluate on")
-    items = [_RowItem(r) for r in rows]
-    predicted = pred.predict_many(items)
+    predicted = pred.predict_many([r.kernels for r in rows], genes=[(r.candidate or {}).get("genes") for r in rows])
     return accuracy_metrics(predicted, [r.latency_ms for r in rows])
-
-
-class _RowItem:
-    """A model row seen as a candidate: its kernels and, when recorded, its genes."""
-
-    __slots__ = ("_kernels", "genes")
-
-    def __init__(self, row: Any) -> None:
-        self._kernels = list(row.kernels)
-        self.genes = (row.candidate or {}).get("genes") if row.candidate is not None else None
-
-    def kernels(self) -> list:
-        return self._kernels

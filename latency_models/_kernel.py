@@ -56,7 +56,8 @@ class Kernel:
         groups: convolution groups, or the groups of ``split`` / ``channel_shuffle``.
         bits: one of :data:`BITS`; 32 is float32.
         activation: fused activation, one of :data:`ACTIVATIONS`.
-        padding: spatial padding on each side; ``None`` means ``kernel_size // 2``.
+        padding: spatial padding on each side; ``None`` means ``kernel_size // 2``. The default is stored as
+            ``None`` whichever way it was given, so equal kernels compare and hash equal.
     """
 
     op: str
@@ -71,6 +72,8 @@ class Kernel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.padding is not None and isinstance(self.kernel_size, int) and self.padding == self.kernel_size // 2:
+            object.__setattr__(self, "padding", None)  # the canonical form of the default padding
         if self.op not in KERNEL_OPS:
             raise ValueError(f"Kernel op={self.op!r} is not supported; allowed: {', '.join(KERNEL_OPS)}")
         want = 1 if self.op == "linear" else 3

@@ -309,10 +309,6 @@ class _Graph:
 
 
 # --------------------------------------------------------------------------------------------- the walk
-def _canonical_padding(kernel_size: int, pad: int) -> int | None:
-    return None if pad == kernel_size // 2 else pad
-
-
 def _pad(node: "onnx.NodeProto", kernel_size: int, stride: int, size: int) -> int:
     auto = _attr(node, "auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
@@ -404,7 +400,7 @@ class _Reader:
         self.kernels.append(Kernel(
             "conv", xs[1:], out_channels=ws[0], kernel_size=kh, stride=strides[0], groups=_attr(node, "group", 1),
             bits=8 if quantised else self.g.weight_bits(w), activation=activation,
-            padding=_canonical_padding(kh, pad),
+            padding=pad,
         ))
         return True
 
@@ -526,7 +522,7 @@ class _Reader:
         k = kernel[0]
         pad = _pad(node, k, strides[0], xs[2])
         op = "maxpool" if node.op_type == "MaxPool" else "avgpool"
-        self.kernels.append(Kernel(op, xs[1:], kernel_size=k, stride=strides[0], padding=_canonical_padding(k, pad)))
+        self.kernels.append(Kernel(op, xs[1:], kernel_size=k, stride=strides[0], padding=pad))
         return True
 
 

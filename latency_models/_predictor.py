@@ -115,16 +115,12 @@ def _transitions(kernels: Sequence[Kernel]) -> dict[str, float]:
     return out
 
 
-def _as_kernels(item: Any) -> list[Kernel]:
-    if isinstance(item, (list, tuple)):
-        if item and not (isinstance(item[0], Kernel) and isinstance(item[-1], Kernel)):
-            raise ValueError("a list given to predict must contain only latency_models.Kernel objects")
-        return list(item)
-    if hasattr(item, "kernels") and callable(item.kernels):
-        return list(item.kernels())
+def _kernel_list(model: Any, where: str) -> list[Kernel]:
+    if isinstance(model, (list, tuple)) and all(isinstance(k, Kernel) for k in model):
+        return list(model)
     raise ValueError(
-        f"cannot predict {type(item).__name__}: pass a candidate (with .kernels()), an ONNX path or ModelProto, "
-        "or a list of latency_models.Kernel"
+        f"cannot predict {type(model).__name__} ({where}); allowed: a list of latency_models.Kernel (e.g. "
+        "space.kernels(candidate)), an ONNX file path or an onnx.ModelProto"
     )
 
 
@@ -365,48 +361,44 @@ class LatencyPredictor:
             self.__dict__["_tr_table"] = tr
         return tr
 
-    def _gene_ms(self, item: Any) -> float:
+    def _gene_ms(self, genes: Mapping[str, Any] | None) -> float:
+        """The gene terms of a model-rows predictor (their training mean when the genes are not given)."""
         if not self.gene_ms:
             return 0.0
-        genes = getattr(item, "genes", None)
         if genes is None:
             return self.gene_mean_ms
         table = self.gene_ms
         return sum(table.get(g, 0.0) for g in _gene_features(genes))
 
-    def predict_kernels(self, kernels: Sequence[Kernel]) -> float:
-        """Milliseconds of a model made of ``kernels`` (gene terms, if any, at their training mean)."""
-        return float(self.predict_many([list(kernels)])[0])
+    def predict(self, model: "Sequence[Kernel] | str | os.PathLike[str] | Any", *,
+                genes: Mapping[str, Any] | None = None) -> float:
+        """End-to-end latency in milliseconds of one model: its kernels (``space.kernels(candidate)``), an ONNX
+        file path or an ``onnx.ModelProto``.
 
-    def predict(self, item: Any) -> float:
-        """End-to-end latency in milliseconds of a candidate, an ONNX file path, an ``onnx.ModelProto`` or
-        a list of :class:`Kernel`.
-
-        ONNX operators without a kernel (e.g. an attention block) raise an :class:`UnknownOperatorWarning`
-        naming them and are counted as 0 ms: the prediction then covers the known kernels only.
+        ``genes`` (``candidate.genes``) refine a predictor fitted on model rows that recorded their
+        candidates' genes (a per-gene-value lookup table, e.g. from a published benchmark); other predictors
+        ignore them. ONNX operators without a kernel raise an :class:`UnknownOperatorWarning` naming them and
+        count as 0 ms: the prediction then covers the known kernels only.
         """
-        return float(self.predict_many([item])[0])
+        return float(self.predict_many([model], genes=None if genes is None else [genes])[0])
 
-    def predict_many(self, items: Iterable[Any]) -> np.ndarray:
-        """Milliseconds for each item (same inputs as :meth:`predict`), as a numpy array.
+    def predict_many(self, models: Iterable[Any], *,
+                     genes: Sequence[Mapping[str, Any] | None] | None = None) -> np.ndarray:
+        """Milliseconds for each model (kernel lists, ONNX paths or ``ModelProto``, as :meth:`predict`).
 
-        Predictions are floored at :attr:`min_model_ms`, :data:`MIN_MODEL_FRACTION` of the fastest whole
-        model in the fitted table, so that a model smaller than every measured one is never predicted at
-        or below 0 ms by an extrapolating intercept.
+        ``genes``: one mapping (or None) per model. Predictions are floored at :attr:`min_model_ms`,
+        :data:`MIN_MODEL_FRACTION` of the fastest whole model in the fitted table, so that a model smaller
+        than every measured one is never predicted at or below 0 ms by an extrapolating intercept.
         """
         lists = []
-        extra = []
-        no_genes = self.gene_mean_ms if self.gene_ms else 0.0
-        for item in items:
-            if isinstance(item, (str, os.PathLike)) or type(item).__name__ == "ModelProto":
-                lists.append(self._onnx_kernels(item))
-                extra.append(no_genes)
-            elif isinstance(item, (list, tuple)):
-                lists.append(_as_kernels(item))
-                extra.append(no_genes)
+        for i, model in enumerate(models):
+            if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "ModelProto":
+                lists.append(self._onnx_kernels(model))
             else:
-                lists.append(_as_kernels(item))
-                extra.append(self._gene_ms(item))
+                lists.append(_kernel_list(model, f"models[{i}]"))
+        if genes is not None and len(genes) != len(lists):
+            raise ValueError(f"genes has {len(genes)} entries for {len(lists)} models; allowed: one per model")
+        extra = [self._gene_ms(None if genes is None else genes[i]) for i in range(len(lists))]
         flat = [k for ks in lists for k in ks]
         recs = self._records(flat)
         out = np.empty(len(lists))

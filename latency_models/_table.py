@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from latency_models._kernel import Kernel
 
-__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "default_protocol", "device_info", "read_json"]
+__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "cpu_name", "default_protocol", "device_info", "read_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def default_protocol(*, warmup: int = 10, runs: int = 50, clock: str = "wall", s
     }
 
 
-def _cpu_model() -> str:
+def cpu_name() -> str:
+    """The CPU's model name as the OS reports it (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -74,7 +75,7 @@ def device_info(*, name: str, description: str = "", threads: int = 1, runtime: 
         "runtime_version": str(runtime_version),
         "execution_provider": execution_provider,
         "threads": int(threads),
-        "cpu_model": cpu_model if cpu_model is not None else _cpu_model(),
+        "cpu_model": cpu_model if cpu_model is not None else cpu_name(),
         "platform": f"{platform.system()} {platform.machine()}",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
@@ -185,21 +186,24 @@ class LatencyTable:
         return row
 
     @classmethod
-    def from_measurements(cls, *, device: str | Mapping[str, Any], candidates: Sequence[Any],
-                          latencies_ms: Sequence[float], description: str = "",
-                          protocol: Mapping[str, Any] | None = None, source: str = "") -> "LatencyTable":
+    def from_measurements(cls, *, device: str | Mapping[str, Any], kernels: Sequence[Sequence[Kernel]],
+                          latencies_ms: Sequence[float], candidates: Sequence[Mapping[str, Any] | None] | None = None,
+                          description: str = "", protocol: Mapping[str, Any] | None = None,
+                          source: str = "") -> "LatencyTable":
         """A table of model rows from end-to-end latencies measured elsewhere (e.g. a published benchmark).
 
         Args:
             device: the device name, or a full metadata mapping.
-            candidates: objects with a ``.kernels()`` method (``spaces.Candidate``) or lists of ``Kernel``.
-            latencies_ms: one end-to-end latency per candidate, in milliseconds.
+            kernels: each model's kernels (``space.kernels(candidate)``).
+            latencies_ms: one end-to-end latency per model, in milliseconds.
+            candidates: optionally each model's candidate as a JSON dict (``candidate.to_dict()``): its genes
+                let a predictor learn per-gene-value corrections.
             protocol: how the numbers were measured, if known (recorded as given).
         """
-        if len(candidates) != len(latencies_ms):
-            raise ValueError(
-                f"candidates ({len(candidates)}) and latencies_ms ({len(latencies_ms)}) must have the same length"
-            )
+        if len(kernels) != len(latencies_ms):
+            raise ValueError(f"kernels ({len(kernels)}) and latencies_ms ({len(latencies_ms)}) must have the same length")
+        if candidates is not None and len(candidates) != len(kernels):
+            raise ValueError(f"candidates ({len(candidates)}) must have one entry per model ({len(kernels)})")
         if isinstance(device, str):
             meta = {"name": device, "description": description or "latencies measured elsewhere",
                     "runtime": "unknown", "runtime_version": "unknown", "execution_provider": "unknown",
@@ -209,17 +213,11 @@ class LatencyTable:
             meta = dict(device)
         proto = dict(protocol) if protocol is not None else {"statistic": "as published", "source": source or "external"}
         table = cls(device=meta, protocol=proto)
-        for i, (cand, ms) in enumerate(zip(candidates, latencies_ms)):
-            if hasattr(cand, "kernels") and callable(cand.kernels):
-                kernels = cand.kernels()
-                cand_dict = cand.to_dict() if hasattr(cand, "to_dict") else None
-            elif isinstance(cand, (list, tuple)):
-                kernels, cand_dict = list(cand), None
-            else:
-                raise ValueError(
-                    f"candidates[{i}]={cand!r} must have a .kernels() method or be a list of latency_models.Kernel"
-                )
-            table.add_model(kernels, ms, candidate=cand_dict, source=source)
+        for i, (ks, ms) in enumerate(zip(kernels, latencies_ms)):
+            cand = None if candidates is None else candidates[i]
+            if cand is not None and not isinstance(cand, Mapping):
+                raise ValueError(f"candidates[{i}]={cand!r} must be a JSON dict (candidate.to_dict()) or None")
+            table.add_model(ks, ms, candidate=cand, source=source)
         return table
 
     # ----------------------------------------------------------------- combining

@@ -1,22 +1,63 @@
-"""The job: search compressed models under a latency budget measured on a device."""
+"""The job: search compressed models under a latency budget measured on a device.
+
+``search.run(budget_ms=..., ...)`` (or ``python -m search``) runs everything; the pieces it is made of are
+public too, so that experiments and other drivers measure exactly what the search does: the data sets,
+the teacher, the device, the distillation proxy, the per-trial objective and the study driver.
+"""
 
 from __future__ import annotations
 
-from search._distill import distill_train, hint_loss, kd_loss
+from search._data import DATASETS, DataSet, Split, load_data
+from search._device import Device, fastest_candidate, resolve_device
+from search._distill import distill_train, hint_loss, kd_loss, recalibrate_batchnorm
 from search._errors import InputError
-from search._objective import SearchContext, TrialResult, evaluate_candidate
+from search._objective import OBJECTIVES, SearchContext, TrialResult, evaluate_candidate, predict_latency
+from search._options import SearchOptions, command_line
+from search._pareto import ParetoEntry, ParetoFront, pareto_front, select_measured
+from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models
 from search._proxy import ProxyEvaluator
-from search._run import SearchResult, run
+from search._report import SearchResult
+from search._run import TIGHT_BUDGET, run
+from search._study import make_sampler, run_study
+from search._teacher import Teacher, load_teacher
+from search._train import accuracy, top1_accuracy
 
 __all__: list[str] = [
+    "DATASETS",
+    "OBJECTIVES",
+    "TIGHT_BUDGET",
+    "DataSet",
+    "Device",
     "InputError",
+    "ParetoEntry",
+    "ParetoFront",
     "ProxyEvaluator",
     "SearchContext",
+    "SearchOptions",
     "SearchResult",
+    "Split",
+    "Teacher",
     "TrialResult",
+    "accuracy",
+    "command_line",
     "distill_train",
     "evaluate_candidate",
+    "fastest_candidate",
     "hint_loss",
     "kd_loss",
+    "kernel_pool",
+    "load_data",
+    "load_teacher",
+    "make_sampler",
+    "measure_spaces",
+    "pareto_front",
+    "predict_latency",
+    "profile_spaces",
+    "recalibrate_batchnorm",
+    "resolve_device",
     "run",
+    "run_study",
+    "select_measured",
+    "space_models",
+    "top1_accuracy",
 ]

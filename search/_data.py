@@ -19,7 +19,12 @@ import logging
 import pathlib
 from typing import TYPE_CHECKING
 
+from search._cache import cache_dir
 from search._errors import InputError
+from search._synthetic import CLASSES as SHAPES_CLASSES
+from search._synthetic import SIZE as SHAPES_SIZE
+from search._synthetic import SPLITS as SHAPES_SPLITS
+from search._synthetic import make_shapes
 
 if TYPE_CHECKING:
     import torch
@@ -103,9 +108,7 @@ def load_data(spec: str, *, data_dir: str | pathlib.Path | None = None, download
     if spec == "digits":
         return _digits(seed)
     if spec == "shapes":  # procedural coloured shapes, generated offline (search/_synthetic.py)
-        from search._synthetic import load_shapes
-
-        return load_shapes(seed)
+        return _shapes(seed)
     if spec.startswith("imagefolder:"):
         return _imagefolder(pathlib.Path(spec.split(":", 1)[1]).expanduser(), seed)
     return _torchvision(spec, data_dir, download, seed)
@@ -179,6 +182,17 @@ def _digits(seed: int) -> DataSet:
     )
 
 
+def _shapes(seed: int, splits: tuple[int, int, int] = SHAPES_SPLITS) -> DataSet:
+    """The ``shapes`` data set: train, validation and test generated from disjoint seeds derived from ``seed``."""
+    import torch
+
+    n_train, n_val, n_test = splits
+    parts = [make_shapes(n, seed=1000 * seed + k) for k, n in enumerate((n_train, n_val, n_test))]
+    (xt, yt), (xv, yv), (xs, ys) = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in parts]
+    return _from_arrays("shapes", f"shapes-v1-{n_train}-{n_val}-{n_test}-s{seed}", xt, yt, xs, ys, len(SHAPES_CLASSES),
+                        seed, x_val=xv, y_val=yv, size=SHAPES_SIZE)
+
+
 _TORCHVISION = {
     "cifar10": ("CIFAR10", 10),
     "cifar100": ("CIFAR100", 100),
@@ -190,8 +204,6 @@ _TORCHVISION = {
 def _torchvision(name: str, data_dir: str | pathlib.Path | None, download: bool, seed: int) -> DataSet:
     import torch
     import torchvision
-
-    from search._cache import cache_dir
 
     root = pathlib.Path(data_dir).expanduser() if data_dir is not None else cache_dir() / "data"
     if data_dir is not None and not download and not root.is_dir():

@@ -15,16 +15,17 @@ import json
 import logging
 import math
 import pathlib
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from latency_models import LatencyPredictor, LatencyTable, cpu_name, kernels_from_onnx, profile_models
+from search._cache import cache_dir
 from search._errors import InputError
-from search._objective import BoundCandidate
+from search._objective import predict_latency
+from search._profiling import profile_spaces
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from latency_models import LatencyPredictor, LatencyTable
     from spaces import Candidate, SearchSpace
 
 __all__ = ["DEFAULT_PROFILE_MIN", "Device", "add_models", "fastest_candidate", "resolve_device"]
@@ -65,30 +66,15 @@ def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
     import onnxruntime
 
     options = {k: v for k, v in space.options.items() if isinstance(v, (int, float, str, bool))}
-    extra = getattr(space, "fingerprint", None)
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_name(),
         "platform": f"{platform.system()} {platform.machine()}",
         "runtime": "onnxruntime",
         "runtime_version": onnxruntime.__version__,
         "threads": int(threads),
         "space": space.name,
         "options": options,
-        "space_fingerprint": extra() if callable(extra) else None,
     }
-
-
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith(("model name", "hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def check_device_spec(spec: str) -> None:
@@ -102,17 +88,19 @@ def check_device_spec(spec: str) -> None:
 
 
 def resolve_device(spec: str, space: "SearchSpace", *, threads: int = 1, profile_min: float = DEFAULT_PROFILE_MIN,
-                   cache: pathlib.Path | None = None, progress: bool = False) -> Device:
+                   cache: pathlib.Path | None = None,
+                   on_progress: Callable[[float, float, str], None] | None = None) -> Device:
     """The :class:`Device` named by ``spec`` (``"local"`` or a path) for ``space``.
+
+    ``on_progress(seconds, budget_seconds, message)`` follows a first-use profile of this machine.
 
     Raises:
         InputError: a missing, corrupt or mismatched table or predictor.
     """
     check_device_spec(spec)
     if spec == "local":
-        from search._cache import cache_dir
-
-        return _local(space, threads=threads, profile_min=profile_min, cache=cache or cache_dir(), progress=progress)
+        return _local(space, threads=threads, profile_min=profile_min, cache=cache or cache_dir(),
+                      on_progress=on_progress)
     path = pathlib.Path(spec).expanduser()
     predictor, table = _read(path)
     check_match(predictor, table, space, where=f"--device {spec}")
@@ -124,8 +112,6 @@ def resolve_device(spec: str, space: "SearchSpace", *, threads: int = 1, profile
 
 def _read(path: pathlib.Path) -> tuple["LatencyPredictor", "LatencyTable | None"]:
     """A predictor and the table it came from (None when the file is a saved predictor)."""
-    from latency_models import LatencyPredictor, LatencyTable
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -183,9 +169,7 @@ def check_match(predictor: "LatencyPredictor", table: "LatencyTable | None", spa
         if theirs and not ours & theirs:
             raise InputError(f"{where} was fitted on candidates with genes {', '.join(sorted(theirs))}, not those "
                              f"of the chosen --space {space.name} ({', '.join(sorted(ours)) or 'none'})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        preds = predictor.predict_many([BoundCandidate(c, space) for c in probes])
+    preds = predict_latency(predictor, space, probes)
     bad = [float(p) for p in preds if not (math.isfinite(float(p)) and float(p) > 0)]
     if bad:
         raise InputError(f"{where} predicts {bad[0]!r} ms for {space.name} candidates: it does not describe this "
@@ -193,9 +177,7 @@ def check_match(predictor: "LatencyPredictor", table: "LatencyTable | None", spa
 
 
 def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pathlib.Path,
-           progress: bool) -> Device:
-    from latency_models import LatencyPredictor, LatencyTable, profile
-
+           on_progress: Callable[[float, float, str], None] | None) -> Device:
     fp = fingerprint(space, threads=threads)
     digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache / "devices" / f"{space.name}-{digest}"
@@ -210,10 +192,8 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fingerprint.json").write_text(json.dumps(fp, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     logger.info("profiling this machine for the %s space (%.1f min budget) into %s", space.name, profile_min, table_path)
-    table = profile([space], device_name="local", out=table_path, threads=threads, budget_min=profile_min,
-                    progress=progress)
-    if not isinstance(table, LatencyTable):
-        table = LatencyTable.load(table_path)
+    table = profile_spaces([space], device_name="local", out=table_path, threads=threads, budget_min=profile_min,
+                           on_progress=on_progress)
     if not table.kernel_rows and not table.model_rows:  # run again to continue it with a larger budget
         raise InputError(f"--profile-min {profile_min:g}: the profile of this machine for the {space.name} space "
                          f"measured nothing in that time (a busy machine?); give it more minutes")
@@ -227,14 +207,13 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
 
 def model_name(path: pathlib.Path, prefix: str) -> str:
     """``prefix:<hash of the model's kernels>``: the same architecture gets the same name (weights do not count)."""
-    from latency_models import kernels_from_onnx
-
     kernels, _ = kernels_from_onnx(str(path))
     text = json.dumps([k.to_dict() for k in kernels], sort_keys=True)
     return f"{prefix}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def add_models(device: Device, models: list[pathlib.Path], *, names: list[str], progress: bool = False) -> Device:
+def add_models(device: Device, models: list[pathlib.Path], *, names: list[str],
+               on_progress: Callable[[float, float, str], None] | None = None) -> Device:
     """The local device with ``models`` (outside the space, such as the teacher) timed into its cached table.
 
     The space's profile only holds the space's kernels, so a teacher made of other layers would be predicted
@@ -242,8 +221,6 @@ def add_models(device: Device, models: list[pathlib.Path], *, names: list[str], 
     whole model are timed once, the predictor is fitted again and cached; later runs find them in the
     table and pay nothing. Not local, or a model with operators that map to no kernel: the device unchanged.
     """
-    from latency_models import LatencyPredictor, LatencyTable, profile_models
-
     if not device.local or device.source is None:
         return device
     table_path = device.source.with_name("table.json")
@@ -251,7 +228,7 @@ def add_models(device: Device, models: list[pathlib.Path], *, names: list[str], 
         return device
     before = len(LatencyTable.load(table_path).model_rows)
     try:
-        table = profile_models(models, out=table_path, names=names, progress=progress)
+        table = profile_models(models, out=table_path, names=names, on_progress=on_progress)
     except ValueError as exc:
         logger.warning("%s not added to the latency profile: %s", ", ".join(names), exc)
         return device

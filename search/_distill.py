@@ -6,10 +6,12 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from spaces.compress import act_quantizers, calibrate, prepare_qat, quantized_layers
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["distill_train", "hint_loss", "kd_loss"]
+__all__ = ["as_xy", "distill_train", "hint_loss", "kd_loss", "recalibrate_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,16 +96,13 @@ def distill_train(model: "torch.nn.Module", module_bits: Mapping[str, int], trai
     schedule, gradients clipped to norm 5; the loss is :func:`kd_loss`. A diverging run (non-finite loss)
     stops early and returns the model as it was before the failing step. After training, BatchNorm
     running statistics are recomputed on the training inputs (:func:`recalibrate_batchnorm`). Deterministic for a given ``seed`` on a given machine (single
-    thread by default). A model already prepared by ``spaces.prepare_qat`` is trained as it is (a copy).
-    The returned model is a ``spaces.prepare_qat`` model: pass it with the same ``module_bits`` to
-    ``spaces.export_onnx_quantized``.
+    thread by default). A model already prepared by ``spaces.compress.prepare_qat`` is trained as it is (a copy).
+    The returned model is a ``spaces.compress.prepare_qat`` model: pass it with the same ``module_bits`` to
+    ``spaces.compress.export_onnx_quantized``.
     """
     import copy
 
     import torch
-
-    from spaces import prepare_qat
-    from spaces._quant import act_quantizers, quantized_layers
 
     x, y = as_xy(train, "train")
     if epochs < 0:
@@ -170,22 +169,6 @@ def recalibrate_batchnorm(model: "torch.nn.Module", x: "torch.Tensor", *, batch_
 
 def _settle(student: "torch.nn.Module", x: "torch.Tensor", batch_size: int) -> "torch.nn.Module":
     """No training: observe activation ranges on the training inputs (post-training quantisation)."""
-    from spaces import calibrate
-    from spaces._quant import act_quantizers
-
     if act_quantizers(student) and not all(bool(q.initialised) for q in act_quantizers(student)):
         calibrate(student, [x[i:i + batch_size] for i in range(0, min(len(x), 8 * batch_size), batch_size)])
     return student.eval()
-
-
-def evaluate(model: "torch.nn.Module", data: Any, *, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on ``data`` = ``(inputs, targets)``, a fraction in [0, 1]."""
-    import torch
-
-    x, y = as_xy(data, "data")
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            correct += int((model(x[i:i + batch_size]).argmax(dim=1) == y[i:i + batch_size]).sum())
-    return correct / max(1, len(x))

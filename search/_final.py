@@ -1,6 +1,6 @@
 """The selected candidate made deployable: final distillation fine-tune, test evaluation, ONNX export.
 
-Writes ``best/model.onnx`` (quantised as the candidate says, through ``spaces.export_onnx_quantized``),
+Writes ``best/model.onnx`` (quantised as the candidate says, through ``space.onnx``),
 ``best/model_fp32.onnx`` (the same trained weights, float32), ``best/model_state.pt`` (the float state dict
 of ``space.build(candidate)``, load it with ``weights_only=True``) and ``best/candidate.json``. The ONNX
 model's accuracy on the test split is computed with ONNX Runtime, and on a local device its latency is
@@ -15,6 +15,10 @@ import logging
 import pathlib
 import time
 from typing import TYPE_CHECKING, Any
+
+from latency_models import measure_onnx
+from search._proxy import ProxyEvaluator
+from search._train import accuracy, top1_accuracy
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,10 +89,7 @@ def onnx_logits(path: str | pathlib.Path, x: "torch.Tensor | np.ndarray", *, bat
 
 def onnx_accuracy(path: str | pathlib.Path, split: "Split") -> float:
     """Top-1 accuracy of the ONNX model at ``path`` on ``split`` in ONNX Runtime, a fraction."""
-    import numpy as np
-
-    logits = onnx_logits(path, split.x)
-    return float(np.mean(logits.argmax(axis=1) == split.y.numpy()))
+    return top1_accuracy(onnx_logits(path, split.x), split.y)
 
 
 def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", teacher: "torch.nn.Module",
@@ -109,9 +110,6 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
     """
     import torch
 
-    from search._proxy import ProxyEvaluator
-    from spaces import export_onnx, export_onnx_quantized
-
     start = time.perf_counter()
     best = pathlib.Path(out_dir) / "best"
     best.mkdir(parents=True, exist_ok=True)
@@ -120,9 +118,7 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
     tuner = ProxyEvaluator(data.train, data.val, teacher, epochs=epochs, seed=seed, threads=threads, **opts)
     trained = tuner.fine_tune(space.build(candidate), bits, epochs=epochs)
 
-    from search._distill import evaluate
-
-    test_acc = float(evaluate(trained, data.test))
+    test_acc = accuracy(trained, data.test)
     files = {
         "onnx": str(best / "model.onnx"),
         "onnx_fp32": str(best / "model_fp32.onnx"),
@@ -130,7 +126,7 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
         "candidate": str(best / "candidate.json"),
     }
     calib = [data.train.x[i:i + 64] for i in range(0, min(len(data.train), 512), 64)]
-    export_onnx_quantized(trained, bits, space.input_shape, files["onnx"], calibration=calib)
+    space.onnx(candidate, model=trained, calibration=calib, path=files["onnx"])
 
     # the float model: the trained weights (parameter names are kept by prepare_qat) in a fresh build
     fp32 = space.build(candidate)
@@ -142,7 +138,8 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
         logger.warning("float export: %d tensors not found in the fine-tuned model (e.g. %s)", len(missing), missing[0])
     fp32.load_state_dict(shared, strict=False)
     fp32.eval()
-    export_onnx(fp32, space.input_shape, files["onnx_fp32"])
+    float_candidate = dataclasses.replace(candidate, bits=(32,) * len(candidate.bits))
+    space.onnx(float_candidate, model=fp32, path=files["onnx_fp32"])
     torch.save(fp32.state_dict(), files["state_dict"])
     pathlib.Path(files["candidate"]).write_text(candidate.to_json(indent=2) + "\n", encoding="utf-8")
 
@@ -150,8 +147,6 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
     fp32_acc = onnx_accuracy(files["onnx_fp32"], data.test)
     measured = measured_fp32 = None
     if measure:
-        from latency_models import measure_onnx
-
         measured = float(measure_onnx(files["onnx"], threads=threads))
         measured_fp32 = float(measure_onnx(files["onnx_fp32"], threads=threads))
     result = FinalModel(

@@ -12,34 +12,42 @@ import dataclasses
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from latency_models import UnknownOperatorWarning
 
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
     import torch
 
+    from latency_models import LatencyPredictor
     from spaces import Candidate, SearchSpace
 
 __all__ = [
     "OBJECTIVES",
-    "BoundCandidate",
     "BudgetConstraint",
-    "LatencyModel",
     "SearchContext",
     "TrialResult",
     "evaluate_candidate",
+    "predict_latency",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: The study's objectives, in order, with their directions.
+#: The study's objectives, in order, with their directions: the one definition the study, the Ray
+#: sweep and the Pareto front read.
 OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"), ("size_bytes", "minimize"))
 
 
-class LatencyModel(Protocol):
-    """Anything that predicts milliseconds from a list of kernels (``latency_models.LatencyPredictor``)."""
-
-    def predict(self, item: Any) -> float: ...
+def predict_latency(predictor: "LatencyPredictor", space: "SearchSpace",
+                    candidates: Sequence["Candidate"]) -> "np.ndarray":
+    """Predicted milliseconds of ``candidates`` of ``space``: their kernels (and genes) through the predictor."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownOperatorWarning)
+        return predictor.predict_many([space.kernels(c) for c in candidates],
+                                      genes=[c.genes for c in candidates])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +85,14 @@ class SearchContext:
 
     Attributes:
         space: the search space the candidates come from.
-        predictor: predicts milliseconds of a :class:`BoundCandidate` (``latency_models.LatencyPredictor``).
+        predictor: the device's ``latency_models.LatencyPredictor``.
         budget_ms: the latency budget, milliseconds.
         evaluator: ``evaluator(model, module_bits) -> accuracy``, the distillation proxy (teacher logits
             computed once, inside it).
     """
 
     space: "SearchSpace"
-    predictor: LatencyModel
+    predictor: "LatencyPredictor"
     budget_ms: float
     evaluator: Callable[["torch.nn.Module", Mapping[str, int]], float]
 
@@ -97,7 +105,7 @@ def evaluate_candidate(candidate: "Candidate", *, context: SearchContext) -> Tri
     """Predict the latency of ``candidate``; train and score it with the proxy only if it meets the budget."""
     start = time.perf_counter()
     space = context.space
-    latency_ms = float(context.predictor.predict(BoundCandidate(candidate, space)))
+    latency_ms = float(predict_latency(context.predictor, space, [candidate])[0])
     size_bytes = int(space.stats(candidate).size_bytes)
     if latency_ms > context.budget_ms:
         logger.debug("candidate over budget (%.3f ms > %.3f ms): not trained", latency_ms, context.budget_ms)
@@ -105,20 +113,6 @@ def evaluate_candidate(candidate: "Candidate", *, context: SearchContext) -> Tri
     model = space.build(candidate)
     acc = float(context.evaluator(model, space.module_bits(candidate)))
     return TrialResult(acc, latency_ms, size_bytes, True, True, time.perf_counter() - start)
-
-
-class BoundCandidate:
-    """A candidate whose kernels come from a given space instance (spaces with options that are not JSON,
-    such as the ``prune`` space's teacher, cannot be rebuilt from the candidate alone).
-    ``LatencyPredictor.predict`` reads its ``.kernels()`` and ``.genes``."""
-
-    def __init__(self, candidate: "Candidate", space: "SearchSpace") -> None:
-        self.candidate = candidate
-        self.space = space
-        self.genes = candidate.genes
-
-    def kernels(self) -> list[Any]:
-        return list(self.space.kernels(self.candidate))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,8 @@ import logging
 import pathlib
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from search._objective import OBJECTIVES
+
 if TYPE_CHECKING:
     import optuna
 
@@ -81,7 +83,7 @@ class ParetoFront:
         return {
             "format_version": FORMAT_VERSION,
             "budget_ms": self.budget_ms,
-            "objectives": {"accuracy": "maximize", "latency_ms": "minimize", "size_bytes": "minimize"},
+            "objectives": dict(OBJECTIVES),
             "n_trials": self.n_trials,
             "n_feasible": self.n_feasible,
             "pareto": [e.to_dict() for e in self.entries],
@@ -104,11 +106,14 @@ def _entry(trial: "optuna.trial.FrozenTrial") -> ParetoEntry:
     )
 
 
+#: +1 for an objective to maximise, -1 for one to minimise, in :data:`OBJECTIVES` order.
+_SIGNS = tuple(1.0 if direction == "maximize" else -1.0 for _, direction in OBJECTIVES)
+
+
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``a`` dominates ``b`` with objectives (maximise, minimise, minimise)."""
-    ge = a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2]
-    gt = a[0] > b[0] or a[1] < b[1] or a[2] < b[2]
-    return ge and gt
+    """``a`` dominates ``b`` under :data:`OBJECTIVES`: no worse in every objective, better in one."""
+    diffs = [s * (x - y) for s, x, y in zip(_SIGNS, a, b)]
+    return all(d >= 0 for d in diffs) and any(d > 0 for d in diffs)
 
 
 def pareto_front(trials: Sequence["optuna.trial.FrozenTrial"], *, budget_ms: float,

@@ -6,7 +6,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
-from search._distill import as_xy, distill_train, evaluate
+from search._distill import as_xy, distill_train
+from search._train import accuracy
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +60,7 @@ class ProxyEvaluator:
     def __call__(self, model: "torch.nn.Module", module_bits: Mapping[str, int]) -> float:
         start = time.perf_counter()
         trained = self.fine_tune(model, module_bits)
-        acc = evaluate(trained, self.val)
+        acc = accuracy(trained, self.val)
         self.last_seconds = time.perf_counter() - start
         logger.debug("proxy accuracy %.4f in %.2f s", acc, self.last_seconds)
         return acc

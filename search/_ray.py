@@ -37,6 +37,8 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils import flatten_dict
 
 from search._errors import InputError
+from search._objective import OBJECTIVES, evaluate_candidate
+from search._study import RUN_ATTR, StudyOutcome, fail_stale_trials, owned_trials
 from spaces import Candidate
 
 if TYPE_CHECKING:
@@ -46,9 +48,9 @@ __all__ = ["EXPERIMENT", "METRICS", "MODES", "RaySweep", "RayTrial", "ray_experi
 
 logger = logging.getLogger(__name__)
 
-#: The objectives, in the order of the Optuna study's directions, and their Ray Tune modes.
-METRICS = ("accuracy", "latency_ms", "size_bytes")
-MODES = ("max", "min", "min")
+#: The objectives (:data:`search._objective.OBJECTIVES`) as Ray Tune metric names and modes.
+METRICS = tuple(name for name, _ in OBJECTIVES)
+MODES = tuple("max" if direction == "maximize" else "min" for _, direction in OBJECTIVES)
 #: Name of the Ray Tune experiment folder under ``<out>/ray``.
 EXPERIMENT = "sweep"
 #: Config key carrying the Optuna trial number from the driver to the trial.
@@ -389,9 +391,6 @@ def run_ray_study(study: optuna.Study, *, space: "SearchSpace", context: Any, ru
         A :class:`search._study.StudyOutcome`.
     """
     from optuna.trial import TrialState
-
-    from search._objective import evaluate_candidate
-    from search._study import RUN_ATTR, StudyOutcome, fail_stale_trials, owned_trials
 
     start = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as run_study: no line per trial

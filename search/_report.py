@@ -2,49 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
-import shlex
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any
 
-if TYPE_CHECKING:
-    from search._run import SearchResult
+from search._final import FinalModel
+from search._options import command_line
+from search._pareto import ParetoEntry, ParetoFront
 
-__all__ = ["command_line", "summary", "write_report"]
+__all__ = ["SearchResult", "summary", "write_report"]
 
 logger = logging.getLogger(__name__)
 
-#: Options written on the reproducing command line, with their flags (the defaults are left out).
-_FLAGS = ("budget_ms", "space", "data", "data_dir", "download", "teacher", "device", "trials", "timeout_min",
-          "sampler", "seed", "storage", "study_name", "final_epochs", "search", "proxy_epochs",
-          "proxy_samples", "profile_min", "teacher_epochs", "ray_address", "workers")
 
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`search.run` hands back (and the report shows).
 
-def command_line(config: Mapping[str, Any]) -> str:
-    """The ``python -m search ...`` command that reproduces a run with these options."""
-    from search._run import DEFAULTS
+    Attributes:
+        out_dir: the run folder.
+        pareto: the Pareto front (also in ``out_dir/pareto.json``).
+        selected: the most accurate feasible front entry (None when no trial met the budget).
+        final: the fine-tuned, exported selected model (None when interrupted or nothing was feasible).
+        teacher: the teacher's entry (validation accuracy, predicted and measured latency, size).
+        teacher_test_accuracy: the teacher's accuracy on the test split.
+        interrupted: the study was stopped by Ctrl-C (results so far were written).
+        trials_finished: completed trials of this run (all sessions, with ``--resume``).
+        seconds: wall time of this call.
+        config: the options of the run (``SearchOptions.to_dict()``).
+    """
 
-    parts = ["python", "-m", "search"]
-    for key in _FLAGS:
-        value = config.get(key)
-        default = DEFAULTS.get(key)
-        if isinstance(value, (list, tuple)):
-            if tuple(value) == tuple(default or ()):
-                continue
-            value = ",".join(map(str, value))
-        elif value == default or value is None:
-            continue
-        if key == "storage" and isinstance(value, str) and value.startswith("sqlite:///") and \
-                value.endswith("/study.db"):
-            continue  # the default: a SQLite file in the output folder
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            if value:
-                parts.append(flag)
-            continue
-        parts += [flag, shlex.quote(f"{value:g}" if isinstance(value, float) else str(value))]
-    return " ".join(parts)
-
+    out_dir: pathlib.Path
+    pareto: ParetoFront
+    selected: ParetoEntry | None
+    final: FinalModel | None
+    teacher: ParetoEntry
+    teacher_test_accuracy: float
+    interrupted: bool
+    trials_finished: int
+    seconds: float
+    config: dict[str, Any]
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
@@ -64,7 +62,7 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}x"
 
 
-def _comparison(result: "SearchResult") -> list[tuple[str, str, str]]:
+def _comparison(result: SearchResult) -> list[tuple[str, str, str]]:
     t, f, s = result.teacher, result.final, result.selected
     rows = [
         ("test accuracy", _pct(result.teacher_test_accuracy), _pct(f.test_accuracy if f else None)),
@@ -81,7 +79,7 @@ def _comparison(result: "SearchResult") -> list[tuple[str, str, str]]:
     return rows
 
 
-def summary(result: "SearchResult") -> str:
+def summary(result: SearchResult) -> str:
     """The one-screen summary the command line prints."""
     cfg = result.config
     lines = [
@@ -111,7 +109,7 @@ def summary(result: "SearchResult") -> str:
     return "\n".join(lines)
 
 
-def write_report(result: "SearchResult", *, device: str) -> pathlib.Path:
+def write_report(result: SearchResult, *, device: str) -> pathlib.Path:
     """Write ``report.md`` in the run folder; returns its path."""
     cfg = result.config
     lines = [

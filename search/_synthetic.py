@@ -10,14 +10,9 @@ numpy from a seed: the same seed gives the same images on every machine; nothing
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from search._data import DataSet
-
-__all__ = ["CLASSES", "SIZE", "SPLITS", "load_shapes", "make_shapes"]
+__all__ = ["CLASSES", "SIZE", "SPLITS", "make_shapes"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +88,3 @@ def make_shapes(n: int, *, seed: int, size: int = SIZE, noise: float = NOISE) ->
         images[i] = cover[None] * fg[:, None, None] + (1.0 - cover[None]) * bg
     images += rng.normal(0.0, noise, size=images.shape).astype(np.float32)
     return images, labels
-
-
-def load_shapes(seed: int = 0, *, splits: tuple[int, int, int] = SPLITS) -> "DataSet":
-    """The ``shapes`` data set: train, validation and test generated from disjoint seeds derived from ``seed``."""
-    import torch
-
-    from search._data import _from_arrays
-
-    n_train, n_val, n_test = splits
-    parts = [make_shapes(n, seed=1000 * seed + k) for k, n in enumerate((n_train, n_val, n_test))]
-    (xt, yt), (xv, yv), (xs, ys) = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in parts]
-    return _from_arrays("shapes", f"shapes-v1-{n_train}-{n_val}-{n_test}-s{seed}", xt, yt, xs, ys, len(CLASSES), seed,
-                        x_val=xv, y_val=yv, size=SIZE)

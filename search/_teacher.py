@@ -1,8 +1,8 @@
 """The teacher: the built-in CNN (trained on first use, cached) or a model the user brings.
 
-``builtin``: a plain VGG-style CNN (conv-BN-ReLU blocks, max pooling, global pooling, linear head) trained
-on the data set's training split the first time it is asked for, then cached under
-``$KARUMI_CACHE/teachers/`` (``~/.cache/karumi`` by default) as a state dict loaded with
+``builtin``: ``spaces.builtin_teacher``, a plain VGG-style CNN (conv-BN-ReLU blocks, max pooling, global
+pooling, linear head), trained on the data set's training split the first time it is asked for, then
+cached under ``$KARUMI_CACHE/teachers/`` (``~/.cache/karumi`` by default) as a state dict loaded with
 ``weights_only=True``. Otherwise a path: a TorchScript file, a ``torch.export`` program (``.pt2``), or
 ``torchvision:NAME=STATE_DICT`` (a torchvision architecture with the user's weights).
 """
@@ -17,23 +17,25 @@ import pathlib
 import time
 from typing import TYPE_CHECKING, Callable
 
+from search._cache import cache_dir
 from search._errors import InputError
+from search._train import accuracy, train_classifier
+from spaces import builtin_teacher
 
 if TYPE_CHECKING:
     import torch
 
     from search._data import DataSet
 
-__all__ = ["BUILTIN_EPOCHS", "Teacher", "builtin_cnn", "check_teacher_spec", "load_teacher"]
+__all__ = ["BUILTIN_EPOCHS", "Teacher", "check_teacher_spec", "load_teacher"]
 
 logger = logging.getLogger(__name__)
 
-#: Version of the built-in teacher's architecture and recipe (part of its cache key).
-BUILTIN_VERSION = 1
+#: Version of the built-in teacher's architecture and recipe (part of its cache key); 2: its module names
+#: (``conv1`` ... ``classifier``) are those of ``spaces.builtin_teacher``.
+BUILTIN_VERSION = 2
 #: Epochs the built-in teacher trains for on first use.
 BUILTIN_EPOCHS = 12
-#: Channels of the built-in teacher's first stage (doubled at each of the two poolings).
-BUILTIN_WIDTH = 48
 
 
 @dataclasses.dataclass
@@ -55,22 +57,6 @@ class Teacher:
     test_accuracy: float
     trained_now: bool = False
     seconds: float = 0.0
-
-
-def builtin_cnn(*, in_channels: int, num_classes: int, width: int = BUILTIN_WIDTH) -> "torch.nn.Module":
-    """The built-in teacher's architecture: three stages of two conv-BN-ReLU blocks, then a linear head."""
-    from torch import nn
-
-    layers: list[nn.Module] = []
-    cin = in_channels
-    for stage, cout in enumerate((width, 2 * width, 4 * width)):
-        if stage:
-            layers.append(nn.MaxPool2d(2))
-        for _ in range(2):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-            cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
-    return nn.Sequential(*layers)
 
 
 def check_teacher_spec(spec: str) -> None:
@@ -106,9 +92,6 @@ def load_teacher(spec: str, data: "DataSet", *, seed: int = 0, epochs: int = BUI
         InputError: the file is missing or cannot be loaded as a model that maps the data's images to
             ``num_classes`` logits.
     """
-    from search._cache import cache_dir
-    from search._train import accuracy
-
     check_teacher_spec(spec)
     start = time.perf_counter()
     trained_now = False
@@ -126,13 +109,11 @@ def _builtin(data: "DataSet", *, seed: int, epochs: int, cache: pathlib.Path,
              on_epoch: Callable[[int, int], None] | None) -> tuple["torch.nn.Module", bool]:
     import torch
 
-    from search._train import train_classifier
-
     c, h, w = data.input_shape
-    key = f"builtin-v{BUILTIN_VERSION}-{data.key}-{c}x{h}x{w}-c{data.num_classes}-w{BUILTIN_WIDTH}-e{epochs}-s{seed}"
+    key = f"builtin-v{BUILTIN_VERSION}-{data.key}-{c}x{h}x{w}-c{data.num_classes}-e{epochs}-s{seed}"
     folder = cache / "teachers"
     path = folder / f"{key}.pt"
-    model = builtin_cnn(in_channels=c, num_classes=data.num_classes)
+    model = builtin_teacher(in_channels=c, num_classes=data.num_classes)
     if path.is_file():
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

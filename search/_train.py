@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
-    from search._data import Split
-
-__all__ = ["accuracy", "predict_logits", "train_classifier"]
+__all__ = ["accuracy", "predict_logits", "top1_accuracy", "train_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +23,24 @@ def predict_logits(model: "torch.nn.Module", x: "torch.Tensor", *, batch_size: i
         return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def accuracy(model: "torch.nn.Module", split: "Split", *, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``split``, a fraction in [0, 1]."""
-    logits = predict_logits(model, split.x, batch_size=batch_size)
-    return float((logits.argmax(dim=1) == split.y).float().mean())
+def top1_accuracy(logits: "torch.Tensor | np.ndarray", labels: "torch.Tensor | np.ndarray") -> float:
+    """The share of rows whose largest logit is the label, a fraction in [0, 1] (torch or numpy arrays):
+    the one definition of accuracy, for PyTorch models and ONNX files alike."""
+    import numpy as np
+
+    pred = np.asarray(logits.detach() if hasattr(logits, "detach") else logits).argmax(axis=1)
+    truth = np.asarray(labels.detach() if hasattr(labels, "detach") else labels)
+    return float(np.mean(pred == truth)) if len(truth) else 0.0
 
 
-def train_classifier(model: "torch.nn.Module", train: "Split", *, epochs: int, batch_size: int = 64,
+def accuracy(model: "torch.nn.Module", data: Any, *, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (switched to eval mode) on ``data``: a split (``.x``, ``.y``) or a tuple
+    ``(inputs, labels)``; a fraction in [0, 1]."""
+    x, y = (data.x, data.y) if hasattr(data, "x") else data
+    return top1_accuracy(predict_logits(model, x, batch_size=batch_size), y)
+
+
+def train_classifier(model: "torch.nn.Module", train: Any, *, epochs: int, batch_size: int = 64,
                      lr: float = 0.05, seed: int = 0,
                      on_epoch: Callable[[int], None] | None = None) -> "torch.nn.Module":
     """Train with SGD (momentum 0.9, cosine schedule, light random-shift augmentation) and cross entropy.

@@ -1,40 +1,40 @@
 """Search spaces: what can be searched, and how a candidate becomes a model.
 
-``torch`` is imported only when a model is built, so candidates, kernels and statistics work without it.
+A :class:`Candidate` is plain data; its space decodes it into a plan, from which come its kernels (for the
+latency predictor), its quantised layers and its ``torch.nn.Module``. ``torch`` is imported only when a
+model is built, so candidates, kernels and statistics work without it. The compression operators the
+spaces use are in :mod:`spaces.compress`, usable on any CNN.
 """
 
 from __future__ import annotations
 
-from spaces._base import PRUNE_RATIO_MAX, SEARCH_PARTS, Layer, SearchSpace, SpaceStats
+from spaces._base import PRUNE_RATIO_MAX, SEARCH_PARTS, Architecture, Layer, SearchSpace, SpaceStats, StudentSpace, Suggest
 from spaces._candidate import Candidate
-from spaces._onnx import export_onnx
-from spaces._lowrank import factorize_lowrank
-from spaces._prune import Importance, prune_structured, register_importance
-from spaces._quant import QUANT_BITS, calibrate, export_onnx_quantized, fold_batchnorm, prepare_qat
 from spaces._registry import get_space, list_spaces, register_space
-from spaces._sparse import gradual_prune, prune_unstructured, sparsity_report
+
+# The built-in spaces register themselves when their modules are imported.
+from spaces._fbnet import FBNET_OPS, FBNetSpace
+from spaces._mobilenet import MobileNetSpace
+from spaces._prune_space import PruneSpace, builtin_teacher
+from spaces._shufflenet import ShuffleNetSpace
 
 __all__ = [
+    "FBNET_OPS",
     "PRUNE_RATIO_MAX",
-    "QUANT_BITS",
     "SEARCH_PARTS",
+    "Architecture",
     "Candidate",
-    "Importance",
+    "FBNetSpace",
     "Layer",
+    "MobileNetSpace",
+    "PruneSpace",
     "SearchSpace",
+    "ShuffleNetSpace",
     "SpaceStats",
-    "calibrate",
-    "export_onnx_quantized",
-    "export_onnx",
-    "factorize_lowrank",
-    "fold_batchnorm",
+    "StudentSpace",
+    "Suggest",
+    "builtin_teacher",
     "get_space",
-    "gradual_prune",
     "list_spaces",
-    "prepare_qat",
-    "prune_structured",
-    "prune_unstructured",
-    "register_importance",
     "register_space",
-    "sparsity_report",
 ]

@@ -1,13 +1,14 @@
-"""`Candidate`: one point of a search space as plain, serialisable data."""
+"""`Candidate`: one point of a search space as plain, serialisable data.
+
+A candidate knows nothing of how it is decoded: its space (``get_space(c.space, **c.options)``, or the
+space instance that made it) lists its kernels, builds its model and reports its statistics.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any, Mapping
-
-if TYPE_CHECKING:
-    from latency_models import Kernel
+from typing import Any, Mapping
 
 __all__ = ["Candidate"]
 
@@ -98,30 +99,3 @@ class Candidate:
         except json.JSONDecodeError as exc:
             raise ValueError(f"candidate JSON is malformed: {exc}") from None
         return cls.from_dict(data)
-
-    # ----------------------------------------------------------------- convenience
-    def kernels(self) -> "list[Kernel]":
-        """The runtime kernels of this candidate, decoded by its registered space and options.
-
-        This is what lets ``latency_models.LatencyPredictor.predict(candidate)`` work without
-        ``latency_models`` importing ``spaces``.
-        """
-        return _space_of(self.space, self.to_dict()["options"]).kernels(self)
-
-
-_SPACES_SEEN: dict[str, Any] = {}
-
-
-def _space_of(name: str, options: Mapping[str, Any]) -> Any:
-    """The space ``get_space(name, **options)``, made once per process (a few of them kept): making a space
-    can be costly (the ``prune`` space loads and exports its teacher), and a candidate's kernels are asked for
-    again and again."""
-    from spaces._registry import get_space
-
-    key = json.dumps([name, options], sort_keys=True)
-    space = _SPACES_SEEN.get(key)
-    if space is None:
-        if len(_SPACES_SEEN) >= 8:
-            _SPACES_SEEN.pop(next(iter(_SPACES_SEEN)))
-        space = _SPACES_SEEN[key] = get_space(name, **dict(options))
-    return space

@@ -17,16 +17,19 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from spaces._blocks import (
-    ConvBN,
-    GlobalPool,
+from spaces._base import (
+    Architecture,
     Layer,
-    Linear,
-    PlannedSpace,
-    Seq,
-    Shuffle,
+    SearchSpace,
     Suggest,
     check_unknown,
+)
+from spaces._plan import (
+    ConvBN,
+    GlobalPool,
+    Linear,
+    Seq,
+    Shuffle,
     keep_channels,
 )
 from spaces._registry import register_space
@@ -66,7 +69,7 @@ def block_configs(setting: str) -> list[tuple[int, int, int]]:
 
 
 @register_space("fbnet")
-class FBNetSpace(PlannedSpace):
+class FBNetSpace(SearchSpace):
     """The HW-NAS-Bench FBNet space. Genes: ``ops``, the 22 block choices of :data:`FBNET_OPS` in order.
 
     Options: ``setting`` (``"cifar"``: stem stride 1, head 1504, defaults 100 classes at 32x32;
@@ -100,7 +103,7 @@ class FBNetSpace(PlannedSpace):
         return {**super().options, "setting": self.setting}
 
     # ----------------------------------------------------------------- genes
-    def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
+    def _architecture(self, genes: Mapping[str, Any]) -> Architecture:
         check_unknown(genes, ("ops",))
         ops = genes.get("ops", DEFAULT_OPS)
         if isinstance(ops, (str, bytes)) or not isinstance(ops, Sequence):
@@ -110,17 +113,18 @@ class FBNetSpace(PlannedSpace):
         for i, op in enumerate(ops):
             if op not in FBNET_OPS:
                 raise ValueError(f"ops[{i}]={op!r} is not allowed; allowed: {', '.join(FBNET_OPS)}")
-        return {"ops": list(ops)}
+        genes = {"ops": list(ops)}
+        return Architecture(genes, self._layers(genes))
 
-    def _sample_arch(self, suggest: Suggest) -> dict[str, Any]:
+    def _sample_architecture(self, suggest: Suggest) -> dict[str, Any]:
         return {"ops": [suggest.categorical(f"op_{i}", FBNET_OPS) for i in range(NUM_LAYERS)]}
 
-    def _layers(self, arch: Mapping[str, Any]) -> list[Layer]:
+    def _layers(self, arch: Mapping[str, Any]) -> tuple[Layer, ...]:
         layers = [Layer("stem", prunable=False)]
         for i, (op, (cin, cout, stride)) in enumerate(zip(arch["ops"], block_configs(self.setting))):
             identity = op == "skip" and cin == cout and stride == 1
             layers.append(Layer(f"blocks.{i}", prunable=op != "skip", quantisable=not identity))
-        return layers + [Layer("head", prunable=True), Layer("classifier", prunable=False)]
+        return (*layers, Layer("head", prunable=True), Layer("classifier", prunable=False))
 
     # ----------------------------------------------------------------- plan
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:

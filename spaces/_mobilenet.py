@@ -20,21 +20,24 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from spaces._blocks import (
-    ConvBN,
-    GlobalPool,
+from spaces._base import (
+    Architecture,
     Layer,
-    Linear,
-    Seq,
     StudentSpace,
     Suggest,
     check_choice,
     check_depths,
     check_unknown,
-    keep_channels,
-    make_divisible,
     per_stage,
     sample_stages,
+)
+from spaces._plan import (
+    ConvBN,
+    GlobalPool,
+    Linear,
+    Seq,
+    keep_channels,
+    make_divisible,
 )
 from spaces._registry import register_space
 
@@ -60,27 +63,35 @@ class MobileNetSpace(StudentSpace):
     pixels, 2 above).
     """
 
+    #: The gene choices, public for whoever enumerates the space (the largest network, a supernet).
+    WIDTHS = WIDTHS
+    MAX_DEPTHS = MAX_DEPTHS
+    EXPANSIONS = EXPANSIONS
+    KERNEL_SIZES = KERNEL_SIZES
+
     # ----------------------------------------------------------------- genes
-    def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
+    def _architecture(self, genes: Mapping[str, Any]) -> Architecture:
         check_unknown(genes, GENES)
         width = check_choice("width", genes.get("width", 1.0), WIDTHS)
         depths = check_depths("depths", genes.get("depths", MAX_DEPTHS), MAX_DEPTHS)
         default_e = [[1 if s == 0 else 6] * d for s, d in enumerate(depths)]
         expansions = per_stage("expansions", genes.get("expansions", default_e), depths, EXPANSIONS)
         kernel_sizes = per_stage("kernel_sizes", genes.get("kernel_sizes", [[3] * d for d in depths]), depths, KERNEL_SIZES)
-        return {"width": float(width), "depths": depths, "expansions": expansions, "kernel_sizes": kernel_sizes}
+        genes = {"width": float(width), "depths": depths, "expansions": expansions, "kernel_sizes": kernel_sizes}
+        return Architecture(genes, self._layers(genes))
 
-    def _sample_arch(self, suggest: Suggest) -> dict[str, Any]:
+    def _sample_architecture(self, suggest: Suggest) -> dict[str, Any]:
         width = suggest.categorical("width", WIDTHS)
         genes = sample_stages(suggest, "depths", "depth", MAX_DEPTHS,
                               {"expansions": ("expansion", EXPANSIONS), "kernel_sizes": ("kernel", KERNEL_SIZES)})
         return {"width": width, **genes}
 
-    def _layers(self, arch: Mapping[str, Any]) -> list[Layer]:
+    @staticmethod
+    def _layers(arch: Mapping[str, Any]) -> tuple[Layer, ...]:
         layers = [Layer("stem", prunable=True)]
         for s, stage in enumerate(arch["expansions"]):
             layers += [Layer(f"stages.{s}.{j}", prunable=j == 0 or e != 1) for j, e in enumerate(stage)]
-        return layers + [Layer("head", prunable=True), Layer("classifier", prunable=False)]
+        return (*layers, Layer("head", prunable=True), Layer("classifier", prunable=False))
 
     # ----------------------------------------------------------------- plan
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:

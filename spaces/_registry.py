@@ -32,19 +32,13 @@ def register_space(name: str) -> Callable[[S], S]:
     return decorator
 
 
-def _load_builtins() -> None:
-    import spaces._builtin  # noqa: F401  (registers the built-in spaces)
-
-
 def list_spaces() -> list[str]:
-    """Names of the registered spaces, sorted."""
-    _load_builtins()
+    """Names of the registered spaces, sorted (the built-in ones register when ``spaces`` is imported)."""
     return sorted(_SPACES)
 
 
 def get_space(name: str, **options: Any) -> "SearchSpace":
     """An instance of the space registered as ``name``, with its options (all have defaults)."""
-    _load_builtins()
     if name not in _SPACES:
         raise ValueError(f"space={name!r} is not registered; allowed: {', '.join(sorted(_SPACES))}")
     return _SPACES[name](**options)

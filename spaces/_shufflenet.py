@@ -23,24 +23,27 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from spaces._blocks import (
-    ConvBN,
-    DualUnit,
-    GlobalPool,
+from spaces._base import (
+    Architecture,
     Layer,
-    Linear,
-    MaxPool,
-    Seq,
-    SplitUnit,
     StudentSpace,
     Suggest,
     check_choice,
     check_depths,
     check_unknown,
-    keep_channels,
-    make_divisible,
     per_stage,
     sample_stages,
+)
+from spaces._plan import (
+    ConvBN,
+    DualUnit,
+    GlobalPool,
+    Linear,
+    MaxPool,
+    Seq,
+    SplitUnit,
+    keep_channels,
+    make_divisible,
 )
 from spaces._registry import register_space
 
@@ -67,7 +70,7 @@ class ShuffleNetSpace(StudentSpace):
     """
 
     # ----------------------------------------------------------------- genes
-    def _arch(self, genes: Mapping[str, Any]) -> dict[str, Any]:
+    def _architecture(self, genes: Mapping[str, Any]) -> Architecture:
         check_unknown(genes, GENES)
         repeats = check_depths("repeats", genes.get("repeats", MAX_REPEATS), MAX_REPEATS)
         widths = genes.get("widths", (1.0,) * len(MAX_REPEATS))
@@ -75,18 +78,20 @@ class ShuffleNetSpace(StudentSpace):
             raise ValueError(f"widths={widths!r} is not allowed; allowed: {len(MAX_REPEATS)} multipliers, one per stage")
         widths = [float(check_choice(f"widths[{s}]", w, WIDTHS)) for s, w in enumerate(widths)]
         kernel_sizes = per_stage("kernel_sizes", genes.get("kernel_sizes", [[3] * r for r in repeats]), repeats, KERNEL_SIZES)
-        return {"repeats": repeats, "widths": widths, "kernel_sizes": kernel_sizes}
+        genes = {"repeats": repeats, "widths": widths, "kernel_sizes": kernel_sizes}
+        return Architecture(genes, self._layers(genes))
 
-    def _sample_arch(self, suggest: Suggest) -> dict[str, Any]:
+    def _sample_architecture(self, suggest: Suggest) -> dict[str, Any]:
         widths = [suggest.categorical(f"width_{s}", WIDTHS) for s in range(len(MAX_REPEATS))]
         genes = sample_stages(suggest, "repeats", "repeats", MAX_REPEATS, {"kernel_sizes": ("kernel", KERNEL_SIZES)})
         return {"widths": widths, **genes}
 
-    def _layers(self, arch: Mapping[str, Any]) -> list[Layer]:
+    @staticmethod
+    def _layers(arch: Mapping[str, Any]) -> tuple[Layer, ...]:
         layers = [Layer("stem", prunable=True)]
         for s, n in enumerate(arch["repeats"]):
             layers += [Layer(f"stages.{s}.{j}", prunable=True) for j in range(n)]
-        return layers + [Layer("head", prunable=True), Layer("classifier", prunable=False)]
+        return (*layers, Layer("head", prunable=True), Layer("classifier", prunable=False))
 
     # ----------------------------------------------------------------- plan
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:

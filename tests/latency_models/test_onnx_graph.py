@@ -176,7 +176,7 @@ def test_residual_add_relu_concat_split_shuffle_and_pools():
 def test_torch_chunk_slices_with_computed_bounds_are_a_split():
     """torch's ``chunk`` exports Shape -> Gather -> Add -> Div -> Mul -> Slice: folded, then a split."""
     torch = pytest.importorskip("torch")
-    from spaces import export_onnx
+    from spaces.compress import export_onnx
 
     class Chunk(torch.nn.Module):
         def forward(self, x):
@@ -242,7 +242,8 @@ def test_onnxruntime_qdq_quantisation_of_a_space_model_reads_as_int8(tmp_path):
     pytest.importorskip("torch")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from spaces import export_onnx, get_space
+    from spaces import get_space
+    from spaces.compress import export_onnx
 
     space = get_space("shufflenet", input_size=16)
     cand = space.candidate(repeats=[1, 2, 1])
@@ -272,7 +273,7 @@ def test_torchvision_models_read_completely(name):
     kernels' parameters are the export's Conv/Gemm initializers."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
-    from spaces import export_onnx
+    from spaces.compress import export_onnx
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads per process oversubscribe the shared cores (10x slower)

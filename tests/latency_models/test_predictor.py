@@ -14,6 +14,16 @@ from latency_models._table import device_info
 spaces = pytest.importorskip("spaces")
 
 
+def _measured(device, space, cands, latencies_ms):
+    """A model-rows table of candidates of ``space``: their kernels and genes, as a benchmark would give them."""
+    return LatencyTable.from_measurements(device=device, kernels=[space.kernels(c) for c in cands],
+                                          candidates=[c.to_dict() for c in cands], latencies_ms=list(latencies_ms))
+
+
+def _predict(pred, space, cands):
+    return pred.predict_many([space.kernels(c) for c in cands], genes=[c.genes for c in cands])
+
+
 def _true_ms(kernels):
     """A synthetic device: a physical cost with per-family efficiency and a per-kernel overhead."""
     phi = physical(kernels)
@@ -33,13 +43,14 @@ def synthetic():
 
 def test_model_rows_only_fit_learns_a_synthetic_device(synthetic):
     cands, kernels, y = synthetic
-    table = LatencyTable.from_measurements(device="synthetic", candidates=cands[:160], latencies_ms=y[:160].tolist())
+    table = _measured("synthetic", spaces.get_space("mobilenet"), cands[:160], y[:160])
     pred = LatencyPredictor.fit(table)
     p = pred.predict_many(kernels[160:])
     rel = np.abs(p / y[160:] - 1)
     assert np.mean(rel <= 0.05) >= 0.95, f"within 5%: {np.mean(rel <= 0.05):.3f}"
     assert pred.predict(kernels[170]) == pytest.approx(p[10], rel=1e-12)
-    assert pred.predict(cands[170]) == pytest.approx(pred.predict_many([cands[170]])[0], rel=1e-12)
+    assert pred.predict(kernels[170], genes=cands[170].genes) == pytest.approx(
+        _predict(pred, spaces.get_space("mobilenet"), [cands[170]])[0], rel=1e-12)
 
 
 def test_kernel_and_model_rows_fit_and_json_round_trip(synthetic, tmp_path):
@@ -61,14 +72,15 @@ def test_kernel_and_model_rows_fit_and_json_round_trip(synthetic, tmp_path):
     back = LatencyPredictor.load(tmp_path / "p.json")
     assert back.device["name"] == "synthetic" and back.protocol == table.protocol
     np.testing.assert_array_equal(back.predict_many(kernels[200:]), p)
-    np.testing.assert_array_equal(back.predict_many(cands[200:]), pred.predict_many(cands[200:]))
+    space = spaces.get_space("mobilenet")
+    np.testing.assert_array_equal(_predict(back, space, cands[200:]), _predict(pred, space, cands[200:]))
 
 
 def test_evaluate_reports_the_metrics(synthetic):
     cands, kernels, y = synthetic
-    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:100],
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", kernels=kernels[:100],
                                                                latencies_ms=y[:100].tolist()))
-    held = LatencyTable.from_measurements(device="s", candidates=cands[100:150], latencies_ms=y[100:150].tolist())
+    held = _measured("s", spaces.get_space("mobilenet"), cands[100:150], y[100:150])
     res = evaluate(pred, held)
     assert set(res) == {"n", "within_5", "within_10", "rmspe", "spearman"} and res["n"] == 50
     assert res["within_10"] >= 0.9 and res["spearman"] >= 0.9 and res["rmspe"] < 0.1
@@ -91,20 +103,20 @@ def _hwnas(shared_dir):
 def test_model_rows_only_on_hw_nas_bench(shared_dir):
     rows, cands = _hwnas(shared_dir)
     y = np.array([float(r["gold_6240_ms"]) for r in rows[:1200]])
-    table = LatencyTable.from_measurements(device="gold_6240", candidates=cands[:100], latencies_ms=y[:100].tolist())
-    p = LatencyPredictor.fit(table).predict_many(cands[100:])
+    space = spaces.get_space("fbnet")
+    p = _predict(LatencyPredictor.fit(_measured("gold_6240", space, cands[:100], y[:100])), space, cands[100:])
     # measured on this slice: Spearman 0.95, 99% within 10%; a per-layer one-hot LUT gets ~0.57 / ~74%
     assert spearman(p, y[100:]) >= 0.90
     assert np.mean(np.abs(p / y[100:] - 1) <= 0.10) >= 0.95
     lut = np.array([float(r["raspi4_ms"]) for r in rows[:1200]])
-    table = LatencyTable.from_measurements(device="raspi4", candidates=cands[:200], latencies_ms=lut[:200].tolist())
-    rel = np.abs(LatencyPredictor.fit(table).predict_many(cands[200:]) / lut[200:] - 1)
+    rel = np.abs(_predict(LatencyPredictor.fit(_measured("raspi4", space, cands[:200], lut[:200])), space, cands[200:])
+                 / lut[200:] - 1)
     assert rel.max() < 0.005  # the lookup-table device is additive over blocks: recovered
 
 
 def test_onnx_path_and_proto_predict_like_the_candidate(tmp_path, synthetic):
     cands, kernels, y = synthetic
-    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:80],
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", kernels=kernels[:80],
                                                                latencies_ms=y[:80].tolist()))
     space = spaces.get_space("mobilenet")
     cand = space.candidate(**dict(cands[0].genes))
@@ -120,7 +132,7 @@ def test_unknown_operator_warns_and_falls_back(synthetic):
     from onnx import helper
 
     cands, kernels, y = synthetic
-    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:80],
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", kernels=kernels[:80],
                                                                latencies_ms=y[:80].tolist()))
     k = Kernel("conv", (8, 16, 16), out_channels=16, kernel_size=3, activation="relu")
     model = kernel_graph(k)
@@ -136,7 +148,7 @@ def test_unknown_operator_warns_and_falls_back(synthetic):
 
 def test_bad_inputs_are_value_errors(synthetic):
     cands, kernels, y = synthetic
-    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", candidates=kernels[:30],
+    pred = LatencyPredictor.fit(LatencyTable.from_measurements(device="s", kernels=kernels[:30],
                                                                latencies_ms=y[:30].tolist()))
     with pytest.raises(ValueError, match="cannot predict int"):
         pred.predict(42)
@@ -148,7 +160,7 @@ def test_bad_inputs_are_value_errors(synthetic):
 
 def test_predictions_are_floored_at_half_the_fastest_measured_model(synthetic, tmp_path):
     cands, kernels, y = synthetic
-    table = LatencyTable.from_measurements(device="synthetic", candidates=cands[:40], latencies_ms=y[:40].tolist())
+    table = _measured("synthetic", spaces.get_space("mobilenet"), cands[:40], y[:40])
     pred = LatencyPredictor.fit(table)
     assert pred.min_model_ms == pytest.approx(0.5 * y[:40].min())
     # an empty model is just the fitted intercept, which may extrapolate below zero: it gets the floor

@@ -65,70 +65,70 @@ def test_measure_onnx_protocol_and_bad_arguments():
     assert time_session(session, statistic="min") <= time_session(session, runs=50) * 5
 
 
-class _TinySpace:
-    """A duck-typed space: two conv layers of random width (no torch, no whole models)."""
-
-    name = "tiny"
-    options: dict = {}
-
-    def sample(self, rng):
-        return int(rng.choice([8, 16, 24]))
-
-    def kernels(self, width):
-        return [Kernel("conv", (3, 16, 16), out_channels=width, kernel_size=3, activation="relu"),
-                Kernel("conv", (width, 16, 16), out_channels=width, kernel_size=3, groups=width, bits=8),
-                Kernel("global_avgpool", (width, 16, 16))]
+def _tiny_pool() -> dict:
+    """Kernels of a tiny two-conv family of models (no torch, no whole models), with their frequencies."""
+    pool: dict = {}
+    for width in (8, 16, 24):
+        for k in (Kernel("conv", (3, 16, 16), out_channels=width, kernel_size=3, activation="relu"),
+                  Kernel("conv", (width, 16, 16), out_channels=width, kernel_size=3, groups=width, bits=8),
+                  Kernel("global_avgpool", (width, 16, 16))):
+            pool[k] = pool.get(k, 0.0) + 1 / 3
+    return pool
 
 
 @pytest.mark.slow
 def test_short_real_profile_writes_and_resumes(tmp_path):
     spaces = pytest.importorskip("spaces")
+    search = pytest.importorskip("search")
     out = tmp_path / "table.json"
     space = spaces.get_space("mobilenet")
-    t1 = profile([_TinySpace(), space], device_name="ci", out=out, budget_min=0.12, progress=False, pool_candidates=5)
+    pool = {**_tiny_pool(), **search.kernel_pool([space], n_per_space=5)}
+    models = search.space_models([space])
+    t1 = profile(pool, models, device_name="ci", out=out, budget_min=0.12)
     assert out.exists() and len(t1.kernel_rows) > 0 and len(t1.model_rows) >= 1
     assert all(r.latency_ms > 0 for r in t1.kernel_rows + t1.model_rows)
     assert t1.model_rows[0].candidate["space"] == "mobilenet"
     n_kernels = len(t1.kernel_rows)
     budget = t1.extra["spent_s"] / 60 + 0.1  # the budget counts the time already spent: give it more
-    t2 = profile([_TinySpace(), space], device_name="ci", out=out, budget_min=budget, progress=False, pool_candidates=5)
+    t2 = profile(pool, models, device_name="ci", out=out, budget_min=budget)
     assert len(t2.kernel_rows) + len(t2.model_rows) > n_kernels + len(t1.model_rows)
     assert t2.extra["spent_s"] >= t1.extra["spent_s"]
     with pytest.raises(ValueError, match="holds device 'ci'"):
-        profile([_TinySpace()], device_name="other", out=out, budget_min=0.1, progress=False)
+        profile(_tiny_pool(), None, device_name="other", out=out, budget_min=0.1)
     pred = LatencyPredictor.fit(LatencyTable.load(out))
     cand = space.sample(np.random.default_rng(123))
-    assert 0 < pred.predict(cand) < 1000
+    assert 0 < pred.predict(space.kernels(cand)) < 1000
 
 
-def test_kernel_only_profile_of_a_duck_typed_space(tmp_path):
-    t = profile([_TinySpace()], device_name="ci", out=tmp_path / "t.json", budget_min=0.03, progress=False)
-    assert len(t.kernel_rows) >= 1 and not t.model_rows  # no .onnx: no whole models
+def test_kernel_only_profile_of_a_pool(tmp_path):
+    t = profile(_tiny_pool(), None, device_name="ci", out=tmp_path / "t.json", budget_min=0.03)
+    assert len(t.kernel_rows) >= 1 and not t.model_rows  # no models: no whole models
     assert LatencyTable.load(tmp_path / "t.json").to_dict() == t.to_dict()
 
 
-def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capfd):
     assert cli_main(["evaluate", "--predictor", str(tmp_path / "none.json"), "--measured", "x.json"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --predictor path=")
     assert cli_main(["profile", "--space", "no-such-space", "--device-name", "d", "--out", str(tmp_path / "t.json")]) == 2
-    assert "no-such-space" in capsys.readouterr().err
+    assert "no-such-space" in capfd.readouterr().err
 
 
 def test_profile_models_adds_an_outside_model_once_and_the_predictor_learns_it(tmp_path):
     """A model outside the profiled space (a plain-convolution teacher): its missing kernels and the whole
     model are timed into the table; a second call times nothing; the refitted predictor is close to it."""
     spaces = pytest.importorskip("spaces")
+    search = pytest.importorskip("search")
     from onnx import TensorProto, helper
 
     from latency_models import kernels_from_onnx, profile_models
+    from spaces.compress import export_onnx
 
     out = tmp_path / "table.json"
     space = spaces.get_space("mobilenet", input_size=16, in_channels=1, num_classes=10)
-    profile([space], device_name="ci", out=out, budget_min=0.15, progress=False, pool_candidates=5)
+    search.profile_spaces([space], device_name="ci", out=out, budget_min=0.15, pool_candidates=5)
     before = LatencyTable.load(out)
-    teacher = spaces.export_onnx(spaces.get_space("prune", input_size=16, in_channels=1, num_classes=10).teacher,
-                                 (1, 16, 16))
+    teacher = export_onnx(spaces.builtin_teacher(in_channels=1, num_classes=10), (1, 16, 16))
     kernels, unknown = kernels_from_onnx(teacher)
     assert not unknown
     missing = {k for k in kernels} - {r.kernel for r in before.kernel_rows}

@@ -102,11 +102,12 @@ def test_from_measurements_with_candidates_and_kernel_lists():
     spaces = pytest.importorskip("spaces")
     space = spaces.get_space("fbnet")
     cand = space.candidate(ops=["k3_e1"] * 22)
-    t = LatencyTable.from_measurements(device="phone", candidates=[cand, [K1, K2]], latencies_ms=[3.0, 1.0])
+    t = LatencyTable.from_measurements(device="phone", kernels=[space.kernels(cand), [K1, K2]],
+                                       candidates=[cand.to_dict(), None], latencies_ms=[3.0, 1.0])
     assert t.device["name"] == "phone" and len(t.model_rows) == 2
     assert list(t.model_rows[0].kernels) == space.kernels(cand)
     assert t.model_rows[0].candidate["genes"]["ops"] == ["k3_e1"] * 22
     with pytest.raises(ValueError, match="same length"):
-        LatencyTable.from_measurements(device="phone", candidates=[cand], latencies_ms=[1.0, 2.0])
+        LatencyTable.from_measurements(device="phone", kernels=[space.kernels(cand)], latencies_ms=[1.0, 2.0])
     with pytest.raises(ValueError, match=r"candidates\[0\]"):
-        LatencyTable.from_measurements(device="phone", candidates=[42], latencies_ms=[1.0])
+        LatencyTable.from_measurements(device="phone", kernels=[[K1]], candidates=[42], latencies_ms=[1.0])

@@ -55,14 +55,14 @@ def cache_env(search_cache: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pa
 @pytest.fixture(scope="session")
 def mobilenet_table(search_cache: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A latency table of this machine for the mobilenet space on digits (a 6-second profile)."""
-    from latency_models import profile
+    from search import profile_spaces
     from spaces import get_space
 
     from search._data import DIGITS_SIZE
 
     path = tmp_path_factory.mktemp("tables") / "mobilenet.json"
     space = get_space("mobilenet", num_classes=10, input_size=DIGITS_SIZE, in_channels=1)
-    profile([space], device_name="test-cpu", out=path, budget_min=0.1, progress=False)
+    profile_spaces([space], device_name="test-cpu", out=path, budget_min=0.1)
     return path
 
 
@@ -75,12 +75,10 @@ def prune_table(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
     from latency_models import LatencyTable, measure_onnx
     from search._data import DIGITS_SIZE
-    from search._objective import BoundCandidate
-    from search._teacher import builtin_cnn
-    from spaces import get_space
+    from spaces import builtin_teacher, get_space
 
     folder = tmp_path_factory.mktemp("prune-table")
-    space = get_space("prune", teacher=builtin_cnn(in_channels=1, num_classes=10), num_classes=10,
+    space = get_space("prune", teacher=builtin_teacher(in_channels=1, num_classes=10), num_classes=10,
                       input_size=DIGITS_SIZE, in_channels=1)
     rng = np.random.default_rng(0)
     cands = [space.candidate()] + [space.sample(rng) for _ in range(4)]
@@ -89,7 +87,8 @@ def prune_table(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
         space.onnx(cand, path=str(folder / f"m{i}.onnx"))
         latencies.append(measure_onnx(str(folder / f"m{i}.onnx")))
     table = LatencyTable.from_measurements(device={"name": "test-cpu", "runtime": "onnxruntime"},
-                                           candidates=[BoundCandidate(c, space) for c in cands],
+                                           kernels=[space.kernels(c) for c in cands],
+                                           candidates=[c.to_dict() for c in cands],
                                            latencies_ms=latencies)
     path = folder / "prune.json"
     table.save(path)

@@ -13,9 +13,9 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     instantly, so end-to-end tests of the plumbing do not pay for training a teacher."""
     import torch
 
-    from search._teacher import builtin_cnn
+    from spaces import builtin_teacher
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "tiny_teacher.pt"
-    torch.jit.script(builtin_cnn(in_channels=1, num_classes=10, width=4).eval()).save(str(path))
+    torch.jit.script(builtin_teacher(in_channels=1, num_classes=10, width=4).eval()).save(str(path))
     return path

@@ -105,3 +105,63 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
+
+
+def residual_teacher(*, in_channels: int = 3, num_classes: int = 10, width: int = 16, seed: int = 0) -> nn.Module:
+    """A small residual CNN (stem, residual block, strided conv, inverted residual, 1x1 head, classifier):
+    the coupled layers the ``prune`` space must group (a residual stream, a depthwise conv and its
+    expansion). Seeded initialisation."""
+
+    class _Residual(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c)
+            self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.bn2(self.conv2(nn.functional.relu(self.bn1(self.conv1(x)))))
+            return nn.functional.relu(x + y)
+
+    class _Inverted(nn.Module):
+        def __init__(self, c: int, e: int) -> None:
+            super().__init__()
+            h = c * e
+            self.expand = nn.Conv2d(c, h, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(h)
+            self.dw = nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False)
+            self.bn2 = nn.BatchNorm2d(h)
+            self.project = nn.Conv2d(h, c, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(c)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = nn.functional.relu6(self.bn1(self.expand(x)))
+            y = nn.functional.relu6(self.bn2(self.dw(y)))
+            return x + self.bn3(self.project(y))
+
+    class ResidualTeacher(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = width
+            self.stem = nn.Conv2d(in_channels, w, 3, padding=1, bias=False)
+            self.stem_bn = nn.BatchNorm2d(w)
+            self.block1 = _Residual(w)
+            self.down = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1, bias=False)
+            self.down_bn = nn.BatchNorm2d(2 * w)
+            self.block2 = _Inverted(2 * w, 2)
+            self.head = nn.Conv2d(2 * w, 4 * w, 1, bias=False)
+            self.head_bn = nn.BatchNorm2d(4 * w)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(4 * w, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = nn.functional.relu(self.stem_bn(self.stem(x)))
+            x = self.block1(x)
+            x = self.block2(nn.functional.relu(self.down_bn(self.down(x))))
+            x = nn.functional.relu(self.head_bn(self.head(x)))
+            return self.classifier(self.pool(x).flatten(1))
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return ResidualTeacher().eval()

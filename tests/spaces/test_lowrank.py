@@ -6,8 +6,8 @@ import pytest
 import torch
 from compression_nets import TinyNet
 
-from spaces import factorize_lowrank
-from spaces._lowrank import lowrank_eligible
+from spaces.compress import factorize_lowrank
+from spaces.compress import lowrank_eligible
 
 
 def test_full_rank_reproduces_every_layer():

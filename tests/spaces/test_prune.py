@@ -9,8 +9,8 @@ import torch
 import torchvision
 from compression_nets import TinyNet, conv_linear_names
 
-from spaces import Importance, export_onnx, prune_structured, register_importance
-from spaces._prune import list_importances
+from spaces.compress import Importance, export_onnx, prune_structured, register_importance
+from spaces.compress import list_importances
 
 TORCHVISION = {
     "resnet18": lambda: torchvision.models.resnet18(weights=None, num_classes=10),

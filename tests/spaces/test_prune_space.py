@@ -8,9 +8,16 @@ import torch
 
 from spaces import Candidate, get_space
 
+from compression_nets import residual_teacher
+
+
+def _residual_space(*, in_channels: int = 3, **options):
+    """The ``prune`` space over a small residual CNN (coupled layers to group)."""
+    return get_space("prune", teacher=residual_teacher(in_channels=in_channels), in_channels=in_channels, **options)
+
 
 def test_default_candidate_is_the_teacher_and_weights_are_inherited():
-    space = get_space("prune", input_size=8, in_channels=1)
+    space = _residual_space(input_size=8, in_channels=1)
     teacher = space.teacher
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
@@ -31,7 +38,7 @@ def test_default_candidate_is_the_teacher_and_weights_are_inherited():
 
 
 def test_groups_carry_one_prune_gene_and_classifier_is_not_prunable():
-    space = get_space("prune")
+    space = _residual_space()
     layers = {layer.name: layer for layer in space.layers(space.candidate())}
     assert layers["stem"].prunable and not layers["block1.conv2"].prunable  # same residual stream as stem
     assert layers["block2.expand"].prunable and not layers["block2.dw"].prunable  # depthwise follows expand
@@ -43,7 +50,7 @@ def test_groups_carry_one_prune_gene_and_classifier_is_not_prunable():
 
 
 def test_low_rank_genes_factorise_and_bits_follow():
-    space = get_space("prune")
+    space = _residual_space()
     ranks = [0.25] * len(space.lowrank_layers)
     cand = space.candidate(rank_ratios=ranks, bits=[8] * len(space.layer_names(space.candidate())))
     bits = space.module_bits(cand)
@@ -75,7 +82,7 @@ def test_in_memory_teacher_and_state_dict(tmp_path):
     assert space.options["teacher"].startswith("memory:")
     cand = space.sample(np.random.default_rng(1))
     again = Candidate.from_json(cand.to_json())
-    assert again.kernels() == space.kernels(cand)  # same process: decodable through the registry
+    assert space.kernels(again) == space.kernels(cand)  # plain data: the instance holding the teacher decodes it
     with pytest.raises(ValueError, match="was an in-memory module of another space instance"):
         get_space("prune", teacher="memory:0123456789abcdef", input_size=8, in_channels=1)
     path = tmp_path / "teacher.pt"

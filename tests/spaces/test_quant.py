@@ -12,7 +12,7 @@ import torch
 from compression_nets import TinyNet, accuracy, conv_linear_names, digits, trained_tiny
 from onnx import TensorProto
 
-from spaces import calibrate, export_onnx_quantized, fold_batchnorm, prepare_qat
+from spaces.compress import calibrate, export_onnx_quantized, fold_batchnorm, prepare_qat
 
 
 def _ort_run(proto: onnx.ModelProto, x: torch.Tensor, optimized_path: str | None = None) -> np.ndarray:

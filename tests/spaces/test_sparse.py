@@ -6,7 +6,7 @@ import pytest
 import torch
 from compression_nets import TinyNet
 
-from spaces import gradual_prune, prune_unstructured, sparsity_report
+from spaces.compress import gradual_prune, prune_unstructured, sparsity_report
 
 
 def _linear_net() -> torch.nn.Module:

@@ -2,7 +2,7 @@
 
 Unstructured sparsity shrinks a *compressed* (sparse) file, but ONNX Runtime's CPU kernels are dense: a
 model with 90 % zero weights runs exactly as fast as the dense one. Use structured pruning
-(:func:`spaces.prune_structured`) for speed.
+(:func:`spaces.compress.prune_structured`) for speed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
     import torch
+
+from spaces.compress._prune import apply_plan, check_ratio, prune_plan
 
 __all__ = ["gradual_prune", "prune_unstructured", "sparsity_report"]
 
@@ -29,31 +31,23 @@ def _layers(model: "torch.nn.Module") -> list[tuple[str, "torch.nn.Module"]]:
 
 
 def _masks(model: "torch.nn.Module", amount: float, scope: str) -> dict[str, "torch.Tensor"]:
-    """Boolean keep-masks removing the ``amount`` smallest-magnitude weights (per layer or globally)."""
+    """Boolean keep-masks removing the ``amount`` smallest-magnitude weights (per layer or globally), as
+    ``torch.nn.utils.prune.L1Unstructured`` computes them (``global``: over all weights at once, as
+    ``global_unstructured`` does)."""
     import torch
+    from torch.nn.utils import prune
 
+    method = prune.L1Unstructured(amount)
     layers = _layers(model)
-    masks: dict[str, torch.Tensor] = {}
     if scope == "layer":
-        for name, m in layers:
-            w = m.weight.detach().abs()
-            k = int(round(amount * w.numel()))
-            mask = torch.ones_like(w, dtype=torch.bool)
-            if k > 0:
-                idx = torch.argsort(w.reshape(-1), stable=True)[:k]
-                mask.view(-1)[idx] = False
-            masks[name] = mask
-    else:
-        flat = torch.cat([m.weight.detach().abs().reshape(-1) for _, m in layers])
-        k = int(round(amount * flat.numel()))
-        keep = torch.ones_like(flat, dtype=torch.bool)
-        if k > 0:
-            keep[torch.argsort(flat, stable=True)[:k]] = False
-        start = 0
-        for name, m in layers:
-            n = m.weight.numel()
-            masks[name] = keep[start:start + n].reshape(m.weight.shape)
-            start += n
+        return {name: method.compute_mask(m.weight.detach(), torch.ones_like(m.weight)).bool() for name, m in layers}
+    flat = torch.cat([m.weight.detach().reshape(-1) for _, m in layers])
+    keep = method.compute_mask(flat, torch.ones_like(flat)).bool()
+    masks, start = {}, 0
+    for name, m in layers:
+        n = m.weight.numel()
+        masks[name] = keep[start:start + n].reshape(m.weight.shape)
+        start += n
     return masks
 
 
@@ -131,11 +125,9 @@ def gradual_prune(model: "torch.nn.Module", final_ratio: float, steps: int,
     """
     import torch
 
-    from spaces._prune import _check_ratio, apply_plan, prune_plan
-
     if kind not in _KINDS:
         raise ValueError(f"kind={kind!r} is not supported; allowed: {', '.join(_KINDS)}")
-    _check_ratio("final_ratio", final_ratio)
+    check_ratio("final_ratio", final_ratio)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps!r} must be a positive integer")
     if kind == "structured" and example_input is None:

@@ -16,7 +16,7 @@ ADD_TARGETS = ("add", "iadd")
 
 
 def _leaf_types() -> tuple[type, ...]:
-    from spaces._qmodules import ActFakeQuant, QuantLayer
+    from spaces.compress._qmodules import ActFakeQuant, QuantLayer
 
     return (ActFakeQuant, QuantLayer)
 

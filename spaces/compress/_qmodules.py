@@ -1,4 +1,8 @@
-"""The fake-quantisation modules (imported lazily: this module imports torch)."""
+"""Fake quantisation: the weight quantiser and the modules that apply it (this module imports torch, so
+the other compression modules import it on first use).
+
+The lowest layer of ``spaces.compress``: it imports nothing of the project.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,25 @@ import math
 import torch
 import torch.nn.functional as F
 
-from spaces._quant import fake_quant_weight
+__all__ = ["ActFakeQuant", "QuantConv2d", "QuantLayer", "QuantLinear", "fake_quant_weight", "qmax", "weight_scale"]
 
-__all__ = ["ActFakeQuant", "QuantConv2d", "QuantLayer", "QuantLinear"]
+
+def qmax(bits: int) -> int:
+    """Largest magnitude of a symmetric signed integer of ``bits`` bits (127 for 8, 7 for 4)."""
+    return 2 ** (bits - 1) - 1
+
+
+def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel symmetric scale: ``max|w_c| / (2**(bits-1) - 1)`` (float32)."""
+    amax = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1)
+    return (amax / qmax(bits)).clamp_min(1e-12).float()
+
+
+def fake_quant_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-channel symmetric fake quantisation with a straight-through gradient."""
+    scale = weight_scale(weight, bits)
+    zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -qmax(bits) - 1, qmax(bits))
 
 
 class QuantLayer:
@@ -56,7 +76,7 @@ class ActFakeQuant(torch.nn.Module):
     """Per-tensor uint8 affine fake quantiser of an activation, with an observed range.
 
     Modes: ``"qat"`` (in training mode the range follows an exponential moving average of the batch
-    min/max; in eval mode it is frozen), ``"observe"`` (collects values for :func:`spaces.calibrate`, passes
+    min/max; in eval mode it is frozen), ``"observe"`` (collects values for :func:`spaces.compress.calibrate`, passes
     them through), ``"off"`` (identity). The range always contains 0, so a ReLU output gets zero point 0.
     """
 

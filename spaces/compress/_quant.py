@@ -25,12 +25,16 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from spaces.compress._export import export_onnx
+from spaces.compress._fx import is_add, set_module, target_name, to_graph_module, trace_graph, unit_end
+
 if TYPE_CHECKING:
     import onnx
     import torch
 
 __all__ = [
     "QUANT_BITS",
+    "act_quantizers",
     "calibrate",
     "export_onnx_quantized",
     "fold_batchnorm",
@@ -48,30 +52,11 @@ _CALIBRATION_METHODS = ("minmax", "percentile")
 _INT4_OPSET = 21
 
 
-def _qmax(bits: int) -> int:
-    return 2 ** (bits - 1) - 1
-
-
-def weight_scale(weight: "torch.Tensor", bits: int) -> "torch.Tensor":
-    """Per-output-channel symmetric scale: ``max|w_c| / (2**(bits-1) - 1)`` (float32)."""
-    amax = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1)
-    return (amax / _qmax(bits)).clamp_min(1e-12).float()
-
-
-def fake_quant_weight(weight: "torch.Tensor", bits: int) -> "torch.Tensor":
-    """Per-channel symmetric fake quantisation with a straight-through gradient."""
-    import torch
-
-    scale = weight_scale(weight, bits)
-    zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -_qmax(bits) - 1, _qmax(bits))
-
-
 def _quantize_module(module: "torch.nn.Module", bits: int) -> "torch.nn.Module":
     """A quantised copy of a ``Conv2d``/``Linear`` that shares its parameters."""
     import torch
 
-    from spaces._qmodules import QuantConv2d, QuantLinear
+    from spaces.compress._qmodules import QuantConv2d, QuantLinear
 
     new = copy.copy(module)
     for attr in ("_parameters", "_buffers", "_modules"):
@@ -84,14 +69,14 @@ def _quantize_module(module: "torch.nn.Module", bits: int) -> "torch.nn.Module":
 
 def quantized_layers(model: "torch.nn.Module") -> dict[str, int]:
     """Qualified names of the fake-quantised layers of a prepared model, mapped to their bits."""
-    from spaces._qmodules import QuantLayer
+    from spaces.compress._qmodules import QuantLayer
 
     return {name: m.bits for name, m in model.named_modules() if isinstance(m, QuantLayer)}
 
 
 def act_quantizers(model: "torch.nn.Module") -> list["torch.nn.Module"]:
     """The activation fake quantisers of a prepared model."""
-    from spaces._qmodules import ActFakeQuant
+    from spaces.compress._qmodules import ActFakeQuant
 
     return [m for m in model.modules() if isinstance(m, ActFakeQuant)]
 
@@ -114,13 +99,13 @@ def _check_module_bits(model: "torch.nn.Module", module_bits: Mapping[str, int])
 def fold_batchnorm(model: "torch.nn.Module") -> "torch.nn.Module":
     """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` into it, in place; returns ``model``.
 
-    The BatchNorm module is replaced by ``nn.Identity``; the convolution gains a bias. Uses the running
-    statistics (inference semantics), so call it on a model in eval mode. A BatchNorm module used at two
+    The BatchNorm module is replaced by ``nn.Identity``; the convolution gains a bias (torch's
+    ``fuse_conv_bn_weights``). Uses the running statistics (inference semantics), so call it on a model in
+    eval mode. A BatchNorm module used at two
     places, or fed by anything other than a single-user convolution, is left alone.
     """
     import torch
-
-    from spaces._fx import set_module, trace_graph
+    from torch.nn.utils.fusion import fuse_conv_bn_weights  # the folding arithmetic; this finds the pairs
 
     graph = trace_graph(model)
     modules = dict(model.named_modules())
@@ -141,14 +126,8 @@ def fold_batchnorm(model: "torch.nn.Module") -> "torch.nn.Module":
         if not bn.track_running_stats or bn.running_var is None:
             continue
         with torch.no_grad():
-            std = torch.sqrt(bn.running_var + bn.eps)
-            gamma = bn.weight if bn.affine else torch.ones_like(std)
-            beta = bn.bias if bn.affine else torch.zeros_like(std)
-            factor = gamma / std
-            conv.weight.mul_(factor.reshape(-1, 1, 1, 1))
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            new_bias = (bias - bn.running_mean) * factor + beta
-            conv.bias = torch.nn.Parameter(new_bias.detach().clone())
+            conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                          bn.eps, bn.weight, bn.bias)
         set_module(model, node.target, torch.nn.Identity())
         folded += 1
     logger.debug("folded %d BatchNorm layers", folded)
@@ -166,7 +145,7 @@ def prepare_qat(model: "torch.nn.Module", module_bits: Mapping[str, int]) -> "to
     """
     from torch import fx
 
-    from spaces._fx import is_add, set_module, target_name, to_graph_module, unit_end
+    from spaces.compress._qmodules import ActFakeQuant as act
 
     bits = _check_module_bits(model, module_bits)
     gm = to_graph_module(copy.deepcopy(model))
@@ -177,8 +156,6 @@ def prepare_qat(model: "torch.nn.Module", module_bits: Mapping[str, int]) -> "to
     graph = gm.graph
     quantised: dict[fx.Node, fx.Node] = {}  # node -> its quantiser node
     quantisers: set[fx.Node] = set()
-    from spaces._qmodules import ActFakeQuant as act
-
     counter = [0]
 
     def quantise(node: fx.Node) -> fx.Node:
@@ -279,8 +256,6 @@ def export_onnx_quantized(model: "torch.nn.Module", module_bits: Mapping[str, in
     """
     import onnx
 
-    from spaces._onnx import export_onnx
-
     if not act_quantizers(model) and not quantized_layers(model):
         prepared = prepare_qat(model, module_bits)
         if any(b in _INT_BITS for b in module_bits.values()):
@@ -319,6 +294,8 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from spaces.compress._qmodules import qmax as _qmax
 
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Mapping
 if TYPE_CHECKING:
     import torch
 
+from spaces.compress._fx import set_module
+
 __all__ = ["factorize_lowrank", "lowrank_eligible"]
 
 logger = logging.getLogger(__name__)
@@ -48,8 +50,6 @@ def factorize_lowrank(model: "torch.nn.Module", rank_ratios: "Mapping[str, float
     qualified layer name (others untouched).
     """
     import torch
-
-    from spaces._fx import set_module
 
     eligible = lowrank_eligible(model)
     if isinstance(rank_ratios, Mapping):

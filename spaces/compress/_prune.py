@@ -28,9 +28,25 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Ty
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Importance", "get_importance", "list_importances", "prune_groups", "prune_structured", "register_importance"]
+from spaces.compress._fx import trace_graph
+
+__all__ = [
+    "PRUNE_RATIO_MAX",
+    "Importance",
+    "apply_plan",
+    "check_ratio",
+    "get_importance",
+    "list_importances",
+    "prune_groups",
+    "prune_plan",
+    "prune_structured",
+    "register_importance",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Largest fraction of a layer's channels that pruning may remove.
+PRUNE_RATIO_MAX = 0.9
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -213,8 +229,6 @@ def _name(node: Any) -> str:
 def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: set[str]) -> _Analysis:
     import torch
     from torch import fx
-
-    from spaces._fx import trace_graph
 
     graph = trace_graph(model)
     gm = fx.GraphModule(model, graph)
@@ -431,9 +445,8 @@ def _cat_dim(node: Any, real: "torch.Tensor") -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-def _check_ratio(name: str, ratio: Any) -> float:
-    from spaces._base import PRUNE_RATIO_MAX
-
+def check_ratio(name: str, ratio: Any) -> float:
+    """``ratio`` as a float, or ``ValueError`` naming ``name`` unless it is in [0, :data:`PRUNE_RATIO_MAX`]."""
     if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= PRUNE_RATIO_MAX:
         raise ValueError(f"{name}={ratio!r} must be a number in [0, {PRUNE_RATIO_MAX}]")
     return float(ratio)
@@ -507,11 +520,11 @@ def prune_plan(model: "torch.nn.Module", ratios: "Mapping[str, float] | float", 
     modules = dict(model.named_modules())
     if isinstance(ratios, Mapping):
         for name, r in ratios.items():
-            _check_ratio(f"ratios[{name!r}]", r)
+            check_ratio(f"ratios[{name!r}]", r)
             if not isinstance(modules.get(name), (torch.nn.Conv2d, torch.nn.Linear)):
                 raise ValueError(f"ratios names {name!r}, which is not a Conv2d or Linear of the model")
     else:
-        _check_ratio("ratios", ratios)
+        check_ratio("ratios", ratios)
     if not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to={round_to!r} must be a positive integer")
     ignored = set(ignored_layers)

@@ -1,0 +1,337 @@
+"""The plan: a candidate's network as plain data, from which its kernels, its bits and its model follow.
+
+A space decodes a candidate into a *plan*: a small tree of frozen dataclasses (convolutions with BatchNorm
+and activation, residual sequences, ShuffleNet units, pooling, the classifier) with every channel count,
+stride and bit width resolved. The plan is the single source of truth. Every node answers three questions:
+
+- ``kernels(shape)``: the runtime kernels its ONNX export executes on an input of ``shape`` (no torch), and
+  its output shape;
+- ``module_bits(prefix)``: the qualified ``Conv2d``/``Linear`` module names of its model, mapped to bits;
+- ``build(shape)``: the ``torch.nn.Module`` (BatchNorm at its defaults), whose module paths are the node
+  names, so that weights can be looked up by name (a supernet, a state dict).
+
+A space whose model is not made of these nodes (the ``prune`` space decodes a teacher) supplies a node
+class of its own with the same three methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import TYPE_CHECKING, Any, Union
+
+from latency_models import Kernel
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ConvBN",
+    "DualUnit",
+    "GlobalPool",
+    "Linear",
+    "MaxPool",
+    "Node",
+    "Seq",
+    "Shuffle",
+    "SplitUnit",
+    "default_stem_stride",
+    "keep_channels",
+    "make_divisible",
+]
+
+Shape = tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------- channel maths
+def make_divisible(value: float, multiple: int) -> int:
+    """Round ``value`` to the nearest multiple of ``multiple`` (at least one multiple, never below 90 %)."""
+    rounded = max(multiple, int(value + multiple / 2) // multiple * multiple)
+    if rounded < 0.9 * value:
+        rounded += multiple
+    return rounded
+
+
+def keep_channels(channels: int, ratio: float, multiple: int) -> int:
+    """Channels left after pruning ``ratio`` of ``channels``, rounded to ``multiple``.
+
+    Ratio 0 keeps every channel (even when ``channels`` is not a multiple); otherwise the result is a
+    multiple of ``multiple``, at least one multiple and never more than ``channels``.
+    """
+    if ratio <= 0:
+        return channels
+    kept = max(multiple, math.floor(channels * (1.0 - ratio) / multiple + 0.5) * multiple)
+    return min(channels, kept)
+
+
+def default_stem_stride(input_size: int) -> int:
+    """Stem stride of the students: 1 for small inputs (CIFAR, digits), 2 (as on ImageNet) above 64 pixels."""
+    return 1 if input_size <= 64 else 2
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix and name else prefix or name
+
+
+# --------------------------------------------------------------------------------------------- plan nodes
+@dataclasses.dataclass(frozen=True)
+class ConvBN:
+    """``Conv2d`` (no bias) + ``BatchNorm2d`` + optional activation; module ``<name>.conv`` is quantised."""
+
+    name: str
+    cin: int
+    cout: int
+    kernel_size: int = 1
+    stride: int = 1
+    groups: int = 1
+    activation: str = "relu"  # "relu", "relu6" or "none"
+    padding: int | None = None  # None: kernel_size // 2
+    bits: int = 32
+
+    @property
+    def pad(self) -> int:
+        return self.kernel_size // 2 if self.padding is None else self.padding
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        if shape[0] != self.cin:
+            raise RuntimeError(f"plan error: {self.name} expects {self.cin} channels, gets {shape[0]}")
+        k = Kernel("conv", shape, out_channels=self.cout, kernel_size=self.kernel_size, stride=self.stride,
+                   groups=self.groups, bits=self.bits, activation=self.activation, padding=self.pad)
+        return k.output_shape, [k]
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        return {_join(_join(prefix, self.name), "conv"): self.bits}
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        return _torch_classes()["ConvBNAct"](self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shuffle:
+    """Channel shuffle with ``groups`` groups (reshape, transpose, reshape)."""
+
+    name: str
+    groups: int
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        return shape, [Kernel("channel_shuffle", shape, groups=self.groups)]
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        return {}
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        return _torch_classes()["ChannelShuffle"](self.groups, shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq:
+    """Children applied in order; with ``residual`` the input is added to the result."""
+
+    name: str
+    children: tuple["Node", ...] = ()
+    residual: bool = False
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        out, kernels = shape, []
+        for child in self.children:
+            out, more = child.kernels(out)
+            kernels += more
+        if self.residual:
+            if out != shape:
+                raise RuntimeError(f"plan error: residual {self.name} maps {shape} to {out}")
+            kernels.append(Kernel("add", shape))
+        return out, kernels
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        path, out = _join(prefix, self.name), {}
+        for child in self.children:
+            out.update(child.module_bits(path))
+        return out
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        from collections import OrderedDict
+
+        from torch import nn
+
+        modules: OrderedDict[str, nn.Module] = OrderedDict()
+        out = shape
+        for child in self.children:
+            modules[child.name] = child.build(out)
+            out, _ = child.kernels(out)
+        return (_torch_classes()["Residual"] if self.residual else nn.Sequential)(modules)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitUnit:
+    """ShuffleNetV2 basic unit: split channels in halves, ``branch`` on the second, concat, shuffle 2."""
+
+    name: str
+    branch: Seq
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        c, h, w = shape
+        (cb, hb, wb), more = self.branch.kernels((c - c // 2, h, w))
+        out = (c // 2 + cb, hb, wb)
+        return out, [Kernel("split", shape, groups=2), *more, Kernel("concat", out),
+                     Kernel("channel_shuffle", out, groups=2)]
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        return self.branch.module_bits(_join(prefix, self.name))
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        c, h, w = shape
+        out, _ = self.kernels(shape)
+        return _torch_classes()["SplitBlock"](self.branch.build((c - c // 2, h, w)), shape, out)
+
+
+@dataclasses.dataclass(frozen=True)
+class DualUnit:
+    """ShuffleNetV2 down-sampling unit: concat(``branch1(x)``, ``branch2(x)``), shuffle 2."""
+
+    name: str
+    branch1: Seq
+    branch2: Seq
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        (c1, h1, w1), k1 = self.branch1.kernels(shape)
+        (c2, h2, w2), k2 = self.branch2.kernels(shape)
+        if (h1, w1) != (h2, w2):
+            raise RuntimeError(f"plan error: branches of {self.name} disagree on spatial size")
+        out = (c1 + c2, h1, w1)
+        return out, [*k1, *k2, Kernel("concat", out), Kernel("channel_shuffle", out, groups=2)]
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        path = _join(prefix, self.name)
+        return {**self.branch1.module_bits(path), **self.branch2.module_bits(path)}
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        out, _ = self.kernels(shape)
+        return _torch_classes()["DualBlock"](self.branch1.build(shape), self.branch2.build(shape), out)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool:
+    name: str
+    kernel_size: int
+    stride: int
+    padding: int
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        k = Kernel("maxpool", shape, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+        return k.output_shape, [k]
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        return {}
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        from torch import nn
+
+        return nn.MaxPool2d(self.kernel_size, self.stride, self.padding)
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalPool:
+    """Mean over H and W: (N, C, H, W) -> (N, C)."""
+
+    name: str
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        return (shape[0],), [Kernel("global_avgpool", shape)]
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        return {}
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        return _torch_classes()["GlobalAvgPool"]()
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """Fully connected layer; module ``<name>`` is quantised."""
+
+    name: str
+    cin: int
+    cout: int
+    bits: int = 32
+
+    def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        k = Kernel("linear", shape, out_channels=self.cout, bits=self.bits)
+        return k.output_shape, [k]
+
+    def module_bits(self, prefix: str = "") -> dict[str, int]:
+        return {_join(prefix, self.name): self.bits}
+
+    def build(self, shape: Shape) -> "torch.nn.Module":
+        from torch import nn
+
+        return nn.Linear(self.cin, self.cout)
+
+
+#: A plan node: anything with ``kernels(shape)``, ``module_bits(prefix)`` and ``build(shape)``.
+Node = Union[ConvBN, Shuffle, Seq, SplitUnit, DualUnit, MaxPool, GlobalPool, Linear, Any]
+
+
+# --------------------------------------------------------------------------------------------- torch modules
+@functools.cache
+def _torch_classes() -> dict[str, type]:
+    """The torch module classes, defined on first use so that importing spaces never imports torch."""
+    import torch
+    from torch import nn
+
+    class ConvBNAct(nn.Module):
+        def __init__(self, spec: ConvBN) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(spec.cin, spec.cout, spec.kernel_size, spec.stride, spec.pad,
+                                  groups=spec.groups, bias=False)
+            self.bn = nn.BatchNorm2d(spec.cout)
+            self.act = {"relu": nn.ReLU, "relu6": nn.ReLU6, "none": nn.Identity}[spec.activation]()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.bn(self.conv(x)))
+
+    class ChannelShuffle(nn.Module):
+        """Reshape-transpose-reshape with static channel and spatial sizes, so ONNX gets constant shapes."""
+
+        def __init__(self, groups: int, shape: tuple[int, int, int]) -> None:
+            super().__init__()
+            self.groups, self.shape = groups, tuple(shape)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            c, h, w = self.shape
+            x = x.reshape(-1, self.groups, c // self.groups, h, w).transpose(1, 2)
+            return x.reshape(-1, c, h, w)
+
+    class Residual(nn.Sequential):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + super().forward(x)
+
+    class SplitBlock(nn.Module):
+        def __init__(self, branch: nn.Module, shape: tuple[int, int, int], out_shape: tuple[int, int, int]) -> None:
+            super().__init__()
+            self.branch = branch
+            self.half = shape[0] // 2
+            self.rest = shape[0] - self.half
+            self.shuffle = ChannelShuffle(2, out_shape)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = x.split([self.half, self.rest], dim=1)
+            return self.shuffle(torch.cat((a, self.branch(b)), dim=1))
+
+    class DualBlock(nn.Module):
+        def __init__(self, branch1: nn.Module, branch2: nn.Module, out_shape: tuple[int, int, int]) -> None:
+            super().__init__()
+            self.branch1, self.branch2 = branch1, branch2
+            self.shuffle = ChannelShuffle(2, out_shape)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.shuffle(torch.cat((self.branch1(x), self.branch2(x)), dim=1))
+
+    class GlobalAvgPool(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))
+
+    return {
+        "ConvBNAct": ConvBNAct, "ChannelShuffle": ChannelShuffle, "Residual": Residual,
+        "SplitBlock": SplitBlock, "DualBlock": DualBlock, "GlobalAvgPool": GlobalAvgPool,
+    }
