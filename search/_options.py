@@ -18,14 +18,15 @@ import pathlib
 import shlex
 from typing import Any, Callable, Mapping
 
-from search._data import DATASETS, check_data_spec
+from search._data import DATASETS, MIN_INPUT_SIZE, check_data_spec
 from search._device import check_device_spec
 from search._errors import InputError
 from search._study import SAMPLERS
 from search._teacher import check_teacher_spec
+from latency_models import BITS
 from spaces import SEARCH_PARTS, list_spaces
 
-__all__ = ["CONFIG", "SearchOptions", "add_arguments", "command_line", "resolve_options"]
+__all__ = ["CONFIG", "SearchOptions", "add_arguments", "command_line", "parse_bits", "resolve_options"]
 
 #: The options file of a run folder.
 CONFIG = "config.json"
@@ -52,6 +53,10 @@ class SearchOptions:
                                       "quantised (default {default})", metavar="NAME")
     data: str = _option("digits", "data set: {choices} or imagefolder:PATH (default {default}, ships with "
                                   "scikit-learn; shapes is generated offline)", metavar="NAME")
+    input_size: int | None = _option(None, "side of the square input images in pixels; the spaces, the teacher, "
+                                           "the latency profile and the export follow it (default 16 for digits, "
+                                           "32 otherwise; on a CPU latency grows with the pixel count: 96 px costs "
+                                           "about 9x, 224 px about 50x what 32 px costs)", metavar="PX")
     data_dir: str | None = _option(None, "folder of the torchvision data sets (default ~/.cache/karumi/data)",
                                    metavar="DIR")
     download: bool = _option(False, "download a torchvision data set into --data-dir", flag=True)
@@ -73,6 +78,9 @@ class SearchOptions:
                                     "(default {default})", metavar="E", resume=True)
     search: tuple[str, ...] = _option(SEARCH_PARTS, "what to search, a comma list of {choices} (default all)",
                                       metavar="PARTS")
+    bits: str = _option("auto", "bit widths a layer may get: auto (32 and the widths the device runs faster than "
+                                "float32, read from its latency profile) or a comma list of {choices} (4 and 16 "
+                                "save size, not time, on x86 ONNX Runtime) (default {default})", metavar="BITS")
     proxy_epochs: int = _option(4, "distillation epochs of each trial's accuracy proxy (default {default})",
                                 metavar="E")
     proxy_samples: int = _option(512, "training images of each trial's accuracy proxy (default {default})",
@@ -117,6 +125,8 @@ class SearchOptions:
         if self.space not in list_spaces():
             raise InputError(f"--space {self.space!r} is not a known space; allowed: {', '.join(list_spaces())}")
         check_data_spec(str(self.data))
+        if self.input_size is not None:
+            _check_int("input_size", self.input_size, low=MIN_INPUT_SIZE)
         if self.data_dir is not None and not self.download and not pathlib.Path(self.data_dir).expanduser().is_dir():
             raise InputError(f"--data-dir {self.data_dir} does not exist (add --download to create it and fetch the data)")
         check_teacher_spec(str(self.teacher))
@@ -132,6 +142,7 @@ class SearchOptions:
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
                 raise InputError(f"{_flag(key)} {v!r} must be a positive number of minutes")
+        parse_bits(self.bits)
         parts = tuple(self.search)
         if not parts or any(p not in SEARCH_PARTS for p in parts):
             raise InputError(f"--search {','.join(map(str, parts))!r} must be a non-empty subset of {','.join(SEARCH_PARTS)}")
@@ -145,6 +156,19 @@ class SearchOptions:
         return dataclasses.replace(self, search=parts, out=str(out))
 
 
+def parse_bits(text: str) -> tuple[int, ...] | None:
+    """``--bits``: None for ``auto``, else the listed bit widths (sorted); :class:`InputError` if not allowed."""
+    if str(text).strip() == "auto":
+        return None
+    try:
+        values = tuple(sorted({int(v) for v in str(text).split(",") if v.strip()}))
+    except ValueError:
+        values = ()
+    if not values or not set(values) <= set(BITS):
+        raise InputError(f"--bits {text!r} is not allowed; allowed: auto, or a comma list of {','.join(map(str, BITS))}")
+    return values
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -156,6 +180,7 @@ def _check_int(key: str, value: Any, *, low: int) -> None:
 
 
 _CHOICES: dict[str, Callable[[], Any]] = {
+    "bits": lambda: BITS,
     "space": list_spaces,
     "data": lambda: DATASETS,
     "sampler": lambda: SAMPLERS,
