@@ -215,18 +215,24 @@ class SearchSpace(abc.ABC):
         return cand
 
     def sample(
-        self, trial_or_rng: "optuna.trial.Trial | np.random.Generator", *, search: Sequence[str] = SEARCH_PARTS
+        self, trial_or_rng: "optuna.trial.Trial | np.random.Generator", *, search: Sequence[str] = SEARCH_PARTS,
+        bits: Sequence[int] = BITS,
     ) -> Candidate:
         """Draw a candidate from an Optuna trial or a seeded numpy generator, searching only ``search``.
 
         ``search`` names the parts drawn, a subset of :data:`SEARCH_PARTS`: the others keep their defaults
         (the default architecture of ``candidate()``, prune ratio 0, 32 bits), which is how arch-only,
-        prune-only and bits-only searches are made. Parameter names are stable (``prune_<layer>``,
-        ``bits_<layer>`` and the space's own), so a resumed study continues where it stopped and an
-        ``optuna.trial.FixedTrial`` of a trial's params gives the same candidate again.
+        prune-only and bits-only searches are made. ``bits`` are the bit widths a layer may be given (a
+        subset of ``latency_models.BITS``; e.g. only those the device runs faster than float32). Parameter
+        names are stable (``prune_<layer>``, ``bits_<layer>`` and the space's own), so a resumed study
+        continues where it stopped and an ``optuna.trial.FixedTrial`` of a trial's params gives the same
+        candidate again.
         """
         if isinstance(search, str) or not set(search) <= set(SEARCH_PARTS):
             raise ValueError(f"search={search!r} is not allowed; allowed: a subset of {SEARCH_PARTS}")
+        if isinstance(bits, (str, bytes)) or not bits or not set(bits) <= set(BITS):
+            raise ValueError(f"bits={bits!r} is not allowed; allowed: a non-empty subset of {_allowed(BITS)}")
+        bit_choices = tuple(sorted(set(int(b) for b in bits)))
         suggest = Suggest(trial_or_rng)
         arch = self._architecture(self._sample_architecture(suggest) if "arch" in search else {})
         ratios = [
@@ -235,7 +241,7 @@ class SearchSpace(abc.ABC):
             for layer in arch.layers
         ]
         bits = [
-            suggest.categorical(f"bits_{layer.name}", BITS) if "bits" in search and layer.quantisable else 32
+            suggest.categorical(f"bits_{layer.name}", bit_choices) if "bits" in search and layer.quantisable else 32
             for layer in arch.layers
         ]
         return self.candidate(**arch.genes, prune_ratios=ratios, bits=bits)
@@ -310,7 +316,8 @@ class SearchSpace(abc.ABC):
         )
 
     def onnx(self, candidate: Candidate, *, model: "torch.nn.Module | None" = None,
-             calibration: "Iterable[torch.Tensor] | None" = None, path: str | None = None) -> "onnx.ModelProto":
+             calibration: "Iterable[torch.Tensor] | None" = None, path: str | None = None,
+             dynamic_batch: bool = False) -> "onnx.ModelProto":
         """The deployable ONNX model of ``candidate``: QDQ int8/int4 and float16 where its bits say so.
 
         ``model`` is a trained model of the candidate (e.g. from ``search.distill_train``, already
@@ -318,18 +325,20 @@ class SearchSpace(abc.ABC):
         A float model with int bits is calibrated on ``calibration`` batches, or on random noise when none
         are given (right graph and speed, meaningless accuracy; silent for ``build(candidate)``, whose
         weights are untrained anyway, a logged warning for a given ``model``). All-32-bit candidates export
-        plain float32 (see :func:`spaces.compress.export_onnx`). Writes ``path`` when given.
+        plain float32 (see :func:`spaces.compress.export_onnx`). ``dynamic_batch``: a dynamic batch
+        dimension, as a deployed model wants (fixed at 1 by default). Writes ``path`` when given.
         """
         bits = self.module_bits(candidate)
         net = self.build(candidate) if model is None else model
         if all(b == 32 for b in bits.values()) and not act_quantizers(net):
-            return export_onnx(net, self.input_shape, path)
+            return export_onnx(net, self.input_shape, path, dynamic_batch=dynamic_batch)
         if model is None and calibration is None:  # untrained weights: ranges from noise (for timing)
             import torch
 
             gen = torch.Generator().manual_seed(0)
             calibration = [torch.randn((8, *self.input_shape), generator=gen) for _ in range(4)]
-        return export_onnx_quantized(net, bits, self.input_shape, path, calibration=calibration)
+        return export_onnx_quantized(net, bits, self.input_shape, path, calibration=calibration,
+                                     dynamic_batch=dynamic_batch)
 
 
 class StudentSpace(SearchSpace):

@@ -241,7 +241,7 @@ def calibrate(model: "torch.nn.Module", batches: Iterable["torch.Tensor"], *, me
 # ----------------------------------------------------------------------------------------------------------
 def export_onnx_quantized(model: "torch.nn.Module", module_bits: Mapping[str, int], input_shape: tuple[int, ...],
                           path: str | None = None, *, calibration: Iterable["torch.Tensor"] | None = None,
-                          calibration_method: str = "minmax") -> "onnx.ModelProto":
+                          calibration_method: str = "minmax", dynamic_batch: bool = False) -> "onnx.ModelProto":
     """The deployable QDQ ONNX model of ``model`` at ``module_bits`` (the one exporter for quantised models).
 
     ``model`` is either prepared (:func:`prepare_qat`, trained or calibrated: its own activation ranges are
@@ -281,7 +281,7 @@ def export_onnx_quantized(model: "torch.nn.Module", module_bits: Mapping[str, in
             m.exporting = True
     layer_bits = quantized_layers(prepared)
     weights = {f"{name}.weight": (name, b) for name, b in layer_bits.items()}
-    proto = export_onnx(prepared, tuple(input_shape))
+    proto = export_onnx(prepared, tuple(input_shape), dynamic_batch=dynamic_batch)
     proto = _rewrite_qdq(proto, weights)
     onnx.checker.check_model(proto)
     if path is not None:
