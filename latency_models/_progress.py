@@ -5,7 +5,8 @@ a Kubernetes pod, a Ray job) it writes one plain line at the start, at most one 
 seconds (done/total, rate, ETA) and one at the end: never a carriage-return stream, so a redirected log
 stays a few short lines per phase.
 
-Library functions never draw progress themselves: they take an ``on_progress(done, total, message)``
+Nothing is shown until the first unit of progress: a phase that turns out to have nothing to do (a
+teacher read from the cache) leaves no trace. Library functions never draw progress themselves: they take an ``on_progress(done, total, message)``
 callback, and the command lines hand them :meth:`Progress.report`. It lives in ``latency_models``, the
 one package every karumi command can import, the torch-free device side included.
 """
@@ -47,23 +48,26 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.interval_s = interval_s
         self.postfix = ""
-        self._start = time.monotonic()
+        self._t0 = time.monotonic()
         self._initial = float(initial)
-        self._last_line = self._start
+        self._last_line = self._t0
         self._bar: Any = None
+        self._started = False
         self._closed = False
-        if not enabled:
-            return
+
+    def _start(self) -> None:
+        """Show the display (on the first progress)."""
+        self._started = True
         if _isatty(self.stream):
             try:
                 from tqdm.auto import tqdm
 
-                self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream,
-                                 dynamic_ncols=True, leave=True)
+                self._bar = tqdm(total=self.total, initial=self._initial, desc=self.desc, unit=self.unit,
+                                 file=self.stream, dynamic_ncols=True, leave=True)
+                return
             except ImportError:
                 self._bar = None
-        if self._bar is None:
-            self._line("started")
+        self._line("started")
 
     # ----------------------------------------------------------------- updates
     def update(self, n: float = 1, *, postfix: str | None = None) -> None:
@@ -79,6 +83,10 @@ class Progress:
         delta, self.done = done - self.done, done
         if not self.enabled or self._closed:
             return
+        if not self._started:
+            if delta <= 0 and postfix is None:
+                return
+            self._start()
         if self._bar is not None:
             if postfix is not None:
                 self._bar.set_postfix_str(postfix, refresh=False)
@@ -101,7 +109,7 @@ class Progress:
         if self._closed:
             return
         self._closed = True
-        if not self.enabled:
+        if not self.enabled or not self._started:
             return
         if self._bar is not None:
             self._bar.close()
@@ -117,9 +125,10 @@ class Progress:
     # ----------------------------------------------------------------- plain lines
     def status(self) -> str:
         """``desc: done/total unit, rate, elapsed, ETA, postfix`` as one line."""
-        elapsed = time.monotonic() - self._start
+        elapsed = time.monotonic() - self._t0
         rate = (self.done - self._initial) / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.desc}: {self.done:g}" + (f"/{self.total:g}" if self.total is not None else "") + f" {self.unit}"]
+        parts = [f"{self.desc}: {_count(self.done)}" + (f"/{_count(self.total)}" if self.total is not None else "")
+                 + f" {self.unit}"]
         if elapsed >= 1.0 and rate > 0:
             parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 0.1 else f"{1 / rate:.3g} s/{self.unit}")
         parts.append(f"elapsed {_duration(elapsed)}")
@@ -134,6 +143,10 @@ class Progress:
         text = self.status() + (f" ({tag})" if tag else "")
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _count(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2g}"
 
 
 def _isatty(stream: IO[str]) -> bool:

@@ -11,9 +11,9 @@ from search._data import DATASETS, DataSet, Split, load_data
 from search._device import Device, fastest_candidate, resolve_device
 from search._distill import distill_train, hint_loss, kd_loss, recalibrate_batchnorm
 from search._errors import InputError
-from search._objective import OBJECTIVES, SearchContext, TrialResult, evaluate_candidate, predict_latency
+from search._objective import OBJECTIVES, SearchContext, TrialResult, evaluate_candidate, predict_latency, rewarded_bits
 from search._options import SearchOptions, command_line
-from search._pareto import ParetoEntry, ParetoFront, pareto_front, select_measured
+from search._pareto import ParetoEntry, ParetoFront, pareto_front, select
 from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models
 from search._proxy import ProxyEvaluator
 from search._report import SearchResult
@@ -55,9 +55,10 @@ __all__: list[str] = [
     "profile_spaces",
     "recalibrate_batchnorm",
     "resolve_device",
+    "rewarded_bits",
     "run",
     "run_study",
-    "select_measured",
+    "select",
     "space_models",
     "top1_accuracy",
 ]

@@ -49,6 +49,8 @@ class Device:
         source: the table or predictor file behind it.
         profiled_now: True when this call profiled the machine (not read from the cache).
         threads: ONNX Runtime intra-op threads of the measurements (local device).
+        model_sources: the ``source`` of every whole model timed into the device's table (``teacher:<hash>``
+            once the teacher was timed on it); empty for a saved predictor.
     """
 
     predictor: "LatencyPredictor"
@@ -57,6 +59,7 @@ class Device:
     source: pathlib.Path | None = None
     profiled_now: bool = False
     threads: int = 1
+    model_sources: frozenset[str] = frozenset()
 
 
 def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
@@ -107,7 +110,8 @@ def resolve_device(spec: str, space: "SearchSpace", *, threads: int = 1, profile
     name = predictor.device.get("name", "?")
     desc = predictor.device.get("description") or ""
     return Device(predictor=predictor, local=False, source=path,
-                  description=f"{name}{' (' + desc + ')' if desc else ''}, from {path.name}")
+                  description=f"{name}{' (' + desc + ')' if desc else ''}, from {path.name}",
+                  model_sources=_sources(table))
 
 
 def _read(path: pathlib.Path) -> tuple["LatencyPredictor", "LatencyTable | None"]:
@@ -186,7 +190,9 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     if pred_path.is_file():
         try:
             predictor = LatencyPredictor.load(pred_path)
-            return Device(predictor=predictor, local=True, description=desc, source=pred_path, threads=threads)
+            sources = _sources(LatencyTable.load(table_path)) if table_path.is_file() else frozenset()
+            return Device(predictor=predictor, local=True, description=desc, source=pred_path, threads=threads,
+                          model_sources=sources)
         except (ValueError, KeyError, TypeError, OSError) as exc:
             logger.warning("cached predictor %s is unreadable (%s); fitting it again", pred_path, exc)
     folder.mkdir(parents=True, exist_ok=True)
@@ -202,17 +208,18 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     predictor.save(tmp)
     tmp.replace(pred_path)
     return Device(predictor=predictor, local=True, description=desc, source=pred_path, profiled_now=True,
-                  threads=threads)
+                  threads=threads, model_sources=_sources(table))
 
 
-def model_name(path: pathlib.Path, prefix: str) -> str:
-    """``prefix:<hash of the model's kernels>``: the same architecture gets the same name (weights do not count)."""
-    kernels, _ = kernels_from_onnx(str(path))
+def model_name(model: Any, prefix: str) -> str:
+    """``prefix:<hash of the model's kernels>`` of an ONNX path or ``ModelProto``: the same architecture gets
+    the same name (weights do not count)."""
+    kernels, _ = kernels_from_onnx(model)
     text = json.dumps([k.to_dict() for k in kernels], sort_keys=True)
     return f"{prefix}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def add_models(device: Device, models: list[pathlib.Path], *, names: list[str],
+def add_models(device: Device, models: list[Any], *, names: list[str],
                on_progress: Callable[[float, float, str], None] | None = None) -> Device:
     """The local device with ``models`` (outside the space, such as the teacher) timed into its cached table.
 
@@ -233,12 +240,16 @@ def add_models(device: Device, models: list[pathlib.Path], *, names: list[str],
         logger.warning("%s not added to the latency profile: %s", ", ".join(names), exc)
         return device
     if len(table.model_rows) == before:
-        return device
+        return dataclasses.replace(device, model_sources=_sources(table))
     predictor = LatencyPredictor.fit(table)
     tmp = device.source.with_suffix(".tmp.json")
     predictor.save(tmp)
     tmp.replace(device.source)
-    return dataclasses.replace(device, predictor=predictor)
+    return dataclasses.replace(device, predictor=predictor, model_sources=_sources(table))
+
+
+def _sources(table: "LatencyTable | None") -> frozenset[str]:
+    return frozenset(r.source for r in table.model_rows if r.source) if table is not None else frozenset()
 
 
 # ----------------------------------------------------------------------------------- the fastest candidate
@@ -282,7 +293,8 @@ class _ChoiceTrial:
 
 
 def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *,
-                      search: tuple[str, ...] | None = None, seed: int = 0, starts: int = 32,
+                      search: tuple[str, ...] | None = None, bits: tuple[int, ...] | None = None,
+                      seed: int = 0, starts: int = 32,
                       passes: int = 3) -> tuple["Candidate", float, dict[str, Any]]:
     """About the fastest candidate ``space`` can produce, by coordinate descent over its sampled parameters.
 
@@ -293,7 +305,9 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    kwargs = {} if search is None else {"search": search}
+    kwargs: dict[str, Any] = {} if search is None else {"search": search}
+    if bits is not None:
+        kwargs["bits"] = bits
 
     def draw(fixed: Mapping[str, Any]) -> tuple["Candidate", _ChoiceTrial]:
         trial = _ChoiceTrial(fixed, rng)

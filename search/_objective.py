@@ -32,6 +32,7 @@ __all__ = [
     "TrialResult",
     "evaluate_candidate",
     "predict_latency",
+    "rewarded_bits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,32 @@ def predict_latency(predictor: "LatencyPredictor", space: "SearchSpace",
         warnings.simplefilter("ignore", UnknownOperatorWarning)
         return predictor.predict_many([space.kernels(c) for c in candidates],
                                       genes=[c.genes for c in candidates])
+
+
+def rewarded_bits(predictor: "LatencyPredictor", space: "SearchSpace", *, n: int = 8, seed: int = 0,
+                  gain: float = 0.98) -> tuple[int, ...]:
+    """32 and the bit widths the device runs faster than float32, as its latency profile says.
+
+    For ``n`` random architectures of ``space``, every layer that has weights is put at each bit width in
+    turn; a width is rewarded when the median of its predicted latency over the float32 one is below
+    ``gain`` (the predictor counts the quantise/dequantise/cast steps between layers). On x86 ONNX Runtime
+    this is int8; int4 and float16 layers there are dequantised or cast back to float32: size, not time.
+    """
+    import numpy as np
+
+    from latency_models import BITS
+
+    rng = np.random.default_rng(seed)
+    archs = [space.sample(rng, search=("arch",)) for _ in range(n)]
+    ratios: dict[int, list[float]] = {b: [] for b in BITS if b != 32}
+    for cand in archs:
+        layers = space.layers(cand)
+        variants = [space.candidate(**dict(cand.genes), bits=[b if layer.quantisable else 32 for layer in layers])
+                    for b in (32, *ratios)]
+        lat = predict_latency(predictor, space, variants)
+        for b, ms in zip(ratios, lat[1:]):
+            ratios[b].append(float(ms) / float(lat[0]))
+    return tuple(sorted({32} | {b for b, r in ratios.items() if r and float(np.median(r)) < gain}))
 
 
 @dataclasses.dataclass(frozen=True)

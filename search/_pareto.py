@@ -1,10 +1,15 @@
 """The Pareto front of a study over (accuracy, latency, size), and its files.
 
 The front is taken over every completed trial, feasible or not (an over-budget candidate is recorded
-with its predicted latency and accuracy 0, so it is on the front only when nothing else is as small).
-``selected`` is the most accurate trained feasible trial (ties: lower latency, then smaller size); when the
-front was measured on the device, :func:`select_measured` gives the most accurate entry measured within the
-budget.
+with its predicted latency and accuracy 0, so it is on the front only when nothing else is as small). The
+teacher is a point of it too (its accuracy is that of the fully trained teacher, the trials' that of the
+short proxy: the two are kept apart in the files and the plot).
+
+What ships (:func:`select`): the most accurate trained front entry that meets the budget *and* is faster
+than the teacher, comparing measured latencies where the front was measured on the device (the local
+device), predicted ones otherwise (ties: lower latency, then smaller size). A compression that returns a
+slower model than the one the user brought has failed: when no entry is faster than the teacher, nothing is
+selected and the reason says so.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from search._objective import OBJECTIVES
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ParetoEntry", "ParetoFront", "pareto_front", "select_measured", "write_pareto"]
+__all__ = ["ParetoEntry", "ParetoFront", "pareto_front", "select", "write_pareto"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +83,25 @@ class ParetoFront:
     n_trials: int
     n_feasible: int
     all_points: list[tuple[float, float, int, bool]] = dataclasses.field(default_factory=list)
+    #: why ``selected`` is what it is (or why nothing is), one sentence
+    selection_reason: str = ""
+    #: what trials were held to: the budget, or near the teacher's predicted latency when lower (``feasible``)
+    search_budget_ms: float | None = None
+    #: whether what ships must be faster than the teacher (its latency on the device is known)
+    beat_teacher: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
             "budget_ms": self.budget_ms,
+            "search_budget_ms": self.search_budget_ms if self.search_budget_ms is not None else self.budget_ms,
+            "beat_teacher": self.beat_teacher,
             "objectives": dict(OBJECTIVES),
             "n_trials": self.n_trials,
             "n_feasible": self.n_feasible,
             "pareto": [e.to_dict() for e in self.entries],
             "selected": None if self.selected is None else self.selected.to_dict(),
+            "selection_reason": self.selection_reason,
             "teacher": None if self.teacher is None else self.teacher.to_dict(),
         }
 
@@ -117,40 +131,56 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def pareto_front(trials: Sequence["optuna.trial.FrozenTrial"], *, budget_ms: float,
-                 teacher: ParetoEntry | None = None) -> ParetoFront:
-    """The non-dominated completed trials (sorted by latency) and the most accurate feasible one."""
+                 teacher: ParetoEntry | None = None, search_budget_ms: float | None = None,
+                 beat_teacher: bool = True) -> ParetoFront:
+    """The non-dominated completed trials (sorted by latency), with :func:`select` applied on predictions."""
     from optuna.trial import TrialState
 
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 3]
     points = [(t, (float(t.values[0]), float(t.values[1]), float(t.values[2]))) for t in done]
     front = [t for t, p in points if not any(_dominates(q, p) for _, q in points if q is not p)]
     entries = sorted((_entry(t) for t in front), key=lambda e: (e.latency_ms, e.size_bytes))
-    feasible = [e for e in (_entry(t) for t in done) if e.feasible and e.trained]
-    selected = None
-    if feasible:
-        best = max(feasible, key=lambda e: (e.accuracy or 0.0, -e.latency_ms, -e.size_bytes))
-        # the most accurate feasible trial is never dominated by a feasible one, but it may be dominated by
-        # an infeasible trial; keep the front's copy when it is there so measured latencies are shared
-        selected = next((e for e in entries if e.trial == best.trial), best)
+    n_feasible = sum(1 for t in done if t.user_attrs.get("feasible") and t.user_attrs.get("trained", True))
     all_points = [(e.accuracy or 0.0, e.latency_ms, e.size_bytes, e.feasible) for e in (_entry(t) for t in done)]
-    return ParetoFront(entries=entries, selected=selected, teacher=teacher, budget_ms=budget_ms,
-                       n_trials=len(done), n_feasible=len(feasible), all_points=all_points)
+    result = ParetoFront(entries=entries, selected=None, teacher=teacher, budget_ms=budget_ms,
+                         n_trials=len(done), n_feasible=n_feasible, all_points=all_points,
+                         search_budget_ms=search_budget_ms, beat_teacher=beat_teacher)
+    select(result)
+    return result
 
 
-def select_measured(front: ParetoFront) -> ParetoEntry | None:
-    """The most accurate trained, feasible front entry whose *measured* latency is within the budget.
-
-    For a local device, where the front is exported and timed: a candidate predicted within the budget
-    but measured over it is not the one to ship. Ties: lower measured latency, then smaller size. None when
-    no entry was measured within the budget.
-    """
-    ok = [e for e in front.entries if e.trained and e.feasible and e.accuracy is not None
-          and e.measured_latency_ms is not None and e.measured_latency_ms <= front.budget_ms]
-    return max(ok, key=lambda e: (e.accuracy or 0.0, -(e.measured_latency_ms or 0.0), -e.size_bytes), default=None)
+def latency_of(entry: ParetoEntry) -> float:
+    """The entry's measured latency where it was measured, else its predicted one (milliseconds)."""
+    return entry.measured_latency_ms if entry.measured_latency_ms is not None else entry.latency_ms
 
 
-def write_pareto(front: ParetoFront, out_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:
-    """Write ``pareto.json``, ``pareto.csv`` and ``pareto.png`` into ``out_dir``; returns their paths."""
+def select(front: ParetoFront) -> ParetoEntry | None:
+    """Set and return ``front.selected``: the most accurate trained front entry within the budget that is
+    faster than the teacher (see the module docstring), and ``front.selection_reason``."""
+    basis = "measured" if any(e.measured_latency_ms is not None for e in front.entries) else "predicted"
+    within = [e for e in front.entries if e.trained and e.accuracy is not None and latency_of(e) <= front.budget_ms]
+    teacher_ms = latency_of(front.teacher) if front.teacher is not None and front.beat_teacher else None
+    faster = [e for e in within if teacher_ms is None or latency_of(e) < teacher_ms]
+    pick = max(faster, key=lambda e: (e.accuracy or 0.0, -latency_of(e), -e.size_bytes), default=None)
+    if pick is not None:
+        reason = (f"the most accurate front entry within the budget ({basis} {latency_of(pick):.3f} ms <= "
+                  f"{front.budget_ms:g} ms)" + (f" and faster than the teacher ({basis} {teacher_ms:.3f} ms)"
+                                                 if teacher_ms is not None else ""))
+    elif not within:
+        reason = f"no trained front entry is within the {front.budget_ms:g} ms budget ({basis})"
+    else:
+        reason = (f"every trained front entry within the budget is slower than the teacher ({basis} "
+                  f"{teacher_ms:.3f} ms): nothing compressed is worth shipping")
+    front.selected, front.selection_reason = pick, reason
+    return pick
+
+
+def write_pareto(front: ParetoFront, out_dir: str | pathlib.Path, *,
+                 final: Mapping[str, Any] | None = None) -> dict[str, pathlib.Path]:
+    """Write ``pareto.json``, ``pareto.csv`` and ``pareto.png`` into ``out_dir``; returns their paths.
+
+    ``final``: the fine-tuned selected model (``latency_ms``, ``measured_latency_ms``, ``val_accuracy``),
+    drawn in the plot when given."""
     out = pathlib.Path(out_dir)
     paths = {"json": out / "pareto.json", "csv": out / "pareto.csv", "png": out / "pareto.png"}
     _write_atomic(paths["json"], json.dumps(front.to_dict(), indent=2) + "\n")
@@ -166,7 +196,7 @@ def write_pareto(front: ParetoFront, out_dir: str | pathlib.Path) -> dict[str, p
                 d["trial"] = "teacher"
             writer.writerow({k: d.get(k) for k in CSV_FIELDS})
     paths["csv"].with_suffix(".csv.tmp").replace(paths["csv"])
-    plot_pareto(front, paths["png"])
+    plot_pareto(front, paths["png"], final=final)
     return paths
 
 
@@ -176,36 +206,83 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
     tmp.replace(path)
 
 
-def plot_pareto(front: ParetoFront, path: str | pathlib.Path) -> None:
-    """Accuracy against predicted latency: every trial, the front, the budget line and the teacher."""
+def plot_pareto(front: ParetoFront, path: str | pathlib.Path, *, final: Mapping[str, Any] | None = None) -> None:
+    """Accuracy against latency, zoomed to the data (a log axis when it spans a decade or more).
+
+    Grey: every trial at its predicted latency (proxy accuracy; crosses: over budget, not trained). Blue:
+    the front, hollow at the predicted latency, filled at the measured one where measured, joined by a
+    line. Red diamond: the teacher (its accuracy after full training). Orange star: the selected trial;
+    green star: the selected model after its final fine-tune. The budget line is drawn when it lies in
+    the zoomed range, else an arrow at the edge says where it is.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.4), dpi=110)
+    fig = Figure(figsize=(7.2, 4.8), dpi=110)
     ax = fig.add_subplot()
-    trained = [(a, lat) for a, lat, _, feas in front.all_points if feas]
-    over = [(a, lat) for a, lat, _, feas in front.all_points if not feas]
+    xs: list[float] = []
+    trained = [(lat, a) for a, lat, _, feas in front.all_points if feas]
+    over = [(lat, a) for a, lat, _, feas in front.all_points if not feas]
     if trained:
-        ax.scatter(*zip(*[(lat, a) for a, lat in trained]), s=14, c="0.6", label="feasible trials")
+        ax.scatter(*zip(*trained), s=12, c="0.65", label="trials: proxy accuracy, predicted latency")
     if over:
-        ax.scatter(*zip(*[(lat, a) for a, lat in over]), s=14, c="0.6", marker="x", label="over budget (not trained)")
+        ax.scatter(*zip(*over), s=12, c="0.65", marker="x", label="over budget (not trained)")
+    xs += [lat for lat, _ in trained + over]
+    for e in front.entries:
+        acc = e.accuracy or 0.0
+        xs.append(e.latency_ms)
+        if e.measured_latency_ms is not None:
+            ax.plot([e.latency_ms, e.measured_latency_ms], [acc, acc], c="tab:blue", lw=0.8, alpha=0.6, zorder=2)
+            xs.append(e.measured_latency_ms)
     pts = [(e.latency_ms, e.accuracy or 0.0) for e in front.entries]
     if pts:
-        ax.scatter(*zip(*pts), s=36, c="tab:blue", edgecolors="k", linewidths=0.5, zorder=3, label="Pareto front")
+        ax.scatter(*zip(*pts), s=36, facecolors="none", edgecolors="tab:blue", zorder=3,
+                   label="Pareto front, predicted latency")
+    measured = [(e.measured_latency_ms, e.accuracy or 0.0) for e in front.entries if e.measured_latency_ms is not None]
+    if measured:
+        ax.scatter(*zip(*measured), s=36, c="tab:blue", edgecolors="k", linewidths=0.5, zorder=3,
+                   label="Pareto front, measured latency")
     if front.selected is not None:
-        ax.scatter([front.selected.latency_ms], [front.selected.accuracy or 0.0], s=140, marker="*", c="tab:orange",
-                   edgecolors="k", zorder=4, label="selected")
+        sel = front.selected
+        ax.scatter([latency_of(sel)], [sel.accuracy or 0.0], s=150, marker="*", c="tab:orange", edgecolors="k",
+                   zorder=4, label=f"selected trial {sel.trial} (proxy accuracy)")
     if front.teacher is not None:
-        ax.scatter([front.teacher.latency_ms], [front.teacher.accuracy or 0.0], s=90, marker="D", c="tab:red",
-                   edgecolors="k", zorder=4, label="teacher")
-    ax.axvline(front.budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"budget {front.budget_ms:g} ms")
-    ax.set_xlabel("predicted latency (ms)")
+        t = front.teacher
+        ax.scatter([latency_of(t)], [t.accuracy or 0.0], s=80, marker="D", c="tab:red", edgecolors="k", zorder=4,
+                   label="teacher (fully trained accuracy)")
+        xs.append(latency_of(t))
+    if final is not None and final.get("val_accuracy") is not None:
+        lat = final.get("measured_latency_ms") or final.get("latency_ms")
+        ax.scatter([lat], [final["val_accuracy"]], s=150, marker="*", c="tab:green", edgecolors="k", zorder=5,
+                   label="selected after the final fine-tune")
+        xs.append(lat)
+    xs = [x for x in xs if x and x > 0]
+    if xs:
+        lo, hi = min(xs), max(xs)
+        log = hi / lo >= 10.0
+        if log:
+            ax.set_xscale("log")
+            left, right = lo / 1.25, hi * 1.25
+        else:
+            pad = 0.08 * (hi - lo) if hi > lo else 0.1 * hi
+            left, right = max(0.0, lo - pad), hi + pad
+        budget = front.budget_ms
+        off_scale = ""
+        if left <= budget <= right * 1.0001:
+            ax.axvline(budget, color="tab:red", linestyle="--", linewidth=1, label=f"budget {budget:g} ms")
+        else:
+            off_scale = f"; budget {budget:g} ms, beyond the {'right' if budget > right else 'left'} edge"
+        ax.set_xlim(left, right)
+        ax.set_xlabel("latency on the device (ms" + (", log scale" if log else "") + ")" + off_scale,
+                      color="tab:red" if off_scale else "black")
+    else:
+        ax.set_xlabel("latency on the device (ms)")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{front.n_trials} trials, {front.n_feasible} feasible")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{front.n_trials} trials, {front.n_feasible} within budget and trained (proxy accuracy)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
     fig.tight_layout()
     tmp = pathlib.Path(str(path) + ".tmp.png")
     fig.savefig(tmp)

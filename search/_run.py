@@ -16,14 +16,17 @@ import time
 import uuid
 from typing import Any, Callable
 
-from latency_models import Progress, kernels_from_onnx, measure_onnx
+import onnx
+
+from latency_models import Progress, kernels_from_onnx
 from search._data import load_data
 from search._device import add_models, fastest_candidate, model_name, resolve_device
 from search._errors import InputError
-from search._final import FinalModel, finalize
-from search._objective import SearchContext, predict_latency
-from search._options import CONFIG, SearchOptions, resolve_options
-from search._pareto import ParetoEntry, ParetoFront, pareto_front, select_measured, write_pareto
+from search._deploy import preprocess_contract, with_preprocessing
+from search._final import FinalModel, deployable_onnx, finalize, measure_side_by_side, measurement_description, onnx_accuracy
+from search._objective import SearchContext, predict_latency, rewarded_bits
+from search._options import CONFIG, SearchOptions, parse_bits, resolve_options
+from search._pareto import ParetoEntry, ParetoFront, pareto_front, select, write_pareto
 from search._proxy import ProxyEvaluator
 from search._report import SearchResult, write_report
 from search._study import best_feasible_accuracy, make_sampler, open_study, owned_trials, run_study
@@ -37,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 #: Budgets within this factor of the fastest candidate get that candidate as their first trial.
 TIGHT_BUDGET = 2.0
+#: Trials are held to this factor of the teacher's predicted latency when the teacher meets the budget:
+#: room for the predictor's error, since what ships is chosen by measurement.
+TEACHER_MARGIN = 1.25
+#: Study user attribute recording the bit widths its trials sample.
+BITS_ATTR = "karumi_bits"
 
 
 def run(options: SearchOptions | None = None, *, resume: str | pathlib.Path | None = None, progress: bool = False,
@@ -72,7 +80,8 @@ class _Job:
     # ---------------------------------------------------------------- set-up (no writes to out_dir)
     def _load(self) -> None:
         o = self.opts
-        self.data = load_data(str(o.data), data_dir=o.data_dir, download=bool(o.download), seed=o.seed)
+        self.data = load_data(str(o.data), data_dir=o.data_dir, download=bool(o.download), seed=o.seed,
+                              input_size=o.input_size)
         self.echo(f"data     {self.data.describe()}")
         if o.space == "prune":  # the space is the teacher: the teacher comes first
             self._load_teacher()
@@ -87,6 +96,8 @@ class _Job:
             self._check_budget()
             if o.teacher == "builtin":
                 self._load_teacher()
+        self._profile_teacher()
+        self._set_search_budget()
 
     def _load_teacher(self) -> None:
         o = self.opts
@@ -121,14 +132,26 @@ class _Job:
             self.device = resolve_device(str(o.device), self.space, profile_min=float(o.profile_min),
                                          on_progress=bar.report)
         self.echo(f"device   {self.device.description}")
+        given = parse_bits(o.bits)
+        self.bits = given if given is not None else rewarded_bits(self.device.predictor, self.space)
+        if given is None and "bits" in o.search:
+            narrow = [b for b in self.bits if b != 32]
+            self.echo("bits     " + (f"{', '.join(map(str, narrow))} and 32: the narrower widths this device runs faster "
+                                     "than float32 (its latency profile)" if narrow else
+                                     "32 only: no narrower width runs faster than float32 on this device (its latency "
+                                     "profile)") + "; --bits 4,8,16,32 also searches those that save size only")
+
+    @property
+    def sample_kwargs(self) -> dict[str, Any]:
+        """How trials draw candidates: the searched parts and the allowed bit widths."""
+        return {"search": tuple(self.opts.search), "bits": self.bits}
 
     def _predict(self, cands: list[Candidate]) -> Any:
         return predict_latency(self.device.predictor, self.space, cands)
 
     def _check_budget(self) -> None:
         budget = float(self.opts.budget_ms)
-        cand, lat, params = fastest_candidate(self.space, self._predict, search=tuple(self.opts.search),
-                                              seed=int(self.opts.seed))
+        cand, lat, params = fastest_candidate(self.space, self._predict, **self.sample_kwargs, seed=int(self.opts.seed))
         self.fastest = (cand, lat, params)
         if budget < lat:
             raise InputError(f"--budget-ms {budget:g} is below the fastest model the {self.space.name} space can "
@@ -136,10 +159,39 @@ class _Job:
         self.echo(f"budget   {budget:g} ms; the fastest {self.space.name} candidate is predicted at {lat:.3f} ms")
 
     # ---------------------------------------------------------------- the run
+    def _set_search_budget(self) -> None:
+        """The budget trials are held to, and whether the teacher's latency on the device is known.
+
+        A compressed model slower than the teacher is never shipped, so when the teacher's latency on the
+        device is known (timed into its table: always so for this machine) and lower than the budget, trials
+        are held to it, with :data:`TEACHER_MARGIN` for the predictor's error (the front is then measured:
+        what ships must measure faster than the teacher). A teacher the table has never timed is predicted by
+        extrapolation, which can be far off: it then bounds nothing, and the comparison with it is marked
+        as predicted."""
+        budget = float(self.opts.budget_ms)
+        graph = self._teacher_graph()
+        teacher_ms = float(self.device.predictor.predict(kernels_from_onnx(graph)[0]))
+        self.teacher_known = model_name(graph, "teacher") in self.device.model_sources
+        self.search_budget_ms = budget
+        if not self.teacher_known:
+            self.echo(f"teacher  its latency on this device is not in the latency table (extrapolated to "
+                      f"{teacher_ms:.3f} ms): it bounds nothing; time it on the device with "
+                      "latency_models.profile_models([teacher.onnx], out=TABLE) to compare with it")
+            return
+        _, fastest_ms, _ = self.fastest
+        if fastest_ms >= TEACHER_MARGIN * teacher_ms:
+            raise InputError(f"--space {self.space.name} cannot produce a model faster than the teacher on this device: "
+                             f"its fastest candidate is predicted at {fastest_ms:.3f} ms, the teacher at "
+                             f"{teacher_ms:.3f} ms (try another --space or a smaller --input-size)")
+        if TEACHER_MARGIN * teacher_ms < budget:
+            self.search_budget_ms = TEACHER_MARGIN * teacher_ms
+            self.echo(f"budget   the teacher meets the {budget:g} ms budget (predicted {teacher_ms:.3f} ms): trials are "
+                      f"held to {self.search_budget_ms:.3f} ms ({TEACHER_MARGIN:g}x, for the predictor's error), "
+                      "since a model slower than the teacher is never shipped")
+
     def run(self) -> SearchResult:
         self._load()
         self._write_config()
-        self._profile_teacher()
         study = self._open_study()
         outcome = self._search(study)
         front = self._front(study)
@@ -159,19 +211,42 @@ class _Job:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex
-        if self.opts.storage is None:
-            self.opts = self.opts.replace(storage=f"sqlite:///{(self.out_dir / 'study.db').resolve()}")
         cfg = {"format_version": 1, "run_id": self.run_id, "created_utc": _now(), "options": self.opts.to_dict()}
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
+    @property
+    def storage(self) -> str:
+        """The study's storage URL: ``--storage`` as given, else the SQLite file of the run folder where it
+        is now (a moved or copied run folder resumes its own study)."""
+        return self.opts.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+
     def _open_study(self) -> Any:
         o = self.opts
-        sampler = make_sampler(str(o.sampler), seed=int(o.seed), budget_ms=float(o.budget_ms))
-        study = open_study(storage=str(o.storage), study_name=str(o.study_name), sampler=sampler)
+        sampler = make_sampler(str(o.sampler), seed=int(o.seed), budget_ms=self.search_budget_ms)
+        study = open_study(storage=self.storage, study_name=str(o.study_name), sampler=sampler)
+        self._agree_on_bits(study)
         cand, lat, params = self.fastest
-        if not study.trials and float(o.budget_ms) < TIGHT_BUDGET * lat:
+        if not study.trials and self.search_budget_ms < TIGHT_BUDGET * lat:
             study.enqueue_trial(params, skip_if_exists=True)
         return study
+
+    def _agree_on_bits(self, study: Any) -> None:
+        """Every run of one study samples the same bit widths (Optuna refuses a parameter whose choices
+        change): the first run records its widths in the study; a later run with ``--bits auto`` takes them,
+        one that lists other widths is refused."""
+        stored = study.user_attrs.get(BITS_ATTR)
+        if stored is None:
+            study.set_user_attr(BITS_ATTR, list(self.bits))
+            return
+        stored = tuple(int(b) for b in stored)
+        if stored == self.bits:
+            return
+        if parse_bits(self.opts.bits) is not None:
+            raise InputError(f"--bits {self.opts.bits} differs from the bit widths {','.join(map(str, stored))} "
+                             f"that study {self.opts.study_name!r} was searched with; use the same --bits")
+        self.echo(f"bits     {', '.join(map(str, stored))}: the widths this study was started with")
+        self.bits = stored
+        self.fastest = fastest_candidate(self.space, self._predict, **self.sample_kwargs, seed=int(self.opts.seed))
 
     def _search(self, study: Any) -> Any:
         from optuna.trial import TrialState
@@ -180,7 +255,7 @@ class _Job:
         evaluator = ProxyEvaluator(self.data.train.subset(int(o.proxy_samples)), self.data.val, self.teacher.model,
                                    epochs=int(o.proxy_epochs), seed=int(o.seed))
         context = SearchContext(space=self.space, predictor=self.device.predictor,
-                                budget_ms=float(o.budget_ms), evaluator=evaluator)
+                                budget_ms=self.search_budget_ms, evaluator=evaluator)
         done = owned_trials(study, self.run_id, states=(TrialState.COMPLETE,))
         finished = list(done)
         if done:
@@ -198,93 +273,101 @@ class _Job:
                 from search._ray import run_ray_study
 
                 outcome = run_ray_study(study, space=self.space, context=context, run_id=self.run_id,
-                                        n_trials=int(o.trials), storage=str(o.storage), out_dir=self.out_dir,
+                                        n_trials=int(o.trials), storage=self.storage, out_dir=self.out_dir,
                                         address=str(o.ray_address), workers=int(o.workers),
                                         resume=self.resuming, timeout_s=timeout_s,
-                                        sample_kwargs={"search": tuple(o.search)}, on_trial=on_trial)
+                                        sample_kwargs=self.sample_kwargs, on_trial=on_trial)
             else:
                 outcome = run_study(study, space=self.space, context=context, run_id=self.run_id,
                                     n_trials=int(o.trials), timeout_s=timeout_s,
-                                    sample_kwargs={"search": tuple(o.search)}, on_trial=on_trial)
+                                    sample_kwargs=self.sample_kwargs, on_trial=on_trial)
         if outcome.interrupted:
             self.echo(f"stopped  Ctrl-C: writing the results so far (continue with --resume {self.out_dir})")
         return outcome
 
     def _teacher_onnx(self) -> pathlib.Path:
+        """``teacher.onnx``: the teacher as deployed (images in [0, 1], standardisation inside, dynamic batch)."""
         path = self.out_dir / "teacher.onnx"
         if not path.is_file():
-            export_onnx(self.teacher.model, self.data.input_shape, str(path))
+            graph = export_onnx(self.teacher.model, self.data.input_shape, dynamic_batch=True)
+            onnx.save(with_preprocessing(graph, self.data.mean, self.data.std), str(path))
         return path
+
+    def _teacher_graph(self) -> Any:
+        """The teacher's ONNX graph as it reads standardised images: the kernels the latency model knows."""
+        if getattr(self, "_teacher_proto", None) is None:
+            self._teacher_proto = export_onnx(self.teacher.model, self.data.input_shape)
+        return self._teacher_proto
 
     def _profile_teacher(self) -> None:
         """Local device: time the teacher's kernels and the teacher itself into the cached profile, once."""
         if not self.device.local:
             return
-        path = self._teacher_onnx()
+        graph = self._teacher_graph()
         with self._bar(None, "profiling the teacher", unit="graph") as bar:
-            self.device = add_models(self.device, [path], names=[model_name(path, "teacher")], on_progress=bar.report)
+            self.device = add_models(self.device, [graph], names=[model_name(graph, "teacher")],
+                                     on_progress=bar.report)
 
     def _teacher_entry(self) -> ParetoEntry:
         path = self._teacher_onnx()
-        kernels, _unknown = kernels_from_onnx(str(path))
+        kernels, _unknown = kernels_from_onnx(self._teacher_graph())
         latency = float(self.device.predictor.predict(kernels))
-        measured = self._measure(path) if self.device.local else None
         return ParetoEntry(trial=None, candidate={"teacher": str(self.opts.teacher), "onnx": path.name},
                            accuracy=float(self.teacher.val_accuracy), latency_ms=latency,
                            size_bytes=int(round(sum(k.weight_bytes for k in kernels))),
-                           feasible=latency <= float(self.opts.budget_ms), trained=True,
-                           measured_latency_ms=measured)
-
-    def _measure(self, path: pathlib.Path) -> float:
-        return float(measure_onnx(str(path), threads=self.device.threads))
+                           feasible=latency <= float(self.opts.budget_ms), trained=True)
 
     def _front(self, study: Any) -> ParetoFront:
+        """The front, measured here side by side with the teacher when the device is this machine, and the
+        entry to ship (:func:`search._pareto.select`)."""
         trials = owned_trials(study, self.run_id)
-        front = pareto_front(trials, budget_ms=float(self.opts.budget_ms), teacher=self._teacher_entry())
+        front = pareto_front(trials, budget_ms=float(self.opts.budget_ms), teacher=self._teacher_entry(),
+                             search_budget_ms=self.search_budget_ms, beat_teacher=self.teacher_known)
         if self.device.local and front.entries:
             folder = self.out_dir / "pareto_onnx"
             folder.mkdir(exist_ok=True)
             calib = [self.data.train.x[:64]]
+            paths = []
             for e in front.entries:
                 path = folder / f"trial{e.trial}.onnx"
                 if not path.is_file():
-                    cand = Candidate.from_dict(e.candidate)
-                    self.space.onnx(cand, calibration=calib, path=str(path))
-                e.measured_latency_ms = self._measure(path)
-            self._select_measured(front)
+                    deployable_onnx(self.space, Candidate.from_dict(e.candidate), self.data, path, calibration=calib)
+                paths.append(path)
+            self.echo(f"measure  the {len(paths)} front entries and the teacher, side by side on this machine")
+            *ms, teacher_ms = measure_side_by_side([*paths, self._teacher_onnx()], threads=self.device.threads)
+            for e, m in zip(front.entries, ms):
+                e.measured_latency_ms = m
+            front.teacher.measured_latency_ms = teacher_ms
+            select(front)
+        self.echo(f"select   " + (f"trial {front.selected.trial}: " if front.selected is not None else "nothing: ")
+                  + front.selection_reason)
         write_pareto(front, self.out_dir)
         return front
-
-    def _select_measured(self, front: ParetoFront) -> None:
-        """Ship what meets the budget when measured: replace a selection measured over the budget."""
-        sel = front.selected
-        if sel is None or sel.measured_latency_ms is None or sel.measured_latency_ms <= front.budget_ms:
-            return
-        alt = select_measured(front)
-        if alt is None:
-            self.echo(f"warning  no front entry measures within the budget on this machine; keeping trial {sel.trial} "
-                      f"(predicted {sel.latency_ms:.3f} ms, measured {sel.measured_latency_ms:.3f} ms)")
-            return
-        self.echo(f"select   trial {sel.trial} is predicted at {sel.latency_ms:.3f} ms but measured at "
-                  f"{sel.measured_latency_ms:.3f} ms, over the budget: trial {alt.trial} instead (measured "
-                  f"{alt.measured_latency_ms:.3f} ms)")
-        front.selected = alt
 
     def _finalize(self, front: ParetoFront) -> FinalModel:
         sel = front.selected
         assert sel is not None
         self.echo(f"final    fine-tuning trial {sel.trial} by distillation for {self.opts.final_epochs} epoch(s), "
-                  f"exporting best/model.onnx")
-        return finalize(Candidate.from_dict(sel.candidate), space=self.space, data=self.data, teacher=self.teacher.model,
-                        out_dir=self.out_dir, epochs=int(self.opts.final_epochs), latency_ms=sel.latency_ms,
-                        measure=self.device.local, seed=int(self.opts.seed), threads=self.device.threads)
+                  f"exporting best/")
+        final = finalize(Candidate.from_dict(sel.candidate), space=self.space, data=self.data,
+                         teacher=self.teacher.model, out_dir=self.out_dir, epochs=int(self.opts.final_epochs),
+                         measure=self.device.local, predictor=self.device.predictor,
+                         teacher_onnx=self._teacher_onnx(), seed=int(self.opts.seed), threads=self.device.threads)
+        self.echo(f"ship     best/model.onnx is the {final.shipped} export: {final.shipped_reason}")
+        write_pareto(front, self.out_dir, final=final.to_dict())
+        return final
 
     def _report(self, front: ParetoFront, final: FinalModel | None, interrupted: bool) -> SearchResult:
+        measured = self.device.local and (final is not None or front.teacher.measured_latency_ms is not None)
         result = SearchResult(out_dir=self.out_dir, pareto=front, selected=front.selected, final=final,
                               teacher=front.teacher, teacher_test_accuracy=float(self.teacher.test_accuracy),
+                              teacher_onnx_test_accuracy=onnx_accuracy(self._teacher_onnx(), self.data.test, self.data),
                               interrupted=interrupted, trials_finished=front.n_trials,
-                              seconds=time.perf_counter() - self.start, config=self.opts.to_dict())
-        write_report(result, device=self.device.description)
+                              seconds=time.perf_counter() - self.start, config=self.opts.to_dict(),
+                              device=self.device.description,
+                              measurement=measurement_description(self.device) if measured else None,
+                              preprocess=preprocess_contract(self.data))
+        write_report(result)
         return result
 
 
