@@ -9,13 +9,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """A TorchScript teacher for ``--data digits`` (the built-in architecture at width 4, untrained): loads
-    instantly, so end-to-end tests of the plumbing do not pay for training a teacher."""
+    """A TorchScript teacher for ``--data digits`` (the built-in architecture, untrained): loads instantly, so
+    end-to-end tests of the plumbing do not pay for training a teacher. Full width, so that it runs as slowly
+    as the real one and the students can be faster than it (what ships must be)."""
     import torch
 
     from spaces import builtin_teacher
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "tiny_teacher.pt"
-    torch.jit.script(builtin_teacher(in_channels=1, num_classes=10, width=4).eval()).save(str(path))
+    torch.jit.script(builtin_teacher(in_channels=1, num_classes=10).eval()).save(str(path))
     return path

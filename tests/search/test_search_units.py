@@ -107,7 +107,7 @@ def test_pareto_front_and_selection():
 
 
 def test_selection_by_measured_latency_skips_entries_measured_over_budget():
-    from search._pareto import pareto_front, select_measured
+    from search._pareto import pareto_front, select
 
     trials = [
         _trial(0, 0.90, 5.0, 1000, True),
@@ -117,14 +117,33 @@ def test_selection_by_measured_latency_skips_entries_measured_over_budget():
     ]
     front = pareto_front(trials, budget_ms=10.0)
     measured = {0: 9.0, 1: 3.5, 3: 25.0, 4: 14.0}  # trial 4 is predicted at 8 ms, measured over the budget
+    assert front.selected.trial == 4  # on predictions
     for e in front.entries:
         e.measured_latency_ms = measured[e.trial]
-    assert front.selected.trial == 4 and select_measured(front).trial == 0
+    assert select(front).trial == 0 and front.selected.trial == 0 and "measured 9.000 ms" in front.selection_reason
     front.entries[1].measured_latency_ms = 10.5  # trial 0 over too: the next most accurate
-    assert select_measured(front).trial == 1
+    assert select(front).trial == 1
     for e in front.entries:
         e.measured_latency_ms = 99.0
-    assert select_measured(front) is None  # nothing within the budget: the caller keeps its selection
+    assert select(front) is None and front.selected is None  # nothing within the budget: nothing ships
+    assert "within the 10 ms budget" in front.selection_reason
+
+
+def test_selection_never_ships_a_model_slower_than_the_teacher():
+    from search._pareto import ParetoEntry, pareto_front, select
+
+    trials = [_trial(0, 0.90, 5.0, 1000, True), _trial(1, 0.80, 4.0, 900, True), _trial(4, 0.95, 8.0, 3000, True)]
+    teacher = ParetoEntry(trial=None, candidate={"teacher": "builtin"}, accuracy=0.97, latency_ms=6.0,
+                          size_bytes=5000, feasible=True)
+    front = pareto_front(trials, budget_ms=10.0, teacher=teacher)
+    assert front.selected.trial == 0  # 4 is more accurate but predicted slower than the teacher
+    assert "faster than the teacher (predicted 6.000 ms)" in front.selection_reason
+    teacher.measured_latency_ms = 3.0
+    for e, m in zip(front.entries, (3.9, 4.5, 7.0)):  # sorted by predicted latency: trials 1, 0, 4
+        e.measured_latency_ms = m
+    assert select(front) is None and "slower than the teacher" in front.selection_reason
+    teacher.measured_latency_ms = 4.0
+    assert select(front).trial == 1
 
 
 def test_no_feasible_trial_selects_nothing():
