@@ -12,7 +12,7 @@ import numpy as np
 from latency_models import BITS, Kernel
 from spaces._candidate import Candidate
 from spaces._plan import Node, default_stem_stride
-from spaces.compress import PRUNE_RATIO_MAX, act_quantizers, export_onnx, export_onnx_quantized
+from spaces.compress import PRUNE_RATIO_MAX, act_quantizers, compressed_size_bytes, export_onnx, export_onnx_quantized
 
 if TYPE_CHECKING:
     from typing import Iterable
@@ -308,6 +308,17 @@ class SearchSpace(abc.ABC):
             macs=sum(k.macs for k in kernels),
             size_bytes=int(round(sum(k.weight_bytes for k in kernels))),
         )
+
+    def compressed_size_bytes(self, candidate: Candidate, *, model: "torch.nn.Module | None" = None) -> int:
+        """Bytes of ``candidate`` stored the Deep Compression way at its bits (:func:`spaces.compress.compressed_size_bytes`):
+        per layer ``2**bits`` shared values (k-means) for bits <= 8, Huffman-coded; float16 at 16 bits.
+
+        ``model`` is a trained model of the candidate (e.g. the proxy's); by default ``build(candidate)``,
+        whose weights are meaningful for the ``prune`` space (inherited from the teacher) but random for the
+        student spaces, so pass the trained model there. Needs torch; about 0.3 s for the built-in teacher.
+        """
+        net = self.build(candidate) if model is None else model
+        return compressed_size_bytes(net, self.module_bits(candidate))
 
     def onnx(self, candidate: Candidate, *, model: "torch.nn.Module | None" = None,
              calibration: "Iterable[torch.Tensor] | None" = None, path: str | None = None) -> "onnx.ModelProto":
