@@ -31,7 +31,10 @@ def family(k: Kernel) -> str:
     """The kernel's family: operator, convolution kind and kernel size, bit width.
 
     Kernels of one family run the same runtime implementation, so their latency varies smoothly with shape.
+    Binary and ternary (1- and 2-bit) layers run as int8 kernels (ONNX Runtime has no binary kernels), so
+    they belong to the 8-bit families.
     """
+    bits = 8 if k.bits in (1, 2) else k.bits
     if k.op == "conv":
         cin = k.input_shape[0]
         if k.groups == 1:
@@ -40,10 +43,10 @@ def family(k: Kernel) -> str:
             kind = "dw"
         else:
             kind = "grouped"
-        return f"conv_{kind}_k{k.kernel_size}/b{k.bits}"
+        return f"conv_{kind}_k{k.kernel_size}/b{bits}"
     if k.op in ("maxpool", "avgpool"):
-        return f"{k.op}_k{k.kernel_size}/b{k.bits}"
-    return f"{k.op}/b{k.bits}"
+        return f"{k.op}_k{k.kernel_size}/b{bits}"
+    return f"{k.op}/b{bits}"
 
 
 def _fields(kernels: Sequence[Kernel]) -> np.ndarray:
@@ -72,9 +75,9 @@ def _derived(f: np.ndarray) -> tuple[np.ndarray, ...]:
     macs = np.where(is_conv, n_out * (cin / g) * ks**2,
                     np.where(is_lin, cin * oc, np.where(is_pool, n_out * ks**2, n_in)))
     act = np.where(op == _ADD, 2 * n_in + n_out, np.where(op == _SPLIT, 2 * n_in, n_in + n_out))
-    elem = np.where(bits == 32, 4.0, np.where(bits == 16, 2.0, 1.0))
+    elem = np.where(bits == 32, 4.0, np.where(bits == 16, 2.0, 1.0))  # 1-8 bits: int8 activations
     weights = np.where(is_conv, oc * (cin / g) * ks**2, np.where(is_lin, cin * oc, 0.0))
-    wbytes = np.where(is_conv | is_lin, weights * bits / 8 + 4 * oc + np.where((bits == 4) | (bits == 8), 4 * oc, 0), 0.0)
+    wbytes = np.where(is_conv | is_lin, weights * bits / 8 + 4 * oc + np.where(bits <= 8, 4 * oc, 0), 0.0)
     return macs, act * elem, wbytes, oc
 
 

@@ -37,8 +37,13 @@ KERNEL_OPS = (
 )
 #: Activations a kernel can fuse.
 ACTIVATIONS = ("none", "relu", "relu6")
-#: Bit widths: 32 float32, 16 float16, 8 int8 weights and activations, 4 int4 weights with int8 activations.
-BITS = (4, 8, 16, 32)
+#: Bit widths: 32 float32, 16 float16, 8 int8 weights and activations, 4 int4 weights with int8 activations,
+#: 2 ternary weights ({-a, 0, +a} per output channel) and 1 binary weights ({-a, +a}) with int8 activations.
+#: ONNX Runtime has no binary or ternary kernels: 1- and 2-bit layers run as int8 (``QLinearConv``); their
+#: bits count for size (:attr:`Kernel.weight_bytes`), their time is that of int8.
+BITS = (1, 2, 4, 8, 16, 32)
+#: Bit widths with integer weights, a per-output-channel float32 scale and int8 activations.
+INT_BITS = (1, 2, 4, 8)
 
 _SPATIAL_OPS = frozenset({"conv", "add", "concat", "split", "channel_shuffle", "global_avgpool", "maxpool", "avgpool"})
 
@@ -157,7 +162,7 @@ class Kernel:
             return 0.0
         out = self.out_channels or self.input_shape[0]
         weights = self.params - out
-        extra = 4 * out + (4 * out if self.bits in (4, 8) else 0)  # float32 bias, per-channel scales
+        extra = 4 * out + (4 * out if self.bits in INT_BITS else 0)  # float32 bias, per-channel scales
         return weights * self.bits / 8 + extra
 
     # ----------------------------------------------------------------- serialisation

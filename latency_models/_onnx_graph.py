@@ -15,7 +15,9 @@ Plumbing (``Flatten``, ``Reshape``, ``Identity``, ``Shape``, ``Constant``, ``Gat
 every node that only computes integer shape values is ignored, as are activation ``QuantizeLinear`` /
 ``DequantizeLinear`` pairs. Weight bits come from how a Conv/Gemm/MatMul weight is stored: an INT8/UINT8
 tensor behind a ``DequantizeLinear`` -> 8, INT4/UINT4 -> 4, a float16 tensor (behind a ``Cast`` or used
-directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits.
+directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits. Binary and ternary weights are
+stored as INT8 (ONNX Runtime runs them as int8); the model's metadata entry :data:`WEIGHT_BITS_KEY` (a JSON
+object: initializer name -> 1 or 2) says which, as ``spaces.compress.export_onnx_quantized`` writes it.
 
 Shapes come from ONNX shape inference, after folding the integer shape arithmetic that exporters emit
 (``Shape`` -> ``Gather`` -> ``Div`` ... -> ``Slice``) into constants. No torch here.
@@ -39,7 +41,10 @@ from latency_models._kernel import Kernel
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["kernels_from_onnx"]
+__all__ = ["WEIGHT_BITS_KEY", "kernels_from_onnx"]
+
+#: Metadata key of a model's INT8 weight initializers that hold binary (1) or ternary (2) weights.
+WEIGHT_BITS_KEY = "karumi.weight_bits"
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +209,15 @@ class _Graph:
                 if name:
                     self.consumers.setdefault(name, []).append(i)
         self.outputs = {v.name for v in proto.graph.output}
+        self.low_bits: dict[str, int] = {}
+        for prop in proto.metadata_props:
+            if prop.key == WEIGHT_BITS_KEY:
+                import json
+
+                try:
+                    self.low_bits = {str(k): int(v) for k, v in json.loads(prop.value).items() if int(v) in (1, 2)}
+                except (ValueError, AttributeError):
+                    logger.warning("ignoring a malformed %s metadata entry", WEIGHT_BITS_KEY)
 
     def _infer(self) -> None:
         import onnx
@@ -292,7 +306,7 @@ class _Graph:
         for _ in range(16):
             dtype = self.dtypes.get(name)
             if dtype in (3, 2, 17, 18, 19, 20):  # INT8, UINT8, FLOAT8 variants
-                return 8
+                return self.low_bits.get(name, 8)
             if dtype in (21, 22):  # UINT4, INT4
                 return 4
             if dtype in (10, 16, 4, 5):  # FLOAT16, BFLOAT16, UINT16, INT16

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRUNE_RATIO_MAX",
     "PRUNE_RATIO_STEP",
+    "SEARCH_BITS",
     "SEARCH_PARTS",
     "Architecture",
     "Layer",
@@ -42,6 +43,10 @@ __all__ = [
 SEARCH_PARTS = ("arch", "prune", "bits")
 #: Step of the prune ratios that ``sample`` draws (from 0 to :data:`PRUNE_RATIO_MAX`).
 PRUNE_RATIO_STEP = 0.05
+#: Bit widths ``sample`` draws by default. Binary and ternary weights (1, 2 bits, also in
+#: ``latency_models.BITS``) are opt-in: ``sample(..., bits=(1, 2, 8, 32))``; ONNX Runtime runs them as int8,
+#: so they buy size, not speed.
+SEARCH_BITS = (4, 8, 16, 32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Suggest:
     """
 
     def __init__(self, trial_or_rng: Any) -> None:
+        #: opt-in genes the caller of ``sample`` asked to draw (``SearchSpace.OPT_IN_GENES``)
+        self.opt_in: frozenset[str] = frozenset()
         if isinstance(trial_or_rng, np.random.Generator):
             self.rng, self.trial = trial_or_rng, None
         elif hasattr(trial_or_rng, "suggest_categorical") and hasattr(trial_or_rng, "suggest_float"):
@@ -143,6 +150,8 @@ class SearchSpace(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: Architecture genes that ``sample`` draws only when asked (``sample(..., genes=...)``).
+    OPT_IN_GENES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, num_classes: int, input_size: int, in_channels: int = 3, channel_multiple: int = 8) -> None:
         if not isinstance(num_classes, int) or num_classes < 2:
@@ -215,7 +224,8 @@ class SearchSpace(abc.ABC):
         return cand
 
     def sample(
-        self, trial_or_rng: "optuna.trial.Trial | np.random.Generator", *, search: Sequence[str] = SEARCH_PARTS
+        self, trial_or_rng: "optuna.trial.Trial | np.random.Generator", *, search: Sequence[str] = SEARCH_PARTS,
+        bits: Sequence[int] = SEARCH_BITS, genes: Sequence[str] = (),
     ) -> Candidate:
         """Draw a candidate from an Optuna trial or a seeded numpy generator, searching only ``search``.
 
@@ -224,10 +234,22 @@ class SearchSpace(abc.ABC):
         prune-only and bits-only searches are made. Parameter names are stable (``prune_<layer>``,
         ``bits_<layer>`` and the space's own), so a resumed study continues where it stopped and an
         ``optuna.trial.FixedTrial`` of a trial's params gives the same candidate again.
+
+        ``bits`` are the widths drawn per layer (default :data:`SEARCH_BITS`; any non-empty subset of
+        ``latency_models.BITS``, e.g. ``(1, 2, 8, 32)`` to search binary and ternary layers). ``genes`` names
+        opt-in architecture genes of the space to draw as well (see :attr:`OPT_IN_GENES`, e.g. ``("crelu",)``
+        for the students); without them those genes keep their default, so existing studies and seeds draw
+        the same candidates.
         """
         if isinstance(search, str) or not set(search) <= set(SEARCH_PARTS):
             raise ValueError(f"search={search!r} is not allowed; allowed: a subset of {SEARCH_PARTS}")
+        if isinstance(bits, (str, bytes)) or not bits or any(isinstance(b, bool) or b not in BITS for b in bits):
+            raise ValueError(f"bits={bits!r} is not allowed; allowed: a non-empty subset of {BITS}")
+        if isinstance(genes, (str, bytes)) or not set(genes) <= set(self.OPT_IN_GENES):
+            raise ValueError(f"genes={genes!r} is not allowed; allowed: a subset of {tuple(self.OPT_IN_GENES)}")
+        bits = tuple(sorted(set(int(b) for b in bits)))
         suggest = Suggest(trial_or_rng)
+        suggest.opt_in = frozenset(genes)
         arch = self._architecture(self._sample_architecture(suggest) if "arch" in search else {})
         ratios = [
             suggest.real(f"prune_{layer.name}", 0.0, PRUNE_RATIO_MAX, PRUNE_RATIO_STEP)
@@ -235,7 +257,7 @@ class SearchSpace(abc.ABC):
             for layer in arch.layers
         ]
         bits = [
-            suggest.categorical(f"bits_{layer.name}", BITS) if "bits" in search and layer.quantisable else 32
+            suggest.categorical(f"bits_{layer.name}", bits) if "bits" in search and layer.quantisable else 32
             for layer in arch.layers
         ]
         return self.candidate(**arch.genes, prune_ratios=ratios, bits=bits)

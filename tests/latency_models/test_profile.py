@@ -22,7 +22,7 @@ _EXAMPLES = {
 }
 
 
-@pytest.mark.parametrize("bits", [32, 16, 8, 4])
+@pytest.mark.parametrize("bits", [32, 16, 8, 4, 2, 1])
 @pytest.mark.parametrize("op", KERNEL_OPS)
 def test_every_kernel_graph_runs_in_onnx_runtime(op, bits):
     k = Kernel(op, bits=bits, **_EXAMPLES[op])
