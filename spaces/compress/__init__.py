@@ -12,6 +12,8 @@ Usable on their own, on a model you bring (this subpackage imports nothing else 
 - Deep Compression: trained weight sharing (k-means, fine-tuned centroids), a Huffman-coded file with a loader
   that restores the weights exactly, and the size of that file (:func:`share_weights`,
   :func:`save_compressed`, :func:`load_compressed`, :func:`compressed_size_bytes`);
+- activation sparsity: zeros after each ReLU and the MACs a zero-skipping runtime could save
+  (:func:`activation_sparsity`; ONNX Runtime on a CPU does not skip them);
 - quantisation: BatchNorm folding, fake quantisation for QAT and PTQ calibration, and the QDQ ONNX export
   that ONNX Runtime runs as real int8 (:func:`fold_batchnorm`, :func:`prepare_qat`, :func:`calibrate`,
   :func:`export_onnx_quantized`), plus the plain float export (:func:`export_onnx`).
@@ -21,6 +23,7 @@ Usable on their own, on a model you bring (this subpackage imports nothing else 
 
 from __future__ import annotations
 
+from spaces.compress._activation import ACTIVATION_SPARSITY_NOTE, activation_sparsity
 from spaces.compress._deep import (
     SHARE_BITS,
     compressed_size_bytes,
@@ -53,11 +56,13 @@ from spaces.compress._quant import (
 from spaces.compress._sparse import gradual_prune, prune_unstructured, sparsity_report
 
 __all__ = [
+    "ACTIVATION_SPARSITY_NOTE",
     "PRUNE_RATIO_MAX",
     "QUANT_BITS",
     "SHARE_BITS",
     "Importance",
     "act_quantizers",
+    "activation_sparsity",
     "calibrate",
     "compressed_size_bytes",
     "compression_report",
