@@ -11,6 +11,7 @@
   scale a, as the project's export writes them (ONNX Runtime has no binary kernels: they run as int8).
 - fp16 (``bits=16``): ``Cast`` to float16, the operator in float16, ``Cast`` back, then the activation in
   float32 (as the project's export writes it: ONNX Runtime's CPU float16 ``Clip`` is very slow).
+- ``crelu``: ``Neg``, ``Concat(x, -x)``, then ``Relu`` / ``Clip(0, 6)``, as the students' export writes it.
 - ``add`` / ``concat`` / ``split`` / ``channel_shuffle`` / pools / ``linear`` (``Gemm``) likewise, with QDQ
   around them at 8 or 4 bits and casts at 16 bits.
 
@@ -169,6 +170,10 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         y = node("Reshape", [to_compute(x), s1])
         y = node("Transpose", [y], perm=[0, 2, 1, 3, 4])
         y = from_compute(node("Reshape", [y, s2]))
+    elif k.op == "crelu":
+        xc = to_compute(x)
+        y = node("Concat", [xc, node("Neg", [xc])], axis=1)
+        y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
     elif k.op == "global_avgpool":
         y = from_compute(node("GlobalAveragePool", [to_compute(x)]))
     elif k.op in ("maxpool", "avgpool"):

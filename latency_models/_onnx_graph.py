@@ -9,7 +9,9 @@
 - ``Add`` of two equal feature maps (+ ``Relu``) -> ``add``; ``Concat`` of feature maps on channels -> ``concat``;
 - ``Split`` into equal channel parts, or ``Slice`` nodes that partition the channels of one tensor -> ``split``;
 - ``Reshape`` to 5-D -> ``Transpose(0, 2, 1, 3, 4)`` -> ``Reshape`` back -> ``channel_shuffle``;
-- ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``.
+- ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``;
+- ``Neg`` of a feature map concatenated after it on channels (``Concat(x, Neg(x))``), with the following
+  ``Relu`` / ``Clip(0, 6)`` -> ``crelu``.
 
 Plumbing (``Flatten``, ``Reshape``, ``Identity``, ``Shape``, ``Constant``, ``Gather``, ``Cast``, ...) and
 every node that only computes integer shape values is ignored, as are activation ``QuantizeLinear`` /
@@ -349,7 +351,7 @@ class _Reader:
             "Conv": self.conv, "QLinearConv": self.conv, "Gemm": self.gemm, "MatMul": self.matmul,
             "Add": self.add, "Concat": self.concat, "Split": self.split, "Slice": self.slice,
             "Reshape": self.reshape, "GlobalAveragePool": self.global_pool, "ReduceMean": self.reduce_mean,
-            "MaxPool": self.pool, "AveragePool": self.pool,
+            "MaxPool": self.pool, "AveragePool": self.pool, "Neg": self.neg,
         }
         for i, node in enumerate(self.g.nodes):
             if i in self.done:
@@ -508,6 +510,33 @@ class _Reader:
         self.done.update((t, r))
         self.kernels.append(Kernel("channel_shuffle", xs[1:], groups=mid[1]))
         return True
+
+    def neg(self, i: int, node: Any) -> bool:
+        """``Concat(x, Neg(x))`` on channels, then an activation: a CReLU."""
+        x = node.input[0]
+        xs = self.shape(x)
+        cat = self.g.next_node(node.output[0])
+        if xs is None or len(xs) != 4 or cat is None or cat in self.done:
+            return False
+        c = self.g.nodes[cat]
+        sources = [self._source(name) for name in c.input]
+        if c.op_type != "Concat" or _attr(c, "axis", 0) % 4 != 1 or sources != [self._source(x), node.output[0]]:
+            return False
+        self.done.add(cat)
+        self.kernels.append(Kernel("crelu", xs[1:], activation=self.fuse_activation(c.output[0])))
+        return True
+
+    def _source(self, name: str) -> str:
+        """``name``, or the tensor before the activation QuantizeLinear/DequantizeLinear pair producing it."""
+        for _ in range(2):
+            producer = self.g.producer.get(name)
+            if producer is None or self.g.nodes[producer].op_type != "DequantizeLinear":
+                return name
+            q = self.g.producer.get(self.g.nodes[producer].input[0])
+            if q is None or self.g.nodes[q].op_type != "QuantizeLinear":
+                return name
+            name = self.g.nodes[q].input[0]
+        return name
 
     def global_pool(self, i: int, node: Any) -> bool:
         xs = self.shape(node.input[0])

@@ -414,7 +414,8 @@ def _analyse_graph(model: "torch.nn.Module", graph: "Any", example_input: "torch
             try:
                 out = getattr(torch.Tensor, n.target)(*args, **kwargs) if n.op == "call_method" \
                     else n.target(*args, **kwargs)
-                if _same_structure(out, real):
+                # ids only move (no op that reads tensor values as indices or arithmetic on them)
+                if _same_structure(out, real) and set(all_ids(out)) <= set(all_ids(args)):
                     an.lock(all_ids(out))
                     return out
             except Exception:  # noqa: BLE001 - the op does not accept id tensors; fall back to fresh ids

@@ -19,6 +19,7 @@ _EXAMPLES = {
     "global_avgpool": dict(input_shape=(8, 6, 6)),
     "maxpool": dict(input_shape=(8, 6, 6), kernel_size=3, stride=2),
     "avgpool": dict(input_shape=(8, 6, 6), kernel_size=2, stride=2, padding=0),
+    "crelu": dict(input_shape=(8, 6, 6), activation="relu"),
 }
 
 
