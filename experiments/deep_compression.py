@@ -3,7 +3,8 @@
 The pipeline of Han et al. (ICLR 2016) with karumi's operators, on ``shapes`` (32x32 RGB, 10 classes):
 
 1. the trained model (the search's built-in teacher, ``search.load_teacher("builtin", ...)``; or
-   torchvision's ResNet-18, trained here from scratch) and its test accuracy;
+   torchvision's ResNet-18 with a 3x3 stride-1 first convolution for 32x32 inputs (the max pool kept),
+   trained here from scratch) and its test accuracy;
 2. gradual global magnitude pruning to ``--sparsity`` (``spaces.compress.gradual_prune``, unstructured,
    ``--prune-steps`` steps, each followed by ``--prune-epochs`` epochs of fine-tuning with the zeros kept);
 3. trained weight sharing at ``--bits`` (``spaces.compress.share_weights``), centroids fine-tuned for
@@ -101,8 +102,10 @@ def run(args: argparse.Namespace) -> dict:
     else:
         torch.manual_seed(0)
 
-        def make():
-            return torchvision.models.resnet18(weights=None, num_classes=data.num_classes)
+        def make():  # torchvision's ResNet-18 with a 3x3 stride-1 first convolution for 32x32 inputs
+            net = torchvision.models.resnet18(weights=None, num_classes=data.num_classes)
+            net.conv1 = torch.nn.Conv2d(c, 64, 3, 1, 1, bias=False)
+            return net
 
         model = _train(make(), data.train, epochs=args.train_epochs, lr=0.05, seed=0)
     base_acc = search.accuracy(model, data.test)
@@ -195,7 +198,7 @@ def main() -> None:
     p.add_argument("--prune-steps", type=int, default=3)
     p.add_argument("--prune-epochs", type=int, default=3)
     p.add_argument("--share-epochs", type=int, default=3)
-    p.add_argument("--train-epochs", type=int, default=15, help="ResNet-18 training from scratch")
+    p.add_argument("--train-epochs", type=int, default=20, help="ResNet-18 training from scratch")
     p.add_argument("--lr", type=float, default=0.02, help="SGD learning rate of the pruning fine-tune")
     p.add_argument("--share-lr", type=float, default=1e-4, help="Adam learning rate of the centroid fine-tune")
     p.add_argument("--summarise", action="store_true")

@@ -20,9 +20,9 @@ from spaces.compress import export_onnx, prune_structured
 
 MODELS = torchvision.models.list_models(module=torchvision.models)
 #: One per family: the default run.
-FAST = {"alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "mnasnet0_5", "mobilenet_v2",
+FAST = {"convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "mnasnet0_5", "mobilenet_v2",
         "mobilenet_v3_small", "regnet_x_400mf", "regnet_y_400mf", "resnet18", "resnext50_32x4d",
-        "shufflenet_v2_x0_5", "squeezenet1_1", "vgg11_bn"}
+        "shufflenet_v2_x0_5", "squeezenet1_1"}
 #: Input sizes the architecture needs (its auxiliary classifier, its fixed patch grid); 64 otherwise.
 SIZES = {"inception_v3": 299, "maxvit_t": 224, **{m: 224 for m in MODELS if m.startswith("vit_")}}
 #: Not CNNs: attention blocks lock the embedding width (only the MLP hidden layers are pruned), measured
