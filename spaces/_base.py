@@ -337,7 +337,8 @@ class SearchSpace(abc.ABC):
 
         ``model`` is a trained model of the candidate (e.g. the proxy's); by default ``build(candidate)``,
         whose weights are meaningful for the ``prune`` space (inherited from the teacher) but random for the
-        student spaces, so pass the trained model there. Needs torch; about 0.3 s for the built-in teacher.
+        student spaces, so pass the trained model there. Needs torch; about 0.45 s a candidate for the built-in
+        teacher on this machine (k-means and Huffman coding of 0.65 M weights).
         """
         net = self.build(candidate) if model is None else model
         return compressed_size_bytes(net, self.module_bits(candidate))
