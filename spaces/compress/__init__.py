@@ -14,8 +14,9 @@ Usable on their own, on a model you bring (this subpackage imports nothing else 
   :func:`save_compressed`, :func:`load_compressed`, :func:`compressed_size_bytes`);
 - activation sparsity: zeros after each ReLU and the MACs a zero-skipping runtime could save
   (:func:`activation_sparsity`; ONNX Runtime on a CPU does not skip them);
-- quantisation: BatchNorm folding, fake quantisation for QAT and PTQ calibration, and the QDQ ONNX export
-  that ONNX Runtime runs as real int8 (:func:`fold_batchnorm`, :func:`prepare_qat`, :func:`calibrate`,
+- quantisation: BatchNorm folding, fake quantisation for QAT and PTQ calibration (1, 2, 4, 8, 16 bits:
+  binary and ternary weights run as int8 in ONNX Runtime), and the QDQ ONNX export that ONNX Runtime runs
+  as real int8 (:func:`fold_batchnorm`, :func:`prepare_qat`, :func:`calibrate`,
   :func:`export_onnx_quantized`), plus the plain float export (:func:`export_onnx`).
 
 ``torch`` is imported when an operator runs, not when this package is imported.
