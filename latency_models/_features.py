@@ -16,6 +16,7 @@ PHYSICAL_NAMES = ("mmacs", "act_mbytes", "weight_mbytes", "count")
 _OP = {op: i for i, op in enumerate(KERNEL_OPS)}
 _CONV, _LINEAR, _ADD, _SPLIT, _GAP = _OP["conv"], _OP["linear"], _OP["add"], _OP["split"], _OP["global_avgpool"]
 _POOLS = (_OP["maxpool"], _OP["avgpool"])
+_CRELU = _OP["crelu"]
 
 
 def kernel_key(k: Kernel) -> str:
@@ -31,7 +32,10 @@ def family(k: Kernel) -> str:
     """The kernel's family: operator, convolution kind and kernel size, bit width.
 
     Kernels of one family run the same runtime implementation, so their latency varies smoothly with shape.
+    Binary and ternary (1- and 2-bit) layers run as int8 kernels (ONNX Runtime has no binary kernels), so
+    they belong to the 8-bit families.
     """
+    bits = 8 if k.bits in (1, 2) else k.bits
     if k.op == "conv":
         cin = k.input_shape[0]
         if k.groups == 1:
@@ -40,10 +44,10 @@ def family(k: Kernel) -> str:
             kind = "dw"
         else:
             kind = "grouped"
-        return f"conv_{kind}_k{k.kernel_size}/b{k.bits}"
+        return f"conv_{kind}_k{k.kernel_size}/b{bits}"
     if k.op in ("maxpool", "avgpool"):
-        return f"{k.op}_k{k.kernel_size}/b{k.bits}"
-    return f"{k.op}/b{k.bits}"
+        return f"{k.op}_k{k.kernel_size}/b{bits}"
+    return f"{k.op}/b{bits}"
 
 
 def _fields(kernels: Sequence[Kernel]) -> np.ndarray:
@@ -64,17 +68,18 @@ def _derived(f: np.ndarray) -> tuple[np.ndarray, ...]:
     spatial = is_conv | is_pool
     oh = np.where(spatial, np.floor((h + 2 * pad - ks) / s) + 1, h)
     ow = np.where(spatial, np.floor((w + 2 * pad - ks) / s) + 1, w)
-    oc = np.where(is_conv | is_lin, np.where(cout > 0, cout, cin), np.where(op == _SPLIT, cin / g, cin))
+    oc = np.where(is_conv | is_lin, np.where(cout > 0, cout, cin),
+                  np.where(op == _SPLIT, cin / g, np.where(op == _CRELU, 2 * cin, cin)))
     oh = np.where(op == _GAP, 1, oh)
     ow = np.where(op == _GAP, 1, ow)
     n_in = cin * h * w
     n_out = oc * oh * ow
     macs = np.where(is_conv, n_out * (cin / g) * ks**2,
-                    np.where(is_lin, cin * oc, np.where(is_pool, n_out * ks**2, n_in)))
+                    np.where(is_lin, cin * oc, np.where(is_pool, n_out * ks**2, np.where(op == _CRELU, n_out, n_in))))
     act = np.where(op == _ADD, 2 * n_in + n_out, np.where(op == _SPLIT, 2 * n_in, n_in + n_out))
-    elem = np.where(bits == 32, 4.0, np.where(bits == 16, 2.0, 1.0))
+    elem = np.where(bits == 32, 4.0, np.where(bits == 16, 2.0, 1.0))  # 1-8 bits: int8 activations
     weights = np.where(is_conv, oc * (cin / g) * ks**2, np.where(is_lin, cin * oc, 0.0))
-    wbytes = np.where(is_conv | is_lin, weights * bits / 8 + 4 * oc + np.where((bits == 4) | (bits == 8), 4 * oc, 0), 0.0)
+    wbytes = np.where(is_conv | is_lin, weights * bits / 8 + 4 * oc + np.where(bits <= 8, 4 * oc, 0), 0.0)
     return macs, act * elem, wbytes, oc
 
 

@@ -24,6 +24,8 @@ __all__ = ["Kernel", "KERNEL_OPS", "ACTIVATIONS", "BITS"]
 #: - ``channel_shuffle``: reshape-transpose-reshape with ``groups`` groups on a (C, H, W) tensor.
 #: - ``global_avgpool``: global average pooling of a (C, H, W) tensor to (C,).
 #: - ``maxpool`` / ``avgpool``: spatial pooling with ``kernel_size`` and ``stride``.
+#: - ``crelu``: concatenated ReLU (Shang et al., 2016): ``act(concat(x, -x))`` on a (C, H, W) input, output
+#:   (2C, H, W); ``activation`` is the ReLU or ReLU6 applied after the concatenation.
 KERNEL_OPS = (
     "conv",
     "linear",
@@ -34,13 +36,20 @@ KERNEL_OPS = (
     "global_avgpool",
     "maxpool",
     "avgpool",
+    "crelu",
 )
 #: Activations a kernel can fuse.
 ACTIVATIONS = ("none", "relu", "relu6")
-#: Bit widths: 32 float32, 16 float16, 8 int8 weights and activations, 4 int4 weights with int8 activations.
-BITS = (4, 8, 16, 32)
+#: Bit widths: 32 float32, 16 float16, 8 int8 weights and activations, 4 int4 weights with int8 activations,
+#: 2 ternary weights ({-a, 0, +a} per output channel) and 1 binary weights ({-a, +a}) with int8 activations.
+#: ONNX Runtime has no binary or ternary kernels: 1- and 2-bit layers run as int8 (``QLinearConv``); their
+#: bits count for size (:attr:`Kernel.weight_bytes`), their time is that of int8.
+BITS = (1, 2, 4, 8, 16, 32)
+#: Bit widths with integer weights, a per-output-channel float32 scale and int8 activations.
+INT_BITS = (1, 2, 4, 8)
 
-_SPATIAL_OPS = frozenset({"conv", "add", "concat", "split", "channel_shuffle", "global_avgpool", "maxpool", "avgpool"})
+_SPATIAL_OPS = frozenset({"conv", "add", "concat", "split", "channel_shuffle", "global_avgpool", "maxpool", "avgpool",
+                          "crelu"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +134,8 @@ class Kernel:
             return (self.out_channels if self.op == "conv" else c, oh, ow)
         if self.op == "split":
             return (c // self.groups, h, w)
+        if self.op == "crelu":
+            return (2 * c, h, w)
         return (c, h, w)
 
     @property
@@ -148,6 +159,8 @@ class Kernel:
             return self.input_shape[0] * (self.out_channels or self.input_shape[0])
         if self.op in ("maxpool", "avgpool"):
             return math.prod(self.output_shape) * self.kernel_size**2
+        if self.op == "crelu":
+            return math.prod(self.output_shape)
         return math.prod(self.input_shape)
 
     @property
@@ -157,7 +170,7 @@ class Kernel:
             return 0.0
         out = self.out_channels or self.input_shape[0]
         weights = self.params - out
-        extra = 4 * out + (4 * out if self.bits in (4, 8) else 0)  # float32 bias, per-channel scales
+        extra = 4 * out + (4 * out if self.bits in INT_BITS else 0)  # float32 bias, per-channel scales
         return weights * self.bits / 8 + extra
 
     # ----------------------------------------------------------------- serialisation

@@ -7,8 +7,11 @@
   ``DequantizeLinear``, and ``QuantizeLinear`` after the output: ONNX Runtime fuses this into ``QLinearConv``.
 - int4 (``bits=4``): as int8 but the weights are an INT4 initializer (ONNX Runtime runs a float conv on the
   dequantised weights: a size gain, not a speed gain).
+- ternary / binary (``bits=2`` / ``1``): as int8, with int8 weights in {-1, 0, 1} / {-1, 1} and the per-channel
+  scale a, as the project's export writes them (ONNX Runtime has no binary kernels: they run as int8).
 - fp16 (``bits=16``): ``Cast`` to float16, the operator in float16, ``Cast`` back, then the activation in
   float32 (as the project's export writes it: ONNX Runtime's CPU float16 ``Clip`` is very slow).
+- ``crelu``: ``Neg``, ``Concat(x, -x)``, then ``Relu`` / ``Clip(0, 6)``, as the students' export writes it.
 - ``add`` / ``concat`` / ``split`` / ``channel_shuffle`` / pools / ``linear`` (``Gemm``) likewise, with QDQ
   around them at 8 or 4 bits and casts at 16 bits.
 
@@ -40,6 +43,7 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
     nodes: list[Any] = []
     inits: list[Any] = []
     names = iter(range(10**6))
+    low_bits: dict[str, int] = {}  # binary / ternary weight initializers, recorded in the model's metadata
 
     def fresh(prefix: str) -> str:
         return f"{prefix}_{next(names)}"
@@ -53,7 +57,7 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
 
-    q = kernel.bits in (4, 8)
+    q = kernel.bits in (1, 2, 4, 8)
     half = kernel.bits == 16
     act_scale = 0.05
 
@@ -97,12 +101,20 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
             return const(fresh("w"), w.astype(np.float16)), const(fresh("b"), b.astype(np.float16))
         if not q:
             return const(fresh("w"), w), const(fresh("b"), b)
-        qmax = 127 if kernel.bits == 8 else 7
-        w_scale = (np.abs(w).reshape(out, -1).max(1) / qmax + 1e-8).astype(np.float32)
-        wq = np.clip(np.round(w / w_scale.reshape((-1,) + (1,) * (w.ndim - 1))), -qmax - 1, qmax)
-        if kernel.bits == 8:
+        qmax = {8: 127, 4: 7}.get(kernel.bits, 1)
+        if kernel.bits in (1, 2):  # sign (and a threshold at 0.7 mean |w| for ternary), scale mean |w|
+            flat = np.abs(w).reshape(out, -1)
+            w_scale = (flat.mean(1) + 1e-8).astype(np.float32)
+            keep = np.ones_like(w) if kernel.bits == 1 else (np.abs(w) > 0.7 * w_scale.reshape((-1,) + (1,) * (w.ndim - 1)))
+            wq = np.where(w >= 0, 1.0, -1.0) * keep
+        else:
+            w_scale = (np.abs(w).reshape(out, -1).max(1) / qmax + 1e-8).astype(np.float32)
+            wq = np.clip(np.round(w / w_scale.reshape((-1,) + (1,) * (w.ndim - 1))), -qmax - 1, qmax)
+        if kernel.bits != 4:
             w_init = numpy_helper.from_array(wq.astype(np.int8), fresh("wq"))
             zp = const(fresh("wz"), np.zeros(out, dtype=np.int8))
+            if kernel.bits in (1, 2):
+                low_bits[w_init.name] = kernel.bits
         else:
             w_init = helper.make_tensor(fresh("wq"), TensorProto.INT4, wq.shape, wq.astype(np.int8).flatten().tolist())
             zp_t = helper.make_tensor(fresh("wz"), TensorProto.INT4, (out,), [0] * out)
@@ -149,7 +161,7 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         outs = [fresh("split") for _ in range(k.groups)]
         nodes.append(helper.make_node("Split", [xc], outs, axis=1, num_outputs=k.groups))
         ys = [from_compute(o) for o in outs]
-        return _finish(k, nodes, inits, inputs, ys, half)
+        return _finish(k, nodes, inits, inputs, ys, half, low_bits)
     elif k.op == "channel_shuffle":
         c, h, wd = k.input_shape
         g = k.groups
@@ -158,6 +170,10 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         y = node("Reshape", [to_compute(x), s1])
         y = node("Transpose", [y], perm=[0, 2, 1, 3, 4])
         y = from_compute(node("Reshape", [y, s2]))
+    elif k.op == "crelu":
+        xc = to_compute(x)
+        y = node("Concat", [xc, node("Neg", [xc])], axis=1)
+        y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
     elif k.op == "global_avgpool":
         y = from_compute(node("GlobalAveragePool", [to_compute(x)]))
     elif k.op in ("maxpool", "avgpool"):
@@ -166,7 +182,7 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
                               pads=[k.pad] * 4))
     else:  # pragma: no cover - Kernel validates op
         raise ValueError(f"kernel op={k.op!r} has no graph builder")
-    return _finish(k, nodes, inits, inputs, [y], half)
+    return _finish(k, nodes, inits, inputs, [y], half, low_bits)
 
 
 def _out_shape(k: Kernel) -> list[int]:
@@ -178,8 +194,12 @@ def _out_shape(k: Kernel) -> list[int]:
 
 
 def _finish(kernel: Kernel, nodes: list[Any], inits: list[Any], inputs: list[tuple[str, tuple[int, ...]]],
-            outputs: list[str], half: bool) -> Any:
+            outputs: list[str], half: bool, low_bits: dict[str, int] | None = None) -> Any:
+    import json
+
     from onnx import TensorProto, helper
+
+    from latency_models._onnx_graph import WEIGHT_BITS_KEY
 
     graph = helper.make_graph(
         nodes, f"kernel_{kernel.op}",
@@ -189,4 +209,7 @@ def _finish(kernel: Kernel, nodes: list[Any], inits: list[Any], inputs: list[tup
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="karumi.latency_models")
+    if low_bits:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = WEIGHT_BITS_KEY, json.dumps(low_bits, sort_keys=True)
     return model

@@ -9,13 +9,17 @@
 - ``Add`` of two equal feature maps (+ ``Relu``) -> ``add``; ``Concat`` of feature maps on channels -> ``concat``;
 - ``Split`` into equal channel parts, or ``Slice`` nodes that partition the channels of one tensor -> ``split``;
 - ``Reshape`` to 5-D -> ``Transpose(0, 2, 1, 3, 4)`` -> ``Reshape`` back -> ``channel_shuffle``;
-- ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``.
+- ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``;
+- ``Neg`` of a feature map concatenated after it on channels (``Concat(x, Neg(x))``), with the following
+  ``Relu`` / ``Clip(0, 6)`` -> ``crelu``.
 
 Plumbing (``Flatten``, ``Reshape``, ``Identity``, ``Shape``, ``Constant``, ``Gather``, ``Cast``, ...) and
 every node that only computes integer shape values is ignored, as are activation ``QuantizeLinear`` /
 ``DequantizeLinear`` pairs. Weight bits come from how a Conv/Gemm/MatMul weight is stored: an INT8/UINT8
 tensor behind a ``DequantizeLinear`` -> 8, INT4/UINT4 -> 4, a float16 tensor (behind a ``Cast`` or used
-directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits.
+directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits. Binary and ternary weights are
+stored as INT8 (ONNX Runtime runs them as int8); the model's metadata entry :data:`WEIGHT_BITS_KEY` (a JSON
+object: initializer name -> 1 or 2) says which, as ``spaces.compress.export_onnx_quantized`` writes it.
 
 Shapes come from ONNX shape inference, after folding the integer shape arithmetic that exporters emit
 (``Shape`` -> ``Gather`` -> ``Div`` ... -> ``Slice``) into constants. No torch here.
@@ -39,7 +43,10 @@ from latency_models._kernel import Kernel
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["kernels_from_onnx"]
+__all__ = ["WEIGHT_BITS_KEY", "kernels_from_onnx"]
+
+#: Metadata key of a model's INT8 weight initializers that hold binary (1) or ternary (2) weights.
+WEIGHT_BITS_KEY = "karumi.weight_bits"
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +211,15 @@ class _Graph:
                 if name:
                     self.consumers.setdefault(name, []).append(i)
         self.outputs = {v.name for v in proto.graph.output}
+        self.low_bits: dict[str, int] = {}
+        for prop in proto.metadata_props:
+            if prop.key == WEIGHT_BITS_KEY:
+                import json
+
+                try:
+                    self.low_bits = {str(k): int(v) for k, v in json.loads(prop.value).items() if int(v) in (1, 2)}
+                except (ValueError, AttributeError):
+                    logger.warning("ignoring a malformed %s metadata entry", WEIGHT_BITS_KEY)
 
     def _infer(self) -> None:
         import onnx
@@ -292,7 +308,7 @@ class _Graph:
         for _ in range(16):
             dtype = self.dtypes.get(name)
             if dtype in (3, 2, 17, 18, 19, 20):  # INT8, UINT8, FLOAT8 variants
-                return 8
+                return self.low_bits.get(name, 8)
             if dtype in (21, 22):  # UINT4, INT4
                 return 4
             if dtype in (10, 16, 4, 5):  # FLOAT16, BFLOAT16, UINT16, INT16
@@ -335,7 +351,7 @@ class _Reader:
             "Conv": self.conv, "QLinearConv": self.conv, "Gemm": self.gemm, "MatMul": self.matmul,
             "Add": self.add, "Concat": self.concat, "Split": self.split, "Slice": self.slice,
             "Reshape": self.reshape, "GlobalAveragePool": self.global_pool, "ReduceMean": self.reduce_mean,
-            "MaxPool": self.pool, "AveragePool": self.pool,
+            "MaxPool": self.pool, "AveragePool": self.pool, "Neg": self.neg,
         }
         for i, node in enumerate(self.g.nodes):
             if i in self.done:
@@ -494,6 +510,33 @@ class _Reader:
         self.done.update((t, r))
         self.kernels.append(Kernel("channel_shuffle", xs[1:], groups=mid[1]))
         return True
+
+    def neg(self, i: int, node: Any) -> bool:
+        """``Concat(x, Neg(x))`` on channels, then an activation: a CReLU."""
+        x = node.input[0]
+        xs = self.shape(x)
+        cat = self.g.next_node(node.output[0])
+        if xs is None or len(xs) != 4 or cat is None or cat in self.done:
+            return False
+        c = self.g.nodes[cat]
+        sources = [self._source(name) for name in c.input]
+        if c.op_type != "Concat" or _attr(c, "axis", 0) % 4 != 1 or sources != [self._source(x), node.output[0]]:
+            return False
+        self.done.add(cat)
+        self.kernels.append(Kernel("crelu", xs[1:], activation=self.fuse_activation(c.output[0])))
+        return True
+
+    def _source(self, name: str) -> str:
+        """``name``, or the tensor before the activation QuantizeLinear/DequantizeLinear pair producing it."""
+        for _ in range(2):
+            producer = self.g.producer.get(name)
+            if producer is None or self.g.nodes[producer].op_type != "DequantizeLinear":
+                return name
+            q = self.g.producer.get(self.g.nodes[producer].input[0])
+            if q is None or self.g.nodes[q].op_type != "QuantizeLinear":
+                return name
+            name = self.g.nodes[q].input[0]
+        return name
 
     def global_pool(self, i: int, node: Any) -> bool:
         xs = self.shape(node.input[0])

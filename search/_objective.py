@@ -55,18 +55,19 @@ def rewarded_bits(predictor: "LatencyPredictor", space: "SearchSpace", *, n: int
                   gain: float = 0.98) -> tuple[int, ...]:
     """32 and the bit widths the device runs faster than float32, as its latency profile says.
 
-    For ``n`` random architectures of ``space``, every layer that has weights is put at each bit width in
-    turn; a width is rewarded when the median of its predicted latency over the float32 one is below
-    ``gain`` (the predictor counts the quantise/dequantise/cast steps between layers). On x86 ONNX Runtime
-    this is int8; int4 and float16 layers there are dequantised or cast back to float32: size, not time.
+    For ``n`` random architectures of ``space``, every layer that has weights is put at each width of
+    ``spaces.SEARCH_BITS`` in turn; a width is rewarded when the median of its predicted latency over the
+    float32 one is below ``gain`` (the predictor counts the quantise/dequantise/cast steps between layers).
+    On x86 ONNX Runtime this is int8; int4 and float16 layers there are dequantised or cast back to float32:
+    size, not time. Binary and ternary layers (1, 2 bits) run as int8 and are searched only when asked for.
     """
     import numpy as np
 
-    from latency_models import BITS
+    from spaces import SEARCH_BITS
 
     rng = np.random.default_rng(seed)
     archs = [space.sample(rng, search=("arch",)) for _ in range(n)]
-    ratios: dict[int, list[float]] = {b: [] for b in BITS if b != 32}
+    ratios: dict[int, list[float]] = {b: [] for b in SEARCH_BITS if b != 32}
     for cand in archs:
         layers = space.layers(cand)
         variants = [space.candidate(**dict(cand.genes), bits=[b if layer.quantisable else 32 for layer in layers])

@@ -78,9 +78,10 @@ class SearchOptions:
                                     "(default {default})", metavar="E", resume=True)
     search: tuple[str, ...] = _option(SEARCH_PARTS, "what to search, a comma list of {choices} (default all)",
                                       metavar="PARTS")
-    bits: str = _option("auto", "bit widths a layer may get: auto (32 and the widths the device runs faster than "
-                                "float32, read from its latency profile) or a comma list of {choices} (4 and 16 "
-                                "save size, not time, on x86 ONNX Runtime) (default {default})", metavar="BITS")
+    bits: str = _option("auto", "bit widths a layer may get: auto (32 and the widths of 4, 8, 16 the device runs "
+                                "faster than float32, read from its latency profile) or a comma list of {choices} "
+                                "(4 and 16 save size, not time, on x86 ONNX Runtime; 1 and 2 are binary and "
+                                "ternary weights, run as int8: size, not speed) (default {default})", metavar="BITS")
     proxy_epochs: int = _option(4, "distillation epochs of each trial's accuracy proxy (default {default})",
                                 metavar="E")
     proxy_samples: int = _option(512, "training images of each trial's accuracy proxy (default {default})",

@@ -8,7 +8,7 @@ spaces use are in :mod:`spaces.compress`, usable on any CNN.
 
 from __future__ import annotations
 
-from spaces._base import PRUNE_RATIO_MAX, SEARCH_PARTS, Architecture, Layer, SearchSpace, SpaceStats, StudentSpace, Suggest
+from spaces._base import PRUNE_RATIO_MAX, SEARCH_BITS, SEARCH_PARTS, Architecture, Layer, SearchSpace, SpaceStats, StudentSpace, Suggest
 from spaces._candidate import Candidate
 from spaces._registry import get_space, list_spaces, register_space
 
@@ -21,6 +21,7 @@ from spaces._shufflenet import ShuffleNetSpace
 __all__ = [
     "FBNET_OPS",
     "PRUNE_RATIO_MAX",
+    "SEARCH_BITS",
     "SEARCH_PARTS",
     "Architecture",
     "Candidate",

@@ -12,7 +12,7 @@ import numpy as np
 from latency_models import BITS, Kernel
 from spaces._candidate import Candidate
 from spaces._plan import Node, default_stem_stride
-from spaces.compress import PRUNE_RATIO_MAX, act_quantizers, export_onnx, export_onnx_quantized
+from spaces.compress import PRUNE_RATIO_MAX, act_quantizers, compressed_size_bytes, export_onnx, export_onnx_quantized
 
 if TYPE_CHECKING:
     from typing import Iterable
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRUNE_RATIO_MAX",
     "PRUNE_RATIO_STEP",
+    "SEARCH_BITS",
     "SEARCH_PARTS",
     "Architecture",
     "Layer",
@@ -42,6 +43,10 @@ __all__ = [
 SEARCH_PARTS = ("arch", "prune", "bits")
 #: Step of the prune ratios that ``sample`` draws (from 0 to :data:`PRUNE_RATIO_MAX`).
 PRUNE_RATIO_STEP = 0.05
+#: Bit widths ``sample`` draws by default. Binary and ternary weights (1, 2 bits, also in
+#: ``latency_models.BITS``) are opt-in: ``sample(..., bits=(1, 2, 8, 32))``; ONNX Runtime runs them as int8,
+#: so they buy size, not speed.
+SEARCH_BITS = (4, 8, 16, 32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Suggest:
     """
 
     def __init__(self, trial_or_rng: Any) -> None:
+        #: opt-in genes the caller of ``sample`` asked to draw (``SearchSpace.OPT_IN_GENES``)
+        self.opt_in: frozenset[str] = frozenset()
         if isinstance(trial_or_rng, np.random.Generator):
             self.rng, self.trial = trial_or_rng, None
         elif hasattr(trial_or_rng, "suggest_categorical") and hasattr(trial_or_rng, "suggest_float"):
@@ -143,6 +150,8 @@ class SearchSpace(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: Architecture genes that ``sample`` draws only when asked (``sample(..., genes=...)``).
+    OPT_IN_GENES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, num_classes: int, input_size: int, in_channels: int = 3, channel_multiple: int = 8) -> None:
         if not isinstance(num_classes, int) or num_classes < 2:
@@ -216,24 +225,31 @@ class SearchSpace(abc.ABC):
 
     def sample(
         self, trial_or_rng: "optuna.trial.Trial | np.random.Generator", *, search: Sequence[str] = SEARCH_PARTS,
-        bits: Sequence[int] = BITS,
+        bits: Sequence[int] = SEARCH_BITS, genes: Sequence[str] = (),
     ) -> Candidate:
         """Draw a candidate from an Optuna trial or a seeded numpy generator, searching only ``search``.
 
         ``search`` names the parts drawn, a subset of :data:`SEARCH_PARTS`: the others keep their defaults
         (the default architecture of ``candidate()``, prune ratio 0, 32 bits), which is how arch-only,
-        prune-only and bits-only searches are made. ``bits`` are the bit widths a layer may be given (a
-        subset of ``latency_models.BITS``; e.g. only those the device runs faster than float32). Parameter
-        names are stable (``prune_<layer>``, ``bits_<layer>`` and the space's own), so a resumed study
-        continues where it stopped and an ``optuna.trial.FixedTrial`` of a trial's params gives the same
-        candidate again.
+        prune-only and bits-only searches are made. Parameter names are stable (``prune_<layer>``,
+        ``bits_<layer>`` and the space's own), so a resumed study continues where it stopped and an
+        ``optuna.trial.FixedTrial`` of a trial's params gives the same candidate again.
+
+        ``bits`` are the widths drawn per layer (default :data:`SEARCH_BITS`; any non-empty subset of
+        ``latency_models.BITS``, e.g. ``(1, 2, 8, 32)`` to search binary and ternary layers). ``genes`` names
+        opt-in architecture genes of the space to draw as well (see :attr:`OPT_IN_GENES`, e.g. ``("crelu",)``
+        for the students); without them those genes keep their default, so existing studies and seeds draw
+        the same candidates.
         """
         if isinstance(search, str) or not set(search) <= set(SEARCH_PARTS):
             raise ValueError(f"search={search!r} is not allowed; allowed: a subset of {SEARCH_PARTS}")
-        if isinstance(bits, (str, bytes)) or not bits or not set(bits) <= set(BITS):
-            raise ValueError(f"bits={bits!r} is not allowed; allowed: a non-empty subset of {_allowed(BITS)}")
-        bit_choices = tuple(sorted(set(int(b) for b in bits)))
+        if isinstance(bits, (str, bytes)) or not bits or any(isinstance(b, bool) or b not in BITS for b in bits):
+            raise ValueError(f"bits={bits!r} is not allowed; allowed: a non-empty subset of {BITS}")
+        if isinstance(genes, (str, bytes)) or not set(genes) <= set(self.OPT_IN_GENES):
+            raise ValueError(f"genes={genes!r} is not allowed; allowed: a subset of {tuple(self.OPT_IN_GENES)}")
+        bits = tuple(sorted(set(int(b) for b in bits)))
         suggest = Suggest(trial_or_rng)
+        suggest.opt_in = frozenset(genes)
         arch = self._architecture(self._sample_architecture(suggest) if "arch" in search else {})
         ratios = [
             suggest.real(f"prune_{layer.name}", 0.0, PRUNE_RATIO_MAX, PRUNE_RATIO_STEP)
@@ -241,7 +257,7 @@ class SearchSpace(abc.ABC):
             for layer in arch.layers
         ]
         bits = [
-            suggest.categorical(f"bits_{layer.name}", bit_choices) if "bits" in search and layer.quantisable else 32
+            suggest.categorical(f"bits_{layer.name}", bits) if "bits" in search and layer.quantisable else 32
             for layer in arch.layers
         ]
         return self.candidate(**arch.genes, prune_ratios=ratios, bits=bits)
@@ -314,6 +330,18 @@ class SearchSpace(abc.ABC):
             macs=sum(k.macs for k in kernels),
             size_bytes=int(round(sum(k.weight_bytes for k in kernels))),
         )
+
+    def compressed_size_bytes(self, candidate: Candidate, *, model: "torch.nn.Module | None" = None) -> int:
+        """Bytes of ``candidate`` stored the Deep Compression way at its bits (:func:`spaces.compress.compressed_size_bytes`):
+        per layer ``2**bits`` shared values (k-means) for bits <= 8, Huffman-coded; float16 at 16 bits.
+
+        ``model`` is a trained model of the candidate (e.g. the proxy's); by default ``build(candidate)``,
+        whose weights are meaningful for the ``prune`` space (inherited from the teacher) but random for the
+        student spaces, so pass the trained model there. Needs torch; about 0.45 s a candidate for the built-in
+        teacher on this machine (k-means and Huffman coding of 0.65 M weights).
+        """
+        net = self.build(candidate) if model is None else model
+        return compressed_size_bytes(net, self.module_bits(candidate))
 
     def onnx(self, candidate: Candidate, *, model: "torch.nn.Module | None" = None,
              calibration: "Iterable[torch.Tensor] | None" = None, path: str | None = None,

@@ -40,7 +40,7 @@ class Candidate:
         space: name of the registered space that decodes it.
         genes: architecture genes, JSON values only (space-specific, e.g. ``{"ops": [...]}`` for fbnet).
         prune_ratios: fraction of channels removed per layer, in the order of ``space.layer_names(cand)``.
-        bits: bit width per layer (4, 8, 16 or 32), same order.
+        bits: bit width per layer (1, 2, 4, 8, 16 or 32), same order.
         options: the options of the space that made it (``num_classes``, ``input_size``, ...), so that the
             candidate alone rebuilds the same network.
     """

@@ -7,7 +7,10 @@ A block is: 1x1 expansion conv (absent when the expansion is 1), KxK depthwise c
 block of a stage), 1x1 projection (no activation), residual add when stride 1 and widths match.
 
 Genes: ``width`` (multiplier), ``depths`` (blocks per stage), ``expansions`` and ``kernel_sizes`` (one per
-block, nested per stage). The default (``candidate()``) is MobileNetV2 1.0.
+block, nested per stage), and the opt-in ``crelu`` (0-3: CReLU, i.e. transferred filters, on the first N
+dense convolutions with ReLU6 in graph order, the head excluded: the stem, then expansion convolutions;
+drawn by ``sample`` only with ``genes=("crelu",)``; 0 is left out of the genes). The default
+(``candidate()``) is MobileNetV2 1.0.
 
 Per-layer table: ``stem``, ``stages.{s}.{j}``, ``head``, ``classifier``. A prune ratio removes that
 fraction of a layer's hidden and output channels, rounded to ``channel_multiple``: the stem's and head's
@@ -33,6 +36,7 @@ from spaces._base import (
 )
 from spaces._plan import (
     ConvBN,
+    with_crelu,
     GlobalPool,
     Linear,
     Seq,
@@ -51,7 +55,9 @@ EXPANSIONS = (1, 3, 6)
 KERNEL_SIZES = (3, 5, 7)
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
-GENES = ("width", "depths", "expansions", "kernel_sizes")
+GENES = ("width", "depths", "expansions", "kernel_sizes", "crelu")
+#: CReLU (transferred filters) on the first N eligible convolutions (dense, with ReLU6; not the head)
+CRELU_CHOICES = (0, 1, 2, 3)
 
 
 @register_space("mobilenet")
@@ -68,6 +74,7 @@ class MobileNetSpace(StudentSpace):
     MAX_DEPTHS = MAX_DEPTHS
     EXPANSIONS = EXPANSIONS
     KERNEL_SIZES = KERNEL_SIZES
+    OPT_IN_GENES = ("crelu",)
 
     # ----------------------------------------------------------------- genes
     def _architecture(self, genes: Mapping[str, Any]) -> Architecture:
@@ -77,13 +84,18 @@ class MobileNetSpace(StudentSpace):
         default_e = [[1 if s == 0 else 6] * d for s, d in enumerate(depths)]
         expansions = per_stage("expansions", genes.get("expansions", default_e), depths, EXPANSIONS)
         kernel_sizes = per_stage("kernel_sizes", genes.get("kernel_sizes", [[3] * d for d in depths]), depths, KERNEL_SIZES)
+        crelu = check_choice("crelu", genes.get("crelu", 0), CRELU_CHOICES)
         genes = {"width": float(width), "depths": depths, "expansions": expansions, "kernel_sizes": kernel_sizes}
+        if crelu:  # the default (off) is left out, so candidates without CReLU are unchanged
+            genes["crelu"] = crelu
         return Architecture(genes, self._layers(genes))
 
     def _sample_architecture(self, suggest: Suggest) -> dict[str, Any]:
         width = suggest.categorical("width", WIDTHS)
         genes = sample_stages(suggest, "depths", "depth", MAX_DEPTHS,
                               {"expansions": ("expansion", EXPANSIONS), "kernel_sizes": ("kernel", KERNEL_SIZES)})
+        if "crelu" in suggest.opt_in:
+            genes["crelu"] = suggest.categorical("crelu", CRELU_CHOICES)
         return {"width": width, **genes}
 
     @staticmethod
@@ -118,10 +130,10 @@ class MobileNetSpace(StudentSpace):
                 cin = cout
             stages.append(Seq(str(s), tuple(blocks)))
         head = keep_channels(make_divisible(HEAD_CHANNELS * max(1.0, width), m), ratios[-2], m)
-        return Seq("", (
+        return with_crelu(Seq("", (
             stem,
             Seq("stages", tuple(stages)),
             ConvBN("head", cin, head, 1, activation="relu6", bits=bits[-2]),
             GlobalPool("pool"),
             Linear("classifier", head, self.num_classes, bits=bits[-1]),
-        ))
+        )), arch.get("crelu", 0))

@@ -39,6 +39,7 @@ __all__ = [
     "default_stem_stride",
     "keep_channels",
     "make_divisible",
+    "with_crelu",
 ]
 
 Shape = tuple[int, ...]
@@ -77,7 +78,11 @@ def _join(prefix: str, name: str) -> str:
 # --------------------------------------------------------------------------------------------- plan nodes
 @dataclasses.dataclass(frozen=True)
 class ConvBN:
-    """``Conv2d`` (no bias) + ``BatchNorm2d`` + optional activation; module ``<name>.conv`` is quantised."""
+    """``Conv2d`` (no bias) + ``BatchNorm2d`` + optional activation; module ``<name>.conv`` is quantised.
+
+    With ``crelu`` (transferred filters, Shang et al. 2016) the convolution learns ``cout / 2`` filters and
+    the layer outputs ``act(concat(y, -y))``: half the weights and MACs for the same ``cout`` channels.
+    """
 
     name: str
     cin: int
@@ -88,6 +93,7 @@ class ConvBN:
     activation: str = "relu"  # "relu", "relu6" or "none"
     padding: int | None = None  # None: kernel_size // 2
     bits: int = 32
+    crelu: bool = False
 
     @property
     def pad(self) -> int:
@@ -96,6 +102,11 @@ class ConvBN:
     def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
         if shape[0] != self.cin:
             raise RuntimeError(f"plan error: {self.name} expects {self.cin} channels, gets {shape[0]}")
+        if self.crelu:
+            k = Kernel("conv", shape, out_channels=self.cout // 2, kernel_size=self.kernel_size, stride=self.stride,
+                       groups=self.groups, bits=self.bits, activation="none", padding=self.pad)
+            c = Kernel("crelu", k.output_shape, activation=self.activation)
+            return c.output_shape, [k, c]
         k = Kernel("conv", shape, out_channels=self.cout, kernel_size=self.kernel_size, stride=self.stride,
                    groups=self.groups, bits=self.bits, activation=self.activation, padding=self.pad)
         return k.output_shape, [k]
@@ -272,6 +283,35 @@ class Linear:
 Node = Union[ConvBN, Shuffle, Seq, SplitUnit, DualUnit, MaxPool, GlobalPool, Linear, Any]
 
 
+def crelu_eligible(node: ConvBN) -> bool:
+    """A dense convolution with a ReLU/ReLU6 and an even channel count can learn half and mirror the rest."""
+    return node.groups == 1 and node.activation in ("relu", "relu6") and node.cout % 2 == 0 and node.cout >= 2
+
+
+def with_crelu(root: Node, n: int, *, exclude: tuple[str, ...] = ("head",)) -> Node:
+    """``root`` with CReLU on its first ``n`` eligible convolutions in graph order (:func:`crelu_eligible`,
+    top-level names in ``exclude`` skipped): the "early convolutions" of transferred filters."""
+    left = [n]
+
+    def walk(node: Node, top: bool) -> Node:
+        if left[0] <= 0:
+            return node
+        if isinstance(node, ConvBN):
+            if crelu_eligible(node) and not (top and node.name in exclude):
+                left[0] -= 1
+                return dataclasses.replace(node, crelu=True)
+            return node
+        if isinstance(node, Seq):
+            return dataclasses.replace(node, children=tuple(walk(c, top and node.name == "") for c in node.children))
+        if isinstance(node, SplitUnit):
+            return dataclasses.replace(node, branch=walk(node.branch, False))
+        if isinstance(node, DualUnit):
+            return dataclasses.replace(node, branch1=walk(node.branch1, False), branch2=walk(node.branch2, False))
+        return node
+
+    return walk(root, True) if n > 0 else root
+
+
 # --------------------------------------------------------------------------------------------- torch modules
 @functools.cache
 def _torch_classes() -> dict[str, type]:
@@ -282,13 +322,18 @@ def _torch_classes() -> dict[str, type]:
     class ConvBNAct(nn.Module):
         def __init__(self, spec: ConvBN) -> None:
             super().__init__()
-            self.conv = nn.Conv2d(spec.cin, spec.cout, spec.kernel_size, spec.stride, spec.pad,
+            learned = spec.cout // 2 if spec.crelu else spec.cout
+            self.conv = nn.Conv2d(spec.cin, learned, spec.kernel_size, spec.stride, spec.pad,
                                   groups=spec.groups, bias=False)
-            self.bn = nn.BatchNorm2d(spec.cout)
+            self.bn = nn.BatchNorm2d(learned)
             self.act = {"relu": nn.ReLU, "relu6": nn.ReLU6, "none": nn.Identity}[spec.activation]()
+            self.crelu = spec.crelu
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.act(self.bn(self.conv(x)))
+            y = self.bn(self.conv(x))
+            if self.crelu:  # transferred filters: the negated half, then the activation
+                y = torch.cat((y, -y), dim=1)
+            return self.act(y)
 
     class ChannelShuffle(nn.Module):
         """Reshape-transpose-reshape with static channel and spatial sizes, so ONNX gets constant shapes."""

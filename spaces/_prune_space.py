@@ -4,7 +4,7 @@ The AMC / HAQ setting on any CNN that ``torch.fx`` can trace: the per-layer tabl
 teacher's ``Conv2d``/``Linear`` layers in module order. Coupled layers (one residual stream, a depthwise
 convolution and its expansion) form a group pruned together; the group's first layer carries its prune
 ratio (``prunable``), the other members' ratios are reset to 0. Layers whose channels cannot be removed
-consistently (the classifier, grouped convolutions, channels split or shuffled) are not prunable. Every
+consistently (the classifier, channels sliced or reshaped to constant sizes) are not prunable. Every
 layer carries its bits. The architecture genes are ``rank_ratios``: one per 1x1 convolution / linear
 layer (``lowrank_layers``), 1.0 meaning not factorised. ``build`` inherits the teacher's weights: channels
 are kept by importance (:func:`spaces.compress.prune_structured`), factorised layers by truncated SVD

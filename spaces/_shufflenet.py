@@ -10,7 +10,10 @@ on the second half, concatenates it to the first and shuffles. Stage widths at w
 ``2 * channel_multiple``.
 
 Genes: ``repeats`` (units per stage), ``widths`` (multiplier per stage), ``kernel_sizes`` (one per unit,
-nested per stage). The default (``candidate()``) is ShuffleNetV2 1.0x with 3x3 kernels.
+nested per stage), and the opt-in ``crelu`` (0-3: CReLU, i.e. transferred filters, on the first N dense
+convolutions with ReLU in graph order, the head excluded: the stem, then the first unit's 1x1 convolutions;
+drawn by ``sample`` only with ``genes=("crelu",)``; 0 is left out of the genes). The default
+(``candidate()``) is ShuffleNetV2 1.0x with 3x3 kernels.
 
 Per-layer table: ``stem``, ``stages.{s}.{j}``, ``head``, ``classifier``. A prune ratio removes that
 fraction of a layer's hidden and output channels, rounded to ``channel_multiple``: the stem's and head's
@@ -36,6 +39,7 @@ from spaces._base import (
 )
 from spaces._plan import (
     ConvBN,
+    with_crelu,
     DualUnit,
     GlobalPool,
     Linear,
@@ -57,7 +61,9 @@ WIDTHS = (0.5, 0.75, 1.0)
 KERNEL_SIZES = (3, 5, 7)
 STEM_CHANNELS = 24
 HEAD_CHANNELS = 1024
-GENES = ("repeats", "widths", "kernel_sizes")
+GENES = ("repeats", "widths", "kernel_sizes", "crelu")
+#: CReLU (transferred filters) on the first N eligible convolutions (dense, with ReLU; not the head)
+CRELU_CHOICES = (0, 1, 2, 3)
 
 
 @register_space("shufflenet")
@@ -69,6 +75,8 @@ class ShuffleNetSpace(StudentSpace):
     default 1 up to 64 pixels, 2 above).
     """
 
+    OPT_IN_GENES = ("crelu",)
+
     # ----------------------------------------------------------------- genes
     def _architecture(self, genes: Mapping[str, Any]) -> Architecture:
         check_unknown(genes, GENES)
@@ -78,12 +86,17 @@ class ShuffleNetSpace(StudentSpace):
             raise ValueError(f"widths={widths!r} is not allowed; allowed: {len(MAX_REPEATS)} multipliers, one per stage")
         widths = [float(check_choice(f"widths[{s}]", w, WIDTHS)) for s, w in enumerate(widths)]
         kernel_sizes = per_stage("kernel_sizes", genes.get("kernel_sizes", [[3] * r for r in repeats]), repeats, KERNEL_SIZES)
+        crelu = check_choice("crelu", genes.get("crelu", 0), CRELU_CHOICES)
         genes = {"repeats": repeats, "widths": widths, "kernel_sizes": kernel_sizes}
+        if crelu:  # the default (off) is left out, so candidates without CReLU are unchanged
+            genes["crelu"] = crelu
         return Architecture(genes, self._layers(genes))
 
     def _sample_architecture(self, suggest: Suggest) -> dict[str, Any]:
         widths = [suggest.categorical(f"width_{s}", WIDTHS) for s in range(len(MAX_REPEATS))]
         genes = sample_stages(suggest, "repeats", "repeats", MAX_REPEATS, {"kernel_sizes": ("kernel", KERNEL_SIZES)})
+        if "crelu" in suggest.opt_in:
+            genes["crelu"] = suggest.categorical("crelu", CRELU_CHOICES)
         return {"widths": widths, **genes}
 
     @staticmethod
@@ -130,10 +143,10 @@ class ShuffleNetSpace(StudentSpace):
                 cin = 2 * branch
             stages.append(Seq(str(s), tuple(units)))
         head = keep_channels(HEAD_CHANNELS, ratios[-2], m)
-        return Seq("", (
+        return with_crelu(Seq("", (
             *stem,
             Seq("stages", tuple(stages)),
             ConvBN("head", cin, head, 1, bits=bits[-2]),
             GlobalPool("pool"),
             Linear("classifier", head, self.num_classes, bits=bits[-1]),
-        ))
+        )), arch.get("crelu", 0))

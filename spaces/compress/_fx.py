@@ -21,8 +21,10 @@ def _leaf_types() -> tuple[type, ...]:
     return (ActFakeQuant, QuantLayer)
 
 
-def trace_graph(model: "torch.nn.Module") -> "fx.Graph":
+def trace_graph(model: "torch.nn.Module", *, leaf_names: tuple[str, ...] = ()) -> "fx.Graph":
     """The FX graph of ``model`` (its own graph if it is already a ``GraphModule``).
+
+    ``leaf_names``: class names of modules recorded as one call instead of being traced into.
 
     Raises ``ValueError`` naming the model when it cannot be traced symbolically (data-dependent control
     flow); the compression operators need the graph to know which layers feed which.
@@ -36,7 +38,8 @@ def trace_graph(model: "torch.nn.Module") -> "fx.Graph":
 
     class _Tracer(fx.Tracer):
         def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-            return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
+            return (isinstance(m, leaves) or type(m).__name__ in leaf_names
+                    or super().is_leaf_module(m, qualname))
 
     try:
         return _Tracer().trace(model)

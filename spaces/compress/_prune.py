@@ -1,14 +1,24 @@
 """Structured pruning: dependency-aware removal of channels, with pluggable importance criteria.
 
-How coupled channels are found: the model is traced with ``torch.fx`` and run once on ``example_input``
-while every tensor carries, beside its values, a tensor of *channel ids* of the same shape. Convolutions
-and linear layers create fresh ids for their output channels; BatchNorm, activations and pooling keep
-them; residual adds (and multiplications) merge the ids they combine (union-find); concatenation,
-flattening and depthwise convolutions map them through exactly. Operators whose output layout depends on
-the channel count (channel shuffle's reshape/transpose, ``chunk``/``split``, slicing) and operators
-unknown to the pruner *lock* the ids they touch: those channels are never removed, so the pruned model is
-always consistent. Grouped (non-depthwise) convolutions are locked likewise. Model inputs and outputs are
-locked.
+How coupled channels are found: the model is traced with ``torch.fx`` (in training mode, so that
+training-only branches such as auxiliary classifiers are seen) and run once on ``example_input`` while every
+tensor carries, beside its values, a tensor of *channel ids* of the same shape. Convolutions and linear
+layers create fresh ids for their output channels (linear layers along the last dimension); BatchNorm,
+LayerNorm (over the last dimension, module or function), activations and pooling keep them; residual adds
+and multiplications merge the ids they combine (union-find); concatenation, flattening, ``permute`` /
+``transpose`` and depthwise convolutions map them through exactly. Parameters used directly in the graph
+(a layer scale, a functional LayerNorm's weight) carry ids of their own along their one non-singleton
+dimension, so they are merged and pruned like channels.
+
+Layouts that depend on the channel count are kept consistent by *coupling*: ``chunk``/``split`` into equal
+parts couples position ``j`` of every part; a reshape that splits the channels into ``(g, C/g)`` (the
+channel shuffle, with ``C/g`` computed from the tensor's size) couples position ``j`` of every group, and the
+reshape that merges them back couples each block; a grouped convolution couples the same in-group position
+of every group, on its input and on its output, so groups shrink evenly and stay groups. Removing a
+coupled class removes every member, so the reshaped and grouped layouts stay valid. Anything else that
+depends on the channel count (slicing, a reshape to constant sizes, unknown operators) *locks* the ids it
+touches: those channels are never removed, so the pruned model is always consistent. Model inputs and
+outputs are locked.
 
 A *group* is a set of layers whose output channels are coupled (e.g. all convolutions writing into one
 residual stream); a channel class (one column across the group) is scored by summing each member's
@@ -188,7 +198,10 @@ class _UnionFind:
 
 
 _PASS_MODULES = ("ReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "Sigmoid", "SiLU", "GELU", "Tanh",
-                 "LeakyReLU", "ELU", "Mish", "Dropout", "Dropout2d", "Identity")
+                 "LeakyReLU", "ELU", "Mish", "Dropout", "Dropout2d", "Identity", "StochasticDepth")
+#: Modules recorded as one call (their training-mode body draws random masks that would lock channels).
+_LEAF_MODULES = ("StochasticDepth",)
+_LAYOUT_FUNCS = {"permute", "transpose", "movedim", "swapaxes", "swapdims"}
 _POOL_MODULES = ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 _PASS_FUNCS = {"relu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "tanh",
                "dropout", "clamp", "clip", "leaky_relu", "elu", "mish", "neg", "abs", "contiguous", "float",
@@ -227,26 +240,74 @@ def _name(node: Any) -> str:
 
 
 def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: set[str]) -> _Analysis:
+    """The channel analysis of the training-mode graph (training-only branches, e.g. auxiliary classifiers,
+    included); the eval-mode graph when the training-mode one cannot be traced or run on ``example_input``
+    (then a warning says that training-only branches were not analysed)."""
+    was_training = model.training
+    try:
+        model.train()
+        graph = trace_graph(model, leaf_names=_LEAF_MODULES)
+        return _analyse_graph(model, graph, example_input, ignored)
+    except (ValueError, RuntimeError) as exc:
+        model.eval()
+        graph = trace_graph(model, leaf_names=_LEAF_MODULES)
+        if any(n.op == "call_module" for n in graph.nodes):
+            logger.warning("pruning %s: the training-mode graph failed (%s); analysing the eval-mode graph, so "
+                           "training-only branches (auxiliary classifiers) are not pruned consistently",
+                           type(model).__name__, str(exc).splitlines()[0])
+        return _analyse_graph(model, graph, example_input, ignored)
+    finally:
+        model.train(was_training)
+
+
+def _analyse_graph(model: "torch.nn.Module", graph: "Any", example_input: "torch.Tensor",
+                   ignored: set[str]) -> _Analysis:
     import torch
     from torch import fx
 
-    graph = trace_graph(model)
     gm = fx.GraphModule(model, graph)
     modules = dict(model.named_modules())
     an = _Analysis()
     uf = an.uf
 
-    def fresh(shape: torch.Size) -> torch.Tensor:
+    def fresh(shape: torch.Size, dim: int = 1) -> torch.Tensor:
         if len(shape) < 2:
             return torch.tensor(uf.new(int(shape[0]) if len(shape) else 1)).reshape(shape)
-        ids = torch.tensor(uf.new(int(shape[1])))
-        view = [1, -1] + [1] * (len(shape) - 2)
+        dim %= len(shape)
+        ids = torch.tensor(uf.new(int(shape[dim])))
+        view = [1] * len(shape)
+        view[dim] = -1
         return ids.reshape(view).expand(*shape).clone()
 
-    def channels(ids: torch.Tensor) -> list[int]:
+    def channels(ids: torch.Tensor, dim: int = 1) -> list[int]:
         if ids.dim() < 2:
             return ids.reshape(-1).tolist()
-        return ids[(0, slice(None)) + (0,) * (ids.dim() - 2)].tolist()
+        dim %= ids.dim()
+        return ids[tuple(slice(None) if d == dim else 0 for d in range(ids.dim()))].tolist()
+
+    def couple(ids: torch.Tensor, dim: int, parts: int) -> None:
+        """Union position j of each of ``parts`` equal slices of ``ids`` along ``dim`` (all other positions)."""
+        moved = ids.movedim(dim, 0)
+        chunks = moved.reshape(parts, moved.shape[0] // parts, -1)
+        for k in range(1, parts):
+            pairs = torch.unique(torch.stack([chunks[0].reshape(-1), chunks[k].reshape(-1)], dim=1), dim=0)
+            for x, y in pairs.tolist():
+                uf.union(x, y)
+
+    param_ids: dict[str, torch.Tensor] = {}
+
+    def parameter(n: fx.Node, real: Any) -> Any:
+        """Ids of a parameter or buffer used in the graph: along its one non-singleton dim (else locked)."""
+        if n.target in param_ids:
+            return param_ids[n.target]
+        big = [d for d, size in enumerate(real.shape) if size > 1] if isinstance(real, torch.Tensor) else None
+        if big is None or len(big) != 1 or not real.is_floating_point():
+            return locked_fresh(real, [])
+        ids = fresh(real.shape, big[0])
+        owner, _, attr = n.target.rpartition(".")
+        an.producers.append((owner, attr, big[0], channels(ids, big[0])))
+        param_ids[n.target] = ids
+        return ids
 
     def all_ids(value: Any) -> list[int]:
         if isinstance(value, torch.Tensor):
@@ -283,7 +344,7 @@ def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: s
             if isinstance(a, fx.Node):
                 return self.ids.get(a)
             if isinstance(a, (list, tuple)):
-                return type(a)(self._arg_ids(v) for v in a)
+                return _rebuild(a, [self._arg_ids(v) for v in a])
             return a
 
         def _ids(self, n: fx.Node, real: Any) -> Any:
@@ -295,7 +356,7 @@ def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: s
                 an.lock(all_ids(self._arg_ids(n.args[0])))
                 return None
             if n.op == "get_attr":
-                return locked_fresh(real, [])
+                return parameter(n, real)
             args = [self._arg_ids(a) for a in n.args]
             tensor_args = [a for a in n.args if isinstance(a, fx.Node) and isinstance(self.ids.get(a), torch.Tensor)]
             first = self.ids.get(tensor_args[0]) if tensor_args else None
@@ -306,6 +367,29 @@ def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: s
                 return args[0][n.args[1]]
             if name in _PASS_FUNCS and first is not None and first.shape == real.shape:
                 return first
+            if name in _LAYOUT_FUNCS and first is not None:
+                out = self._replay(n, args)
+                if out is not None:
+                    return out
+            if name in ("chunk", "split") and first is not None:
+                out = self._split(n, real, first)
+                if out is not None:
+                    return out
+            if name in ("view", "reshape") and first is not None and isinstance(real, torch.Tensor):
+                out = self._reshape(n, real, first, args)
+                if out is not None:
+                    return out
+            if name == "layer_norm" and first is not None and first.shape == real.shape:
+                normalized = args[1] if len(args) > 1 else n.kwargs.get("normalized_shape")
+                if isinstance(normalized, (list, tuple, torch.Size)) and len(normalized) == 1:
+                    last = channels(first, -1)
+                    for key in ("weight", "bias"):
+                        pos = {"weight": 2, "bias": 3}[key]
+                        p = args[pos] if len(args) > pos else self._arg_ids(n.kwargs.get(key))
+                        if isinstance(p, torch.Tensor):
+                            for x, y in zip(p.reshape(-1).tolist(), last):
+                                uf.union(x, y)
+                    return first
             if name in _BINARY_FUNCS:
                 if len(tensor_args) == 2:
                     a, b = torch.broadcast_tensors(self.ids[tensor_args[0]], self.ids[tensor_args[1]])
@@ -330,12 +414,64 @@ def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: s
             try:
                 out = getattr(torch.Tensor, n.target)(*args, **kwargs) if n.op == "call_method" \
                     else n.target(*args, **kwargs)
-                if _same_structure(out, real):
+                # ids only move (no op that reads tensor values as indices or arithmetic on them)
+                if _same_structure(out, real) and set(all_ids(out)) <= set(all_ids(args)):
                     an.lock(all_ids(out))
                     return out
             except Exception:  # noqa: BLE001 - the op does not accept id tensors; fall back to fresh ids
                 pass
             return locked_fresh(real, [])
+
+        def _replay(self, n: fx.Node, args: list[Any]) -> Any:
+            """A pure layout op (permute, transpose) applied to the ids: they move with the data."""
+            kwargs = {k: self._arg_ids(v) for k, v in n.kwargs.items()}
+            try:
+                if n.op == "call_method":
+                    return getattr(torch.Tensor, n.target)(*args, **kwargs)
+                return n.target(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - not replayable: the generic path locks it
+                return None
+
+        def _split(self, n: fx.Node, real: Any, first: torch.Tensor) -> Any:
+            """``chunk``/``split`` into equal parts along the channel dim: couple position j of every part."""
+            if not isinstance(real, (list, tuple)) or len(real) < 2 or first.dim() < 2:
+                return None
+            dim = n.kwargs.get("dim", n.args[2] if len(n.args) > 2 else 0)
+            if not isinstance(dim, int) or dim % first.dim() != 1:
+                return None
+            sizes = {t.shape[1] for t in real}
+            if len(sizes) != 1 or sum(t.shape[1] for t in real) != first.shape[1]:
+                return None
+            couple(first, 1, len(real))
+            return tuple(torch.split(first, sizes.pop(), dim=1))
+
+        def _reshape(self, n: fx.Node, real: torch.Tensor, first: torch.Tensor, args: list[Any]) -> Any:
+            """The channel shuffle's reshapes, (N, C, *S) <-> (N, g, C/g, *S), with ``C/g`` (split) or ``C``
+            (merge) computed from the tensor (an fx node, not a constant): couple so that removing a class
+            keeps the layout."""
+            src, dst = tuple(first.shape), tuple(real.shape)
+            sizes = list(n.args[1:])
+            if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+                sizes = list(sizes[0])
+            if len(src) < 2 or len(dst) < 2 or src[0] != dst[0]:
+                return None
+            if len(dst) == len(src) + 1 and dst[3:] == src[2:] and dst[1] * dst[2] == src[1] and dst[1] > 1:
+                # split C -> (g, C/g): g must be a constant, C/g follow the tensor's size
+                if len(sizes) != len(dst) or isinstance(sizes[1], fx.Node) or not isinstance(sizes[2], fx.Node):
+                    return None
+                couple(first, 1, dst[1])
+                return first.reshape(dst)
+            if len(dst) + 1 == len(src) and src[3:] == dst[2:] and src[1] * src[2] == dst[1]:
+                # merge (a, b) -> a*b: the merged size follows the tensor; removing a class removes a block of b
+                if len(sizes) != len(dst) or not isinstance(sizes[1], fx.Node):
+                    return None
+                moved = first.movedim(2, 0)
+                for k in range(1, src[2]):
+                    pairs = torch.unique(torch.stack([moved[0].reshape(-1), moved[k].reshape(-1)], dim=1), dim=0)
+                    for x, y in pairs.tolist():
+                        uf.union(x, y)
+                return first.reshape(dst)
+            return None
 
         def _module(self, n: fx.Node, real: Any, first: Any) -> Any:
             name = n.target
@@ -356,17 +492,24 @@ def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: s
                     an.producers.append((name, "weight", 0, chs))
                     if m.bias is not None:
                         an.producers.append((name, "bias", 0, chs))
-                else:  # grouped: kept whole
-                    out = locked_fresh(real, [first])
+                else:  # grouped: the same in-group positions of every group, on both sides
+                    g = m.groups
+                    couple(first, 1, g)
+                    an.consumers.append((name, "weight", 1, cin[: m.in_channels // g]))
+                    out = fresh(real.shape)
+                    couple(out, 1, g)
                     chs = channels(out)
+                    an.producers.append((name, "weight", 0, chs))
+                    if m.bias is not None:
+                        an.producers.append((name, "bias", 0, chs))
                 an.out_ids[name] = chs
                 if name in ignored:
                     an.lock(chs)
                 return out
             if isinstance(m, torch.nn.Linear) and first is not None:
                 an.consumers.append((name, "weight", 1, first.reshape(-1, first.shape[-1])[0].tolist()))
-                out = fresh(real.shape)
-                chs = out.reshape(-1, out.shape[-1])[0].tolist() if out.dim() > 1 else out.tolist()
+                out = fresh(real.shape, -1)
+                chs = channels(out, -1)
                 an.producers.append((name, "weight", 0, chs))
                 if m.bias is not None:
                     an.producers.append((name, "bias", 0, chs))
@@ -377,6 +520,13 @@ def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: s
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and first is not None:
                 chs = channels(first)
                 for attr in ("weight", "bias", "running_mean", "running_var"):
+                    if getattr(m, attr, None) is not None:
+                        an.producers.append((name, attr, 0, chs))
+                return first
+            if isinstance(m, torch.nn.LayerNorm) and first is not None and len(m.normalized_shape) == 1 \
+                    and first.shape == real.shape and type(m).forward is torch.nn.LayerNorm.forward:
+                chs = channels(first, -1)
+                for attr in ("weight", "bias"):
                     if getattr(m, attr, None) is not None:
                         an.producers.append((name, attr, 0, chs))
                 return first
@@ -399,13 +549,20 @@ def _analyse(model: "torch.nn.Module", example_input: "torch.Tensor", ignored: s
     return an
 
 
+def _rebuild(seq: Any, items: list[Any]) -> Any:
+    """A list, tuple or named tuple of the same type as ``seq`` holding ``items``."""
+    if isinstance(seq, tuple) and hasattr(type(seq), "_fields"):
+        return type(seq)(*items)
+    return type(seq)(items)
+
+
 def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
     import torch
 
     if isinstance(value, torch.Tensor):
         return fn(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(_map_tensors(v, fn) for v in value)
+        return _rebuild(value, [_map_tensors(v, fn) for v in value])
     return None
 
 
@@ -620,6 +777,8 @@ def apply_plan(model: "torch.nn.Module", plan: Mapping[str, Mapping[int, "torch.
             m.out_features, m.in_features = m.weight.shape
         elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.num_features = m.running_mean.shape[0] if m.running_mean is not None else m.weight.shape[0]
+        elif isinstance(m, torch.nn.LayerNorm) and m.weight is not None and len(m.normalized_shape) == 1:
+            m.normalized_shape = (m.weight.shape[0],)
     return model
 
 

@@ -11,7 +11,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ActFakeQuant", "QuantConv2d", "QuantLayer", "QuantLinear", "fake_quant_weight", "qmax", "weight_scale"]
+__all__ = ["ActFakeQuant", "QuantConv2d", "QuantLayer", "QuantLinear", "TERNARY_THRESHOLD", "fake_quant_weight",
+           "low_bit_weight", "qmax", "weight_scale"]
+
+#: Ternary weights: a weight is zero when its magnitude is below this fraction of its channel's mean magnitude
+#: (Li et al., "Ternary weight networks", 2016: the threshold 0.7 E|w| approximately minimises the error).
+TERNARY_THRESHOLD = 0.7
 
 
 def qmax(bits: int) -> int:
@@ -25,15 +30,48 @@ def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
     return (amax / qmax(bits)).clamp_min(1e-12).float()
 
 
+def low_bit_weight(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary (``bits=1``) or ternary (``bits=2``) codes and per-output-channel scales of ``weight``.
+
+    Binary (BinaryConnect's sign with XNOR-Net's scale): codes ``sign(w)`` in {-1, +1} (0 counts as +1),
+    scale ``a_c = mean |w_c|``, the least-squares scale of the signs. Ternary (TWN): codes in {-1, 0, +1},
+    zero where ``|w| <= 0.7 mean |w_c|``, scale ``a_c`` = mean of ``|w|`` over the channel's non-zero codes.
+    Returns ``(codes, scale)`` as int8 and float32 tensors; the weight is ``codes * scale[:, None, ...]``.
+    Both commute with BatchNorm folding (a per-channel factor scales ``a_c`` and may flip the signs).
+    """
+    w = weight.detach().float()
+    flat = w.abs().reshape(w.shape[0], -1)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    if bits == 1:
+        codes = torch.where(w >= 0, 1, -1).to(torch.int8)
+        scale = flat.mean(dim=1)
+    elif bits == 2:
+        keep = w.abs() > TERNARY_THRESHOLD * flat.mean(dim=1).reshape(shape)
+        codes = (torch.sign(w) * keep).to(torch.int8)
+        kept = keep.reshape(w.shape[0], -1)
+        scale = (flat * kept).sum(dim=1) / kept.sum(dim=1).clamp_min(1)
+    else:
+        raise ValueError(f"bits={bits!r} is not a binary (1) or ternary (2) width")
+    return codes, scale.clamp_min(1e-12).float()
+
+
 def fake_quant_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-channel symmetric fake quantisation with a straight-through gradient."""
+    """Per-channel symmetric fake quantisation with a straight-through gradient (identity in ``weight``).
+
+    Bits 8 and 4: integers in [-2**(bits-1), 2**(bits-1) - 1] at scale ``max|w_c| / qmax``; bits 2 and 1:
+    ternary and binary weights (:func:`low_bit_weight`).
+    """
+    if bits in (1, 2):
+        codes, scale = low_bit_weight(weight, bits)
+        q = codes.to(weight.dtype) * scale.to(weight.dtype).reshape((-1,) + (1,) * (weight.dim() - 1))
+        return weight + (q - weight).detach()
     scale = weight_scale(weight, bits)
     zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -qmax(bits) - 1, qmax(bits))
 
 
 class QuantLayer:
-    """Mixin of the quantised layers: ``bits`` (4, 8, 16, 32) and an ``exporting`` switch.
+    """Mixin of the quantised layers: ``bits`` (1, 2, 4, 8, 16, 32) and an ``exporting`` switch.
 
     While ``exporting`` is true the layer computes in plain float32 (the exporter writes the quantised
     weights and the float16 casts into the ONNX graph itself).

@@ -4,6 +4,11 @@ Bit widths per ``Conv2d``/``Linear`` module:
 
 - ``8``: int8 weights (per output channel, symmetric) and uint8 activations (per tensor, affine);
 - ``4``: int4 weights (per output channel, symmetric) and uint8 activations;
+- ``2``: ternary weights {-a, 0, +a} per output channel (TWN) and uint8 activations;
+- ``1``: binary weights {-a, +a} per output channel (BinaryConnect's sign, XNOR-Net's scale a = mean |w|)
+  and uint8 activations. ONNX Runtime has no binary or ternary kernels: the export stores these weights as
+  int8 values in {-1, 0, 1} with the scale a, so they run as int8 (``QLinearConv``); their 1 or 2 bits
+  are a size figure (the model's metadata names these initializers, see ``latency_models``);
 - ``16``: float16 weights, inputs and outputs (float16 rounding);
 - ``32``: untouched float32.
 
@@ -45,8 +50,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Supported bit widths.
-QUANT_BITS = (4, 8, 16, 32)
-_INT_BITS = (4, 8)
+QUANT_BITS = (1, 2, 4, 8, 16, 32)
+_INT_BITS = (1, 2, 4, 8)
+#: Metadata key of the exported model naming its binary / ternary int8 initializers (as latency_models reads it).
+WEIGHT_BITS_KEY = "karumi.weight_bits"
 _CALIBRATION_METHODS = ("minmax", "percentile")
 #: Opset of a QDQ graph that stores int4 weights (DequantizeLinear accepts INT4 from opset 21).
 _INT4_OPSET = 21
@@ -137,7 +144,7 @@ def fold_batchnorm(model: "torch.nn.Module") -> "torch.nn.Module":
 def prepare_qat(model: "torch.nn.Module", module_bits: Mapping[str, int]) -> "torch.nn.Module":
     """A fake-quantised copy of ``model`` (a ``torch.fx.GraphModule``) at the given per-layer bits.
 
-    ``module_bits`` maps qualified ``Conv2d``/``Linear`` names to 4, 8, 16 or 32 (names absent stay 32).
+    ``module_bits`` maps qualified ``Conv2d``/``Linear`` names to 1, 2, 4, 8, 16 or 32 (names absent stay 32).
     Weights are fake-quantised per output channel (symmetric, straight-through gradient); activations
     per tensor (uint8, affine) at the places described in the module docstring, with ranges observed
     during training (moving average) or set by :func:`calibrate`. Module names and parameter names are
@@ -281,16 +288,29 @@ def export_onnx_quantized(model: "torch.nn.Module", module_bits: Mapping[str, in
             m.exporting = True
     layer_bits = quantized_layers(prepared)
     weights = {f"{name}.weight": (name, b) for name, b in layer_bits.items()}
+    low = {}
+    if any(b in (1, 2) for b in layer_bits.values()):
+        from spaces.compress._qmodules import low_bit_weight
+
+        for name, b in layer_bits.items():
+            if b in (1, 2):
+                codes, scale = low_bit_weight(prepared.get_submodule(name).weight, b)
+                low[f"{name}.weight"] = (codes.numpy(), scale.numpy())
     proto = export_onnx(prepared, tuple(input_shape), dynamic_batch=dynamic_batch)
-    proto = _rewrite_qdq(proto, weights)
+    proto = _rewrite_qdq(proto, weights, low)
     onnx.checker.check_model(proto)
     if path is not None:
         onnx.save(proto, path)
     return proto
 
 
-def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]]) -> "onnx.ModelProto":
-    """Store quantised weights as int8/int4 (or float16) initializers behind DequantizeLinear (or Cast)."""
+def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]],
+                 low: "Mapping[str, tuple[Any, Any]] | None" = None) -> "onnx.ModelProto":
+    """Store quantised weights as int8/int4 (or float16) initializers behind DequantizeLinear (or Cast).
+
+    ``low`` gives the (codes, scale) of binary / ternary weights, stored as int8 codes at that scale."""
+    low = low or {}
+    low_names: dict[str, int] = {}
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -353,18 +373,25 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
             new_nodes.append(helper.make_node("Cast", [node.output[0]], [out], to=TensorProto.FLOAT,
                                               name=f"{node.name}_cast_out"))
             continue
-        qmax = _qmax(bits)
-        amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-        scale = np.maximum(amax / np.float32(qmax), np.float32(1e-12)).astype(np.float32)
+        qmax = _qmax(bits) if bits not in (1, 2) else 1
+        if wname in low:
+            scale = np.asarray(low[wname][1], dtype=np.float32)
+        else:
+            amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+            scale = np.maximum(amax / np.float32(qmax), np.float32(1e-12)).astype(np.float32)
         src = producer.get(node.input[0])
         s_in = None
         if bname is not None and src is not None and src.op_type == "DequantizeLinear" and src.input[1] in inits:
             s_in = np.float32(const(src.input[1]).reshape(-1)[0])
             # An int32 bias must fit: widen the scale of (near-)zero weight channels whose bias would not.
             need = np.abs(const(bname).astype(np.float64)) / (float(s_in) * 2.0**30)
-            scale = np.maximum(scale, need.astype(np.float32))
+            if wname not in low:  # binary / ternary scales are the weights themselves: never widened
+                scale = np.maximum(scale, need.astype(np.float32))
         shape = (-1,) + (1,) * (w.ndim - 1)
-        q = np.clip(np.round(w / scale.reshape(shape)), -qmax - 1, qmax)
+        if wname in low:
+            q = np.asarray(low[wname][0])
+        else:
+            q = np.clip(np.round(w / scale.reshape(shape)), -qmax - 1, qmax)
         if bits == 4:
             import ml_dtypes
 
@@ -373,6 +400,8 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
         else:
             q_arr, zp = q.astype(np.int8), np.zeros(w.shape[0], dtype=np.int8)
         prefix = unique(wname)
+        if bits in (1, 2):
+            low_names[f"{prefix}_quantized"] = bits
         new_inits += [
             numpy_helper.from_array(q_arr, f"{prefix}_quantized"),
             numpy_helper.from_array(scale, f"{prefix}_scale"),
@@ -408,4 +437,9 @@ def _rewrite_qdq(proto: "onnx.ModelProto", weights: Mapping[str, tuple[str, int]
             if opset.domain in ("", "ai.onnx"):
                 opset.version = max(opset.version, _INT4_OPSET)
     proto.ir_version = 10
+    if low_names:
+        import json
+
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = WEIGHT_BITS_KEY, json.dumps(low_names, sort_keys=True)
     return proto

@@ -19,10 +19,11 @@ _EXAMPLES = {
     "global_avgpool": dict(input_shape=(8, 6, 6)),
     "maxpool": dict(input_shape=(8, 6, 6), kernel_size=3, stride=2),
     "avgpool": dict(input_shape=(8, 6, 6), kernel_size=2, stride=2, padding=0),
+    "crelu": dict(input_shape=(8, 6, 6), activation="relu"),
 }
 
 
-@pytest.mark.parametrize("bits", [32, 16, 8, 4])
+@pytest.mark.parametrize("bits", [32, 16, 8, 4, 2, 1])
 @pytest.mark.parametrize("op", KERNEL_OPS)
 def test_every_kernel_graph_runs_in_onnx_runtime(op, bits):
     k = Kernel(op, bits=bits, **_EXAMPLES[op])

@@ -35,12 +35,15 @@ def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def _silence_low_half(model: torch.nn.Module) -> torch.nn.Module:
-    """Zero gamma and beta of the lower half of every BatchNorm's channels: those channels output 0."""
+    """Zero gamma and beta of the lower half of each half of every BatchNorm's channels (channel i with
+    i mod C/2 < C/4): those channels output 0. Both halves alike, as grouped convolutions (2 groups) and the
+    channel shuffle couple position j of each half: the silent channels form whole coupled classes."""
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             half = m.num_features // 2
-            m.weight.data[:half] = 0.0
-            m.bias.data[:half] = 0.0
+            silent = torch.arange(m.num_features) % half < half // 2
+            m.weight.data[silent] = 0.0
+            m.bias.data[silent] = 0.0
     return model
 
 
@@ -91,22 +94,23 @@ def test_residual_depthwise_group_shuffle_and_concat_shapes():
     model = _randomise_bn(TinyNet())
     x = torch.randn(2, 1, 8, 8)
     pruned = prune_structured(model, 0.5, example_input=x)
-    # The residual stream (stem + both projections) is one group; it feeds a grouped conv (kept whole, as
-    # pruning it would break its groups), so the whole stream keeps its 16 channels, consistently.
+    # The residual stream (stem + both projections) is one group; it feeds a grouped conv (2 groups), which
+    # couples position j of both halves, so the stream loses the same positions in both: 16 -> 8, 2 groups of 4.
     stream = {pruned.stem[0].out_channels, pruned.block1.project[0].out_channels, pruned.block2.project[0].out_channels}
-    assert stream == {16}
-    # Without the grouped consumer, the stream is pruned as one group.
-    model.shuffle = torch.nn.Identity()
-    streamed = prune_structured(model, 0.5, example_input=x)
-    assert {streamed.stem[0].out_channels, streamed.block1.project[0].out_channels, streamed.head[0].in_channels} == {8}
+    assert stream == {8}
+    group = pruned.shuffle.group[0]
+    assert (group.groups, group.in_channels, group.out_channels, tuple(group.weight.shape[:2])) == (2, 8, 8, (8, 4))
+    kept = [i for i in range(16) if any(torch.equal(model.stem[0].weight[i], w) for w in pruned.stem[0].weight)]
+    assert [i % 8 for i in kept[:4]] == [i % 8 for i in kept[4:]]  # the same in-group positions in both groups
     # Depthwise convolutions follow their expansion and stay depthwise.
     for block in (pruned.block1, pruned.block2):
         dw = block.dw[0]
         assert dw.groups == dw.in_channels == dw.out_channels == block.expand[0].out_channels == 16
-    # The grouped conv feeding the channel shuffle keeps its channels; the concat consumer follows its inputs.
-    assert pruned.shuffle.group[0].out_channels == 16
-    assert pruned.shuffle.merge[0].in_channels == 16 + pruned.shuffle.side[0].out_channels
+    # The shuffle's reshape (2 groups of C/2, C/2 from the tensor's size) follows; the concat consumer too.
+    assert pruned.shuffle.merge[0].in_channels == 8 + pruned.shuffle.side[0].out_channels
     assert pruned.fc.out_features == 10
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 10)
 
 
 @pytest.mark.parametrize("importance", list_importances())

@@ -247,7 +247,7 @@ def test_bad_prune_ratios_and_bits_are_refused(space):
         space.candidate(prune_ratios=bad_ratio)
     with pytest.raises(ValueError, match=rf"prune_ratios has {n - 1} values; allowed: exactly {n}"):
         space.candidate(prune_ratios=[0.0] * (n - 1))
-    with pytest.raises(ValueError, match=r"bits\[0\] \(layer .*\)=7 is not allowed; allowed: 4, 8, 16, 32"):
+    with pytest.raises(ValueError, match=r"bits\[0\] \(layer .*\)=7 is not allowed; allowed: 1, 2, 4, 8, 16, 32"):
         space.candidate(bits=[7] + [32] * (n - 1))
     with pytest.raises(ValueError, match=rf"bits has {n + 1} values"):
         space.candidate(bits=[32] * (n + 1))

@@ -54,7 +54,7 @@ def test_stem_stride_defaults_follow_the_input_size():
         ("shufflenet", {"widths": [1.0, 2.0, 1.0]}, r"widths\[1\]=2.0 is not allowed; allowed: 0.5, 0.75, 1.0"),
         ("shufflenet", {"widths": 1.0}, r"widths=1.0 is not allowed; allowed: 3 multipliers"),
         ("shufflenet", {"repeats": [1, 1, 1], "kernel_sizes": [[3], [3], [4]]}, r"kernel_sizes\[2\]\[0\]=4 is not allowed"),
-        ("shufflenet", {"ops": ["k3_e1"]}, r"gene ops=.* is not known; allowed: bits, kernel_sizes, prune_ratios, repeats, widths"),
+        ("shufflenet", {"ops": ["k3_e1"]}, r"gene ops=.* is not known; allowed: bits, crelu, kernel_sizes, prune_ratios, repeats, widths"),
     ],
 )
 def test_bad_architecture_genes_are_refused(space, genes, message):
