@@ -29,6 +29,7 @@ from search._deploy import raw_images, with_preprocessing, write_contract
 from search._objective import predict_latency
 from search._proxy import ProxyEvaluator
 from search._train import accuracy, top1_accuracy
+from spaces.compress import activation_sparsity, compressed_size_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,7 +64,12 @@ class FinalModel:
         measured_fp32_latency_ms: ``best/model_fp32.onnx`` measured on this machine (local device only).
         measured_quantized_latency_ms: ``best/model_quantized.onnx`` measured here (local, quantised only).
         measured_teacher_latency_ms: ``teacher.onnx`` measured side by side with them (local device only).
-        size_bytes: stored weights of the shipped model, bytes.
+        size_bytes: stored weights of the shipped model, bytes (dense, at its layers' bits).
+        compressed_size_bytes: the fine-tuned weights stored the Deep Compression way at the candidate's bits
+            (``spaces.compress.compressed_size_bytes``: shared values, Huffman-coded), bytes.
+        activation_sparsity: zero activations after each ReLU on validation images and the MACs a
+            zero-skipping runtime could save (``spaces.compress.activation_sparsity``; ONNX Runtime on a CPU
+            does not skip them).
         onnx_bytes: size of the ``best/model.onnx`` file, bytes.
         files: the files written, by role.
         seconds: wall time of fine-tune, export and measurements.
@@ -83,6 +89,8 @@ class FinalModel:
     measured_quantized_latency_ms: float | None
     measured_teacher_latency_ms: float | None
     size_bytes: int
+    compressed_size_bytes: int
+    activation_sparsity: dict[str, Any]
     onnx_bytes: int
     files: dict[str, str]
     seconds: float
@@ -236,6 +244,8 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
         measured_fp32_latency_ms=measured_f, measured_quantized_latency_ms=measured_q,
         measured_teacher_latency_ms=measured_t,
         size_bytes=int(space.stats(candidate if shipped == "quantized" else float_candidate).size_bytes),
+        compressed_size_bytes=int(compressed_size_bytes(fp32, bits)),
+        activation_sparsity=activation_sparsity(fp32, data.val.x, max_images=512),
         onnx_bytes=pathlib.Path(files["onnx"]).stat().st_size, files=files, seconds=time.perf_counter() - start,
     )
     (best / "final.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -96,6 +96,7 @@ def _comparison(result: SearchResult) -> list[tuple[str, str, str]]:
         ("speed-up, measured side by side", "1.00x" if teacher_ms else "n/a",
          _ratio(teacher_ms, f.measured_latency_ms if f else None)),
         ("size reduction", "1.00x", _ratio(t.size_bytes, f.size_bytes if f else s.size_bytes if s else None)),
+        ("Deep Compression storage (shared values, Huffman)", "", _bytes(f.compressed_size_bytes if f else None)),
     ]
     return rows
 
@@ -194,8 +195,14 @@ def write_report(result: SearchResult) -> pathlib.Path:
                + (f", measured {_ms(f.measured_quantized_latency_ms)}" if f.measured_quantized_latency_ms else "")
                + ")" if f.quantized_onnx_test_accuracy is not None else "") + ".",
             "On x86 CPUs ONNX Runtime runs int8 layers as fused integer kernels; 16-bit layers run as float32 "
-            "with casts around them and 4-bit weights are dequantised to float32: those save size, not time.",
+            "with casts around them and 4-bit weights are dequantised to float32: those save size, not time; "
+            "binary and ternary (1- and 2-bit) layers run as int8.",
         ]
+        sp = f.activation_sparsity
+        lines += ["", f"Activation sparsity of the fine-tuned model on {sp['images']} validation images: "
+                  f"{100 * sp['zero_fraction']:.1f} % of the values after its ReLUs are exactly zero, and a "
+                  f"runtime that skipped zero inputs could skip {100 * sp['skippable_fraction']:.1f} % of its "
+                  f"MACs. {sp['note']}"]
     lines += ["", "## How this was measured", ""]
     if result.measurement:
         lines.append(f"- Latencies: {result.measurement}")

@@ -116,6 +116,8 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
         assert measured <= final["measured_fp32_latency_ms"]
         assert measured < final["measured_teacher_latency_ms"]
     assert final["shipped"] in ("quantized", "float32") and final["shipped_reason"]
+    assert 0 < final["compressed_size_bytes"] and 0.0 <= final["activation_sparsity"]["zero_fraction"] <= 1.0
+    assert "does not skip" in final["activation_sparsity"]["note"]
     report = (out / "report.md").read_text()
     assert f"| test accuracy of the ONNX file (ONNX Runtime, [0, 1] images) | " in report
     assert f" | {_pct(onnx_acc)} |" in report
