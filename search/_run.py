@@ -132,6 +132,11 @@ class _Job:
             self.device = resolve_device(str(o.device), self.space, profile_min=float(o.profile_min),
                                          on_progress=bar.report)
         self.echo(f"device   {self.device.description}")
+        self._choose_bits()
+
+    def _choose_bits(self) -> None:
+        """The bit widths trials draw from: ``--bits`` as listed, or those the device rewards (``auto``)."""
+        o = self.opts
         given = parse_bits(o.bits)
         self.bits = given if given is not None else rewarded_bits(self.device.predictor, self.space)
         if given is None and "bits" in o.search:
