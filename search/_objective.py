@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OBJECTIVES",
+    "SIZES",
     "BudgetConstraint",
     "SearchContext",
     "TrialResult",
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 #: The study's objectives, in order, with their directions: the one definition the study, the Ray
 #: sweep and the Pareto front read.
 OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"), ("size_bytes", "minimize"))
+
+#: What the size objective counts: ``dense`` (the weights at their bit widths) or ``compressed`` (stored the
+#: Deep Compression way, :func:`spaces.compress.compressed_size_bytes`, from weights that exist before any
+#: training: the ``prune`` space's, inherited from the teacher).
+SIZES = ("dense", "compressed")
 
 
 def predict_latency(predictor: "LatencyPredictor", space: "SearchSpace",
@@ -85,10 +91,14 @@ class TrialResult:
     Attributes:
         accuracy: validation accuracy of the proxy, a fraction in [0, 1]; 0 when not trained.
         latency_ms: predicted latency on the target device, milliseconds.
-        size_bytes: bytes of the stored weights at the candidate's bit widths.
+        size_bytes: bytes of the stored weights at the candidate's bit widths (dense storage).
         feasible: ``latency_ms <= budget_ms``.
         trained: whether the proxy trained it (only feasible candidates are trained).
         seconds: wall time of this evaluation.
+        compressed_size_bytes: the weights stored the Deep Compression way at the candidate's bits (shared
+            values, Huffman-coded), bytes: of the inherited weights with ``size="compressed"``, else of the
+            proxy's trained model; None when neither exists (an over-budget student).
+        size: which size is the objective, one of :data:`SIZES`.
     """
 
     accuracy: float
@@ -97,11 +107,14 @@ class TrialResult:
     feasible: bool
     trained: bool
     seconds: float
+    compressed_size_bytes: int | None = None
+    size: str = "dense"
 
     @property
     def values(self) -> tuple[float, float, float]:
-        """The objective values, in :data:`OBJECTIVES` order."""
-        return (self.accuracy, self.latency_ms, float(self.size_bytes))
+        """The objective values, in :data:`OBJECTIVES` order (the size is the one ``size`` names)."""
+        size = self.compressed_size_bytes if self.size == "compressed" else self.size_bytes
+        return (self.accuracy, self.latency_ms, float(size if size is not None else self.size_bytes))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,17 +129,23 @@ class SearchContext:
         predictor: the device's ``latency_models.LatencyPredictor``.
         budget_ms: the latency budget, milliseconds.
         evaluator: ``evaluator(model, module_bits) -> accuracy``, the distillation proxy (teacher logits
-            computed once, inside it).
+            computed once, inside it). When it keeps the model it trained as ``last_model`` (as
+            :class:`search.ProxyEvaluator` does), the trial records that model's Deep Compression size.
+        size: what the size objective counts, one of :data:`SIZES`; ``compressed`` needs weights before
+            training, i.e. a space whose ``build`` inherits trained weights (``prune``).
     """
 
     space: "SearchSpace"
     predictor: "LatencyPredictor"
     budget_ms: float
     evaluator: Callable[["torch.nn.Module", Mapping[str, int]], float]
+    size: str = "dense"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
             raise ValueError(f"budget_ms={self.budget_ms!r} must be a positive number of milliseconds")
+        if self.size not in SIZES:
+            raise ValueError(f"size={self.size!r} is not allowed; allowed: {', '.join(SIZES)}")
 
 
 def evaluate_candidate(candidate: "Candidate", *, context: SearchContext) -> TrialResult:
@@ -135,12 +154,18 @@ def evaluate_candidate(candidate: "Candidate", *, context: SearchContext) -> Tri
     space = context.space
     latency_ms = float(predict_latency(context.predictor, space, [candidate])[0])
     size_bytes = int(space.stats(candidate).size_bytes)
+    # the objective's compressed size comes from the weights the candidate has before training
+    compressed = int(space.compressed_size_bytes(candidate)) if context.size == "compressed" else None
     if latency_ms > context.budget_ms:
         logger.debug("candidate over budget (%.3f ms > %.3f ms): not trained", latency_ms, context.budget_ms)
-        return TrialResult(0.0, latency_ms, size_bytes, False, False, time.perf_counter() - start)
+        return TrialResult(0.0, latency_ms, size_bytes, False, False, time.perf_counter() - start, compressed,
+                           context.size)
     model = space.build(candidate)
     acc = float(context.evaluator(model, space.module_bits(candidate)))
-    return TrialResult(acc, latency_ms, size_bytes, True, True, time.perf_counter() - start)
+    trained = getattr(context.evaluator, "last_model", None)
+    if compressed is None and trained is not None:
+        compressed = int(space.compressed_size_bytes(candidate, model=trained))
+    return TrialResult(acc, latency_ms, size_bytes, True, True, time.perf_counter() - start, compressed, context.size)
 
 
 @dataclasses.dataclass(frozen=True)

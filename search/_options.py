@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from search._data import DATASETS, MIN_INPUT_SIZE, check_data_spec
 from search._device import check_device_spec
 from search._errors import InputError
+from search._objective import SIZES
 from search._study import SAMPLERS
 from search._teacher import check_teacher_spec
 from latency_models import BITS
@@ -84,6 +85,10 @@ class SearchOptions:
                                 "faster than float32, read from its latency profile) or a comma list of {choices} "
                                 "(4 and 16 save size, not time, on x86 ONNX Runtime; 1 and 2 are binary and "
                                 "ternary weights, run as int8: size, not speed) (default {default})", metavar="BITS")
+    size: str = _option("dense", "what the size objective counts: dense (the weights at their bit widths) or "
+                                 "compressed (stored the Deep Compression way: shared values, Huffman-coded; only "
+                                 "with --space prune, whose candidates have the teacher's trained weights before "
+                                 "any training) (default {default})", metavar="KIND")
     proxy_epochs: int = _option(4, "distillation epochs of each trial's accuracy proxy (default {default})",
                                 metavar="E")
     proxy_samples: int = _option(512, "training images of each trial's accuracy proxy (default {default})",
@@ -146,6 +151,11 @@ class SearchOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
                 raise InputError(f"{_flag(key)} {v!r} must be a positive number of minutes")
         parse_bits(self.bits)
+        if self.size not in SIZES:
+            raise InputError(f"--size {self.size!r} is not allowed; allowed: {', '.join(SIZES)}")
+        if self.size == "compressed" and self.space != "prune":
+            raise InputError(f"--size compressed needs --space prune (its candidates inherit the teacher's trained "
+                             f"weights); the {self.space} students' weights are random until trained: use --size dense")
         parts = tuple(self.search)
         if not parts or any(p not in SEARCH_PARTS for p in parts):
             raise InputError(f"--search {','.join(map(str, parts))!r} must be a non-empty subset of {','.join(SEARCH_PARTS)}")
@@ -188,6 +198,7 @@ _CHOICES: dict[str, Callable[[], Any]] = {
     "data": lambda: DATASETS,
     "sampler": lambda: SAMPLERS,
     "search": lambda: SEARCH_PARTS,
+    "size": lambda: SIZES,
 }
 _TYPES: dict[str, Callable[[str], Any]] = {"search": _parts}
 

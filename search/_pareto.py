@@ -31,8 +31,8 @@ __all__ = ["ParetoEntry", "ParetoFront", "pareto_front", "select", "write_pareto
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-CSV_FIELDS = ("trial", "accuracy", "latency_ms", "measured_latency_ms", "size_bytes", "feasible", "trained",
-              "selected", "candidate")
+CSV_FIELDS = ("trial", "accuracy", "latency_ms", "measured_latency_ms", "size_bytes", "compressed_size_bytes",
+              "feasible", "trained", "selected", "candidate")
 
 
 @dataclasses.dataclass
@@ -45,9 +45,11 @@ class ParetoEntry:
         accuracy: validation accuracy of the proxy, a fraction (None when not trained).
         latency_ms: predicted latency, milliseconds.
         measured_latency_ms: latency of its exported ONNX model measured on this machine (local device).
-        size_bytes: stored weights, bytes.
+        size_bytes: stored weights at their bit widths (dense storage), bytes.
         feasible: within the budget.
         trained: trained by the proxy.
+        compressed_size_bytes: the weights stored the Deep Compression way (shared values, Huffman-coded),
+            bytes; None when unknown (an untrained student, a study from before it was recorded).
     """
 
     trial: int | None
@@ -58,6 +60,7 @@ class ParetoEntry:
     feasible: bool
     trained: bool = True
     measured_latency_ms: float | None = None
+    compressed_size_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +70,7 @@ class ParetoEntry:
             "latency_ms": self.latency_ms,
             "measured_latency_ms": self.measured_latency_ms,
             "size_bytes": self.size_bytes,
+            "compressed_size_bytes": self.compressed_size_bytes,
             "feasible": self.feasible,
             "trained": self.trained,
         }
@@ -114,9 +118,10 @@ def _entry(trial: "optuna.trial.FrozenTrial") -> ParetoEntry:
         candidate=dict(ua.get("candidate", {})),
         accuracy=float(trial.values[0]) if trained else None,
         latency_ms=float(trial.values[1]),
-        size_bytes=int(trial.values[2]),
+        size_bytes=int(ua.get("size_bytes", trial.values[2])),
         feasible=bool(ua.get("feasible", False)),
         trained=trained,
+        compressed_size_bytes=None if ua.get("compressed_size_bytes") is None else int(ua["compressed_size_bytes"]),
     )
 
 

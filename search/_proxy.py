@@ -28,6 +28,7 @@ class ProxyEvaluator:
     Attributes:
         teacher_logits: the cached logits of the teacher on the training inputs.
         last_seconds: wall time of the last call, in seconds.
+        last_model: the model the last call trained (its weights give the trial's Deep Compression size).
     """
 
     def __init__(self, train: Any, val: Any, teacher: "torch.nn.Module", *, epochs: int = 4,
@@ -46,6 +47,7 @@ class ProxyEvaluator:
             x = self.train[0]
             self.teacher_logits = torch.cat([teacher(x[i:i + 512]) for i in range(0, len(x), 512)]).detach()
         self.last_seconds = 0.0
+        self.last_model: "torch.nn.Module | None" = None
 
     def fine_tune(self, model: "torch.nn.Module", module_bits: Mapping[str, int], *, epochs: int | None = None,
                   lr: float | None = None) -> "torch.nn.Module":
@@ -60,6 +62,7 @@ class ProxyEvaluator:
     def __call__(self, model: "torch.nn.Module", module_bits: Mapping[str, int]) -> float:
         start = time.perf_counter()
         trained = self.fine_tune(model, module_bits)
+        self.last_model = trained
         acc = accuracy(trained, self.val)
         self.last_seconds = time.perf_counter() - start
         logger.debug("proxy accuracy %.4f in %.2f s", acc, self.last_seconds)

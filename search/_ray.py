@@ -56,7 +56,10 @@ EXPERIMENT = "sweep"
 #: Config key carrying the Optuna trial number from the driver to the trial.
 TRIAL_KEY = "karumi_trial"
 #: What each trial reports besides the objectives.
-_EXTRA = ("feasible", "trained", "seconds")
+_EXTRA = ("feasible", "trained", "seconds", "compressed_size_bytes")
+#: The reported dense size when the size objective (metric ``size_bytes``) is the compressed one; stored as
+#: the trial's ``size_bytes`` user attribute, as the single-machine objective stores it.
+DENSE = "dense_size_bytes"
 #: Constraint name (predicted latency minus the budget, feasible when <= 0), as the single-machine study.
 CONSTRAINT = "latency_over_budget_ms"
 
@@ -148,6 +151,8 @@ class _Searcher(OptunaSearch):
             for key in (*METRICS, *_EXTRA):
                 if key in result:
                     ot_trial.set_user_attr(key, result[key])
+            if DENSE in result:
+                ot_trial.set_user_attr("size_bytes", result[DENSE])
             # a sampler without constraints_func (random) still gets feasibility recorded, as the
             # single-machine objective does
             if CONSTRAINT in result and not getattr(self._sampler, "_constraints_func", None):
@@ -184,10 +189,12 @@ def _run_trial(config: dict[str, Any], *, space: "SearchSpace", sample_kwargs: d
     candidate = space.sample(optuna.trial.FixedTrial(params), **sample_kwargs)
     result = evaluate(candidate, context=context)
     report = {
-        **{key: float(getattr(result, key)) for key in METRICS},
+        **{key: float(value) for key, value in zip(METRICS, result.values)},
         "feasible": bool(result.feasible),
         "trained": bool(result.trained),
         "seconds": float(result.seconds),
+        DENSE: int(result.size_bytes),
+        "compressed_size_bytes": result.compressed_size_bytes,
         "candidate": candidate.to_json(),
         TRIAL_KEY: number,
     }
@@ -406,6 +413,8 @@ def run_ray_study(study: optuna.Study, *, space: "SearchSpace", context: Any, ru
         if on_trial is None or not all(key in metrics for key in METRICS):
             return
         attrs = {key: metrics[key] for key in (*METRICS, *_EXTRA) if key in metrics}
+        if DENSE in metrics:
+            attrs["size_bytes"] = metrics[DENSE]
         on_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[metrics[k] for k in METRICS],
                                            user_attrs=attrs))
 

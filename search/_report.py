@@ -219,16 +219,20 @@ def write_report(result: SearchResult) -> pathlib.Path:
     lines += ["", "## Pareto front", "",
               "Accuracy is the proxy's validation accuracy (none for candidates over budget, which are never "
               "trained); the teacher's is its accuracy after full training, not comparable with a proxy's. "
-              "Latency is predicted for the device, and measured here side by side when the device is local.", "",
-              "| trial | accuracy | predicted latency | measured latency | size | within budget | selected |",
-              "| ---: | ---: | ---: | ---: | ---: | :---: | :---: |"]
+              "Latency is predicted for the device, and measured here side by side when the device is local. "
+              "Size is the dense storage at the layers' bits; Deep Compression is the same weights stored with "
+              "shared values and Huffman coding (`spaces.compress.save_compressed`), of the proxy's trained "
+              f"weights{' (the size objective: the inherited weights, before training)' if cfg.get('size') == 'compressed' else ''}.", "",
+              "| trial | accuracy | predicted latency | measured latency | size | Deep Compression | within budget | selected |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | :---: | :---: |"]
     sel = result.selected.trial if result.selected is not None else None
     t = result.teacher
     lines.append(f"| teacher | {_pct(t.accuracy)} (trained) | {_ms(t.latency_ms)} | {_ms(t.measured_latency_ms)} | "
-                 f"{_bytes(t.size_bytes)} | {'yes' if t.feasible else 'no'} | |")
+                 f"{_bytes(t.size_bytes)} | {_bytes(t.compressed_size_bytes)} | {'yes' if t.feasible else 'no'} | |")
     for e in result.pareto.entries:
         lines.append(f"| {e.trial} | {_pct(e.accuracy)} | {_ms(e.latency_ms)} | {_ms(e.measured_latency_ms)} | "
-                     f"{_bytes(e.size_bytes)} | {'yes' if e.feasible else 'no'} | {'**yes**' if e.trial == sel else ''} |")
+                     f"{_bytes(e.size_bytes)} | {_bytes(e.compressed_size_bytes)} | {'yes' if e.feasible else 'no'} | "
+                     f"{'**yes**' if e.trial == sel else ''} |")
     lines += ["", "![accuracy against latency](pareto.png)", "", "## Reproduce", "", "```bash",
               command_line(cfg), "```", ""]
     path = pathlib.Path(result.out_dir) / "report.md"

@@ -260,7 +260,7 @@ class _Job:
         evaluator = ProxyEvaluator(self.data.train.subset(int(o.proxy_samples)), self.data.val, self.teacher.model,
                                    epochs=int(o.proxy_epochs), seed=int(o.seed))
         context = SearchContext(space=self.space, predictor=self.device.predictor,
-                                budget_ms=self.search_budget_ms, evaluator=evaluator)
+                                budget_ms=self.search_budget_ms, evaluator=evaluator, size=str(o.size))
         done = owned_trials(study, self.run_id, states=(TrialState.COMPLETE,))
         finished = list(done)
         if done:

@@ -38,6 +38,8 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["--budget-ms", "20", "--sampler", "cmaes"], "--sampler 'cmaes'"),
         (["--budget-ms", "20", "--trials", "0"], "--trials 0"),
         (["--budget-ms", "20", "--search", "arch,width"], "--search"),
+        (["--budget-ms", "20", "--size", "tiny"], "--size 'tiny' is not allowed; allowed: dense, compressed"),
+        (["--budget-ms", "20", "--size", "compressed"], "--size compressed needs --space prune"),
     ],
 )
 def test_bad_option_is_one_line_and_exit_2(capsys, tmp_path, argv, needle):

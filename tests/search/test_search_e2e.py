@@ -40,7 +40,9 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
     out = tmp_path / "run"
     local = space_name != "prune"
     device = "local" if local else str(request.getfixturevalue("prune_table"))
-    result = search.run(budget_ms=BUDGET_MS, space=space_name, out=out, seed=0, device=device, **TINY)
+    # the prune space searches the Deep Compression size (its candidates carry the teacher's weights)
+    size = "compressed" if space_name == "prune" else "dense"
+    result = search.run(budget_ms=BUDGET_MS, space=space_name, out=out, seed=0, device=device, size=size, **TINY)
     assert result.out_dir == out and not result.interrupted
 
     for name in ("config.json", "study.db", "pareto.json", "pareto.csv", "pareto.png", "report.md", "teacher.onnx",
@@ -65,6 +67,13 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
         else:
             assert entry["measured_latency_ms"] is None  # a table of another device: nothing re-measured
         assert entry["feasible"] == (entry["latency_ms"] <= pareto["search_budget_ms"])
+        if entry["trained"]:  # the Deep Compression size of the proxy's weights (prune: the inherited ones)
+            assert entry["compressed_size_bytes"] > 0
+    study = optuna.load_study(study_name="karumi", storage=f"sqlite:///{out / 'study.db'}")
+    for trial in study.get_trials(deepcopy=False):
+        if trial.values is not None:
+            ua = trial.user_attrs
+            assert trial.values[2] == (ua["compressed_size_bytes"] if size == "compressed" else ua["size_bytes"])
     teacher = pareto["teacher"]
     assert ENTRY_FIELDS <= set(teacher) and teacher["trial"] is None
     assert 0.0 < teacher["accuracy"] <= 1.0 and (teacher["measured_latency_ms"] is not None) == local

@@ -56,6 +56,53 @@ def test_over_budget_candidate_is_recorded_with_its_latency_and_never_trained():
     assert result.values == (0.5, pytest.approx(latency, rel=1e-12), float(space.stats(cand).size_bytes))
 
 
+class TrainingEvaluator:
+    """Keeps the model it 'trained' (here: the model it was given, weights zeroed but one row)."""
+
+    def __call__(self, model, module_bits):
+        import torch
+
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        self.last_model = model
+        return 0.5
+
+
+def _prune_space():
+    from tests.spaces.compression_nets import residual_teacher
+
+    return get_space("prune", teacher=residual_teacher(in_channels=1), in_channels=1, input_size=16)
+
+
+def test_size_objective_dense_or_compressed():
+    """The trial records both sizes; the objective is the one asked for; compressed needs no training."""
+    from search import SearchContext, evaluate_candidate
+
+    space = _prune_space()
+    cand = space.candidate(bits=[4] * len(space.layers(space.candidate())))
+    latency = float(MacsPredictor().predict_many([space.kernels(cand)])[0])
+    dense = space.stats(cand).size_bytes
+    inherited = space.compressed_size_bytes(cand)
+    # a real file's size (its JSON header included: on a net this small it outweighs what sharing saves)
+    assert inherited > 0 and inherited != dense
+
+    # over budget, never trained: the compressed size of the inherited weights is still the objective
+    ctx = SearchContext(space=space, predictor=MacsPredictor(), budget_ms=latency / 2,
+                        evaluator=ForbiddenEvaluator(), size="compressed")
+    result = evaluate_candidate(cand, context=ctx)
+    assert not result.trained and result.size_bytes == dense
+    assert result.compressed_size_bytes == inherited and result.values[2] == float(inherited)
+
+    # dense objective, trained: the compressed size is that of the model the proxy trained (all zeros here)
+    ctx = SearchContext(space=space, predictor=MacsPredictor(), budget_ms=latency * 2, evaluator=TrainingEvaluator())
+    result = evaluate_candidate(cand, context=ctx)
+    assert result.values[2] == float(dense)
+    assert result.compressed_size_bytes is not None and result.compressed_size_bytes < inherited
+    with pytest.raises(ValueError, match="size='huge' is not allowed; allowed: dense, compressed"):
+        SearchContext(space=space, predictor=MacsPredictor(), budget_ms=1.0, evaluator=ForbiddenEvaluator(), size="huge")
+
+
 def _Bound(cand, space):
     return space.kernels(cand)
 
