@@ -10,7 +10,7 @@ and scored on the 1000 test images.
 Two phases, so that timing holds the machine only while it times:
 
 1. ``--train DIR`` (CPU-heavy): training, test accuracy, ``space.stats`` and the float32 ONNX export in DIR;
-2. ``--time DIR`` (under ``cpu-job timing``): ONNX Runtime, 1 thread, batch 1, ``--rounds`` interleaved
+2. ``--time DIR`` (alone on the machine): ONNX Runtime, 1 thread, batch 1, ``--rounds`` interleaved
    rounds over all models, each the median of ``--runs`` runs; writes ``experiments/results/crelu.{json,md}``.
 """
 
@@ -100,7 +100,7 @@ def time_all(out: pathlib.Path, rounds: int, runs: int) -> None:
         rows[k]["latency_ms_rounds"] = times[k]
     result = {**trained, "rounds": rounds, "runs": runs, "loadavg_timing": [load_start, loadavg()],
               "onnxruntime": ort.__version__,
-              "command": f"python experiments/crelu.py --train {out} --epochs {trained['epochs']} && cpu-job timing "
+              "command": f"python experiments/crelu.py --train {out} --epochs {trained['epochs']} && "
                          f"python experiments/crelu.py --time {out} --rounds {rounds} --runs {runs}"}
     write_json(RESULTS / "crelu.json", result)
     lines = ["# CReLU (transferred filters) against the same student without it, on `shapes`", "",

@@ -6,7 +6,7 @@ Two phases, so that the timing holds the machine only while it times:
    (``weights=None``, 1000 classes), ``spaces.compress.prune_structured(model, 0.5, importance="l1")``
    traced at 224x224, both models exported to ONNX (``spaces.compress.export_onnx``) in ``DIR``, with
    parameter counts and the pruned model's agreement with its ONNX export.
-2. ``--time DIR`` (run it under ``cpu-job timing``): each pair in ONNX Runtime (CPU, 1 intra-op thread,
+2. ``--time DIR`` (run it alone on the machine): each pair in ONNX Runtime (CPU, 1 intra-op thread,
    batch 1), ``--rounds`` interleaved rounds of dense then pruned, each round the median of ``--runs``
    runs after one warm-up; the speed-up is the ratio of the medians over rounds, side by side.
 
@@ -115,7 +115,7 @@ def time_all(out: pathlib.Path, rounds: int, runs: int) -> None:
     result = {"rounds": rounds, "runs": runs, "threads": 1, "machine": platform.processor() or platform.machine(),
               "onnxruntime": ort.__version__, "skipped": SKIP, "models": rows,
               "command": f"python experiments/torchvision_pruning.py --export {out} && "
-                         f"cpu-job timing python experiments/torchvision_pruning.py --time {out} "
+                         f"(alone on the machine) python experiments/torchvision_pruning.py --time {out} "
                          f"--rounds {rounds} --runs {runs}"}
     write_json(RESULTS / "torchvision_pruning.json", result)
     summarise(result)

@@ -11,9 +11,9 @@ from search._data import DATASETS, DataSet, Split, load_data
 from search._device import Device, fastest_candidate, resolve_device
 from search._distill import distill_train, hint_loss, kd_loss, recalibrate_batchnorm
 from search._errors import InputError
-from search._objective import OBJECTIVES, SearchContext, TrialResult, evaluate_candidate, predict_latency, rewarded_bits
+from search._objective import OBJECTIVES, SIZES, SearchContext, TrialResult, evaluate_candidate, predict_latency, rewarded_bits
 from search._options import SearchOptions, command_line
-from search._pareto import ParetoEntry, ParetoFront, pareto_front, select
+from search._pareto import SELECTIONS, ParetoEntry, ParetoFront, accuracy_margin, pareto_front, select
 from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models
 from search._proxy import ProxyEvaluator
 from search._report import SearchResult
@@ -25,6 +25,8 @@ from search._train import accuracy, top1_accuracy
 __all__: list[str] = [
     "DATASETS",
     "OBJECTIVES",
+    "SELECTIONS",
+    "SIZES",
     "TIGHT_BUDGET",
     "DataSet",
     "Device",
@@ -39,6 +41,7 @@ __all__: list[str] = [
     "Teacher",
     "TrialResult",
     "accuracy",
+    "accuracy_margin",
     "command_line",
     "distill_train",
     "evaluate_candidate",

@@ -22,6 +22,7 @@ from search._data import DATASETS, MIN_INPUT_SIZE, check_data_spec
 from search._device import check_device_spec
 from search._errors import InputError
 from search._objective import SIZES
+from search._pareto import SELECTIONS
 from search._study import SAMPLERS
 from search._teacher import check_teacher_spec
 from latency_models import BITS
@@ -85,6 +86,10 @@ class SearchOptions:
                                 "faster than float32, read from its latency profile) or a comma list of {choices} "
                                 "(4 and 16 save size, not time, on x86 ONNX Runtime; 1 and 2 are binary and "
                                 "ternary weights, run as int8: size, not speed) (default {default})", metavar="BITS")
+    select: str = _option("fastest-tied", "which front entry ships, among those within the budget and faster than "
+                                          "the teacher: fastest-tied (the fastest whose proxy accuracy the validation "
+                                          "split cannot tell apart from the most accurate one's: two-proportion test "
+                                          "at 5 %%) or most-accurate (default {default})", metavar="RULE", resume=True)
     size: str = _option("dense", "what the size objective counts: dense (the weights at their bit widths) or "
                                  "compressed (stored the Deep Compression way: shared values, Huffman-coded; only "
                                  "with --space prune, whose candidates have the teacher's trained weights before "
@@ -151,6 +156,8 @@ class SearchOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
                 raise InputError(f"{_flag(key)} {v!r} must be a positive number of minutes")
         parse_bits(self.bits)
+        if self.select not in SELECTIONS:
+            raise InputError(f"--select {self.select!r} is not allowed; allowed: {', '.join(SELECTIONS)}")
         if self.size not in SIZES:
             raise InputError(f"--size {self.size!r} is not allowed; allowed: {', '.join(SIZES)}")
         if self.size == "compressed" and self.space != "prune":
@@ -199,6 +206,7 @@ _CHOICES: dict[str, Callable[[], Any]] = {
     "sampler": lambda: SAMPLERS,
     "search": lambda: SEARCH_PARTS,
     "size": lambda: SIZES,
+    "select": lambda: SELECTIONS,
 }
 _TYPES: dict[str, Callable[[str], Any]] = {"search": _parts}
 

@@ -38,6 +38,7 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["--budget-ms", "20", "--sampler", "cmaes"], "--sampler 'cmaes'"),
         (["--budget-ms", "20", "--trials", "0"], "--trials 0"),
         (["--budget-ms", "20", "--search", "arch,width"], "--search"),
+        (["--budget-ms", "20", "--select", "best"], "--select 'best' is not allowed; allowed: fastest-tied, most-accurate"),
         (["--budget-ms", "20", "--size", "tiny"], "--size 'tiny' is not allowed; allowed: dense, compressed"),
         (["--budget-ms", "20", "--size", "compressed"], "--size compressed needs --space prune"),
     ],
@@ -154,6 +155,21 @@ def test_teacher_with_wrong_outputs(capsys, tmp_path, cache_env):
     model.save(str(path))
     line = _fails(capsys, ["--budget-ms", "20", "--teacher", str(path), "--out", str(tmp_path / "r"), *tiny_args()])
     assert "(2, 3)" in line and "10 classes" in line
+
+
+def test_a_space_that_cannot_beat_the_teacher_is_bad_input(capsys, tmp_path, cache_env):
+    """A linear teacher is faster than anything fbnet builds: measured side by side here, refused up front."""
+    import torch
+
+    model = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 10)))
+    path = tmp_path / "linear.pt"
+    model.save(str(path))
+    out = tmp_path / "r"
+    line = _fails(capsys, ["--budget-ms", "20", "--space", "fbnet", "--teacher", str(path), "--out", str(out),
+                           *tiny_args()])
+    assert "--space fbnet cannot produce a model faster than the teacher on this device" in line
+    assert "measures" in line and "(side by side)" in line
+    assert not out.exists()
 
 
 def test_subprocess_exit_code_and_single_line(tmp_path, search_cache):

@@ -193,6 +193,24 @@ def test_selection_never_ships_a_model_slower_than_the_teacher():
     assert select(front).trial == 1
 
 
+def test_fastest_tied_ships_the_fastest_entry_the_validation_split_cannot_tell_from_the_best():
+    from search._pareto import accuracy_margin, pareto_front, select
+
+    # 359 validation images: at 92 % the 5 % margin is about 4 points
+    assert accuracy_margin(0.92, 0.92, 359) == pytest.approx(1.96 * (2 * 0.92 * 0.08 / 359) ** 0.5)
+    trials = [_trial(0, 0.925, 8.0, 3000, True), _trial(1, 0.905, 2.0, 900, True), _trial(2, 0.86, 1.0, 500, True)]
+    front = pareto_front(trials, budget_ms=10.0, n_val=359)
+    assert front.selected.trial == 1  # 2 points below the best: within the margin; 6.5 points: not
+    assert "cannot tell apart from the most accurate one's (trial 0, 92.50%" in front.selection_reason
+    front.n_val = 100_000  # a validation split large enough to resolve 2 points: the most accurate ships
+    assert select(front).trial == 0 and "no faster entry's proxy accuracy is within" in front.selection_reason
+    front.n_val, front.selection = 359, "most-accurate"
+    assert select(front).trial == 0 and front.selection_reason.startswith("the most accurate front entry")
+    front.selection = "fastest"
+    with pytest.raises(ValueError, match="selection='fastest' is not allowed; allowed: fastest-tied, most-accurate"):
+        select(front)
+
+
 def test_no_feasible_trial_selects_nothing():
     from search._pareto import pareto_front
 
