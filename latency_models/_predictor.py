@@ -155,7 +155,7 @@ class LatencyPredictor:
         self.kernel_model = kernel_model
         self.min_model_ms = float(min_model_ms)
         self.fit_info = dict(fit_info or {})
-        self._cache: dict[str, tuple[float, int, float]] = {}
+        self._cache: dict[Kernel, tuple[float, int, float]] = {}
 
     # ----------------------------------------------------------------- fitting
     @classmethod
@@ -301,16 +301,10 @@ class LatencyPredictor:
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
         """Per kernel: (contribution ms, bits if a weight layer else 0, M activation elements in), cached."""
-        cache = self._cache
-        keys = []
-        todo: dict[str, Kernel] = {}
-        for k in kernels:
-            key = k.__dict__.get("_lm_key") or kernel_key(k)
-            keys.append(key)
-            if key not in cache and key not in todo:
-                todo[key] = k
+        cache = self._cache  # by Kernel: its hash and equality cost less than building its key string
+        todo = {k: None for k in kernels if k not in cache}
         if todo:
-            new = list(todo.values())
+            new = list(todo)
             if self.mode == "kernels":
                 phi = np.stack([self.kernel_model.predict(new), np.ones(len(new))], axis=1)
             else:
@@ -318,13 +312,14 @@ class LatencyPredictor:
             t_hat = phi @ self.theta0
             t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
             lut = self.lut_ms
-            for key, k, t in zip(todo, new, t_hat):
+            for k, t in zip(new, t_hat):
+                key = kernel_key(k)
                 f = family(k)
                 c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
                           + (lut.get(key, 0.0) if lut else 0.0))
                 weight = k.op in ("conv", "linear")
-                cache[key] = (c, k.bits if weight else 0, math.prod(k.input_shape) / 1e6 if weight else 0.0)
-        return [cache[key] for key in keys]
+                cache[k] = (c, k.bits if weight else 0, math.prod(k.input_shape) / 1e6 if weight else 0.0)
+        return [cache[k] for k in kernels]
 
     def _sum(self, recs: list[tuple[float, int, float]]) -> float:
         """Intercept + contributions + bit-width transition costs of one model."""
