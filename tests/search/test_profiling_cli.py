@@ -32,3 +32,14 @@ def test_bad_space_option_is_one_line(tmp_path):
                           "nonsense", "--out", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: --option 'nonsense' must be KEY=VALUE"), out.stderr
+
+
+def test_the_device_cache_is_keyed_by_the_timing_protocol():
+    """A table profiled under an older protocol lives under another fingerprint: profiled again, not mixed."""
+    from latency_models import PROTOCOL_NAME
+    from search._device import fingerprint
+    from spaces import get_space
+
+    fp = fingerprint(get_space("mobilenet", input_size=48), threads=1)
+    assert fp["protocol"] == PROTOCOL_NAME == "karumi-interleaved/2"
+    assert fp["options"]["input_size"] == 48
