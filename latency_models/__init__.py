@@ -13,6 +13,7 @@ from typing import Any
 from latency_models._kernel import ACTIVATIONS, BITS, KERNEL_OPS, Kernel
 from latency_models._progress import Progress
 from latency_models._table import LatencyTable, cpu_name, default_protocol, device_info
+from latency_models._worker import PROTOCOL_NAME
 
 __all__ = [
     "ACTIVATIONS",
@@ -21,7 +22,9 @@ __all__ = [
     "Kernel",
     "LatencyPredictor",
     "LatencyTable",
+    "PROTOCOL_NAME",
     "Progress",
+    "Timing",
     "UnknownOperatorWarning",
     "WorkloadModel",
     "accuracy_metrics",
@@ -31,11 +34,16 @@ __all__ = [
     "evaluate",
     "kernel_graph",
     "kernels_from_onnx",
+    "measure_interleaved",
     "measure_models",
     "measure_onnx",
     "profile",
     "profile_models",
+    "profile_workload",
+    "read_workload",
+    "reference_model",
     "spearman",
+    "write_workload",
 ]
 
 _LAZY = {
@@ -46,10 +54,16 @@ _LAZY = {
     "evaluate": "latency_models._evaluate",
     "kernel_graph": "latency_models._microgen",
     "kernels_from_onnx": "latency_models._onnx_graph",
+    "measure_interleaved": "latency_models._protocol",
     "measure_models": "latency_models._profile",
     "measure_onnx": "latency_models._measure",
     "profile": "latency_models._profile",
     "profile_models": "latency_models._profile",
+    "reference_model": "latency_models._protocol",
+    "profile_workload": "latency_models._workload",
+    "read_workload": "latency_models._workload",
+    "write_workload": "latency_models._workload",
+    "Timing": "latency_models._protocol",
     "spearman": "latency_models._evaluate",
 }
 

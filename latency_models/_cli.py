@@ -1,6 +1,7 @@
-"""Command line: ``python -m latency_models evaluate | profile | measure``.
+"""Command line: ``python -m latency_models evaluate | profile-workload | profile | measure``.
 
-``evaluate`` needs this package alone. ``profile`` and ``measure`` with ``--space`` need the search spaces
+``evaluate`` and ``profile-workload`` need this package alone (numpy, onnx, onnxruntime): the latter times
+a workload folder written by ``python -m search profile --write-workload DIR`` on a device without torch. ``profile`` and ``measure`` with ``--space`` need the search spaces
 (sampling candidates and exporting them needs torch), which this package never imports: they are run by
 ``python -m search profile`` / ``python -m search measure``, with the same flags, which this command hands
 over to in a child process.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pathlib
 import subprocess
 import sys
 from typing import Sequence
@@ -42,6 +44,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile_workload(args: argparse.Namespace) -> int:
+    from latency_models._predictor import LatencyPredictor
+    from latency_models._progress import Progress
+    from latency_models._workload import profile_workload
+
+    with Progress(60.0 * args.budget_min, f"profiling {args.device_name}", unit="s") as bar:
+        table = profile_workload(args.workload, device_name=args.device_name, out=args.out, threads=args.threads,
+                                 budget_min=args.budget_min, description=args.description, seed=args.seed,
+                                 on_progress=bar.report)
+    pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
+    LatencyPredictor.fit(table).save(pred_path)
+    print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
+          f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min (protocol {table.protocol.get('name')}, reference "
+          f"{table.reference_ms:.4f} ms); predictor written to {pred_path}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m latency_models", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--predictor", required=True)
     e.add_argument("--measured", required=True)
     e.set_defaults(func=_cmd_evaluate)
+    w = sub.add_parser("profile-workload", help="time a workload folder (python -m search profile --write-workload "
+                       "DIR) on this machine; needs only numpy, onnx and onnxruntime")
+    w.add_argument("workload", help="the workload folder (with manifest.json)")
+    w.add_argument("--out", required=True, help="table JSON; continued if it exists")
+    w.add_argument("--device-name", default="this-device")
+    w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--budget-min", type=float, default=10.0)
+    w.add_argument("--description", default="")
+    w.add_argument("--seed", type=int, default=0)
+    w.set_defaults(func=_cmd_profile_workload)
     for name, text in (("profile", "time kernels and whole models of the given spaces on this machine"),
                        ("measure", "time N random whole models per space (held-out evaluation data)")):
         sub.add_parser(name, help=f"{text} (run by 'python -m search {name}'; see its --help)", add_help=False)

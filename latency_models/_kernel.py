@@ -48,6 +48,9 @@ BITS = (1, 2, 4, 8, 16, 32)
 #: Bit widths with integer weights, a per-output-channel float32 scale and int8 activations.
 INT_BITS = (1, 2, 4, 8)
 
+_VALID: set[tuple] = set()
+_VALID_MAX = 1_000_000
+
 _SPATIAL_OPS = frozenset({"conv", "add", "concat", "split", "channel_shuffle", "global_avgpool", "maxpool", "avgpool",
                           "crelu"})
 
@@ -80,9 +83,23 @@ class Kernel:
     padding: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        shape = tuple(map(int, self.input_shape))
+        object.__setattr__(self, "input_shape", shape)
         if self.padding is not None and isinstance(self.kernel_size, int) and self.padding == self.kernel_size // 2:
             object.__setattr__(self, "padding", None)  # the canonical form of the default padding
+        # A search lists the same kernels again and again: fields already validated (same values, int types)
+        # skip the checks. The set is bounded: cleared when it grows past _VALID_MAX.
+        sig = (self.op, shape, self.out_channels, self.kernel_size, self.stride, self.groups, self.bits,
+               self.activation, self.padding)
+        if sig in _VALID and type(self.out_channels) is type(self.kernel_size) is type(self.stride) \
+                is type(self.groups) is type(self.bits) is int:
+            return
+        self._validate()
+        if len(_VALID) >= _VALID_MAX:
+            _VALID.clear()
+        _VALID.add(sig)
+
+    def _validate(self) -> None:
         if self.op not in KERNEL_OPS:
             raise ValueError(f"Kernel op={self.op!r} is not supported; allowed: {', '.join(KERNEL_OPS)}")
         want = 1 if self.op == "linear" else 3

@@ -1,4 +1,9 @@
-"""Timing an ONNX model with ONNX Runtime under the fixed protocol (CPU, pinned threads, median of runs)."""
+"""Timing one ONNX model in this process (CPU, pinned threads, median of runs): a quick look.
+
+The project's measurements (profiles, ``measure``, the search's re-measurement) use the protocol
+``karumi-interleaved/2`` instead (:func:`latency_models.measure_interleaved`): a worker process with only
+ONNX Runtime and numpy loaded, interleaved warm blocks, a low quantile and a reference workload.
+"""
 
 from __future__ import annotations
 
@@ -105,9 +110,9 @@ def time_session(session: Any, *, warmup: int = MIN_WARMUP, runs: int = MIN_RUNS
 
 def measure_onnx(model: Any, *, threads: int = 1, warmup: int = MIN_WARMUP, runs: int = MIN_RUNS,
                  clock: str = "wall", statistic: str = "median") -> float:
-    """Median latency in milliseconds of an ONNX model (path or ``onnx.ModelProto``) on this machine.
+    """Median latency in milliseconds of an ONNX model (path or ``onnx.ModelProto``), timed in this process.
 
-    The fixed protocol: ONNX Runtime CPU execution provider, ``threads`` intra-op threads, sequential
+    For figures comparable with a latency table use :func:`latency_models.measure_interleaved`. Here: ONNX Runtime CPU execution provider, ``threads`` intra-op threads, sequential
     execution, full graph optimisation (ORT_ENABLE_ALL), batch 1, random inputs, ``warmup`` untimed runs
     (at least 10), then the median of ``runs`` timed runs (at least 50), timed on ``clock`` (see
     :data:`CLOCKS`; ``"thread_cpu"`` on a machine shared with other processes); ``statistic="min"`` takes

@@ -155,7 +155,8 @@ class LatencyPredictor:
         self.kernel_model = kernel_model
         self.min_model_ms = float(min_model_ms)
         self.fit_info = dict(fit_info or {})
-        self._cache: dict[str, tuple[float, int, float]] = {}
+        self._cache: dict[Kernel, tuple[float, int, float]] = {}
+        self._token = object()  # tags the records this predictor leaves on kernel instances
 
     # ----------------------------------------------------------------- fitting
     @classmethod
@@ -301,16 +302,25 @@ class LatencyPredictor:
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
         """Per kernel: (contribution ms, bits if a weight layer else 0, M activation elements in), cached."""
+        # Two levels: a kernel instance seen before carries its record (tagged with this predictor's token,
+        # one attribute look-up); a new instance equal to a known kernel finds it in the cache by value.
+        token = self._token
+        recs: list[Any] = []
+        todo: dict[Kernel, list[int]] = {}  # new kernels and where they occur
         cache = self._cache
-        keys = []
-        todo: dict[str, Kernel] = {}
-        for k in kernels:
-            key = k.__dict__.get("_lm_key") or kernel_key(k)
-            keys.append(key)
-            if key not in cache and key not in todo:
-                todo[key] = k
+        for i, k in enumerate(kernels):
+            tagged = k.__dict__.get("_lm_rec")
+            if tagged is not None and tagged[0] is token:
+                recs.append(tagged[1])
+                continue
+            rec = cache.get(k)
+            if rec is None:
+                todo.setdefault(k, []).append(i)
+            else:
+                k.__dict__["_lm_rec"] = (token, rec)  # not a dataclass field: equality and hash unchanged
+            recs.append(rec)
         if todo:
-            new = list(todo.values())
+            new = list(todo)
             if self.mode == "kernels":
                 phi = np.stack([self.kernel_model.predict(new), np.ones(len(new))], axis=1)
             else:
@@ -318,13 +328,17 @@ class LatencyPredictor:
             t_hat = phi @ self.theta0
             t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
             lut = self.lut_ms
-            for key, k, t in zip(todo, new, t_hat):
+            for k, t, where in zip(new, t_hat, todo.values()):
+                key = kernel_key(k)
                 f = family(k)
                 c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
                           + (lut.get(key, 0.0) if lut else 0.0))
                 weight = k.op in ("conv", "linear")
-                cache[key] = (c, k.bits if weight else 0, math.prod(k.input_shape) / 1e6 if weight else 0.0)
-        return [cache[key] for key in keys]
+                cache[k] = rec = (c, k.bits if weight else 0, math.prod(k.input_shape) / 1e6 if weight else 0.0)
+                for i in where:
+                    recs[i] = rec
+                    kernels[i].__dict__["_lm_rec"] = (token, rec)
+        return recs
 
     def _sum(self, recs: list[tuple[float, int, float]]) -> float:
         """Intercept + contributions + bit-width transition costs of one model."""

@@ -24,13 +24,14 @@ import dataclasses
 import logging
 import os
 import pathlib
+import tempfile
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 from latency_models._kernel import Kernel
-from latency_models._measure import MIN_RUNS, MIN_WARMUP, check_clock, check_statistic, make_session, time_session
 from latency_models._microgen import kernel_graph
-from latency_models._table import LatencyTable, default_protocol, device_info
+from latency_models._protocol import Timing, measure_interleaved, reference_model
+from latency_models._table import LatencyTable, default_protocol, device_info, timing_params
 
 __all__ = ["WorkloadModel", "profile", "profile_models", "measure_models"]
 
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 _KERNEL_SHARE = 0.3
 _FIRST_BATCH = 120
 _ROUND = 60
+#: Kernels / whole models timed together by one worker process (interleaved, sessions created once).
+_KERNEL_CHUNK = 40
+_MODEL_CHUNK = 4
 
 #: ``on_progress(done, total, message)``: what the profiler reports as it goes (see :class:`Progress`).
 OnProgress = Callable[[float, float, str], None]
@@ -70,37 +74,55 @@ def _open_table(out: pathlib.Path, *, device_name: str, description: str, thread
                              "use another --out or the same --device-name")
         if table.protocol != protocol or table.device.get("threads") != threads:
             raise ValueError(f"out={str(out)!r} was measured under another protocol or thread count "
-                             f"({table.protocol}, threads={table.device.get('threads')}); use another --out")
+                             f"({table.protocol.get('name', 'karumi/1')}, threads={table.device.get('threads')}); "
+                             "use another --out")
         logger.info("continuing %s: %d kernel rows, %d model rows", out, len(table.kernel_rows), len(table.model_rows))
         return table
     return LatencyTable(device=device_info(name=device_name, description=description, threads=threads),
                         protocol=protocol, extra={"spent_s": 0.0})
 
 
-def _time_kernel(kernel: Kernel, threads: int, warmup: int, runs: int, clock: str, statistic: str) -> float:
-    return time_session(make_session(kernel_graph(kernel), threads=threads), warmup=warmup, runs=runs, clock=clock,
-                        statistic=statistic)
+class _Timer:
+    """Times ONNX models under the protocol, the reference model written once to a temporary file."""
+
+    def __init__(self, threads: int, timing: Mapping[str, Any], workdir: pathlib.Path) -> None:
+        self.threads, self.timing = threads, dict(timing)
+        self.reference = workdir / "reference.onnx"
+        if not self.reference.is_file():
+            self.reference.write_bytes(reference_model().SerializeToString())
+
+    def __call__(self, models: Sequence[Any]) -> list[Timing]:
+        return measure_interleaved(models, threads=self.threads, reference=self.reference, timing=self.timing)
+
+    def kernels(self, kernels: Sequence[Kernel]) -> list[Timing]:
+        out: list[Timing] = []
+        for i in range(0, len(kernels), _KERNEL_CHUNK):
+            out += self([kernel_graph(k) for k in kernels[i:i + _KERNEL_CHUNK]])
+        return out
 
 
-def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel] | None, *, device_name: str,
+def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel | None] | None, *, device_name: str,
             out: str | os.PathLike[str], threads: int = 1, budget_min: float = 10.0, description: str = "",
-            seed: int = 0, warmup: int = MIN_WARMUP, runs: int = MIN_RUNS, clock: str = "wall",
-            statistic: str = "median", spaces: Sequence[str] = (),
-            on_progress: OnProgress | None = None) -> LatencyTable:
+            seed: int = 0, timing: Mapping[str, Any] | None = None, spaces: Sequence[str] = (),
+            space_options: Mapping[str, Any] | None = None, on_progress: OnProgress | None = None) -> LatencyTable:
     """Profile this machine within ``budget_min`` minutes and return the table (also saved at ``out``).
+
+    Every latency is taken under the protocol ``karumi-interleaved/2`` (:func:`measure_interleaved`): kernels
+    and whole models timed in batches by a worker process with only ONNX Runtime and numpy loaded, each row
+    with the reference workload's latency of its batch (``reference_ms``).
 
     Args:
         pool: the kernels that may be timed alone, each with its mean count per model (sampling weight).
         models: ``models(j)`` is the j-th whole model to time (deterministic, so a continued profile
-            continues the sequence); None: kernels only.
+            continues the sequence), None when there are no more; ``models=None``: kernels only.
         device_name: the name recorded in the table.
         out: the JSON file, written as the profile goes; an existing one (same device, protocol) is continued.
         threads: ONNX Runtime intra-op threads (pinned).
         budget_min: wall-clock minutes, including the time spent by earlier runs on the same ``out``.
-        clock: ``"wall"`` or ``"thread_cpu"`` (one thread only; for a machine shared with other processes).
-        statistic: ``"median"`` (the protocol's default) or ``"min"`` over the timed runs.
+        timing: overrides of the protocol's timing parameters (recorded in the table's protocol).
         spaces: names of what the workload describes (recorded in the protocol; a search checks them).
-        on_progress: ``on_progress(seconds_spent, budget_seconds, message)`` after every timing.
+        space_options: the options the spaces were made with (input size...; recorded in the protocol).
+        on_progress: ``on_progress(seconds_spent, budget_seconds, message)`` after every batch.
     """
     import numpy as np
 
@@ -110,13 +132,11 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel]
         raise ValueError(f"budget_min={budget_min!r} must be a positive number of minutes")
     if not device_name:
         raise ValueError(f"device_name={device_name!r} must be a non-empty string")
-    if warmup < MIN_WARMUP or runs < MIN_RUNS:
-        raise ValueError(f"warmup={warmup}, runs={runs}: the protocol needs at least {MIN_WARMUP} and {MIN_RUNS}")
-    check_clock(clock, threads)
-    check_statistic(statistic)
     out = pathlib.Path(out)
-    protocol = default_protocol(warmup=warmup, runs=runs, clock=clock, statistic=statistic)
+    protocol = default_protocol(**dict(timing or {}))
     protocol["spaces"] = sorted(set(spaces))
+    if space_options:
+        protocol["space_options"] = {k: v for k, v in sorted(space_options.items())}
     table = _open_table(out, device_name=device_name, description=description, threads=threads, protocol=protocol)
     budget_s = 60.0 * float(budget_min)
     spent0 = float(table.extra.get("spent_s", 0.0))
@@ -134,47 +154,58 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel]
         table.extra["spent_s"] = spent()
         table.save(out)
 
-    try:
-        # ---------------------------------------------------------------- kernels
-        measured = {r.kernel for r in table.kernel_rows}
-        kernel_deadline = _KERNEL_SHARE * budget_s if models is not None else budget_s
-        rng = np.random.default_rng([seed, 99])
-        while spent() < kernel_deadline:
-            todo = [k for k in pool if k not in measured]
-            if not todo:
-                break
-            if len(table.kernel_rows) < _FIRST_BATCH:
-                weights = np.array([pool[k] for k in todo])
-                n = min(_FIRST_BATCH - len(table.kernel_rows), len(todo))
-                pick = rng.choice(len(todo), size=n, replace=False, p=weights / weights.sum())
-                batch = [todo[i] for i in pick]
-            else:
-                from latency_models._kernel_model import KernelModel
-
-                km = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows])
-                pred = km.predict(todo)
-                score = km.uncertainty(todo) * pred * np.array([pool[k] for k in todo])
-                order = np.argsort(-score)[:_ROUND]
-                batch = [todo[i] for i in order]
-            for k in batch:
-                if spent() >= kernel_deadline:
+    with tempfile.TemporaryDirectory(prefix="karumi-profile-") as tmp:
+        timer = _Timer(threads, timing_params(protocol), pathlib.Path(tmp))
+        try:
+            # ------------------------------------------------------------ kernels
+            measured = {r.kernel for r in table.kernel_rows}
+            kernel_deadline = _KERNEL_SHARE * budget_s if models is not None else budget_s
+            rng = np.random.default_rng([seed, 99])
+            while spent() < kernel_deadline:
+                todo = [k for k in pool if k not in measured]
+                if not todo:
                     break
-                table.add_kernel(k, _time_kernel(k, threads, warmup, runs, clock, statistic))
-                measured.add(k)
-                tick(f"{len(table.kernel_rows)} kernels")
+                if len(table.kernel_rows) < _FIRST_BATCH:
+                    weights = np.array([pool[k] for k in todo])
+                    n = min(_FIRST_BATCH - len(table.kernel_rows), len(todo))
+                    pick = rng.choice(len(todo), size=n, replace=False, p=weights / weights.sum())
+                    batch = [todo[i] for i in pick]
+                else:
+                    from latency_models._kernel_model import KernelModel
+
+                    km = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows])
+                    pred = km.predict(todo)
+                    score = km.uncertainty(todo) * pred * np.array([pool[k] for k in todo])
+                    order = np.argsort(-score)[:_ROUND]
+                    batch = [todo[i] for i in order]
+                for i in range(0, len(batch), _KERNEL_CHUNK):
+                    if spent() >= kernel_deadline:
+                        break
+                    chunk = batch[i:i + _KERNEL_CHUNK]
+                    for k, t in zip(chunk, timer.kernels(chunk)):
+                        table.add_kernel(k, t.latency_ms, reference_ms=t.reference_ms)
+                        measured.add(k)
+                    tick(f"{len(table.kernel_rows)} kernels")
+                    save()
+            # ------------------------------------------------------------ whole models
+            j = len(table.model_rows)
+            while models is not None and spent() < budget_s:
+                chunk = []
+                for _ in range(_MODEL_CHUNK):
+                    m = models(j + len(chunk))
+                    if m is None:
+                        break
+                    chunk.append(m)
+                if not chunk:
+                    break
+                for m, t in zip(chunk, timer([m.onnx for m in chunk])):
+                    table.add_model(m.kernels, t.latency_ms, candidate=m.candidate, source=m.source,
+                                    reference_ms=t.reference_ms)
+                j += len(chunk)
+                tick(f"{len(table.kernel_rows)} kernels, {len(table.model_rows)} models")
+                save()
+        finally:
             save()
-        # ---------------------------------------------------------------- whole models
-        j = len(table.model_rows)
-        while models is not None and spent() < budget_s:
-            m = models(j)
-            ms = time_session(make_session(m.onnx, threads=threads), warmup=warmup, runs=runs, clock=clock,
-                              statistic=statistic)
-            table.add_model(m.kernels, ms, candidate=m.candidate, source=m.source)
-            j += 1
-            tick(f"{len(table.kernel_rows)} kernels, {len(table.model_rows)} models")
-            save()
-    finally:
-        save()
     return table
 
 
@@ -209,10 +240,8 @@ def profile_models(models: Sequence[Any], *, out: str | os.PathLike[str], names:
     if len(names) != len(models):
         raise ValueError(f"names has {len(names)} entries for {len(models)} models")
     table = LatencyTable.load(out)
-    proto = table.protocol
+    timing = timing_params(table.protocol)
     threads = int(table.device.get("threads") or 1)
-    timing = dict(warmup=int(proto["warmup_runs"]), runs=int(proto["timed_runs"]), clock=str(proto.get("clock", "wall")),
-                  statistic=str(proto.get("statistic", "median")))
     have_models = {r.source for r in table.model_rows}
     have_kernels = {r.kernel for r in table.kernel_rows}
     plan = []
@@ -229,36 +258,39 @@ def profile_models(models: Sequence[Any], *, out: str | os.PathLike[str], names:
     if not plan:
         return table
     total, done = sum(len(m) + 1 for *_, m in plan), 0
-    try:
-        for model, name, kernels, missing in plan:
-            for k in missing:
-                table.add_kernel(k, _time_kernel(k, threads, **timing))
+    with tempfile.TemporaryDirectory(prefix="karumi-profile-") as tmp:
+        timer = _Timer(threads, timing, pathlib.Path(tmp))
+        try:
+            for model, name, kernels, missing in plan:
+                for i in range(0, len(missing), _KERNEL_CHUNK):
+                    chunk = missing[i:i + _KERNEL_CHUNK]
+                    for k, t in zip(chunk, timer.kernels(chunk)):
+                        table.add_kernel(k, t.latency_ms, reference_ms=t.reference_ms)
+                    done += len(chunk)
+                    if on_progress is not None:
+                        on_progress(done, total, name)
+                (t,) = timer([model])
+                table.add_model(kernels, t.latency_ms, source=name, reference_ms=t.reference_ms)
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total, name)
-            ms = time_session(make_session(model, threads=threads), **timing)
-            table.add_model(kernels, ms, source=name)
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total, name)
-            logger.info("profiled %s: %d new kernels, %.4f ms end to end", name, len(missing), ms)
-    finally:
-        table.save(out)
+                logger.info("profiled %s: %d new kernels, %.4f ms end to end", name, len(missing), t.latency_ms)
+        finally:
+            table.save(out)
     return table
 
 
 def measure_models(models: Sequence[WorkloadModel], *, device_name: str, out: str | os.PathLike[str] | None = None,
-                   threads: int = 1, warmup: int = MIN_WARMUP, runs: int = MIN_RUNS, clock: str = "wall",
-                   statistic: str = "median", spaces: Sequence[str] = (),
+                   threads: int = 1, timing: Mapping[str, Any] | None = None, spaces: Sequence[str] = (),
                    on_progress: OnProgress | None = None) -> LatencyTable:
     """Time whole models end to end (held-out evaluation data): a table of model rows only.
 
-    Writes ``out`` after every model and continues an existing file (the first rows it holds are the
-    first models of ``models``, which must come in the same order).
+    Under the protocol ``karumi-interleaved/2``, a few models at a time interleaved in one worker process,
+    each row with the reference's latency of its batch. Writes ``out`` after every batch and continues an
+    existing file (the first rows it holds are the first models of ``models``, which must come in the same
+    order).
     """
-    check_clock(clock, threads)
-    check_statistic(statistic)
-    protocol = default_protocol(warmup=warmup, runs=runs, clock=clock, statistic=statistic)
+    protocol = default_protocol(**dict(timing or {}))
     protocol["spaces"] = sorted(set(spaces))
     path = pathlib.Path(out) if out is not None else None
     if path is not None:
@@ -266,12 +298,17 @@ def measure_models(models: Sequence[WorkloadModel], *, device_name: str, out: st
                             protocol=protocol)
     else:
         table = LatencyTable(device=device_info(name=device_name, threads=threads), protocol=protocol)
-    for m in models[len(table.model_rows):]:
-        ms = time_session(make_session(m.onnx, threads=threads), warmup=warmup, runs=runs, clock=clock,
-                          statistic=statistic)
-        table.add_model(m.kernels, ms, candidate=m.candidate, source=m.source)
-        if path is not None:
-            table.save(path)
-        if on_progress is not None:
-            on_progress(len(table.model_rows), len(models), m.source)
+    with tempfile.TemporaryDirectory(prefix="karumi-measure-") as tmp:
+        timer = _Timer(threads, timing_params(protocol), pathlib.Path(tmp))
+        n = len(models)
+        while len(table.model_rows) < n:
+            j = len(table.model_rows)
+            chunk = models[j:j + _MODEL_CHUNK]
+            for m, t in zip(chunk, timer([m.onnx for m in chunk])):
+                table.add_model(m.kernels, t.latency_ms, candidate=m.candidate, source=m.source,
+                                reference_ms=t.reference_ms)
+            if path is not None:
+                table.save(path)
+            if on_progress is not None:
+                on_progress(len(table.model_rows), n, chunk[-1].source)
     return table

@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from latency_models._kernel import Kernel
 
-__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "cpu_name", "default_protocol", "device_info", "read_json"]
+__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "cpu_name", "default_protocol", "device_info", "read_json",
+           "timing_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +33,39 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def default_protocol(*, warmup: int = 10, runs: int = 50, clock: str = "wall", statistic: str = "median") -> dict[str, Any]:
-    """The fixed measurement protocol every profile and re-measurement uses."""
+def default_protocol(**timing: Any) -> dict[str, Any]:
+    """The measurement protocol every profile and re-measurement uses (``karumi-interleaved/2``), as a table
+    records it: its name, the reference workload's name and the timing parameters (``timing`` overrides
+    them; see :func:`latency_models._protocol.protocol_params`). ``threads`` is recorded in the device."""
+    from latency_models._protocol import PROTOCOL_NAME, REFERENCE_NAME, protocol_params
+
+    params = protocol_params(timing)
+    params.pop("threads")
     return {
+        "name": PROTOCOL_NAME,
+        "reference": REFERENCE_NAME,
         "batch": 1,
-        "warmup_runs": int(warmup),
-        "timed_runs": int(runs),
-        "statistic": statistic,
         "execution_mode": "sequential",
         "graph_optimization": "ORT_ENABLE_ALL",
-        "clock": clock,  # wall: time.perf_counter; thread_cpu: time.thread_time (around InferenceSession.run)
+        "clock": "wall",
+        "statistic": f"quantile {params['quantile']:g} of interleaved warm runs",
+        **params,
     }
+
+
+def timing_params(protocol: Mapping[str, Any]) -> dict[str, Any]:
+    """The timing parameters recorded in a table's ``protocol`` (to measure more rows the same way).
+
+    Raises:
+        ValueError: the table was measured under another protocol (its rows cannot be continued).
+    """
+    from latency_models._protocol import PROTOCOL_NAME
+    from latency_models._worker import DEFAULTS
+
+    if protocol.get("name") != PROTOCOL_NAME:
+        raise ValueError(f"the table was measured under protocol {protocol.get('name', 'karumi/1 (unnamed)')!r}, "
+                         f"not {PROTOCOL_NAME!r}: profile the device again (its rows are not comparable)")
+    return {k: protocol[k] for k in DEFAULTS if k in protocol and k != "threads"}
 
 
 def cpu_name() -> str:
@@ -105,15 +128,29 @@ def _check_latency(value: Any, where: str) -> float:
     return value
 
 
+def _reference(row: Mapping[str, Any], where: str) -> float | None:
+    value = row.get("reference_ms")
+    if value is None:
+        return None
+    try:
+        return _check_latency(value, where)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("'latency_ms'", "'reference_ms'")) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelRow:
     """One kernel timed alone (``latency_ms`` includes the per-graph overhead of a one-kernel session)."""
 
     kernel: Kernel
     latency_ms: float
+    reference_ms: float | None = None  # the reference workload's latency in the same measurement
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kernel": self.kernel.to_dict(), "latency_ms": self.latency_ms}
+        d: dict[str, Any] = {"kernel": self.kernel.to_dict(), "latency_ms": self.latency_ms}
+        if self.reference_ms is not None:
+            d["reference_ms"] = self.reference_ms
+        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,9 +161,12 @@ class ModelRow:
     latency_ms: float
     candidate: Mapping[str, Any] | None = None
     source: str = ""
+    reference_ms: float | None = None  # the reference workload's latency in the same measurement
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kernels": [k.to_dict() for k in self.kernels], "latency_ms": self.latency_ms}
+        if self.reference_ms is not None:
+            d["reference_ms"] = self.reference_ms
         if self.candidate is not None:
             d["candidate"] = dict(self.candidate)
         if self.source:
@@ -166,22 +206,25 @@ class LatencyTable:
         self.extra: dict[str, Any] = dict(extra or {})
 
     # ----------------------------------------------------------------- building
-    def add_kernel(self, kernel: Kernel, latency_ms: float) -> KernelRow:
-        """Append a kernel row (latency checked)."""
+    def add_kernel(self, kernel: Kernel, latency_ms: float, *, reference_ms: float | None = None) -> KernelRow:
+        """Append a kernel row (latency checked); ``reference_ms``: the reference's latency beside it."""
         if not isinstance(kernel, Kernel):
             raise ValueError(f"kernel={kernel!r} must be a latency_models.Kernel")
-        row = KernelRow(kernel, _check_latency(latency_ms, f"kernel row {len(self.kernel_rows)}"))
+        where = f"kernel row {len(self.kernel_rows)}"
+        ref = None if reference_ms is None else _check_latency(reference_ms, where + " reference")
+        row = KernelRow(kernel, _check_latency(latency_ms, where), ref)
         self.kernel_rows.append(row)
         return row
 
     def add_model(self, kernels: Sequence[Kernel], latency_ms: float, *, candidate: Mapping[str, Any] | None = None,
-                  source: str = "") -> ModelRow:
-        """Append a model row (latency and kernels checked)."""
+                  source: str = "", reference_ms: float | None = None) -> ModelRow:
+        """Append a model row (latency and kernels checked); ``reference_ms``: the reference's latency beside it."""
         where = f"model row {len(self.model_rows)}"
         kernels = tuple(kernels)
         if not kernels or not all(isinstance(k, Kernel) for k in kernels):
             raise ValueError(f"{where}: field 'kernels' must be a non-empty list of latency_models.Kernel")
-        row = ModelRow(kernels, _check_latency(latency_ms, where), candidate, source)
+        ref = None if reference_ms is None else _check_latency(reference_ms, where + " reference")
+        row = ModelRow(kernels, _check_latency(latency_ms, where), candidate, source, ref)
         self.model_rows.append(row)
         return row
 
@@ -288,7 +331,7 @@ class LatencyTable:
             if "kernel" not in row:
                 raise ValueError(f"{where}: field 'kernel' is missing")
             table.kernel_rows.append(KernelRow(_kernel_from(row["kernel"], f"{where}: field 'kernel'"),
-                                               _check_latency(row.get("latency_ms"), where)))
+                                               _check_latency(row.get("latency_ms"), where), _reference(row, where)))
         for i, row in enumerate(mrows):
             where = f"model row {i}"
             if not isinstance(row, Mapping):
@@ -301,7 +344,7 @@ class LatencyTable:
             if cand is not None and not isinstance(cand, Mapping):
                 raise ValueError(f"{where}: field 'candidate' must be a JSON object or absent")
             table.model_rows.append(ModelRow(ks, _check_latency(row.get("latency_ms"), where), cand,
-                                             str(row.get("source", ""))))
+                                             str(row.get("source", "")), _reference(row, where)))
         return table
 
     def validate(self) -> "LatencyTable":
@@ -320,6 +363,32 @@ class LatencyTable:
     def load(cls, path: str | os.PathLike[str]) -> "LatencyTable":
         """Read and validate a table file; a malformed or truncated file raises ``ValueError``."""
         return cls.from_dict(read_json(path, what="latency table"))
+
+    # ----------------------------------------------------------------- one scale
+    @property
+    def reference_ms(self) -> float | None:
+        """The table's reference latency: the median of its rows' ``reference_ms`` (None if no row has one)."""
+        refs = [r.reference_ms for r in (*self.kernel_rows, *self.model_rows) if r.reference_ms is not None]
+        return float(statistics.median(refs)) if refs else None
+
+    def on_reference_scale(self, reference_ms: float | None = None) -> "LatencyTable":
+        """A copy whose latencies are put on one scale: ``latency_ms / row.reference_ms * reference_ms``
+        (default :attr:`reference_ms`), so rows measured while the machine ran faster or slower compare.
+        Rows without a reference are kept as measured; ``extra["reference_scaled_to_ms"]`` records the scale."""
+        ref = self.reference_ms if reference_ms is None else _check_latency(reference_ms, "reference_ms")
+        if ref is None:
+            return LatencyTable(device=self.device, protocol=self.protocol, kernel_rows=self.kernel_rows,
+                                model_rows=self.model_rows, extra=self.extra)
+
+        def scale(row: Any) -> float:
+            return row.latency_ms if row.reference_ms is None else row.latency_ms / row.reference_ms * ref
+
+        krows = [dataclasses.replace(r, latency_ms=scale(r), reference_ms=ref if r.reference_ms else None)
+                 for r in self.kernel_rows]
+        mrows = [dataclasses.replace(r, latency_ms=scale(r), reference_ms=ref if r.reference_ms else None)
+                 for r in self.model_rows]
+        return LatencyTable(device=self.device, protocol=self.protocol, kernel_rows=krows, model_rows=mrows,
+                            extra={**self.extra, "reference_scaled_to_ms": ref})
 
     # ----------------------------------------------------------------- convenience
     def __len__(self) -> int:

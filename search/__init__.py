@@ -14,7 +14,7 @@ from search._errors import InputError
 from search._objective import OBJECTIVES, SIZES, SearchContext, TrialResult, evaluate_candidate, predict_latency, rewarded_bits
 from search._options import SearchOptions, command_line
 from search._pareto import SELECTIONS, ParetoEntry, ParetoFront, accuracy_margin, pareto_front, select
-from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models
+from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models, write_space_workload
 from search._proxy import ProxyEvaluator
 from search._report import SearchResult
 from search._run import TIGHT_BUDGET, run
@@ -64,4 +64,5 @@ __all__: list[str] = [
     "select",
     "space_models",
     "top1_accuracy",
+    "write_space_workload",
 ]

@@ -17,7 +17,7 @@ import math
 import pathlib
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from latency_models import LatencyPredictor, LatencyTable, cpu_name, kernels_from_onnx, profile_models
+from latency_models import PROTOCOL_NAME, LatencyPredictor, LatencyTable, cpu_name, kernels_from_onnx, profile_models
 from search._cache import cache_dir
 from search._errors import InputError
 from search._objective import predict_latency
@@ -63,7 +63,8 @@ class Device:
 
 
 def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
-    """What identifies a local profile: CPU, runtime version, threads, space and options."""
+    """What identifies a local profile: CPU, runtime version, threads, space and options, timing protocol
+    (a table measured under an older protocol is profiled again, not mixed)."""
     import platform
 
     import onnxruntime
@@ -75,6 +76,7 @@ def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
         "runtime": "onnxruntime",
         "runtime_version": onnxruntime.__version__,
         "threads": int(threads),
+        "protocol": PROTOCOL_NAME,
         "space": space.name,
         "options": options,
     }

@@ -24,7 +24,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from latency_models import cpu_name, measure_onnx
+from latency_models import PROTOCOL_NAME, cpu_name, measure_interleaved
 from search._deploy import raw_images, with_preprocessing, write_contract
 from search._objective import predict_latency
 from search._proxy import ProxyEvaluator
@@ -145,18 +145,16 @@ def measurement_description(device: Any) -> str:
     import onnxruntime
 
     return (f"ONNX Runtime {onnxruntime.__version__} (CPU execution provider, {device.threads} thread(s), "
-            f"batch 1) on {cpu_name()}, each file in its own session as deployed; the files of one comparison "
-            "timed in 3 interleaved rounds of 10 warm-up and 50 timed runs, each file's fastest round median")
+            f"batch 1) on {cpu_name()}, protocol {PROTOCOL_NAME}: the files of one comparison timed together "
+            "in a process with only ONNX Runtime and numpy loaded, each in its own session as deployed, "
+            "interleaved in 7 warm blocks, each file's 20 % quantile of its runs")
 
 
-def measure_side_by_side(paths: Sequence[str | pathlib.Path], *, threads: int = 1, rounds: int = 3) -> list[float]:
-    """Milliseconds of each ONNX file, timed in interleaved rounds (a, b, a, b, ...); each file's fastest round
-    median, so that a machine drifting between rounds shifts every file alike."""
-    best = [float("inf")] * len(paths)
-    for _ in range(rounds):
-        for i, path in enumerate(paths):
-            best[i] = min(best[i], float(measure_onnx(str(path), threads=threads)))
-    return best
+def measure_side_by_side(paths: Sequence[str | pathlib.Path], *, threads: int = 1) -> list[float]:
+    """Milliseconds of each ONNX file, timed together under the protocol ``karumi-interleaved/2``
+    (:func:`latency_models.measure_interleaved`): interleaved in warm blocks in one ONNX-Runtime-only
+    process, so that a machine drifting during the comparison shifts every file alike."""
+    return [t.latency_ms for t in measure_interleaved([str(p) for p in paths], threads=threads)]
 
 
 def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", teacher: "torch.nn.Module",

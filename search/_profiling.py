@@ -16,10 +16,11 @@ import sys
 from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Sequence
 
-from latency_models import LatencyPredictor, LatencyTable, Progress, WorkloadModel, measure_models, profile
+from latency_models import (LatencyPredictor, LatencyTable, Progress, WorkloadModel, measure_models, profile,
+                            write_workload)
 from spaces import SearchSpace, get_space
 
-__all__ = ["kernel_pool", "main", "measure_spaces", "profile_spaces", "space_models"]
+__all__ = ["kernel_pool", "main", "measure_spaces", "profile_spaces", "space_models", "write_space_workload"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,14 @@ def space_models(spaces: Sequence[SearchSpace], *, seed: int = 0) -> Callable[[i
     return lambda j: _model(spaces[j % len(spaces)], np.random.default_rng([seed, 7, j]))
 
 
+def _space_options(spaces: Sequence[SearchSpace]) -> dict[str, Any]:
+    """The options the spaces were made with (the same for all: they are made from the same command line)."""
+    opts: dict[str, Any] = {}
+    for s in spaces:
+        opts.update({k: v for k, v in s.options.items() if isinstance(v, (int, float, str, bool))})
+    return opts
+
+
 class _HeldOut(SequenceABC):
     """``n`` random models per space, exported when first asked for (a held-out set can be long)."""
 
@@ -72,36 +81,87 @@ class _HeldOut(SequenceABC):
 
 def profile_spaces(spaces: Sequence[SearchSpace], *, device_name: str, out: str | pathlib.Path,
                    threads: int = 1, budget_min: float = 10.0, description: str = "", seed: int = 0,
-                   clock: str = "wall", statistic: str = "median", pool_candidates: int = POOL_CANDIDATES,
+                   timing: dict[str, Any] | None = None, pool_candidates: int = POOL_CANDIDATES,
                    on_progress: Callable[[float, float, str], None] | None = None) -> LatencyTable:
     """Profile this machine for ``spaces`` (see :func:`latency_models.profile`): their kernels, then whole
-    models, within ``budget_min`` minutes; continues ``out`` when it exists."""
+    models, within ``budget_min`` minutes; continues ``out`` when it exists. The kernels are those of the
+    spaces as made (their ``input_size`` and other options), so a 224x224 space profiles 224x224 kernels."""
     spaces = list(spaces)
     if not spaces:
         raise ValueError("spaces must name at least one search space")
     return profile(kernel_pool(spaces, n_per_space=pool_candidates, seed=seed), space_models(spaces, seed=seed),
                    device_name=device_name, out=out, threads=threads, budget_min=budget_min,
-                   description=description, seed=seed, clock=clock, statistic=statistic,
-                   spaces=[s.name for s in spaces], on_progress=on_progress)
+                   description=description, seed=seed, timing=timing, spaces=[s.name for s in spaces],
+                   space_options=_space_options(spaces), on_progress=on_progress)
+
+
+def write_space_workload(spaces: Sequence[SearchSpace], folder: str | pathlib.Path, *, models: int = 120,
+                         seed: int = 0, pool_candidates: int = POOL_CANDIDATES,
+                         on_progress: Callable[[float, float, str], None] | None = None) -> pathlib.Path:
+    """Write the spaces' profiling workload (kernel pool, ``models`` calibration models as ONNX files, a
+    manifest) for a device that has no torch: it runs ``python -m latency_models profile-workload DIR``.
+    The same workload :func:`profile_spaces` times here. Returns the manifest's path."""
+    spaces = list(spaces)
+    if not spaces:
+        raise ValueError("spaces must name at least one search space")
+    if not isinstance(models, int) or models < 0:
+        raise ValueError(f"models={models!r} must be a non-negative integer")
+    make = space_models(spaces, seed=seed)
+    return write_workload(folder, kernel_pool(spaces, n_per_space=pool_candidates, seed=seed),
+                          [make(j) for j in range(models)], spaces=[s.name for s in spaces],
+                          space_options=_space_options(spaces), on_progress=on_progress)
 
 
 def measure_spaces(spaces: Sequence[SearchSpace], *, n: int, device_name: str, out: str | pathlib.Path | None = None,
-                   threads: int = 1, seed: int = 1_000_003, clock: str = "wall", statistic: str = "median",
+                   threads: int = 1, seed: int = 1_000_003, timing: dict[str, Any] | None = None,
                    on_progress: Callable[[float, float, str], None] | None = None) -> LatencyTable:
     """Time ``n`` random whole models per space (held-out data: the seed differs from the profile's)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer")
     spaces = list(spaces)
     return measure_models(_HeldOut(spaces, n, seed), device_name=device_name, out=out, threads=threads,
-                          clock=clock, statistic=statistic, spaces=[s.name for s in spaces], on_progress=on_progress)
+                          timing=timing, spaces=[s.name for s in spaces], on_progress=on_progress)
+
+
+def _spaces(args: argparse.Namespace) -> list[SearchSpace]:
+    """The named spaces with the command line's options (``--input-size``, ``--num-classes``, ``--option``)."""
+    import json
+
+    options: dict[str, Any] = {}
+    for name in ("input_size", "num_classes", "in_channels"):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = value
+    for item in args.option or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r} must be KEY=VALUE (VALUE in JSON, e.g. width_mult=0.5)")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    try:
+        return [get_space(n, **options) for n in args.space]
+    except TypeError as exc:
+        raise ValueError(f"space options {options}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------- command line
 def _cmd_profile(args: argparse.Namespace) -> int:
+    space_objs = _spaces(args)
+    if args.write_workload:
+        with Progress(args.models, "exporting the workload", unit="model") as bar:
+            manifest = write_space_workload(space_objs, args.write_workload, models=args.models, seed=args.seed,
+                                            on_progress=bar.report)
+        print(f"{manifest}: workload for {', '.join(args.space)} ({args.models} calibration models); on the "
+              f"device: python -m latency_models profile-workload {args.write_workload} --out table.json")
+        return 0
+    if not args.out:
+        raise ValueError("--out is required (or --write-workload DIR to profile another device)")
     with Progress(60.0 * args.budget_min, f"profiling {args.device_name}", unit="s") as bar:
-        table = profile_spaces([get_space(n) for n in args.space], device_name=args.device_name, out=args.out,
-                               threads=args.threads, budget_min=args.budget_min, description=args.description,
-                               seed=args.seed, clock=args.clock, statistic=args.statistic, on_progress=bar.report)
+        table = profile_spaces(space_objs, device_name=args.device_name, out=args.out, threads=args.threads,
+                               budget_min=args.budget_min, description=args.description, seed=args.seed,
+                               on_progress=bar.report)
     pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
     LatencyPredictor.fit(table).save(pred_path)
     print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
@@ -110,39 +170,47 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
+    space_objs = _spaces(args)
     with Progress(args.n * len(args.space), "measuring", unit="model") as bar:
-        table = measure_spaces([get_space(n) for n in args.space], n=args.n, device_name=args.device_name,
-                               out=args.out, threads=args.threads, seed=args.seed, clock=args.clock,
-                               statistic=args.statistic, on_progress=bar.report)
+        table = measure_spaces(space_objs, n=args.n, device_name=args.device_name, out=args.out,
+                               threads=args.threads, seed=args.seed, on_progress=bar.report)
     print(f"{args.out}: {len(table.model_rows)} whole models timed")
     return 0
+
+
+def _space_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", action="append", required=True, help="a registered space name (repeatable)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="side of the square input in pixels the models are deployed at (default: the space's)")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's)")
+    p.add_argument("--in-channels", type=int, default=None, help="input channels (default: the space's)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="another space option, VALUE in JSON (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m search", description="Profile this machine for the search spaces.")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("profile", help="time kernels and whole models of the given spaces on this machine")
-    p.add_argument("--space", action="append", required=True, help="a registered space name (repeatable)")
-    p.add_argument("--device-name", required=True)
-    p.add_argument("--out", required=True, help="table JSON; continued if it exists")
+    _space_flags(p)
+    p.add_argument("--device-name", default="this-machine")
+    p.add_argument("--out", help="table JSON; continued if it exists")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--budget-min", type=float, default=10.0)
     p.add_argument("--description", default="")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall",
-                   help="thread_cpu: CPU time of the one ORT thread, for a machine shared with other processes")
-    p.add_argument("--statistic", choices=("median", "min"), default="median",
-                   help="statistic over the timed runs (min: least disturbed run, for a shared machine)")
+    p.add_argument("--write-workload", metavar="DIR", default=None,
+                   help="do not time here: write the workload (kernel pool, calibration models as ONNX, manifest) "
+                        "for a device without torch, which runs 'python -m latency_models profile-workload DIR'")
+    p.add_argument("--models", type=int, default=120, help="calibration models in a --write-workload folder")
     p.set_defaults(func=_cmd_profile)
     m = sub.add_parser("measure", help="time N random whole models per space (held-out evaluation data)")
-    m.add_argument("--space", action="append", required=True)
+    _space_flags(m)
     m.add_argument("--n", type=int, required=True, help="models per space")
     m.add_argument("--out", required=True)
     m.add_argument("--device-name", default="this-machine")
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--seed", type=int, default=1_000_003)
-    m.add_argument("--clock", choices=("wall", "thread_cpu"), default="wall")
-    m.add_argument("--statistic", choices=("median", "min"), default="median")
     m.set_defaults(func=_cmd_measure)
     return ap
 

@@ -169,3 +169,19 @@ def test_predictions_are_floored_at_half_the_fastest_measured_model(synthetic, t
     assert np.all(pred.predict_many(kernels) >= pred.min_model_ms)
     pred.save(tmp_path / "p.json")
     assert LatencyPredictor.load(tmp_path / "p.json").min_model_ms == pred.min_model_ms
+
+
+def test_cached_predictions_equal_fresh_ones_across_instances_and_predictors(synthetic):
+    """The records a predictor leaves on kernel instances are its own: equal kernels built anew, a second
+    predictor and repeated calls all give the same milliseconds as a predictor that never saw them."""
+    cands, kernels, y = synthetic
+    space = spaces.get_space("mobilenet")
+    table = _measured("synthetic", space, cands[:120], y[:120])
+    first, second = LatencyPredictor.fit(table), LatencyPredictor.fit(_measured("other", space, cands[:120], 2 * y[:120]))
+    a = first.predict_many(kernels[120:])
+    assert np.array_equal(first.predict_many(kernels[120:]), a)  # the same instances, now tagged
+    assert np.array_equal(first.predict_many([space.kernels(c) for c in cands[120:]]), a)  # new, equal instances
+    b = second.predict_many(kernels[120:])  # the instances carry the first predictor's records: not used here
+    assert np.allclose(b, 2 * a, rtol=0.05)
+    fresh = LatencyPredictor.fit(table)
+    assert np.array_equal(fresh.predict_many([space.kernels(c) for c in cands[120:]]), a)

@@ -27,7 +27,8 @@ def test_device_metadata_is_recorded():
         assert field in d
     assert d["runtime"] == "onnxruntime" and d["execution_provider"] == "CPUExecutionProvider"
     proto = _table().protocol
-    assert proto["warmup_runs"] >= 10 and proto["timed_runs"] >= 50 and proto["statistic"] == "median"
+    assert proto["name"] == "karumi-interleaved/2" and proto["reference"] == "karumi-reference/1"
+    assert proto["warmup"] >= 10 and proto["blocks"] >= 5 and proto["quantile"] == 0.2
 
 
 def test_save_load_round_trip(tmp_path):

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import os
+import pathlib
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def test_latency_models_works_without_torch(tmp_path):
@@ -34,3 +38,67 @@ def test_latency_models_works_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def _venv_without_torch(root):
+    """A virtual environment with only numpy, onnx and onnxruntime (from the configured package index)."""
+    venv = root / "venv"
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=300)
+    if made.returncode != 0:
+        pytest.skip(f"python -m venv failed: {made.stderr.strip()[-300:]}")
+    py = venv / "bin" / "python"
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "numpy", "onnx", "onnxruntime"],
+                         capture_output=True, text=True, timeout=900)
+    if pip.returncode != 0:
+        pytest.skip(f"pip cannot install numpy, onnx, onnxruntime here: {pip.stderr.strip()[-300:]}")
+    return py
+
+
+@pytest.mark.slow
+def test_device_profiles_a_workload_in_a_venv_without_torch(tmp_path):
+    """The device side of a profile: a host writes the workload, a venv with numpy, onnx and onnxruntime
+    only (no torch, no spaces, no search) times it into a table, fits the predictor and predicts."""
+    import shutil
+
+    import latency_models
+    from latency_models import Kernel, WorkloadModel, kernels_from_onnx, reference_model, write_workload
+
+    # host side: a pool of kernels and two whole models (the reference CNN and a one-conv graph)
+    pool = {Kernel("conv", (8, 16, 16), out_channels=c, kernel_size=3, activation="relu"): 1.0 for c in (8, 16, 24)}
+    pool[Kernel("global_avgpool", (16, 16, 16))] = 1.0
+    ref = reference_model()
+    ref_kernels, unknown = kernels_from_onnx(ref)
+    assert not unknown
+    conv = Kernel("conv", (16, 40, 40), out_channels=48, kernel_size=3)
+    models = [WorkloadModel(onnx=ref, kernels=tuple(ref_kernels), source="reference"),
+              WorkloadModel(onnx=latency_models.kernel_graph(conv), kernels=(conv,), source="conv")]
+    workload = tmp_path / "workload"
+    write_workload(workload, pool, models, spaces=["toy"], space_options={"input_size": 16})
+
+    py = _venv_without_torch(tmp_path)
+    device = tmp_path / "device"
+    shutil.copytree(pathlib.Path(latency_models.__file__).parent, device / "latency_models",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    cmd = [str(py), "-m", "latency_models", "profile-workload", str(workload), "--out", str(tmp_path / "t.json"),
+           "--device-name", "edge", "--budget-min", "0.3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=device, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 model rows" in out.stdout and "karumi-interleaved/2" in out.stdout, out.stdout
+    check = textwrap.dedent(f"""
+        import importlib.util, json, sys
+        assert importlib.util.find_spec("torch") is None, "torch is installed in the device venv"
+        from latency_models import Kernel, LatencyPredictor, LatencyTable
+        t = LatencyTable.load(r"{tmp_path}/t.json")
+        assert t.protocol["name"] == "karumi-interleaved/2" and t.protocol["space_options"] == {{"input_size": 16}}
+        assert t.protocol["spaces"] == ["toy"] and len(t.kernel_rows) == 4 and len(t.model_rows) == 2
+        assert all(r.reference_ms > 0 for r in t.model_rows + t.kernel_rows)
+        p = LatencyPredictor.load(r"{tmp_path}/t.predictor.json")
+        ms = p.predict([Kernel("conv", (16, 40, 40), out_channels=48, kernel_size=3)])
+        assert ms > 0, ms
+        assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "spaces", "search")]
+        print("ok", ms)
+    """)
+    res = subprocess.run([str(py), "-c", check], capture_output=True, text=True, timeout=300, cwd=device, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("ok")

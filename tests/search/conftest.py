@@ -20,3 +20,18 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     path = tmp_path_factory.mktemp("teacher") / "tiny_teacher.pt"
     torch.jit.script(builtin_teacher(in_channels=1, num_classes=10).eval()).save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def wide_teacher(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """The built-in architecture at twice its width (4x its MACs), untrained, for ``--data digits``: a teacher
+    that a space whose fastest students run about as fast as the built-in teacher (``fbnet`` at 16 px) can
+    beat, so that an end-to-end run of that space has something to ship."""
+    import torch
+
+    from spaces import builtin_teacher
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "wide_teacher.pt"
+    torch.jit.script(builtin_teacher(in_channels=1, num_classes=10, width=96).eval()).save(str(path))
+    return path

@@ -1,0 +1,160 @@
+"""The timing protocol ``karumi-interleaved/2``, host side: run the worker on ONNX models, read its figures.
+
+Every latency the project records (a profile's kernel and model rows, ``measure``, the search's
+re-measurement of its exports) is taken by :func:`measure_interleaved`: the models are timed together in a
+fresh worker process that loads only ONNX Runtime and numpy (``latency_models/_worker.py``, see its
+docstring for the protocol), interleaved in warm blocks, each model's latency the 20 % quantile of its
+runs, and a fixed reference model (:func:`reference_model`, built with ``onnx.helper``) timed in every
+block. Each :class:`Timing` carries the reference's latency of its own measurement, so figures taken
+minutes apart can be put on one scale (``latency_ms / reference_ms * table_reference_ms``).
+
+Needs numpy, onnx and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+from typing import Any, Mapping, Sequence
+
+from latency_models._worker import DEFAULTS, PROTOCOL_NAME
+
+__all__ = ["PROTOCOL_NAME", "REFERENCE_NAME", "Timing", "measure_interleaved", "protocol_params", "reference_model",
+           "WORKER_PATH"]
+
+#: The reference workload's name and version (part of the protocol: a different reference is another scale).
+REFERENCE_NAME = "karumi-reference/1"
+#: The worker script (standard library, numpy and onnxruntime only).
+WORKER_PATH = pathlib.Path(__file__).with_name("_worker.py")
+_WORKER_TIMEOUT_S = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """One model's latency under the protocol and the reference's latency in the same measurement (ms)."""
+
+    latency_ms: float
+    reference_ms: float
+
+
+def protocol_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The protocol's timing parameters (:data:`latency_models._worker.DEFAULTS`) with ``overrides``, checked."""
+    p = dict(DEFAULTS)
+    for key, value in (overrides or {}).items():
+        if key not in DEFAULTS:
+            raise ValueError(f"timing parameter {key!r} is not known; allowed: {', '.join(sorted(DEFAULTS))}")
+        p[key] = value
+    for key in ("threads", "warmup", "blocks", "min_runs", "max_runs"):
+        if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1:
+            raise ValueError(f"{key}={p[key]!r} must be a positive integer")
+    if p["warmup"] < 10:
+        raise ValueError(f"warmup={p['warmup']!r} must be an integer >= 10 (the protocol's floor)")
+    if p["max_runs"] < p["min_runs"]:
+        raise ValueError(f"max_runs={p['max_runs']} must be >= min_runs={p['min_runs']}")
+    for key in ("warmup_ms", "block_ms"):
+        if isinstance(p[key], bool) or not isinstance(p[key], (int, float)) or p[key] < 0:
+            raise ValueError(f"{key}={p[key]!r} must be a non-negative number of milliseconds")
+    if not isinstance(p["quantile"], (int, float)) or not 0.0 <= float(p["quantile"]) <= 0.5:
+        raise ValueError(f"quantile={p['quantile']!r} must be a number in [0, 0.5]")
+    return p
+
+
+def reference_model() -> Any:
+    """The reference workload (an ``onnx.ModelProto``, fixed weights): a small CNN of the kinds of layers the
+    profiled models run (3x3 and 1x1 convolutions, a depthwise convolution, ReLU, pooling, a linear layer),
+    about a quarter of a millisecond on one core of a server CPU."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from latency_models._microgen import IR_VERSION, OPSET
+
+    rng = np.random.default_rng(20261201)
+    inits, nodes = [], []
+
+    def w(name: str, *shape: int) -> str:
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name))
+        return name
+
+    x = "input"
+    layers = [  # (cin, cout, k, stride, groups)
+        (16, 48, 3, 1, 1), (48, 48, 3, 1, 48), (48, 96, 1, 1, 1), (96, 96, 3, 2, 96), (96, 128, 1, 1, 1),
+    ]
+    for i, (cin, cout, k, s, g) in enumerate(layers):
+        y = f"conv{i}"
+        nodes.append(helper.make_node("Conv", [x, w(f"w{i}", cout, cin // g, k, k), w(f"b{i}", cout)], [y],
+                                      kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4, group=g))
+        nodes.append(helper.make_node("Relu", [y], [f"relu{i}"]))
+        x = f"relu{i}"
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"]))
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"]))
+    nodes.append(helper.make_node("Gemm", ["flat", w("fc_w", 10, 128), w("fc_b", 10)], ["output"], transB=1))
+    graph = helper.make_graph(nodes, "karumi_reference",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 16, 40, 40])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    model.doc_string = REFERENCE_NAME
+    onnx.checker.check_model(model)
+    return model
+
+
+def _as_path(model: Any, folder: pathlib.Path, i: int) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        path = pathlib.Path(model)
+        if not path.is_file():
+            raise ValueError(f"model path={str(path)!r} does not exist")
+        return str(path.resolve())
+    if type(model).__name__ != "ModelProto":
+        raise ValueError(f"models[{i}] is a {type(model).__name__}; allowed: an ONNX file path or an onnx.ModelProto")
+    path = folder / f"m{i}.onnx"
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: str | os.PathLike[str] | None = None,
+                        timing: Mapping[str, Any] | None = None, python: str | None = None) -> list[Timing]:
+    """Time ``models`` (ONNX paths or ``ModelProto``) together under ``karumi-interleaved/2``; one
+    :class:`Timing` per model, in order.
+
+    Args:
+        threads: ONNX Runtime intra-op threads.
+        reference: the reference model file (default: :func:`reference_model`, written to a temporary file).
+        timing: overrides of the protocol's parameters (:func:`protocol_params`).
+        python: the interpreter that runs the worker (default: this one).
+
+    Raises:
+        ValueError: a missing file, a bad parameter, or a model the worker could not run (its error named).
+    """
+    models = list(models)
+    if not models:
+        return []
+    params = protocol_params({**(timing or {}), "threads": threads})
+    with tempfile.TemporaryDirectory(prefix="karumi-timing-") as tmp:
+        folder = pathlib.Path(tmp)
+        paths = [_as_path(m, folder, i) for i, m in enumerate(models)]
+        if reference is None:
+            ref = folder / "reference.onnx"
+            ref.write_bytes(reference_model().SerializeToString())
+        else:
+            ref = pathlib.Path(reference)
+            if not ref.is_file():
+                raise ValueError(f"reference={str(ref)!r} does not exist")
+        job, out = folder / "job.json", folder / "out.json"
+        job.write_text(json.dumps({**params, "models": paths, "reference": str(ref)}), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = "1"
+        proc = subprocess.run([python or sys.executable, "-I", str(WORKER_PATH), str(job), str(out)],
+                              capture_output=True, text=True, env=env, timeout=_WORKER_TIMEOUT_S, cwd=tmp)
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ValueError(f"the timing worker failed on {len(paths)} model(s): {tail[0]}")
+        result = json.loads(out.read_text(encoding="utf-8"))
+    ref_ms = float(result["reference_ms"])
+    return [Timing(float(ms), ref_ms) for ms in result["latency_ms"]]

@@ -1,0 +1,146 @@
+"""The timing worker of the ``karumi-interleaved/2`` protocol: ONNX Runtime and numpy, nothing else.
+
+Run as a script (``python _worker.py JOB.json OUT.json``), in a fresh process, so the timed sessions share
+the process with nothing but what a deployed application loads: no torch, no project code, no thread pools
+of other libraries. This file imports only the standard library, numpy and onnxruntime, and is copied
+as-is next to a device workload (see ``latency_models._workload``) so a device runs it alone.
+
+The protocol, for the models of one job and a fixed reference model:
+
+1. Every session is created once (CPU execution provider, ``threads`` intra-op threads, sequential,
+   ORT_ENABLE_ALL), then warmed: at least ``warmup`` runs and ``warmup_ms`` milliseconds each.
+2. ``blocks`` blocks. In each block every model and the reference, in a shuffled order, run once untimed
+   (back in cache after the others ran) and then ``runs`` timed runs, where ``runs`` gives the block about
+   ``block_ms`` milliseconds of that model (at least ``min_runs``, at most ``max_runs``).
+3. A model's latency is the ``quantile`` (default 0.2) of all its timed runs: a low quantile sits in the
+   machine's fast state whichever state dominated, where the median jumps between states. The reference's
+   latency, taken the same way in the same blocks, is reported beside every model (``reference_ms``), so
+   measurements taken minutes apart can be put on one scale: ``latency_ms / reference_ms * table_reference_ms``.
+
+JOB.json: ``{"models": [path, ...], "reference": path, "threads": 1, "warmup": 10, "warmup_ms": 20,
+"blocks": 7, "block_ms": 10, "min_runs": 3, "max_runs": 50, "quantile": 0.2, "seed": 0}``.
+OUT.json: ``{"protocol": "karumi-interleaved/2", "latency_ms": [...], "reference_ms": float,
+"runs": [...], "seconds": float}``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+PROTOCOL_NAME = "karumi-interleaved/2"
+#: The protocol's parameters (a job may override them; the table records what was used).
+DEFAULTS = {"threads": 1, "warmup": 10, "warmup_ms": 20.0, "blocks": 7, "block_ms": 10.0, "min_runs": 3,
+            "max_runs": 50, "quantile": 0.2, "seed": 0}
+
+_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def _session(path: str, threads: int):  # noqa: ANN202
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _feeds(session) -> dict:  # noqa: ANN001
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        dtype = _DTYPES.get(inp.type)
+        if dtype is None:
+            raise ValueError(f"model input {inp.name!r} has type {inp.type}; supported: {', '.join(_DTYPES)}")
+        if dtype.startswith("float"):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[inp.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile with linear interpolation (numpy's default), in the values' unit."""
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def run_job(job: dict) -> dict:
+    """Time ``job["models"]`` and ``job["reference"]`` under the protocol; see the module docstring."""
+    import random
+
+    p = {**DEFAULTS, **{k: v for k, v in job.items() if k in DEFAULTS}}
+    threads, q = int(p["threads"]), float(p["quantile"])
+    paths = [str(m) for m in job["models"]] + [str(job["reference"])]
+    start = time.perf_counter()
+    sessions = [_session(path, threads) for path in paths]
+    calls = []
+    for s in sessions:
+        run, feeds = s.run, _feeds(s)
+        calls.append((run, feeds))
+    clock = time.perf_counter
+    estimate = []
+    for run, feeds in calls:  # warm-up: at least `warmup` runs and `warmup_ms`
+        n, t0 = 0, clock()
+        while n < p["warmup"] or (clock() - t0) * 1e3 < p["warmup_ms"]:
+            t1 = clock()
+            run(None, feeds)
+            last = clock() - t1
+            n += 1
+        estimate.append(max(last * 1e3, 1e-4))
+    times: list[list[float]] = [[] for _ in calls]
+    order = list(range(len(calls)))
+    rng = random.Random(int(p["seed"]))
+    for _ in range(int(p["blocks"])):
+        rng.shuffle(order)
+        for i in order:
+            run, feeds = calls[i]
+            runs = int(min(max(math.ceil(p["block_ms"] / estimate[i]), p["min_runs"]), p["max_runs"]))
+            run(None, feeds)  # untimed: the model's weights back in cache after the others ran
+            ts = times[i]
+            for _r in range(runs):
+                t0 = clock()
+                run(None, feeds)
+                ts.append(clock() - t0)
+    lat = [_quantile(ts, q) * 1e3 for ts in times]
+    loaded = sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")} - set(sys.stdlib_module_names))
+    return {"protocol": PROTOCOL_NAME, "params": p, "latency_ms": lat[:-1], "reference_ms": lat[-1],
+            "runs": [len(ts) for ts in times[:-1]], "seconds": time.perf_counter() - start, "loaded": loaded}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python _worker.py JOB.json OUT.json", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as fh:
+        job = json.load(fh)
+    result = run_job(job)
+    tmp = argv[1] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    os.replace(tmp, argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""The timing protocol karumi-interleaved/2: worker process, reference workload, one scale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from latency_models import (PROTOCOL_NAME, Kernel, LatencyTable, Timing, kernel_graph, measure_interleaved,
+                            reference_model)
+from latency_models._protocol import WORKER_PATH, protocol_params
+from latency_models._table import device_info, timing_params
+
+
+def test_worker_times_models_with_only_onnxruntime_and_numpy_loaded(tmp_path):
+    ref = tmp_path / "ref.onnx"
+    ref.write_bytes(reference_model().SerializeToString())
+    small = tmp_path / "k.onnx"
+    small.write_bytes(kernel_graph(Kernel("conv", (8, 16, 16), out_channels=8, kernel_size=3)).SerializeToString())
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"models": [str(small), str(ref)], "reference": str(ref), "blocks": 3}))
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "-I", str(WORKER_PATH), str(job), str(out)], check=True, timeout=120)
+    res = json.loads(out.read_text())
+    assert res["protocol"] == PROTOCOL_NAME
+    assert set(res["loaded"]) <= {"numpy", "onnxruntime", "cython_runtime"}, res["loaded"]
+    assert len(res["latency_ms"]) == 2 and all(ms > 0 for ms in res["latency_ms"])
+    assert min(res["runs"]) >= 3 * 3  # blocks x min_runs
+    # the reference timed as a model and as the reference in the same blocks: the same figure within 30 %
+    assert abs(res["latency_ms"][1] / res["reference_ms"] - 1) < 0.3
+
+
+def test_measure_interleaved_paths_and_protos_and_bad_input(tmp_path):
+    k = Kernel("conv", (16, 16, 16), out_channels=32, kernel_size=3)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(kernel_graph(k).SerializeToString())
+    res = measure_interleaved([kernel_graph(k), str(path)], timing={"blocks": 2})
+    assert len(res) == 2 and all(isinstance(t, Timing) and t.latency_ms > 0 for t in res)
+    assert res[0].reference_ms == res[1].reference_ms > 0
+    assert measure_interleaved([]) == []
+    with pytest.raises(ValueError, match="does not exist"):
+        measure_interleaved([tmp_path / "nope.onnx"])
+    with pytest.raises(ValueError, match="models\\[0\\]"):
+        measure_interleaved([42])
+    with pytest.raises(ValueError, match="quantile"):
+        measure_interleaved([str(path)], timing={"quantile": 0.9})
+    with pytest.raises(ValueError, match="sundial"):
+        protocol_params({"sundial": 1})
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="timing worker failed"):
+        measure_interleaved([bad])
+
+
+def test_rows_carry_the_reference_and_the_table_puts_them_on_one_scale(tmp_path):
+    t = LatencyTable(device=device_info(name="x"))
+    k = Kernel("conv", (8, 8, 8), out_channels=8)
+    t.add_kernel(k, 1.0, reference_ms=0.5)
+    t.add_model([k], 4.0, reference_ms=1.0)  # the machine ran twice as slow when this row was taken
+    t.add_model([k], 3.0, reference_ms=0.5)
+    t.save(tmp_path / "t.json")
+    back = LatencyTable.load(tmp_path / "t.json")
+    assert [r.reference_ms for r in back.model_rows] == [1.0, 0.5]
+    assert back.reference_ms == 0.5
+    scaled = back.on_reference_scale()
+    assert [r.latency_ms for r in scaled.model_rows] == [2.0, 3.0]
+    assert scaled.kernel_rows[0].latency_ms == 1.0
+    assert scaled.extra["reference_scaled_to_ms"] == 0.5
+    with pytest.raises(ValueError, match="reference_ms"):
+        LatencyTable.from_dict({**back.to_dict(), "model_rows": [{**back.to_dict()["model_rows"][0],
+                                                                 "reference_ms": -1}]})
+
+
+def test_a_table_of_the_old_protocol_is_not_continued():
+    assert timing_params(LatencyTable(device=device_info(name="x")).protocol)["quantile"] == 0.2
+    with pytest.raises(ValueError, match="profile the device again"):
+        timing_params({"warmup_runs": 10, "timed_runs": 50, "statistic": "median"})

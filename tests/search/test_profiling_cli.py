@@ -1,0 +1,45 @@
+"""python -m search profile: the user's resolution and the torch-free device workload."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from latency_models import read_workload
+from search._profiling import main
+
+
+def test_write_workload_at_the_users_input_size(tmp_path, capsys):
+    folder = tmp_path / "wl"
+    rc = main(["profile", "--space", "mobilenet", "--input-size", "64", "--write-workload", str(folder),
+               "--models", "2"])
+    assert rc == 0
+    assert "profile-workload" in capsys.readouterr().out
+    pool, models, manifest = read_workload(folder)
+    assert manifest["spaces"] == ["mobilenet"] and manifest["space_options"]["input_size"] == 64
+    assert len(models) == 2 and all(m.candidate["options"]["input_size"] == 64 for m in models)
+    # the stem reads the 64x64 image: 224x224 users profile 224x224 kernels the same way
+    stems = [k for k in pool if k.op == "conv" and k.input_shape[0] == 3]
+    assert stems and all(k.input_shape[1:] == (64, 64) for k in stems)
+    assert max(k.input_shape[1] for k in pool if len(k.input_shape) == 3) == 64
+    # a folder holding a workload is not overwritten
+    assert main(["profile", "--space", "mobilenet", "--write-workload", str(folder), "--models", "1"]) == 2
+    assert "already holds a workload" in capsys.readouterr().err
+
+
+def test_bad_space_option_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "latency_models", "profile", "--space", "mobilenet", "--option",
+                          "nonsense", "--out", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: --option 'nonsense' must be KEY=VALUE"), out.stderr
+
+
+def test_the_device_cache_is_keyed_by_the_timing_protocol():
+    """A table profiled under an older protocol lives under another fingerprint: profiled again, not mixed."""
+    from latency_models import PROTOCOL_NAME
+    from search._device import fingerprint
+    from spaces import get_space
+
+    fp = fingerprint(get_space("mobilenet", input_size=48), threads=1)
+    assert fp["protocol"] == PROTOCOL_NAME == "karumi-interleaved/2"
+    assert fp["options"]["input_size"] == 48
