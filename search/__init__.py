@@ -15,10 +15,11 @@ from search._objective import OBJECTIVES, SearchContext, TrialResult, evaluate_c
 from search._options import SearchOptions, command_line
 from search._pareto import ParetoEntry, ParetoFront, pareto_front, select
 from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models
-from search._proxy import ProxyEvaluator
+from search._proxy import ProxyEvaluator, SupernetProxy
 from search._report import SearchResult
 from search._run import TIGHT_BUDGET, run
 from search._study import make_sampler, run_study
+from search._supernet import SupernetResult, load_supernet, train_supernet
 from search._teacher import Teacher, load_teacher
 from search._train import accuracy, top1_accuracy
 
@@ -35,6 +36,8 @@ __all__: list[str] = [
     "SearchContext",
     "SearchOptions",
     "SearchResult",
+    "SupernetProxy",
+    "SupernetResult",
     "Split",
     "Teacher",
     "TrialResult",
@@ -47,6 +50,7 @@ __all__: list[str] = [
     "kd_loss",
     "kernel_pool",
     "load_data",
+    "load_supernet",
     "load_teacher",
     "make_sampler",
     "measure_spaces",
@@ -61,4 +65,5 @@ __all__: list[str] = [
     "select",
     "space_models",
     "top1_accuracy",
+    "train_supernet",
 ]

@@ -2,8 +2,9 @@
 
 A candidate's latency is predicted first; a candidate predicted over the budget is returned with that
 latency and its size, and is never trained (``trained=False``, accuracy 0): the proxy's time goes to
-feasible candidates only. A feasible candidate is built, and the proxy evaluator (a short distillation
-training at the candidate's bit widths) gives its validation accuracy.
+feasible candidates only. A feasible candidate is built (with random weights, or with the weights it inherits
+from the space's supernet), and the proxy evaluator (a short distillation training at the candidate's bit
+widths, or BatchNorm recalibration of the inherited weights) gives its validation accuracy.
 """
 
 from __future__ import annotations
@@ -117,12 +118,16 @@ class SearchContext:
         budget_ms: the latency budget, milliseconds.
         evaluator: ``evaluator(model, module_bits) -> accuracy``, the distillation proxy (teacher logits
             computed once, inside it).
+        build: ``build(candidate) -> model``, the model the evaluator scores: ``space.build`` (random
+            weights; the ``prune`` space's inherit the teacher's) when None, or the weights a candidate
+            inherits from a supernet (``search.SupernetProxy.build``).
     """
 
     space: "SearchSpace"
     predictor: "LatencyPredictor"
     budget_ms: float
     evaluator: Callable[["torch.nn.Module", Mapping[str, int]], float]
+    build: Callable[["Candidate"], "torch.nn.Module"] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
@@ -138,7 +143,7 @@ def evaluate_candidate(candidate: "Candidate", *, context: SearchContext) -> Tri
     if latency_ms > context.budget_ms:
         logger.debug("candidate over budget (%.3f ms > %.3f ms): not trained", latency_ms, context.budget_ms)
         return TrialResult(0.0, latency_ms, size_bytes, False, False, time.perf_counter() - start)
-    model = space.build(candidate)
+    model = space.build(candidate) if context.build is None else context.build(candidate)
     acc = float(context.evaluator(model, space.module_bits(candidate)))
     return TrialResult(acc, latency_ms, size_bytes, True, True, time.perf_counter() - start)
 
