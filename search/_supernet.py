@@ -5,8 +5,11 @@ from ``$KARUMI_CACHE/supernets/`` or trains it there. Training is knowledge dist
 (:func:`search.kd_loss`, the teacher's logits computed once) with the *sandwich rule* (Yu et al., BigNAS /
 US-Nets; OFA trains the same sub-networks progressively): every step accumulates the gradients of the
 largest sub-network, the smallest and ``random`` random ones (architecture and per-layer prune ratios
-drawn as the search draws them) on the same batch, then takes one SGD step on the shared weights. After the
-last epoch each block's hidden channels are sorted by importance (``spaces.Supernet.sort_channels``).
+drawn as the search draws them) on the same batch, then takes one SGD step on the shared weights. Channels
+keep their order (slimmable networks: every sub-network trains the leading ones); sorting them by importance
+after training (``spaces.Supernet.sort_channels``) measured worse here: a MobileNet block of expansion 1 runs
+its depthwise convolution on the block's input channels, which the sort of the hidden channels scrambles,
+and every narrower sub-network loses the channels it was trained with.
 
 The state after every finished epoch (shared tensors, the optimiser's momentum, by tensor name) is saved
 with ``torch.save`` as a flat dict of tensors (loaded with ``weights_only=True``) beside a JSON file of
@@ -133,9 +136,6 @@ def train_supernet(supernet: Supernet, train: Any, teacher_logits: "torch.Tensor
                     loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, max_norm=5.0)
                 opt.step()
-            if epoch == epochs - 1:
-                supernet.sort_channels()  # reorders shared tensors: the momentum of the sorted ones restarts
-                opt.state.clear()
             buffers = {name: opt.state[p]["momentum_buffer"].detach().clone()
                        for name, p in named if "momentum_buffer" in opt.state.get(p, {})}
             if on_epoch is not None:
