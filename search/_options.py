@@ -95,8 +95,8 @@ class SearchOptions:
                                       "instead of --proxy-epochs from random weights; the final model starts from "
                                       "them too. 0: off (default {default}); the prune space always inherits the "
                                       "teacher's weights", metavar="E")
-    supernet_proxy_steps: int = _option(0, "with --supernet-epochs: distillation steps (batch 32) at the candidate's "
-                                           "bits before scoring its inherited weights (default {default})",
+    supernet_proxy_steps: int = _option(16, "with --supernet-epochs: distillation steps (batch 32, lr 0.05) at the "
+                                            "candidate's bits before scoring its inherited weights (default {default})",
                                         metavar="N")
     profile_min: float = _option(3.0, "minutes of profiling for --device local on first use (default "
                                       "{default:g})", metavar="M")

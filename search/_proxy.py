@@ -71,8 +71,8 @@ class SupernetProxy:
 
     ``build(candidate)`` extracts the candidate's model from the supernet (its ordinary
     ``space.build`` model holding the inherited weights); calling the proxy on that model fake-quantises it
-    at ``module_bits``, optionally trains it for ``steps`` distillation steps at those bits (a small
-    learning rate, on the first ``steps * batch_size`` training images), recomputes its BatchNorm
+    at ``module_bits``, optionally trains it for ``steps`` distillation steps at those bits (one-cycle
+    schedule up to ``lr``, on the first ``steps * batch_size`` training images), recomputes its BatchNorm
     statistics on ``calib_samples`` training images (the shared statistics belong to no sub-network) and
     returns its validation accuracy, a fraction in [0, 1]. Deterministic for a given ``seed``.
 
@@ -81,7 +81,7 @@ class SupernetProxy:
     """
 
     def __init__(self, supernet: Any, train: Any, val: Any, teacher: "torch.nn.Module", *, steps: int = 0,
-                 calib_samples: int = 256, batch_size: int = 32, lr: float = 0.005, temperature: float = 4.0,
+                 calib_samples: int = 256, batch_size: int = 32, lr: float = 0.05, temperature: float = 4.0,
                  alpha: float = 0.9, seed: int = 0, threads: int | None = 1) -> None:
         import torch
 
