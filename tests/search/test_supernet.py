@@ -78,3 +78,26 @@ def test_training_moves_the_weights_and_the_proxy_scores_candidates(tmp_path) ->
 def test_bad_epochs() -> None:
     with pytest.raises(ValueError, match="epochs=0"):
         load_supernet(_space(), _data(), _teacher(), epochs=0)
+
+
+def test_trials_score_the_inherited_weights(tmp_path) -> None:
+    from search import SearchContext, evaluate_candidate
+
+    class Zero:  # a predictor that puts every candidate within budget
+        def predict_many(self, kernels, genes=None):
+            return np.zeros(len(kernels))
+
+    data, teacher, space = _data(), _teacher(), _space()
+    net = load_supernet(space, data, teacher, epochs=1, cache=tmp_path, batch_size=16, max_epochs_now=0).supernet
+    built: list = []
+    proxy = SupernetProxy(net, data.train, data.val, teacher, calib_samples=32)
+
+    def build(cand):
+        built.append(cand)
+        return proxy.build(cand)
+
+    context = SearchContext(space=space, predictor=Zero(), budget_ms=1.0, evaluator=proxy, build=build)
+    cand = space.sample(np.random.default_rng(2))
+    result = evaluate_candidate(cand, context=context)
+    assert built == [cand] and result.trained and 0.0 <= result.accuracy <= 1.0
+    assert result.accuracy == proxy(net.extract(cand), space.module_bits(cand))
