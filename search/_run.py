@@ -127,7 +127,7 @@ class _Job:
                   f"the teacher ({epochs} epochs, once; resumable)")
         with self._bar(epochs, "supernet (first run: training, cached)", unit="epoch") as bar:
             res = load_supernet(self.space, self.data, self.teacher.model, epochs=epochs, seed=int(o.seed),
-                                on_epoch=lambda e, n: bar.update(1))
+                                on_epoch=lambda e, n: bar.set(e + 1))  # epochs done in all (a resumed training jumps)
         how = (f"trained now ({res.trained_epochs} epoch(s) in {res.seconds:.0f} s"
                + (f", resumed after epoch {res.resumed_from}" if res.resumed_from else "") + ")"
                if res.trained_epochs else f"loaded from the cache (trained in {res.train_seconds:.0f} s)")
