@@ -15,10 +15,11 @@ from search._objective import OBJECTIVES, SIZES, SearchContext, TrialResult, eva
 from search._options import SearchOptions, command_line
 from search._pareto import SELECTIONS, ParetoEntry, ParetoFront, accuracy_margin, pareto_front, select
 from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models, write_space_workload
-from search._proxy import ProxyEvaluator
+from search._proxy import ProxyEvaluator, SupernetProxy
 from search._report import SearchResult
 from search._run import TIGHT_BUDGET, run
 from search._study import make_sampler, run_study
+from search._supernet import SupernetResult, load_supernet, train_supernet
 from search._teacher import Teacher, load_teacher
 from search._train import accuracy, top1_accuracy
 
@@ -37,6 +38,8 @@ __all__: list[str] = [
     "SearchContext",
     "SearchOptions",
     "SearchResult",
+    "SupernetProxy",
+    "SupernetResult",
     "Split",
     "Teacher",
     "TrialResult",
@@ -50,6 +53,7 @@ __all__: list[str] = [
     "kd_loss",
     "kernel_pool",
     "load_data",
+    "load_supernet",
     "load_teacher",
     "make_sampler",
     "measure_spaces",
@@ -65,4 +69,5 @@ __all__: list[str] = [
     "space_models",
     "top1_accuracy",
     "write_space_workload",
+    "train_supernet",
 ]

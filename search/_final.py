@@ -160,7 +160,7 @@ def measure_side_by_side(paths: Sequence[str | pathlib.Path], *, threads: int = 
 def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", teacher: "torch.nn.Module",
              out_dir: str | pathlib.Path, epochs: int, measure: bool, predictor: "LatencyPredictor",
              teacher_onnx: str | pathlib.Path | None = None, seed: int = 0, threads: int = 1,
-             proxy_options: dict[str, Any] | None = None) -> FinalModel:
+             proxy_options: dict[str, Any] | None = None, initial: "torch.nn.Module | None" = None) -> FinalModel:
     """Fine-tune ``candidate`` by distillation on the whole training split, evaluate it, export it.
 
     Args:
@@ -175,6 +175,8 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
         predictor: the device's latency predictor (the predicted latency, and the choice between the
             quantised and the float export when the device is not this machine).
         proxy_options: batch size, learning rate, temperature, alpha of the distillation.
+        initial: the model to fine-tune, e.g. the weights the candidate inherits from its space's supernet
+            (``spaces.Supernet.extract``); default ``space.build(candidate)``.
     """
     import torch
 
@@ -184,7 +186,11 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
     bits = space.module_bits(candidate)
     opts = dict(proxy_options or {})
     tuner = ProxyEvaluator(data.train, data.val, teacher, epochs=epochs, seed=seed, threads=threads, **opts)
-    trained = tuner.fine_tune(space.build(candidate), bits, epochs=epochs)
+    if initial is not None and epochs == 0:  # no training: at least BatchNorm statistics of this sub-network
+        from search._distill import recalibrate_batchnorm
+
+        recalibrate_batchnorm(initial, data.train.x)
+    trained = tuner.fine_tune(space.build(candidate) if initial is None else initial, bits, epochs=epochs)
     test_acc, val_acc = accuracy(trained, data.test), accuracy(trained, data.val)
 
     files = {"onnx": str(best / "model.onnx"), "onnx_fp32": str(best / "model_fp32.onnx"),

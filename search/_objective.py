@@ -2,8 +2,9 @@
 
 A candidate's latency is predicted first; a candidate predicted over the budget is returned with that
 latency and its size, and is never trained (``trained=False``, accuracy 0): the proxy's time goes to
-feasible candidates only. A feasible candidate is built, and the proxy evaluator (a short distillation
-training at the candidate's bit widths) gives its validation accuracy.
+feasible candidates only. A feasible candidate is built (with random weights, or with the weights it inherits
+from the space's supernet), and the proxy evaluator (a short distillation training at the candidate's bit
+widths, or BatchNorm recalibration of the inherited weights) gives its validation accuracy.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ class SearchContext:
             :class:`search.ProxyEvaluator` does), the trial records that model's Deep Compression size.
         size: what the size objective counts, one of :data:`SIZES`; ``compressed`` needs weights before
             training, i.e. a space whose ``build`` inherits trained weights (``prune``).
+        build: ``build(candidate) -> model``, the model the evaluator scores: ``space.build`` (random
+            weights; the ``prune`` space's inherit the teacher's) when None, or the weights a candidate
+            inherits from a supernet (``search.SupernetProxy.build``).
     """
 
     space: "SearchSpace"
@@ -140,6 +144,7 @@ class SearchContext:
     budget_ms: float
     evaluator: Callable[["torch.nn.Module", Mapping[str, int]], float]
     size: str = "dense"
+    build: Callable[["Candidate"], "torch.nn.Module"] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
@@ -160,7 +165,7 @@ def evaluate_candidate(candidate: "Candidate", *, context: SearchContext) -> Tri
         logger.debug("candidate over budget (%.3f ms > %.3f ms): not trained", latency_ms, context.budget_ms)
         return TrialResult(0.0, latency_ms, size_bytes, False, False, time.perf_counter() - start, compressed,
                            context.size)
-    model = space.build(candidate)
+    model = space.build(candidate) if context.build is None else context.build(candidate)
     acc = float(context.evaluator(model, space.module_bits(candidate)))
     trained = getattr(context.evaluator, "last_model", None)
     if compressed is None and trained is not None:

@@ -98,6 +98,16 @@ class SearchOptions:
                                 metavar="E")
     proxy_samples: int = _option(512, "training images of each trial's accuracy proxy (default {default})",
                                  metavar="N")
+    supernet_epochs: int = _option(0, "student spaces (mobilenet, shufflenet, fbnet): train the space's weight-sharing "
+                                      "supernet by distillation for E epochs on first use (cached per space, data, "
+                                      "teacher and E; resumable), and score each trial by the weights it inherits "
+                                      "from it (BatchNorm recalibrated, --supernet-proxy-steps distillation steps) "
+                                      "instead of --proxy-epochs from random weights; the final model starts from "
+                                      "them too. 0: off (default {default}); the prune space always inherits the "
+                                      "teacher's weights", metavar="E")
+    supernet_proxy_steps: int = _option(16, "with --supernet-epochs: distillation steps (batch 32, lr 0.05) at the "
+                                            "candidate's bits before scoring its inherited weights (default {default})",
+                                        metavar="N")
     profile_min: float = _option(3.0, "minutes of profiling for --device local on first use (default "
                                       "{default:g})", metavar="M")
     teacher_epochs: int = _option(12, "training epochs of the built-in teacher on first use (default "
@@ -148,7 +158,7 @@ class SearchOptions:
             raise InputError(f"--sampler {self.sampler!r} is not known; allowed: {', '.join(SAMPLERS)}")
         for key in ("trials", "proxy_samples", "workers"):
             _check_int(key, getattr(self, key), low=1)
-        for key in ("final_epochs", "proxy_epochs"):
+        for key in ("final_epochs", "proxy_epochs", "supernet_epochs", "supernet_proxy_steps"):
             _check_int(key, getattr(self, key), low=0)
         _check_int("teacher_epochs", self.teacher_epochs, low=1)
         for key in ("timeout_min", "profile_min"):

@@ -27,11 +27,12 @@ from search._final import FinalModel, deployable_onnx, finalize, measure_side_by
 from search._objective import SearchContext, predict_latency, rewarded_bits
 from search._options import CONFIG, SearchOptions, parse_bits, resolve_options
 from search._pareto import ParetoEntry, ParetoFront, pareto_front, select, write_pareto
-from search._proxy import ProxyEvaluator
+from search._proxy import ProxyEvaluator, SupernetProxy
 from search._report import SearchResult, write_report
 from search._study import best_feasible_accuracy, make_sampler, open_study, owned_trials, run_study
+from search._supernet import load_supernet
 from search._teacher import load_teacher
-from spaces import Candidate, get_space
+from spaces import Candidate, get_space, supports_supernet
 from spaces.compress import export_onnx
 
 __all__ = ["SearchResult", "TIGHT_BUDGET", "run"]
@@ -99,6 +100,7 @@ class _Job:
                 self._load_teacher()
         self._profile_teacher()
         self._set_search_budget()
+        self._load_supernet()
 
     def _load_teacher(self) -> None:
         o = self.opts
@@ -110,6 +112,28 @@ class _Job:
         how = "trained now" if self.teacher.trained_now else "loaded"
         self.echo(f"teacher  {o.teacher}: validation accuracy {self.teacher.val_accuracy:.2%}, test accuracy "
                   f"{self.teacher.test_accuracy:.2%} ({how} in {self.teacher.seconds:.0f} s)")
+
+    def _load_supernet(self) -> None:
+        """The space's supernet (``--supernet-epochs``): read from the cache, or trained now (resumable)."""
+        o = self.opts
+        self.supernet = None
+        if int(o.supernet_epochs) <= 0:
+            return
+        if not supports_supernet(self.space):
+            self.echo(f"supernet the {self.space.name} space has none (it inherits the teacher's weights): "
+                      "--supernet-epochs is ignored")
+            return
+        epochs = int(o.supernet_epochs)
+        self.echo(f"supernet {self.space.name}: reading the cached supernet, or training it now by distillation from "
+                  f"the teacher ({epochs} epochs, once; resumable)")
+        with self._bar(epochs, "supernet (first run: training, cached)", unit="epoch") as bar:
+            res = load_supernet(self.space, self.data, self.teacher.model, epochs=epochs, seed=int(o.seed),
+                                on_epoch=lambda e, n: bar.set(e + 1))  # epochs done in all (a resumed training jumps)
+        how = (f"trained now ({res.trained_epochs} epoch(s) in {res.seconds:.0f} s"
+               + (f", resumed after epoch {res.resumed_from}" if res.resumed_from else "") + ")"
+               if res.trained_epochs else f"loaded from the cache (trained in {res.train_seconds:.0f} s)")
+        self.echo(f"supernet {how}: {res.path}")
+        self.supernet = res.supernet
 
     def _make_space(self) -> None:
         o = self.opts
@@ -283,10 +307,18 @@ class _Job:
         from optuna.trial import TrialState
 
         o = self.opts
-        evaluator = ProxyEvaluator(self.data.train.subset(int(o.proxy_samples)), self.data.val, self.teacher.model,
-                                   epochs=int(o.proxy_epochs), seed=int(o.seed))
+        train = self.data.train.subset(int(o.proxy_samples))
+        if self.supernet is not None:
+            proxy = SupernetProxy(self.supernet, train, self.data.val, self.teacher.model,
+                                  steps=int(o.supernet_proxy_steps), seed=int(o.seed))
+            evaluator, build = proxy, proxy.build
+        else:
+            evaluator = ProxyEvaluator(train, self.data.val, self.teacher.model, epochs=int(o.proxy_epochs),
+                                       seed=int(o.seed))
+            build = None
         context = SearchContext(space=self.space, predictor=self.device.predictor,
-                                budget_ms=self.search_budget_ms, evaluator=evaluator, size=str(o.size))
+                                budget_ms=self.search_budget_ms, evaluator=evaluator, size=str(o.size),
+                                build=build)
         done = owned_trials(study, self.run_id, states=(TrialState.COMPLETE,))
         finished = list(done)
         if done:
@@ -380,9 +412,15 @@ class _Job:
     def _finalize(self, front: ParetoFront) -> FinalModel:
         sel = front.selected
         assert sel is not None
-        self.echo(f"final    fine-tuning trial {sel.trial} by distillation for {self.opts.final_epochs} epoch(s), "
-                  f"exporting best/")
-        final = finalize(Candidate.from_dict(sel.candidate), space=self.space, data=self.data,
+        if self.supernet is not None:
+            start = "its supernet weights"
+        else:
+            start = "the teacher's weights" if self.space.name == "prune" else "random weights"
+        self.echo(f"final    fine-tuning trial {sel.trial} from {start} by distillation for {self.opts.final_epochs} "
+                  f"epoch(s), exporting best/")
+        cand = Candidate.from_dict(sel.candidate)
+        final = finalize(cand, space=self.space, data=self.data,
+                         initial=self.supernet.extract(cand) if self.supernet is not None else None,
                          teacher=self.teacher.model, out_dir=self.out_dir, epochs=int(self.opts.final_epochs),
                          measure=self.device.local, predictor=self.device.predictor,
                          teacher_onnx=self._teacher_onnx(), seed=int(self.opts.seed), threads=self.device.threads)

@@ -17,6 +17,7 @@ from spaces._fbnet import FBNET_OPS, FBNetSpace
 from spaces._mobilenet import MobileNetSpace
 from spaces._prune_space import PruneSpace, builtin_teacher
 from spaces._shufflenet import ShuffleNetSpace
+from spaces._supernet import SUPERNET_SPACES, Supernet, supports_supernet
 
 __all__ = [
     "FBNET_OPS",
@@ -31,11 +32,14 @@ __all__ = [
     "PruneSpace",
     "SearchSpace",
     "ShuffleNetSpace",
+    "SUPERNET_SPACES",
     "SpaceStats",
     "StudentSpace",
+    "Supernet",
     "Suggest",
     "builtin_teacher",
     "get_space",
     "list_spaces",
     "register_space",
+    "supports_supernet",
 ]
