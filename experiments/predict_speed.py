@@ -9,7 +9,7 @@ mobilenet and shufflenet at 32x32); ``--n`` random candidates of the three space
 - ``fresh candidates incl. kernels()``: new candidates, ``space.kernels`` and ``predict_many`` together,
   the predictor warm from the first batch (what a search pays per candidate).
 
-    /work/bin/cpu-job timing python experiments/predict_speed.py --n 5000
+    python experiments/predict_speed.py --n 5000
 
 Writes ``experiments/results/predict_speed.json``.
 """
@@ -56,7 +56,7 @@ def main() -> None:
     pred.predict_many([sp[i % 3].kernels(c) for i, c in enumerate(fresh)])
     t_fresh = time.perf_counter() - t
     n = args.n
-    out = {"command": f"/work/bin/cpu-job timing python experiments/predict_speed.py --n {n}",
+    out = {"command": f"python experiments/predict_speed.py --n {n}",
            "kernels_per_candidate": float(np.mean([len(k) for k in lists])),
            "per_second": {"kernels()": n / t_k, "predict_many_cold": n / t_cold, "predict_many_warm": n / t_warm,
                           "fresh_candidates_incl_kernels()": n / t_fresh},

@@ -9,7 +9,7 @@ RMSPE and Spearman, per space and for the torchvision models, three ways: as mea
 the reference workload's scale (``LatencyTable.on_reference_scale``, measured rows and the table alike);
 and with one scalar for the machine's state taken out (the median of predicted/measured, reported).
 
-    /work/bin/cpu-job timing python experiments/predictor_local.py --input-size 32 --budget-min 6 --n 30 \\
+    python experiments/predictor_local.py --input-size 32 --budget-min 6 --n 30 \\
         --name predictor_local_32
 
 Writes ``experiments/results/NAME.json`` and ``.md`` (the tables under ``experiments/results/NAME/``).
@@ -134,7 +134,7 @@ def main() -> None:
         res[label] = {fit: _scores(p, rows, ref, scalars[fit])
                       for fit, p in (("fit_as_measured", pred), ("fit_reference_scaled", pred_ref))}
     result = {
-        "command": f"/work/bin/cpu-job timing python experiments/predictor_local.py --input-size {size} "
+        "command": f"python experiments/predictor_local.py --input-size {size} "
                    f"--budget-min {args.budget_min:g} --n {args.n} --spaces {args.spaces} "
                    f"--torchvision {args.torchvision} --extra {args.extra} --name {name}",
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -1,14 +1,14 @@
 """The noise floor of the timing protocol karumi-interleaved/2: the same models re-timed in fresh workers.
 
 Models of realistic size (0.4-50 ms on one core): candidates of the built-in spaces at 32 to 224 px,
-exported once (``--export``, torch needed). Then (``--time``, under ``/work/bin/cpu-job timing``) ``--rounds``
+exported once (``--export``, torch needed). Then (``--time``, alone on the machine) ``--rounds``
 fresh worker processes each time all of them, interleaved (``latency_models.measure_interleaved``); for
 every pair of rounds and every model, the relative difference of the two latencies, raw and put on the
 reference's scale (``latency / reference``). Beside it, the old in-process protocol (median of 50 runs after
 10 warm-up, one session per model, in this process where torch is loaded): ``latency_models.measure_onnx``.
 
     python experiments/timing_noise.py --export
-    /work/bin/cpu-job timing python experiments/timing_noise.py --time --rounds 6
+    python experiments/timing_noise.py --time --rounds 6
 
 Writes ``experiments/results/timing_noise.json`` (the ONNX files go to ``experiments/results/timing_noise/``,
 not committed).
@@ -85,7 +85,7 @@ def timing(rounds: int, overrides: dict, name: str) -> None:
         scaled += list((lb / new[b]["reference_ms"]) / (la / new[a]["reference_ms"]) - 1)
         legacy += list(np.array(old[b]) / np.array(old[a]) - 1)
     out = {
-        "command": f"/work/bin/cpu-job timing python experiments/timing_noise.py --time --rounds {rounds}"
+        "command": f"python experiments/timing_noise.py --time --rounds {rounds}"
                    + "".join(f" --{k.replace('_', '-')} {v}" for k, v in overrides.items()) + f" --name {name}",
         "timing_overrides": overrides,
         "cpu": cpu_name(), "onnxruntime": onnxruntime.__version__, "threads": 1,
