@@ -14,6 +14,8 @@ import statistics
 import time
 from typing import Any
 
+from latency_models._worker import _feeds  # one definition: the worker imports nothing of the project
+
 __all__ = ["measure_onnx", "make_session", "time_session", "MIN_WARMUP", "MIN_RUNS", "CLOCKS", "STATISTICS"]
 
 logger = logging.getLogger(__name__)
@@ -29,17 +31,6 @@ CLOCKS = ("wall", "thread_cpu")
 #: Statistics over the timed runs. ``median`` (the default) or ``min`` (the least disturbed run: on a
 #: machine shared with other processes the median drifts with their load, the minimum much less).
 STATISTICS = ("median", "min")
-
-_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(uint8)": "uint8",
-    "tensor(int8)": "int8",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-}
 
 
 def make_session(model: Any, *, threads: int = 1) -> Any:
@@ -59,25 +50,6 @@ def make_session(model: Any, *, threads: int = 1) -> Any:
     else:
         source = model.SerializeToString()
     return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _feeds(session: Any) -> dict[str, Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for inp in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        dtype = _DTYPES.get(inp.type)
-        if dtype is None:
-            raise ValueError(f"model input {inp.name!r} has type {inp.type}; supported: {', '.join(_DTYPES)}")
-        if dtype.startswith("float"):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == "bool":
-            feeds[inp.name] = np.zeros(shape, dtype=bool)
-        else:
-            feeds[inp.name] = np.zeros(shape, dtype=dtype)
-    return feeds
 
 
 def check_statistic(statistic: str) -> None:
