@@ -202,7 +202,7 @@ def write_report(result: SearchResult) -> pathlib.Path:
         lines += ["", f"Activation sparsity of the fine-tuned model on {sp['images']} validation images: "
                   f"{100 * sp['zero_fraction']:.1f} % of the values after its ReLUs are exactly zero, and a "
                   f"runtime that skipped zero inputs could skip {100 * sp['skippable_fraction']:.1f} % of its "
-                  f"MACs. {sp['note']}"]
+                  f"MACs. {sp['note'].rstrip('.')}."]
     lines += ["", "## How this was measured", ""]
     if result.measurement:
         lines.append(f"- Latencies: {result.measurement}")
