@@ -111,8 +111,6 @@ def test_killed_ray_run_resumes_with_tuner_restore(tmp_path: pathlib.Path, tiny_
     import subprocess
     import sys
 
-    import sqlalchemy.exc
-
     from search._ray import ray_experiment_dir
 
     out, trials = tmp_path / "run", 4
@@ -123,13 +121,26 @@ def test_killed_ray_run_resumes_with_tuner_restore(tmp_path: pathlib.Path, tiny_
     db = f"sqlite:///{out / 'study.db'}"
 
     def complete() -> dict[int, list[float]]:
-        if not (out / "study.db").is_file():
+        """The run's complete trials, read from its SQLite file read-only: opening it through Optuna while the
+        run creates it races the run's own schema set-up (both stamp the alembic version)."""
+        import sqlite3
+
+        path = out / "study.db"
+        if not path.is_file():
             return {}
         try:
-            study = optuna.load_study(study_name="karumi", storage=db)
-        except (KeyError, sqlalchemy.exc.OperationalError):  # the study is not created yet, or the file is busy
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+            try:
+                rows = con.execute("SELECT t.number, v.objective, v.value FROM trials t JOIN trial_values v "
+                                   "ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'").fetchall()
+            finally:
+                con.close()
+        except sqlite3.OperationalError:  # the schema is not created yet, or the file is busy
             return {}
-        return {t.number: t.values for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+        values: dict[int, dict[int, float]] = {}
+        for number, objective, value in rows:
+            values.setdefault(int(number), {})[int(objective)] = value
+        return {n: [v[k] for k in sorted(v)] for n, v in values.items()}
 
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
