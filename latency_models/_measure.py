@@ -14,7 +14,7 @@ import statistics
 import time
 from typing import Any
 
-from latency_models._worker import _feeds  # one definition: the worker imports nothing of the project
+from latency_models._worker import _feeds, _session  # one definition: the worker imports nothing of the project
 
 __all__ = ["measure_onnx", "make_session", "time_session", "MIN_WARMUP", "MIN_RUNS", "CLOCKS", "STATISTICS"]
 
@@ -35,21 +35,10 @@ STATISTICS = ("median", "min")
 
 def make_session(model: Any, *, threads: int = 1) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU execution provider with the protocol's options."""
-    import onnxruntime as ort
-
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} must be a positive integer")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if isinstance(model, (str, os.PathLike)):
-        source: Any = str(model)
-    else:
-        source = model.SerializeToString()
-    return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    return _session(source, threads)
 
 
 def check_statistic(statistic: str) -> None:

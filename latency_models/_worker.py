@@ -47,7 +47,7 @@ _DTYPES = {
 }
 
 
-def _session(path: str, threads: int):  # noqa: ANN202
+def _session(path, threads: int):  # noqa: ANN001, ANN202  (a file path, or the bytes of a model)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
