@@ -81,9 +81,20 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
     teacher = pareto["teacher"]
     assert ENTRY_FIELDS <= set(teacher) and teacher["trial"] is None
     assert 0.0 < teacher["accuracy"] <= 1.0 and (teacher["measured_latency_ms"] is not None) == local
-    if local:  # the teacher's own kernels and the teacher itself were timed into the local profile
-        ratio = teacher["latency_ms"] / teacher["measured_latency_ms"]
-        assert 1 / 1.5 < ratio < 1.5, teacher
+    if local:  # the teacher's own kernels and the teacher itself were timed into the local profile, and the
+        # predictor was fitted again on them: it predicts the teacher at what the profile measured. (Not compared
+        # with measured_latency_ms, timed minutes later: this shared machine flips between a fast and a slow
+        # state, 1.7x apart, so two timings minutes apart can differ by more than the predictor's error.)
+        from latency_models import LatencyPredictor, LatencyTable
+        from search._device import model_name
+
+        name = model_name(str(out / "teacher.onnx"), "teacher")
+        used = [f for f in cache_env.glob(f"devices/{space_name}-*") if LatencyPredictor.load(f / "predictor.json")
+                .predict(str(out / "teacher.onnx")) == pytest.approx(teacher["latency_ms"], rel=1e-9)]
+        assert used, "no cached profile of this space predicts the teacher's latency_ms"
+        rows = [r.latency_ms for r in LatencyTable.load(used[0] / "table.json").model_rows if r.source == name]
+        assert rows, f"{name} is not in {used[0]}"
+        assert 1 / 1.25 < teacher["latency_ms"] / float(np.median(rows)) < 1.25, (teacher, rows)
     selected = pareto["selected"]
     assert selected is not None and selected["feasible"] and selected["latency_ms"] <= BUDGET_MS
     assert selected["trial"] in [e["trial"] for e in pareto["pareto"]]
