@@ -1,6 +1,6 @@
-"""Command line: ``python -m latency_models evaluate | profile-workload | profile | measure``.
+"""Command line: ``python -m latency_models fit | evaluate | profile-workload | profile | measure``.
 
-``evaluate`` and ``profile-workload`` need this package alone (numpy, onnx, onnxruntime): the latter times
+``fit``, ``evaluate`` and ``profile-workload`` need this package alone (numpy, onnx, onnxruntime): the latter times
 a workload folder written by ``python -m search profile --write-workload DIR`` on a device without torch. ``profile`` and ``measure`` with ``--space`` need the search spaces
 (sampling candidates and exporting them needs torch), which this package never imports: they are run by
 ``python -m search profile`` / ``python -m search measure``, with the same flags, which this command hands
@@ -22,21 +22,39 @@ __all__ = ["main"]
 SPACE_COMMANDS = ("profile", "measure")
 
 
-def _load_predictor(path: str):  # noqa: ANN202
+def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str] = ()):  # noqa: ANN202
     from latency_models._predictor import LatencyPredictor
     from latency_models._table import LatencyTable, read_json
 
-    data = read_json(path, what="--predictor")
+    data = read_json(path, what=what)
     if isinstance(data, dict) and data.get("kind") == "karumi.LatencyPredictor":
+        if prior:
+            raise ValueError(f"--prior applies to a table being fitted; {what} {path} is a fitted predictor")
         return LatencyPredictor.from_dict(data)
-    return LatencyPredictor.fit(LatencyTable.from_dict(data))  # a table: fit on the fly
+    priors = [_load_predictor(p, what="--prior") for p in prior]
+    return LatencyPredictor.fit(LatencyTable.from_dict(data), prior=priors)  # a table: fit on the fly
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    pred = _load_predictor(args.table, what="table", prior=args.prior)
+    pred.save(args.out)
+    info = pred.fit_info
+    line = (f"{args.out}: {pred.mode} mode, {info.get('model_rows', 0)} model rows, {info.get('kernel_rows', 0)} "
+            "kernel rows")
+    tr = info.get("transfer")
+    if tr:
+        weights = ", ".join(f"{d or '?'} {w:.3g}" for d, w in zip(tr["prior_devices"], tr["prior_weights"]))
+        line += (f"; blended: own {tr['own_weight']:.3g}, {weights} (cross-validated RMSPE of the table alone "
+                 f"{100 * tr['cv_rmspe_own']:.1f}%, of the blend in sample {100 * tr['rmspe_blend']:.1f}%)")
+    print(line)
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from latency_models._evaluate import evaluate
     from latency_models._table import LatencyTable
 
-    pred = _load_predictor(args.predictor)
+    pred = _load_predictor(args.predictor, prior=args.prior)
     held = LatencyTable.load(args.measured)
     res = evaluate(pred, held)
     print(f"n={res['n']}  within ±5%: {100 * res['within_5']:.1f}%  within ±10%: {100 * res['within_10']:.1f}%  "
@@ -65,9 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m latency_models", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
+    prior_help = ("a predictor (or table) of another device, repeatable: a device with few model rows is fitted as a "
+                  "blend of these and its own rows (few-sample transfer)")
+    f = sub.add_parser("fit", help="fit a predictor on a latency table and save it as JSON")
+    f.add_argument("table", help="latency table JSON")
+    f.add_argument("--out", required=True, help="predictor JSON to write")
+    f.add_argument("--prior", action="append", default=[], metavar="PREDICTOR", help=prior_help)
+    f.set_defaults(func=_cmd_fit)
     e = sub.add_parser("evaluate", help="score a predictor (or a table, fitted on the fly) on measured models")
     e.add_argument("--predictor", required=True)
     e.add_argument("--measured", required=True)
+    e.add_argument("--prior", action="append", default=[], metavar="PREDICTOR", help=prior_help)
     e.set_defaults(func=_cmd_evaluate)
     w = sub.add_parser("profile-workload", help="time a workload folder (python -m search profile --write-workload "
                        "DIR) on this machine; needs only numpy, onnx and onnxruntime")

@@ -18,6 +18,14 @@ deviations, per-kernel lookup table) are chosen by exact leave-one-out cross-val
 so the physical prior dominates with few rows and the lookup table takes over as rows accumulate.
 
 A kernel's contribution is cached by kernel, so ``predict_many`` costs one dictionary look-up per kernel.
+
+Few-sample transfer (``fit(table, prior=[...])``). Predictors of other devices (fitted on their own tables)
+can carry a new device that has only a few end-to-end measurements: the new device's latency is fitted as
+a non-negative blend of each prior predictor's prediction and this table's own predictor (its
+cross-validated predictions, so that it earns its weight on rows it did not see), plus an intercept, in
+relative error. Related devices (two server CPUs, two GPUs) rank 20 models of a new one better than those 20
+models alone; an unrelated prior gets a weight near zero (HELP, Lee et al., NeurIPS 2021, meta-learns the
+same idea).
 """
 
 from __future__ import annotations
@@ -47,6 +55,10 @@ MIN_MODEL_FRACTION = 0.5
 _LAMBDA_FAMILY = tuple(10.0 ** e for e in range(-3, 4))
 _LAMBDA_LUT = (1e-8, 1e-6) + tuple(10.0 ** e for e in range(-4, 3)) + (1e6,)
 _TINY = 1e-6
+#: Folds of the cross-validated predictions of a table's own predictor, when it is blended with a prior.
+TRANSFER_FOLDS = 5
+#: Fewest model rows a transfer from a prior is fitted on (the blend has one weight per prior predictor).
+MIN_TRANSFER_ROWS = 5
 
 
 class UnknownOperatorWarning(UserWarning):
@@ -124,6 +136,30 @@ def _kernel_list(model: Any, where: str) -> list[Kernel]:
     )
 
 
+def _nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int = 200) -> np.ndarray:
+    """Non-negative least squares, min ||a x - b|| with x >= 0 (Lawson and Hanson's active-set method)."""
+    n = a.shape[1]
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    for _ in range(max_iter):
+        w = a.T @ (b - a @ x)
+        if passive.all() or (w[~passive] <= 1e-12 * max(1.0, float(np.abs(w).max()))).all():
+            break
+        passive[int(np.argmax(np.where(passive, -np.inf, w)))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = float(np.min(x[neg] / np.maximum(x[neg] - z[neg], 1e-300)))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+            x[~passive] = 0.0
+    return x
+
+
 class LatencyPredictor:
     """Predicts end-to-end latency (milliseconds) on the device its table was measured on.
 
@@ -135,7 +171,9 @@ class LatencyPredictor:
                  lut_ms: Mapping[str, float] | None = None, gene_ms: Mapping[str, float] | None = None,
                  gene_mean_ms: float = 0.0, t_floor_ms: float = 0.0, family_count_ms: Mapping[str, float] | None = None,
                  transition_ms: Mapping[str, float] | None = None, kernel_model: KernelModel | None = None,
-                 min_model_ms: float = 0.0, fit_info: Mapping[str, Any] | None = None) -> None:
+                 min_model_ms: float = 0.0, fit_info: Mapping[str, Any] | None = None,
+                 prior: Sequence["LatencyPredictor"] = (), prior_weights: Sequence[float] = (),
+                 own_weight: float = 1.0, blend_intercept_ms: float = 0.0) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -155,13 +193,70 @@ class LatencyPredictor:
         self.kernel_model = kernel_model
         self.min_model_ms = float(min_model_ms)
         self.fit_info = dict(fit_info or {})
+        if len(prior) != len(prior_weights):
+            raise ValueError(f"{len(prior_weights)} prior_weights for {len(prior)} prior predictors; allowed: one each")
+        #: other devices' predictors this one is blended with (see :meth:`fit`), their weights, the weight of
+        #: this table's own prediction and the blend's intercept
+        self.prior: list[LatencyPredictor] = list(prior)
+        self.prior_weights = [float(w) for w in prior_weights]
+        self.own_weight = float(own_weight)
+        self.blend_intercept_ms = float(blend_intercept_ms)
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
 
     # ----------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, table: LatencyTable) -> "LatencyPredictor":
-        """Fit on a table's kernel rows and model rows (either may be empty, not both)."""
+    def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = ()) -> "LatencyPredictor":
+        """Fit on a table's kernel rows and model rows (either may be empty, not both).
+
+        ``prior``: predictors of other devices, for a device with few measurements (at least
+        :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
+        and this table's own, weighted to fit the table's model rows (see the module's docstring). The prior
+        predictors must accept the same models (kernel lists of the same space, and the candidates' genes
+        when they were fitted on genes); they are saved inside this predictor.
+        """
+        own = cls._fit(table)
+        prior = list(prior)
+        if not prior:
+            return own
+        for i, p in enumerate(prior):
+            if not isinstance(p, LatencyPredictor):
+                raise ValueError(f"prior[{i}] is a {type(p).__name__}; allowed: LatencyPredictor")
+        rows = table.model_rows
+        if len(rows) < MIN_TRANSFER_ROWS:
+            raise ValueError(f"a transfer from prior predictors needs at least {MIN_TRANSFER_ROWS} model rows (whole "
+                             f"models timed on the device); the table has {len(rows)}")
+        n = len(rows)
+        y = np.array([r.latency_ms for r in rows])
+        lists = [list(r.kernels) for r in rows]
+        genes = [(r.candidate or {}).get("genes") for r in rows]
+        # the table's own predictor, cross-validated: each row predicted by a fit that did not see it
+        own_cv = np.empty(n)
+        perm = np.random.default_rng(0).permutation(n)
+        for fold in np.array_split(perm, min(TRANSFER_FOLDS, n)):
+            held = set(fold.tolist())
+            keep = [rows[i] for i in perm if i not in held]
+            sub = LatencyTable(device=table.device, protocol=table.protocol, kernel_rows=table.kernel_rows,
+                               model_rows=keep)
+            own_cv[fold] = cls._fit(sub).predict_many([lists[i] for i in fold], genes=[genes[i] for i in fold])
+        cols = [own_cv] + [p.predict_many(lists, genes=genes) for p in prior]
+        a = np.column_stack(cols + [np.ones(n), -np.ones(n)]) / y[:, None]  # relative error, intercept free
+        w = _nnls(a, np.ones(n))
+        rmspe = float(np.sqrt(np.mean((a @ w - 1.0) ** 2)))
+        own.prior, own.own_weight = prior, float(w[0])
+        own.prior_weights = [float(v) for v in w[1:len(cols)]]
+        own.blend_intercept_ms = float(w[-2] - w[-1])
+        own.fit_info["transfer"] = {
+            "prior_devices": [str(p.device.get("name", "")) for p in prior],
+            "prior_weights": own.prior_weights, "own_weight": own.own_weight,
+            "intercept_ms": own.blend_intercept_ms,
+            "cv_rmspe_own": float(np.sqrt(np.mean((own_cv / y - 1.0) ** 2))), "rmspe_blend": rmspe,
+        }
+        logger.info("blended with %d prior predictor(s): %s", len(prior), own.fit_info["transfer"])
+        return own
+
+    @classmethod
+    def _fit(cls, table: LatencyTable) -> "LatencyPredictor":
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
         if not table.kernel_rows and not table.model_rows:
@@ -423,7 +518,15 @@ class LatencyPredictor:
             pos += len(ks)
         # The intercept fitted from a few whole models can be negative; a model smaller than any of them
         # must still cost a positive time: never below a fraction of the fastest model measured.
-        return np.maximum(out, self.min_model_ms)
+        out = np.maximum(out, self.min_model_ms)
+        if self.prior:
+            gs = list(genes) if genes is not None else [None] * len(lists)
+            out = self.own_weight * out + self.blend_intercept_ms
+            for p, w in zip(self.prior, self.prior_weights):
+                if w > 0:
+                    out += w * p.predict_many(lists, genes=gs)
+            out = np.maximum(out, self.min_model_ms)
+        return out
 
     @staticmethod
     def _onnx_kernels(model: Any) -> list[Kernel]:
@@ -464,6 +567,9 @@ class LatencyPredictor:
             "kernel_model": self.kernel_model.to_dict() if self.kernel_model is not None else None,
             "min_model_ms": self.min_model_ms,
             "fit_info": self.fit_info,
+            "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
+                         "prior_weights": self.prior_weights, "prior": [p.to_dict() for p in self.prior]}
+            if self.prior else None,
         }
 
     @classmethod
@@ -475,7 +581,10 @@ class LatencyPredictor:
                              f"allowed: {FORMAT_VERSION}")
         try:
             km = data.get("kernel_model")
-            return cls(device=data["device"], protocol=data["protocol"], mode=data["mode"],
+            tr = data.get("transfer") or {}
+            blend = {"prior": [cls.from_dict(p) for p in tr["prior"]], "prior_weights": tr["prior_weights"],
+                     "own_weight": tr["own_weight"], "blend_intercept_ms": tr["intercept_ms"]} if tr else {}
+            return cls(**blend, device=data["device"], protocol=data["protocol"], mode=data["mode"],
                        intercept_ms=data["intercept_ms"], theta0=data["theta0"], family_mult=data["family_mult"],
                        lut_ms=data["lut_ms"], gene_ms=data["gene_ms"], gene_mean_ms=data["gene_mean_ms"],
                        t_floor_ms=data["t_floor_ms"], family_count_ms=data["family_count_ms"],
