@@ -69,7 +69,7 @@ def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
 
     import onnxruntime
 
-    options = {k: v for k, v in space.options.items() if isinstance(v, (int, float, str, bool))}
+    options = {k: v for k, v in space.latency_options.items() if isinstance(v, (int, float, str, bool))}
     return {
         "cpu_model": cpu_name(),
         "platform": f"{platform.system()} {platform.machine()}",

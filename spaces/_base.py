@@ -188,6 +188,12 @@ class SearchSpace(abc.ABC):
                 "channel_multiple": self.channel_multiple}
 
     @property
+    def latency_options(self) -> dict[str, Any]:
+        """The options that decide this space's kernels, hence its latency profile on a device: all of
+        :attr:`options` unless a space says otherwise (the ``prune`` space leaves out its teacher's weights)."""
+        return self.options
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one input image."""
         return (self.in_channels, self.input_size, self.input_size)

@@ -87,6 +87,16 @@ def builtin_teacher(*, in_channels: int = 3, num_classes: int = 10, width: int =
     return nn.Sequential(layers)
 
 
+def _architecture_fingerprint(model: "torch.nn.Module") -> str:
+    """A hash of the module's class, module types and parameter/buffer names and shapes (not values)."""
+    h = hashlib.sha1(type(model).__qualname__.encode())
+    for name, m in model.named_modules():
+        h.update(f"{name}:{type(m).__qualname__};".encode())
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+    return h.hexdigest()[:16]
+
+
 def _fingerprint(model: "torch.nn.Module") -> str:
     h = hashlib.sha1(type(model).__qualname__.encode())
     for name, t in model.state_dict().items():
@@ -237,6 +247,14 @@ class PruneSpace(SearchSpace):
     def options(self) -> dict[str, Any]:
         return {**super().options, "teacher": self.teacher_spec, "state_dict": self.state_dict_path,
                 "importance": self.importance, "seed": self.seed}
+
+    @property
+    def latency_options(self) -> dict[str, Any]:
+        """The teacher's architecture instead of its weights: weights (the spec's seed, a state dict, an
+        in-memory module's values) decide which channels a ratio keeps, never how many, so the same teacher
+        architecture trained again keeps its latency profile."""
+        opts = {k: v for k, v in self.options.items() if k not in ("teacher", "state_dict", "seed")}
+        return {**opts, "teacher_architecture": _architecture_fingerprint(self._teacher)}
 
     # ----------------------------------------------------------------- genes
     def _architecture(self, genes: Mapping[str, Any]) -> Architecture:

@@ -43,3 +43,24 @@ def test_the_device_cache_is_keyed_by_the_timing_protocol():
     fp = fingerprint(get_space("mobilenet", input_size=48), threads=1)
     assert fp["protocol"] == PROTOCOL_NAME == "karumi-interleaved/2"
     assert fp["options"]["input_size"] == 48
+
+
+def test_the_prune_space_profile_is_keyed_by_the_teachers_architecture_not_its_weights():
+    """Retraining the teacher (new weights, same layers) keeps the prune space's latency profile; a teacher
+    of another width gets its own."""
+    import torch
+
+    from search._device import fingerprint
+    from spaces import builtin_teacher, get_space
+
+    def fp(teacher):
+        return fingerprint(get_space("prune", teacher=teacher, input_size=16, in_channels=1), threads=1)
+
+    torch.manual_seed(0)
+    a = builtin_teacher(in_channels=1, num_classes=10)
+    torch.manual_seed(1)
+    b = builtin_teacher(in_channels=1, num_classes=10)
+    assert get_space("prune", teacher=a, input_size=16, in_channels=1).options["teacher"] != \
+        get_space("prune", teacher=b, input_size=16, in_channels=1).options["teacher"]  # the weights differ
+    assert fp(a) == fp(b) == fp("builtin")
+    assert fp(builtin_teacher(in_channels=1, num_classes=10, width=96)) != fp(a)
