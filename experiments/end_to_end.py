@@ -10,6 +10,7 @@ and measured latency (ONNX Runtime on this CPU, 1 thread, the latency table's pr
 and speed-up against the teacher, from the run's own ``pareto.json`` and ``best/final.json``.
 
     python experiments/end_to_end.py --out experiments/results/end_to_end
+    python experiments/end_to_end.py --space prune --data shapes --out experiments/results/end_to_end_prune
 """
 
 from __future__ import annotations
@@ -136,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-epochs", type=int, default=12)
     ap.add_argument("--profile-min", type=float, default=3.0)
     ap.add_argument("--keep", default=None, help="keep the run folders here (default: a temporary folder)")
+    ap.add_argument("--space", default="mobilenet", help="the space searched (default mobilenet)")
     args = ap.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    opts = {"space": "mobilenet", "seed": 0, "trials": args.trials, "timeout_min": args.timeout_min,
+    opts = {"space": args.space, "seed": 0, "trials": args.trials, "timeout_min": args.timeout_min,
             "proxy_epochs": args.proxy_epochs, "proxy_samples": args.proxy_samples,
             "final_epochs": args.final_epochs, "teacher_epochs": args.teacher_epochs, "profile_min": args.profile_min}
     workdir = pathlib.Path(args.keep) if args.keep else pathlib.Path(tempfile.mkdtemp(prefix="karumi-e2e-"))
