@@ -101,6 +101,26 @@ def _comparison(result: SearchResult) -> list[tuple[str, str, str]]:
     return rows
 
 
+#: A shipped model this many test-accuracy points below the teacher gets a hint on what to try next.
+LARGE_LOSS_POINTS = 5.0
+
+
+def accuracy_hint(space: str, points: float) -> str | None:
+    """What to try when the shipped model lost ``points`` (negative) of test accuracy against the teacher:
+    None for a small loss. A student space trains its candidates from random weights, which a short proxy
+    and fine-tune cannot do on harder data (``experiments/results/student_learning_curve.md``); the ``prune``
+    space starts every candidate from the teacher's trained weights."""
+    if points > -LARGE_LOSS_POINTS:
+        return None
+    if space == "prune":
+        return (f"The model lost {-points:.1f} points: give the pruned candidates a longer fine-tune "
+                "(--final-epochs, --proxy-epochs) or a looser --budget-ms.")
+    return (f"The model lost {-points:.1f} points: the {space} students start from random weights, and the "
+            "proxy's and the final fine-tune's epochs did not teach them this data. --space prune compresses the "
+            "teacher itself and inherits its trained weights; or train the students longer (--proxy-epochs, "
+            "--final-epochs, --supernet-epochs).")
+
+
 def verdict(result: SearchResult) -> list[str]:
     """The lines a user reads first: does the teacher already meet the budget, what compression buys."""
     cfg, t, f = result.config, result.teacher, result.final
@@ -124,6 +144,9 @@ def verdict(result: SearchResult) -> list[str]:
         lines.append(f"Compression buys {speed} speed ({'measured side by side' if f.measured_latency_ms is not None else 'predicted'}) "
                      f"and {_ratio(t.size_bytes, f.size_bytes)} size, at {points:+.2f} points of test accuracy "
                      f"(best/model.onnx, the {f.shipped} export).")
+        hint = accuracy_hint(str(cfg["space"]), points)
+        if hint:
+            lines.append(hint)
     elif not result.interrupted:
         lines.append(f"Nothing was shipped: {result.pareto.selection_reason}.")
     return lines

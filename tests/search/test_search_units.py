@@ -315,3 +315,12 @@ def test_open_study_reports_other_storage_errors_at_once(monkeypatch):
     with pytest.raises(InputError, match="cannot be opened: could not connect"):
         open_study(storage="postgresql://nowhere/db", study_name="x", sampler=optuna.samplers.RandomSampler(seed=0))
     assert len(calls) == 1
+
+
+def test_a_large_accuracy_loss_says_what_to_try():
+    from search._report import accuracy_hint
+
+    assert accuracy_hint("mobilenet", -0.8) is None and accuracy_hint("prune", -4.9) is None
+    hint = accuracy_hint("mobilenet", -61.2)
+    assert hint.startswith("The model lost 61.2 points") and "--space prune" in hint
+    assert "--space prune" not in accuracy_hint("prune", -12.0) and "--final-epochs" in accuracy_hint("prune", -12.0)
