@@ -146,7 +146,7 @@ def _nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int = 200) -> np.ndarray:
         if passive.all() or (w[~passive] <= 1e-12 * max(1.0, float(np.abs(w).max()))).all():
             break
         passive[int(np.argmax(np.where(passive, -np.inf, w)))] = True
-        while True:
+        for _inner in range(n + 1):  # each pass drops at least one variable; the cap guards rounding
             z = np.zeros(n)
             z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
             if (z[passive] > 0).all():
@@ -157,6 +157,8 @@ def _nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int = 200) -> np.ndarray:
             x = x + alpha * (z - x)
             passive &= x > 1e-15
             x[~passive] = 0.0
+        else:
+            break
     return x
 
 

@@ -253,3 +253,16 @@ def test_fit_command_blends_a_prior_and_says_so(synthetic, tmp_path, capsys):
                      "--prior", str(tmp_path / "related.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--prior applies to a table being fitted" in err[0]
+
+
+def test_nnls_meets_the_optimality_conditions():
+    """The transfer's non-negative least squares: x >= 0, zero gradient on the positive weights, and no
+    descent direction into the zero ones (Karush-Kuhn-Tucker), on random problems."""
+    from latency_models._predictor import _nnls
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        a, b = rng.normal(size=(20, 6)), rng.normal(size=20)
+        x = _nnls(a, b)
+        w = a.T @ (b - a @ x)
+        assert (x >= 0).all() and (w[x == 0] <= 1e-8).all() and np.allclose(w[x > 0], 0.0, atol=1e-8)
