@@ -29,6 +29,7 @@ import collections
 import copy
 import dataclasses
 import hashlib
+import json
 import logging
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -85,16 +86,6 @@ def builtin_teacher(*, in_channels: int = 3, num_classes: int = 10, width: int =
     layers["flatten"] = nn.Flatten()
     layers["classifier"] = nn.Linear(cin, num_classes)
     return nn.Sequential(layers)
-
-
-def _architecture_fingerprint(model: "torch.nn.Module") -> str:
-    """A hash of the module's class, module types and parameter/buffer names and shapes (not values)."""
-    h = hashlib.sha1(type(model).__qualname__.encode())
-    for name, m in model.named_modules():
-        h.update(f"{name}:{type(m).__qualname__};".encode())
-    for name, t in model.state_dict().items():
-        h.update(f"{name}:{tuple(t.shape)};".encode())
-    return h.hexdigest()[:16]
 
 
 def _fingerprint(model: "torch.nn.Module") -> str:
@@ -250,11 +241,14 @@ class PruneSpace(SearchSpace):
 
     @property
     def latency_options(self) -> dict[str, Any]:
-        """The teacher's architecture instead of its weights: weights (the spec's seed, a state dict, an
-        in-memory module's values) decide which channels a ratio keeps, never how many, so the same teacher
-        architecture trained again keeps its latency profile."""
+        """The teacher's kernels instead of its weights: weights (the spec's seed, a state dict, an in-memory
+        module's values) decide which channels a ratio keeps, never how many, so the same teacher
+        architecture trained again keeps its latency profile. Its kernels (the uncompressed candidate's:
+        every layer's operator, shapes, stride, padding, groups) say what is timed."""
+        kernels = [k.to_dict() for k in self.kernels(self.candidate())]
+        digest = hashlib.sha1(json.dumps(kernels, sort_keys=True).encode()).hexdigest()[:16]
         opts = {k: v for k, v in self.options.items() if k not in ("teacher", "state_dict", "seed")}
-        return {**opts, "teacher_architecture": _architecture_fingerprint(self._teacher)}
+        return {**opts, "teacher_kernels": digest}
 
     # ----------------------------------------------------------------- genes
     def _architecture(self, genes: Mapping[str, Any]) -> Architecture:

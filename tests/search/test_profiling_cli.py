@@ -64,3 +64,7 @@ def test_the_prune_space_profile_is_keyed_by_the_teachers_architecture_not_its_w
         get_space("prune", teacher=b, input_size=16, in_channels=1).options["teacher"]  # the weights differ
     assert fp(a) == fp(b) == fp("builtin")
     assert fp(builtin_teacher(in_channels=1, num_classes=10, width=96)) != fp(a)
+    # same parameter shapes, another stride: other kernels, another profile
+    c = builtin_teacher(in_channels=1, num_classes=10)
+    c.conv1.stride = (2, 2)
+    assert fp(c) != fp(a)
