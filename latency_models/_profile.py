@@ -95,10 +95,8 @@ class _Timer:
         return measure_interleaved(models, threads=self.threads, reference=self.reference, timing=self.timing)
 
     def kernels(self, kernels: Sequence[Kernel]) -> list[Timing]:
-        out: list[Timing] = []
-        for i in range(0, len(kernels), _KERNEL_CHUNK):
-            out += self([kernel_graph(k) for k in kernels[i:i + _KERNEL_CHUNK]])
-        return out
+        """One-kernel graphs of ``kernels`` timed together (callers pass at most :data:`_KERNEL_CHUNK`)."""
+        return self([kernel_graph(k) for k in kernels])
 
 
 def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel | None] | None, *, device_name: str,

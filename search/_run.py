@@ -75,6 +75,8 @@ class _Job:
         self.opts, self.out_dir, self.resuming = opts, out_dir, resuming
         self.progress, self.echo = progress, echo
         self.start = time.perf_counter()
+        #: the predictor and bits the fastest candidate was found under (see :meth:`_update_fastest`)
+        self._fastest_for: tuple[Any, Any] | None = None
 
     def _bar(self, total: float | None, desc: str, *, unit: str, initial: float = 0) -> Progress:
         return Progress(total, desc, unit=unit, initial=initial, enabled=self.progress)
@@ -179,10 +181,19 @@ class _Job:
     def _predict(self, cands: list[Candidate]) -> Any:
         return predict_latency(self.device.predictor, self.space, cands)
 
+    def _update_fastest(self) -> tuple[Candidate, float, dict[str, Any]]:
+        """``self.fastest``: the space's fastest candidate under the current predictor and bits, found again
+        only when either changed (timing the teacher into the table refits the predictor; a resumed study
+        may bring other bits)."""
+        found_for = self._fastest_for
+        if found_for is None or found_for[0] is not self.device.predictor or found_for[1] != self.bits:
+            self.fastest = fastest_candidate(self.space, self._predict, **self.sample_kwargs, seed=int(self.opts.seed))
+            self._fastest_for = (self.device.predictor, self.bits)
+        return self.fastest
+
     def _check_budget(self) -> None:
         budget = float(self.opts.budget_ms)
-        cand, lat, params = fastest_candidate(self.space, self._predict, **self.sample_kwargs, seed=int(self.opts.seed))
-        self.fastest = (cand, lat, params)
+        _, lat, _ = self._update_fastest()
         if budget < lat:
             raise InputError(f"--budget-ms {budget:g} is below the fastest model the {self.space.name} space can "
                              f"produce on this device: {lat:.3f} ms predicted")
@@ -208,9 +219,7 @@ class _Job:
                       f"{teacher_ms:.3f} ms): it bounds nothing; time it on the device with "
                       "latency_models.profile_models([teacher.onnx], out=TABLE) to compare with it")
             return
-        # timing the teacher into the table refits the predictor: the fastest candidate under the current one
-        self.fastest = fastest_candidate(self.space, self._predict, **self.sample_kwargs, seed=int(self.opts.seed))
-        cand, fastest_ms, _ = self.fastest
+        cand, fastest_ms, _ = self._update_fastest()  # under the predictor refitted on the teacher
         if self.device.local:  # this machine: settle it by measurement, not by the predictor
             fastest_measured, teacher_measured = self._measure_against_teacher(cand)
             slower = fastest_measured >= teacher_measured
@@ -301,7 +310,7 @@ class _Job:
                              f"that study {self.opts.study_name!r} was searched with; use the same --bits")
         self.echo(f"bits     {', '.join(map(str, stored))}: the widths this study was started with")
         self.bits = stored
-        self.fastest = fastest_candidate(self.space, self._predict, **self.sample_kwargs, seed=int(self.opts.seed))
+        self._update_fastest()
 
     def _search(self, study: Any) -> Any:
         from optuna.trial import TrialState
