@@ -129,26 +129,33 @@ def load_setup(*, data: str = "digits", space: str = "mobilenet", seed: int = 0,
     ds = load_data(data, seed=seed)
     c, h, _ = ds.input_shape
     teacher = load_teacher("builtin", ds, seed=seed, epochs=teacher_epochs)
-    sp = get_space(space, num_classes=ds.num_classes, input_size=h, in_channels=c)
+    options: dict[str, Any] = dict(num_classes=ds.num_classes, input_size=h, in_channels=c)
+    if space == "prune":  # as search.run: the space compresses the trained teacher, not random weights
+        options["teacher"] = teacher.model
+    sp = get_space(space, **options)
     device = resolve_device("local", sp, profile_min=profile_min)
     return Setup(data=ds, teacher=teacher, space=sp, device=device, data_spec=data, space_name=space)
 
 
 
 def random_latencies(setup: Setup, *, n: int = 2000, seed: int = 1234,
-                     search: Sequence[str] = ("arch", "prune", "bits")) -> np.ndarray:
-    """Predicted milliseconds of ``n`` random candidates of the setup's space (searching ``search``)."""
+                     search: Sequence[str] = ("arch", "prune", "bits"),
+                     bits: Sequence[int] | None = None) -> np.ndarray:
+    """Predicted milliseconds of ``n`` random candidates of the setup's space (searching ``search``, drawing
+    ``bits``: default ``spaces.SEARCH_BITS``)."""
     from search import predict_latency
 
     rng = np.random.default_rng(seed)
-    cands = [setup.space.sample(rng, search=tuple(search)) for _ in range(n)]
+    kwargs: dict[str, Any] = {} if bits is None else {"bits": tuple(bits)}
+    cands = [setup.space.sample(rng, search=tuple(search), **kwargs) for _ in range(n)]
     return np.asarray(predict_latency(setup.device.predictor, setup.space, cands), dtype=float)
 
 
-def choose_budget(setup: Setup, *, quantile: float, n: int = 2000, seed: int = 1234) -> tuple[float, np.ndarray]:
+def choose_budget(setup: Setup, *, quantile: float, n: int = 2000, seed: int = 1234,
+                  bits: Sequence[int] | None = None) -> tuple[float, np.ndarray]:
     """A budget that binds: the ``quantile`` of the predicted latency of ``n`` random candidates of the whole
     space, rounded to 2 significant digits; returns it and those latencies."""
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile={quantile!r} must be in (0, 1)")
-    lat = random_latencies(setup, n=n, seed=seed)
+    lat = random_latencies(setup, n=n, seed=seed, bits=bits)
     return float(f"{np.quantile(lat, quantile):.2g}"), lat

@@ -7,12 +7,16 @@ accuracy) at every proxy length of ``--epochs``, and once ``--factor`` times lon
 default proxy. Reports, per proxy length, Kendall's tau-b and Spearman's rho between proxy and long accuracy
 and the proxy's seconds per trial: the curve that sets the search's default ``--proxy-epochs``.
 
-Everything is what ``python -m search`` uses by default: scikit-learn's digits at 16x16 with the search's
-train/validation split, the proxy's 512 training images, batch 64, learning rate 0.05, and the built-in
+Everything is what ``python -m search`` uses by default: scikit-learn's digits at 16x16 (or ``--data``, e.g.
+``shapes``) with the search's train/validation split, the proxy's 512 training images, batch 64, learning rate 0.05, and the built-in
 teacher (trained and cached exactly as the search does; the ``prune`` space compresses that teacher).
 
     python experiments/proxy_fidelity.py --space mobilenet      # one space -> results/proxy_fidelity_<space>.json
+    python experiments/proxy_fidelity.py --space prune --data shapes  # -> results/proxy_fidelity_prune_shapes.json
     python experiments/proxy_fidelity.py --summarise            # all JSON -> results/proxy_fidelity.md
+
+The summary sets two baseline proxies beside the trained ones: the candidate's MAC count and its size in
+bytes (at its bits), each ranked against the long training's accuracy (bigger is assumed better).
 """
 
 from __future__ import annotations
@@ -106,13 +110,18 @@ def resolvable_agreement(proxy: list[float], long: list[float], n_val: int) -> d
             "kendall_tau": (agree - disagree) / n if n else None}
 
 
+def _stem(space: str, data: str) -> str:
+    """Result file stem: the space, and the data set unless it is the default digits."""
+    return space if data == "digits" else f"{space}_{data.split(':')[0]}"
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
 def run_space(name: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
-    data = load_data("digits", seed=args.seed)
+    data = load_data(args.data, seed=args.seed)
     teacher = load_teacher("builtin", data, seed=args.seed, epochs=SearchOptions.teacher_epochs)
     c, h, _ = data.input_shape
     options: dict = dict(num_classes=data.num_classes, input_size=h, in_channels=c)
@@ -132,7 +141,7 @@ def run_space(name: str, args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     rows = []
     load_before = _load()
-    partial = RESULTS / f"proxy_fidelity_{name}.partial.json"  # progress, in case the run is stopped
+    partial = RESULTS / f"proxy_fidelity_{_stem(name, args.data)}.partial.json"  # progress, in case the run is stopped
     for _ in tqdm(range(args.candidates), desc=f"{name}: candidates"):
         cand = space.sample(rng)
         bits = space.module_bits(cand)
@@ -161,6 +170,7 @@ def run_space(name: str, args: argparse.Namespace) -> dict:
         }
     return {
         "space": name,
+        "data_spec": args.data,
         "command": " ".join(["python experiments/proxy_fidelity.py"] + sys.argv[1:]),
         "settings": {"candidates": args.candidates, "proxies": list(args.proxies), "long_epochs": long_epochs,
                      "factor": args.factor, "samples": args.samples, "batch_size": args.batch_size, "lr": args.lr,
@@ -184,16 +194,22 @@ def summarise() -> str:
     lines = [
         "# Proxy fidelity: Kendall's tau-b between the search's proxy and ten times longer training",
         "",
-        "Digits 16x16 (the search's default data), 512 proxy training images, one torch thread. Long training:",
-        f"--factor x the search's default proxy epochs at its batch size and lr ({DEFAULT_PROXY}), on the same images.",
-        "'tau on resolvable pairs': only pairs whose long-training accuracies differ by more than validation noise",
-        "(see resolvable_agreement). 'ceiling': the long training against itself with another seed.",
+        "The search's data at its default resolution (digits 16x16, shapes 32x32), 512 proxy training images, one",
+        "torch thread. Long training: --factor x the search's default proxy epochs at its batch size and lr",
+        f"({DEFAULT_PROXY}), on the same images. 'tau on resolvable pairs': only pairs whose long-training accuracies",
+        "differ by more than validation noise (see resolvable_agreement). 'ceiling': the long training against itself",
+        "with another seed. 'tau MACs' / 'tau size': the candidate's MAC count / size in bytes as the proxy (no",
+        "training; bigger ranked better), the baselines the issue asks to beat.",
         "",
-        "| space | candidates | proxy (epochs:batch:lr) | long epochs | Kendall tau-b | Spearman rho | tau on resolvable pairs (n) | proxy s/trial (median) | proxy acc range | long acc range | long s/trial | ceiling tau-b |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| space | data | candidates | proxy (epochs:batch:lr) | long epochs | Kendall tau-b | Spearman rho | tau on resolvable pairs (n) | tau MACs | tau size | proxy s/trial (median) | proxy acc range | long acc range | long s/trial | ceiling tau-b |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for path in sorted(p for p in RESULTS.glob("proxy_fidelity_*.json") if not p.name.endswith(".partial.json")):
+    paths = sorted(p for p in RESULTS.glob("proxy_fidelity_*.json") if not p.name.endswith(".partial.json"))
+    for path in paths:
         r = json.loads(path.read_text())
+        la = [row["long_accuracy"] for row in r["rows"]]
+        tau_macs = kendall_tau_b([float(row["macs"]) for row in r["rows"]], la)
+        tau_size = kendall_tau_b([float(row["size_bytes"]) for row in r["rows"]], la)
         for e, m in r["by_proxy_epochs"].items():
             lo, hi = m["accuracy_range"]
             llo, lhi = r["long_accuracy_range"]
@@ -201,11 +217,11 @@ def summarise() -> str:
             rtau = "n/a" if rp["kendall_tau"] is None else f"{rp['kendall_tau']:.3f}"
             ceil = "" if not r.get("ceiling") else f"{r['ceiling']['kendall_tau_b']:.3f}"
             lines.append(
-                f"| {r['space']} | {len(r['rows'])} | {e} | {r['settings']['long_epochs']} | {m['kendall_tau_b']:.3f} | {m['spearman_rho']:.3f} | "
-                f"{rtau} ({rp['resolvable']}/{rp['pairs']}) | {m['seconds_median']:.2f} | {lo:.3f}-{hi:.3f} | "
+                f"| {r['space']} | {r.get('data_spec', 'digits')} | {len(r['rows'])} | {e} | {r['settings']['long_epochs']} | "
+                f"{m['kendall_tau_b']:.3f} | {m['spearman_rho']:.3f} | {rtau} ({rp['resolvable']}/{rp['pairs']}) | "
+                f"{tau_macs:.3f} | {tau_size:.3f} | {m['seconds_median']:.2f} | {lo:.3f}-{hi:.3f} | "
                 f"{llo:.3f}-{lhi:.3f} | {r['long_seconds_median']:.1f} | {ceil} |")
-    commands = [json.loads(p.read_text())["command"] for p in sorted(RESULTS.glob("proxy_fidelity_*.json"))
-                if not p.name.endswith(".partial.json")]
+    commands = [json.loads(p.read_text())["command"] for p in paths]
     lines += ["", "Produced by:", ""] + [f"    {c}" for c in commands] + ["    python experiments/proxy_fidelity.py --summarise"]
     text = "\n".join(lines) + "\n"
     (RESULTS / "proxy_fidelity.md").write_text(text)
@@ -216,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", help="space to measure (see spaces.list_spaces())")
     parser.add_argument("--summarise", action="store_true", help="merge results/proxy_fidelity_*.json into a table")
+    parser.add_argument("--data", default="digits", help="data set, as python -m search --data (default digits)")
     parser.add_argument("--candidates", type=int, default=12)
     parser.add_argument("--proxies", nargs="+", default=[DEFAULT_PROXY, "2:32:0.05", "6:64:0.05"], metavar="E:B:LR",
                         help=f"proxies to score: epochs:batch size:learning rate (default: the search's {DEFAULT_PROXY}, "
@@ -235,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--space or --summarise is required")
     result = run_space(args.space, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"proxy_fidelity_{args.space}.json"
+    out = RESULTS / f"proxy_fidelity_{_stem(args.space, args.data)}.json"
     out.write_text(json.dumps(result, indent=1))
-    (RESULTS / f"proxy_fidelity_{args.space}.partial.json").unlink(missing_ok=True)
+    (RESULTS / f"proxy_fidelity_{_stem(args.space, args.data)}.partial.json").unlink(missing_ok=True)
     for e, m in result["by_proxy_epochs"].items():
         print(f"{args.space}: proxy {e}: Kendall tau-b {m['kendall_tau_b']:.3f}, Spearman "
               f"{m['spearman_rho']:.3f}, {m['seconds_median']:.2f} s/trial")

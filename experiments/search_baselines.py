@@ -1,4 +1,4 @@
-"""The search against baselines at equal trial budgets, on digits, over several seeds.
+"""The search against baselines at equal trial budgets, on digits (or ``--data``), over several seeds.
 
 Methods (each scored by the search's own objective, ``search.evaluate_candidate``, with one shared
 ``search.ProxyEvaluator`` per seed, the shared built-in teacher, data and local device predictor):
@@ -11,7 +11,13 @@ Methods (each scored by the search's own objective, ``search.evaluate_candidate`
   no pruning, 32 bits);
 - ``uniform-int8``: the usual hand-made choice, a grid of width multipliers (the space's 0.35, 0.5, 0.75,
   1.0) times uniform channel pruning (0, 0.25, 0.5, 0.75 of every layer's channels: a finer width
-  multiplier) at uniform int8, each built with ``space.candidate(...)`` (16 candidates, in grid order).
+  multiplier) at uniform int8, each built with ``space.candidate(...)`` (16 candidates, in grid order); in
+  the ``prune`` space (no width multiplier: the teacher itself) uniform pruning of 0, 0.05, ..., 0.75 of
+  every prunable layer's channels at int8 (16 candidates).
+
+In the ``prune`` space "arch" is its architecture gene, the per-layer low-rank factorisation (rank ratios).
+``--bits auto`` draws the bit widths as ``python -m search`` does by default (32 and the widths the device's
+profile says run faster); without it, all of ``spaces.SEARCH_BITS``.
 
 Every Optuna method runs through the search's own study driver (``run_study`` with the search's samplers;
 like ``search.run`` it first enqueues the fastest candidate when the budget is within 2x of it). The
@@ -24,6 +30,8 @@ largest architecture at 32 bits), reference point (1, 1, 1): only feasible, trai
 best feasible accuracy at the budget. Mean and standard deviation over seeds.
 
     python experiments/search_baselines.py --out experiments/results/search_baselines
+    python experiments/search_baselines.py --data shapes --space prune --bits auto \
+        --out experiments/results/search_baselines_prune_shapes
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from search import SearchOptions  # noqa: E402
+from spaces import SEARCH_BITS  # noqa: E402
 from experiments._common import (
     choose_budget,
     hypervolume_3d,
@@ -63,6 +72,8 @@ OPTUNA_METHODS = {
 }
 UNIFORM_WIDTHS = (0.35, 0.5, 0.75, 1.0)
 UNIFORM_PRUNE = (0.0, 0.25, 0.5, 0.75)
+#: the uniform grid of the ``prune`` space, which has no width multiplier: 16 uniform prune ratios
+UNIFORM_PRUNE_ONLY = tuple(round(0.05 * i, 2) for i in range(16))
 
 
 def predict_ms(setup: Any, cands: list[Any]) -> np.ndarray:
@@ -72,14 +83,21 @@ def predict_ms(setup: Any, cands: list[Any]) -> np.ndarray:
     return np.asarray(predict_latency(setup.device.predictor, setup.space, cands), dtype=float)
 
 
-def latency_distribution(setup: Any, *, n: int, seed: int) -> dict[str, np.ndarray]:
+def latency_distribution(setup: Any, *, n: int, seed: int, bits: tuple[int, ...] | None) -> dict[str, np.ndarray]:
     """Predicted latencies of ``n`` random candidates for each method's searched parts."""
-    return {",".join(parts): random_latencies(setup, n=n, seed=seed, search=parts)
+    return {",".join(parts): random_latencies(setup, n=n, seed=seed, search=parts, bits=bits)
             for method, (_, parts) in OPTUNA_METHODS.items() if method != "random"}
 
 
 def uniform_grid(space: Any) -> list[tuple[dict[str, Any], Any]]:
-    """The hand-made baseline: width multiplier x uniform prune ratio, int8 everywhere."""
+    """The hand-made baseline: width multiplier x uniform prune ratio, int8 everywhere (the ``prune`` space:
+    uniform prune ratio, int8)."""
+    if space.name == "prune":
+        layers = space.layers(space.candidate())
+        return [({"uniform_prune": r, "bits": 8},
+                 space.candidate(prune_ratios=[r if layer.prunable else 0.0 for layer in layers],
+                                 bits=[8 if layer.quantisable else 32 for layer in layers]))
+                for r in UNIFORM_PRUNE_ONLY]
     grid = []
     for width in UNIFORM_WIDTHS:
         n = len(space.layer_names(space.candidate(width=width)))
@@ -116,7 +134,7 @@ def trial_rows(trials: list[Any]) -> list[dict[str, Any]]:
 
 
 def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget_ms: float,
-                      evaluator: Any) -> list[dict[str, Any]]:
+                      evaluator: Any, bits: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
     """One run of an Optuna method through the search's own study driver; returns its trials."""
     import optuna
 
@@ -126,7 +144,8 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=[d for _, d in OBJECTIVES],
                                 sampler=make_sampler(sampler_name, seed=seed, budget_ms=budget_ms))
-    _, fastest_ms, params = fastest_candidate(setup.space, lambda c: predict_ms(setup, c), search=parts, seed=seed)
+    _, fastest_ms, params = fastest_candidate(setup.space, lambda c: predict_ms(setup, c), search=parts, bits=bits,
+                                              seed=seed)
     if budget_ms < TIGHT_BUDGET * fastest_ms:
         study.enqueue_trial(params, skip_if_exists=True)
     context = SearchContext(space=setup.space, predictor=setup.device.predictor, budget_ms=budget_ms,
@@ -134,7 +153,7 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_study(study, space=setup.space, context=context, run_id=f"{method}-s{seed}", n_trials=trials,
-                  sample_kwargs={"search": parts})
+                  sample_kwargs={"search": parts, **({} if bits is None else {"bits": bits})})
     return trial_rows(study.trials)
 
 
@@ -193,6 +212,11 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _grid_size(res: dict[str, Any]) -> int:
+    """Points of the uniform-int8 grid of the result's space."""
+    return len(UNIFORM_PRUNE_ONLY) if res["config"]["space"] == "prune" else len(UNIFORM_WIDTHS) * len(UNIFORM_PRUNE)
+
+
 def _pm(s: dict[str, Any], fmt: str) -> str:
     if not s or s.get("n", 0) == 0:
         return "n/a"
@@ -202,9 +226,10 @@ def _pm(s: dict[str, Any], fmt: str) -> str:
 def markdown(res: dict[str, Any]) -> str:
     cfg, summ = res["config"], res["summary"]
     lines = [
-        f"Digits, `{cfg['space']}` space, local CPU predictor; budget {res['budget_ms']:.3f} ms predicted "
+        f"{cfg['data'].capitalize()}, `{cfg['space']}` space, local CPU predictor; budget {res['budget_ms']:.3f} ms predicted "
         f"({100 * res['budget_feasible_share_random']:.0f}% of 2,000 random candidates of the whole space meet it); "
-        f"{cfg['trials']} trials per run (uniform-int8: its {len(UNIFORM_WIDTHS) * len(UNIFORM_PRUNE)}-point grid), "
+        f"{cfg['trials']} trials per run (uniform-int8: its {_grid_size(res)}-point grid), "
+        f"bits drawn from {', '.join(map(str, cfg.get('bits') or SEARCH_BITS))}, "
         f"seeds {', '.join(map(str, cfg['seeds']))}; proxy {cfg['proxy_epochs']} epochs on {cfg['proxy_samples']} images. "
         f"Mean ± std over seeds.",
         "",
@@ -251,7 +276,7 @@ def plot(res: dict[str, Any], path: pathlib.Path) -> None:
         ax.fill_between(x, mean - std, mean + std, color=colors.get(method), alpha=0.15)
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume (1-acc, latency/budget, size/max size; ref 1,1,1)")
-    ax.set_title(f"digits, {res['config']['space']}, budget {res['budget_ms']:.2f} ms, "
+    ax.set_title(f"{res['config']['data']}, {res['config']['space']}, budget {res['budget_ms']:.2f} ms, "
                  f"mean ± std over {len(res['config']['seeds'])} seeds", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -307,6 +332,10 @@ def merge(paths: list[pathlib.Path], out: pathlib.Path, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="experiments/results/search_baselines", help="results folder")
+    ap.add_argument("--data", default="digits", help="data set, as python -m search --data (default digits)")
+    ap.add_argument("--bits", choices=("all", "auto"), default="all",
+                    help="bit widths drawn: all of spaces.SEARCH_BITS (default), or auto: as python -m search "
+                         "--bits auto, 32 and the widths the device runs faster")
     ap.add_argument("--space", default="mobilenet", help="search space (default mobilenet, the search's default)")
     ap.add_argument("--trials", type=int, default=20, help="trials per run of each Optuna method")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (sampler and proxy training)")
@@ -331,17 +360,25 @@ def main(argv: list[str] | None = None) -> int:
     from search import ProxyEvaluator
 
     start_load, start = loadavg(), time.perf_counter()
-    setup = load_setup(data="digits", space=args.space, seed=0, teacher_epochs=args.teacher_epochs)
-    dist = latency_distribution(setup, n=2000, seed=1234)
+    setup = load_setup(data=args.data, space=args.space, seed=0, teacher_epochs=args.teacher_epochs)
+    bits = None
+    if args.bits == "auto":  # as python -m search --bits auto (its default)
+        from search import rewarded_bits
+
+        bits = tuple(rewarded_bits(setup.device.predictor, setup.space))
+        print(f"bits auto: {', '.join(map(str, bits))}", flush=True)
+    dist = latency_distribution(setup, n=2000, seed=1234, bits=bits)
     full = dist["arch,prune,bits"]
-    budget = float(args.budget_ms) if args.budget_ms else choose_budget(setup, quantile=args.budget_quantile)[0]
+    budget = float(args.budget_ms) if args.budget_ms else choose_budget(setup, quantile=args.budget_quantile,
+                                                                        bits=bits)[0]
     size_ref = largest_size(setup.space)
     print(f"budget {budget:g} ms: {np.mean(full <= budget):.0%} of random candidates feasible; "
           f"latency range {full.min():.3f}-{full.max():.3f} ms; size reference {size_ref} bytes", flush=True)
     res: dict[str, Any] = {
         "experiment": "search_baselines",
         "command": "python experiments/search_baselines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "config": {"space": args.space, "data": "digits", "trials": args.trials, "seeds": args.seeds,
+        "config": {"space": args.space, "data": args.data, "bits": None if bits is None else list(bits),
+                   "trials": args.trials, "seeds": args.seeds,
                    "proxy_epochs": args.proxy_epochs, "proxy_samples": args.proxy_samples,
                    "teacher_epochs": args.teacher_epochs, "budget_quantile": None if args.budget_ms else args.budget_quantile},
         "methods": args.methods,
@@ -370,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_uniform(setup, budget_ms=budget, evaluator=evaluator)
         else:
             rows = run_optuna_method(setup, method, seed=seed, trials=args.trials, budget_ms=budget,
-                                     evaluator=evaluator)
+                                     evaluator=evaluator, bits=bits)
         run = {"method": method, "seed": seed, "seconds": time.perf_counter() - t0, "loadavg_start": l0,
                "loadavg_end": loadavg(), "trials": rows,
                "hypervolume": hv_curve(rows, budget_ms=budget, size_ref=size_ref),
