@@ -24,6 +24,8 @@ __all__ = [
     "LatencyTable",
     "PROTOCOL_NAME",
     "Progress",
+    "SegmentPredictor",
+    "SegmentSummary",
     "Timing",
     "UnknownOperatorWarning",
     "WorkloadModel",
@@ -49,6 +51,8 @@ __all__ = [
 _LAZY = {
     "LatencyPredictor": "latency_models._predictor",
     "UnknownOperatorWarning": "latency_models._predictor",
+    "SegmentPredictor": "latency_models._segments",
+    "SegmentSummary": "latency_models._segments",
     "WorkloadModel": "latency_models._profile",
     "accuracy_metrics": "latency_models._evaluate",
     "evaluate": "latency_models._evaluate",
