@@ -14,9 +14,11 @@ has no weights. With no pruning the network is exactly the spec's.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping, Sequence
 
+from latency_models import Kernel
 from spaces._base import (
     Architecture,
     Layer,
@@ -128,32 +130,53 @@ class FBNetSpace(SearchSpace):
 
     # ----------------------------------------------------------------- plan
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
-        cfg = SETTINGS[self.setting]
-        stem = ConvBN("stem", self.in_channels, STEM_CHANNELS, 3, cfg["stem_stride"], bits=bits[0])
-        blocks = []
-        for i, (op, (cin, cout, stride)) in enumerate(zip(arch["ops"], block_configs(self.setting))):
-            r, b = ratios[i + 1], bits[i + 1]
-            parsed = parse_op(op)
-            if parsed is None:
-                same = cin == cout and stride == 1
-                children = () if same else (ConvBN("conv", cin, cout, 1, stride, padding=0, bits=b),)
-                blocks.append(Seq(str(i), children))
-                continue
-            k, e, g = parsed
-            hidden = keep_channels(cin * e, r, math.lcm(self.channel_multiple, g))
-            children = [ConvBN("expand", cin, hidden, 1, groups=g, padding=0, bits=b)]
-            if g > 1:
-                children.append(Shuffle("shuffle", g))
-            children += [
-                ConvBN("dw", hidden, hidden, k, stride, groups=hidden, padding=math.ceil((k - stride) / 2), bits=b),
-                ConvBN("project", hidden, cout, 1, groups=g, activation="none", padding=0, bits=b),
-            ]
-            blocks.append(Seq(str(i), tuple(children), residual=cin == cout and stride == 1))
-        head_channels = keep_channels(cfg["head"], ratios[-2], self.channel_multiple)
-        return Seq("", (
-            stem,
-            Seq("blocks", tuple(blocks)),
-            ConvBN("head", STAGE_CHANNELS[-1], head_channels, 1, padding=0, bits=bits[-2]),
-            GlobalPool("pool"),
-            Linear("classifier", head_channels, self.num_classes, bits=bits[-1]),
-        ))
+        blocks = [self._block(i, op, r, b) for i, (op, r, b) in enumerate(zip(arch["ops"], ratios[1:-2], bits[1:-2]))]
+        return Seq("", (self._stem(bits[0]), Seq("blocks", tuple(blocks)), *self._tail(ratios[-2], bits[-2], bits[-1])))
+
+    def _stem(self, bits: int) -> ConvBN:
+        return ConvBN("stem", self.in_channels, STEM_CHANNELS, 3, SETTINGS[self.setting]["stem_stride"], bits=bits)
+
+    def _block(self, i: int, op: str, r: float, b: int) -> Seq:
+        """Block ``i`` as ``op`` with prune ratio ``r`` and bits ``b``."""
+        cin, cout, stride = _block_configs(self.setting)[i]
+        parsed = parse_op(op)
+        if parsed is None:
+            same = cin == cout and stride == 1
+            return Seq(str(i), () if same else (ConvBN("conv", cin, cout, 1, stride, padding=0, bits=b),))
+        k, e, g = parsed
+        hidden = keep_channels(cin * e, r, math.lcm(self.channel_multiple, g))
+        children = [ConvBN("expand", cin, hidden, 1, groups=g, padding=0, bits=b)]
+        if g > 1:
+            children.append(Shuffle("shuffle", g))
+        children += [
+            ConvBN("dw", hidden, hidden, k, stride, groups=hidden, padding=math.ceil((k - stride) / 2), bits=b),
+            ConvBN("project", hidden, cout, 1, groups=g, activation="none", padding=0, bits=b),
+        ]
+        return Seq(str(i), tuple(children), residual=cin == cout and stride == 1)
+
+    def _tail(self, r_head: float, b_head: int, b_classifier: int) -> tuple[ConvBN, GlobalPool, Linear]:
+        """Head convolution, global pool and classifier."""
+        head_channels = keep_channels(SETTINGS[self.setting]["head"], r_head, self.channel_multiple)
+        return (ConvBN("head", STAGE_CHANNELS[-1], head_channels, 1, padding=0, bits=b_head), GlobalPool("pool"),
+                Linear("classifier", head_channels, self.num_classes, bits=b_classifier))
+
+    # ----------------------------------------------------------------- compiled latency (spaces._compiled)
+    def _latency_segments(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> list[Any]:
+        """Stem, the 22 blocks, then head, pool and classifier: each keyed by what decides its kernels."""
+        return [("stem", bits[0]), *zip(range(NUM_LAYERS), arch["ops"], ratios[1:-2], bits[1:-2]),
+                ("tail", ratios[-2], bits[-2], bits[-1])]
+
+    def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
+        shape = self.input_shape if state is None else state
+        if key[0] == "stem":
+            nodes: tuple[Any, ...] = (self._stem(key[1]),)
+        elif key[0] == "tail":
+            nodes = self._tail(*key[1:])
+        else:
+            nodes = (self._block(*key),)
+        return Seq("", nodes).kernels(shape)
+
+
+@functools.cache
+def _block_configs(setting: str) -> tuple[tuple[int, int, int], ...]:
+    return tuple(block_configs(setting))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from latency_models import Kernel
 from spaces._base import (
     Architecture,
     Layer,
@@ -36,6 +37,7 @@ from spaces._base import (
 )
 from spaces._plan import (
     ConvBN,
+    crelu_walk,
     with_crelu,
     GlobalPool,
     Linear,
@@ -107,33 +109,82 @@ class MobileNetSpace(StudentSpace):
 
     # ----------------------------------------------------------------- plan
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
-        m, width = self.channel_multiple, arch["width"]
-        cin = keep_channels(make_divisible(STEM_CHANNELS * width, m), ratios[0], m)
-        stem = ConvBN("stem", self.in_channels, cin, 3, self.stem_stride, activation="relu6", bits=bits[0])
+        width = arch["width"]
+        stem = self._stem(width, ratios[0], bits[0])
+        cin = stem.cout
         stages, i = [], 1
-        for s, (channels, _, stride) in enumerate(STAGES):
-            cout = keep_channels(make_divisible(channels * width, m), ratios[i], m)
+        for s, (es, ks) in enumerate(zip(arch["expansions"], arch["kernel_sizes"])):
+            cout = self._stage_width(s, width, ratios[i])
             blocks = []
-            for j, (e, k) in enumerate(zip(arch["expansions"][s], arch["kernel_sizes"][s])):
-                r, b, st = ratios[i], bits[i], stride if j == 0 else 1
+            for j, (e, k) in enumerate(zip(es, ks)):
+                blocks.append(self._block(s, j, cin, cout, e, k, ratios[i], bits[i]))
                 i += 1
-                children = []
-                hidden = cin
-                if e != 1:
-                    hidden = keep_channels(cin * e, r, m)
-                    children.append(ConvBN("expand", cin, hidden, 1, activation="relu6", bits=b))
-                children += [
-                    ConvBN("dw", hidden, hidden, k, st, groups=hidden, activation="relu6", bits=b),
-                    ConvBN("project", hidden, cout, 1, activation="none", bits=b),
-                ]
-                blocks.append(Seq(str(j), tuple(children), residual=st == 1 and cin == cout))
                 cin = cout
             stages.append(Seq(str(s), tuple(blocks)))
-        head = keep_channels(make_divisible(HEAD_CHANNELS * max(1.0, width), m), ratios[-2], m)
-        return with_crelu(Seq("", (
-            stem,
-            Seq("stages", tuple(stages)),
-            ConvBN("head", cin, head, 1, activation="relu6", bits=bits[-2]),
-            GlobalPool("pool"),
-            Linear("classifier", head, self.num_classes, bits=bits[-1]),
-        )), arch.get("crelu", 0))
+        return with_crelu(Seq("", (stem, Seq("stages", tuple(stages)), *self._tail(cin, width, ratios[-2], bits[-2],
+                                                                                   bits[-1]))),
+                          arch.get("crelu", 0))
+
+    def _stem(self, width: float, r: float, b: int) -> ConvBN:
+        m = self.channel_multiple
+        cout = keep_channels(make_divisible(STEM_CHANNELS * width, m), r, m)
+        return ConvBN("stem", self.in_channels, cout, 3, self.stem_stride, activation="relu6", bits=b)
+
+    def _stage_width(self, s: int, width: float, r_first: float) -> int:
+        """Output channels of stage ``s``, pruned by the ratio of its first block."""
+        m = self.channel_multiple
+        return keep_channels(make_divisible(STAGES[s][0] * width, m), r_first, m)
+
+    def _block(self, s: int, j: int, cin: int, cout: int, e: int, k: int, r: float, b: int) -> Seq:
+        """Block ``j`` of stage ``s``: ``cin`` to ``cout`` channels, expansion ``e``, kernel ``k``."""
+        st = STAGES[s][2] if j == 0 else 1
+        children = []
+        hidden = cin
+        if e != 1:
+            hidden = keep_channels(cin * e, r, self.channel_multiple)
+            children.append(ConvBN("expand", cin, hidden, 1, activation="relu6", bits=b))
+        children += [
+            ConvBN("dw", hidden, hidden, k, st, groups=hidden, activation="relu6", bits=b),
+            ConvBN("project", hidden, cout, 1, activation="none", bits=b),
+        ]
+        return Seq(str(j), tuple(children), residual=st == 1 and cin == cout)
+
+    def _tail(self, cin: int, width: float, r_head: float, b_head: int, b_classifier: int) -> tuple[Any, ...]:
+        m = self.channel_multiple
+        head = keep_channels(make_divisible(HEAD_CHANNELS * max(1.0, width), m), r_head, m)
+        return (ConvBN("head", cin, head, 1, activation="relu6", bits=b_head), GlobalPool("pool"),
+                Linear("classifier", head, self.num_classes, bits=b_classifier))
+
+    # ----------------------------------------------------------------- compiled latency (spaces._compiled)
+    def _latency_segments(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> list[Any]:
+        """Stem, each block, then head, pool and classifier. A stage's first block is keyed by its stage and
+        width (its output width is the stage's); a later block maps its input width to itself (the state)."""
+        width = arch["width"]
+        keys: list[Any] = [("stem", width, ratios[0], bits[0], arch.get("crelu", 0))]
+        i = 1
+        for s, (es, ks) in enumerate(zip(arch["expansions"], arch["kernel_sizes"])):
+            keys.append(("first", s, width, es[0], ks[0], ratios[i], bits[i]))
+            n = len(es)
+            keys += zip(es[1:], ks[1:], ratios[i + 1:i + n], bits[i + 1:i + n])
+            i += n
+        keys.append(("tail", width, ratios[-2], bits[-2], bits[-1]))
+        return keys
+
+    def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
+        """Kernels of one segment; the state is (shape, CReLUs left) after the previous segment."""
+        if key[0] == "stem":
+            _, width, r, b, crelu = key
+            shape, left, nodes = self.input_shape, crelu, (self._stem(width, r, b),)
+        else:
+            shape, left = state
+            if key[0] == "first":
+                _, s, width, e, k, r, b = key
+                nodes = (self._block(s, 0, shape[0], self._stage_width(s, width, r), e, k, r, b),)
+            elif key[0] == "tail":
+                nodes = self._tail(shape[0], *key[1:])
+            else:
+                e, k, r, b = key
+                nodes = (self._block(0, 1, shape[0], shape[0], e, k, r, b),)
+        root, left = crelu_walk(Seq("", nodes), left)
+        out, kernels = root.kernels(shape)
+        return (out, left), kernels

@@ -36,6 +36,7 @@ __all__ = [
     "Seq",
     "Shuffle",
     "SplitUnit",
+    "crelu_walk",
     "default_stem_stride",
     "keep_channels",
     "make_divisible",
@@ -291,6 +292,13 @@ def crelu_eligible(node: ConvBN) -> bool:
 def with_crelu(root: Node, n: int, *, exclude: tuple[str, ...] = ("head",)) -> Node:
     """``root`` with CReLU on its first ``n`` eligible convolutions in graph order (:func:`crelu_eligible`,
     top-level names in ``exclude`` skipped): the "early convolutions" of transferred filters."""
+    return crelu_walk(root, n, exclude=exclude)[0]
+
+
+def crelu_walk(root: Node, n: int, *, exclude: tuple[str, ...] = ("head",)) -> tuple[Node, int]:
+    """:func:`with_crelu` of ``root``, and how many of the ``n`` CReLUs are left for the nodes after it (a
+    plan cut into consecutive parts gets the same CReLUs as the whole when each part starts with what the
+    previous one left)."""
     left = [n]
 
     def walk(node: Node, top: bool) -> Node:
@@ -309,7 +317,7 @@ def with_crelu(root: Node, n: int, *, exclude: tuple[str, ...] = ("head",)) -> N
             return dataclasses.replace(node, branch1=walk(node.branch1, False), branch2=walk(node.branch2, False))
         return node
 
-    return walk(root, True) if n > 0 else root
+    return (walk(root, True), left[0]) if n > 0 else (root, n)
 
 
 # --------------------------------------------------------------------------------------------- torch modules

@@ -179,6 +179,7 @@ class PruneSpace(SearchSpace):
                             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
         self._prunable = {members[0] for members, free in prune_groups(self._teacher, self._example) if free}
         self._lowrank = lowrank_eligible(self._teacher)
+        self._layer_pos = {name: j for j, name in enumerate(self.layer_table)}
         self._built: collections.OrderedDict[str, torch.nn.Module] = collections.OrderedDict()
         self._kernels: collections.OrderedDict[str, list[Kernel]] = collections.OrderedDict()
 
@@ -270,6 +271,34 @@ class PruneSpace(SearchSpace):
 
     def _plan(self, genes: Mapping[str, Any], prune_ratios: Sequence[float], bits: Sequence[int]) -> CompressedTeacher:
         return CompressedTeacher("", self, tuple(genes["rank_ratios"]), tuple(prune_ratios), tuple(bits))
+
+    # ----------------------------------------------------------------- compiled latency (spaces._compiled)
+    def _latency_segments(self, genes: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> list[Any]:
+        """One segment per conv / linear kernel of the compressed teacher (with the kernels after it; the
+        first also with those before it). The first is keyed by the rank and prune ratios, which decide every
+        kernel's shape (the state after it), each by its bits (a factorised layer's two kernels share them)."""
+        ranks = tuple(genes["rank_ratios"])
+        expanded: Sequence[int] = bits
+        if any(r < 1.0 for r in ranks):
+            factorised = {self._layer_pos[name] for name, r in zip(self._lowrank, ranks) if r < 1.0}
+            expanded = [b for j, b in enumerate(bits) for _ in range(2 if j in factorised else 1)]
+        return [("teacher", ranks, tuple(ratios), expanded[0], len(expanded)), *enumerate(expanded[1:], 1)]
+
+    def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
+        if key[0] == "teacher":
+            _, ranks, ratios, b, n_bits = key
+            state, j = (ranks, ratios), 0
+        else:
+            j, b = key
+        kernels = self._float_kernels(CompressedTeacher("", self, state[0], state[1], ()))
+        weighted = [i for i, k in enumerate(kernels) if k.op in ("conv", "linear")]
+        if j == 0 and len(weighted) != n_bits:
+            raise RuntimeError(f"prune space: {len(weighted)} conv/linear kernels for {n_bits} layers")
+        start = 0 if j == 0 else weighted[j]
+        stop = weighted[j + 1] if j + 1 < len(weighted) else len(kernels)
+        out = list(kernels[start:stop])
+        out[weighted[j] - start] = dataclasses.replace(out[weighted[j] - start], bits=b)
+        return state, out
 
     # ----------------------------------------------------------------- models (cached per instance)
     @staticmethod

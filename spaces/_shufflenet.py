@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from latency_models import Kernel
 from spaces._base import (
     Architecture,
     Layer,
@@ -39,6 +40,7 @@ from spaces._base import (
 )
 from spaces._plan import (
     ConvBN,
+    crelu_walk,
     with_crelu,
     DualUnit,
     GlobalPool,
@@ -108,45 +110,88 @@ class ShuffleNetSpace(StudentSpace):
 
     # ----------------------------------------------------------------- plan
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
-        m = self.channel_multiple
-        cin = keep_channels(STEM_CHANNELS, ratios[0], m)
-        stem: list[Any] = [ConvBN("stem", self.in_channels, cin, 3, self.stem_stride, bits=bits[0])]
-        if self.stem_stride == 2:
-            stem.append(MaxPool("stem_pool", 3, 2, 1))
+        stem = self._stem(ratios[0], bits[0])
+        cin = stem[0].cout
         stages, i = [], 1
-        for s, (base, w, kernels) in enumerate(zip(BRANCH_CHANNELS, arch["widths"], arch["kernel_sizes"])):
-            branch = keep_channels(make_divisible(base * w, m), ratios[i], m)
+        for s, (w, kernels) in enumerate(zip(arch["widths"], arch["kernel_sizes"])):
+            branch = self._branch_width(s, w, ratios[i])
             units = []
             for j, k in enumerate(kernels):
-                r, b = ratios[i], bits[i]
+                units.append(self._first_unit(cin, branch, k, bits[i]) if j == 0 else
+                             self._unit(j, branch, k, ratios[i], bits[i]))
                 i += 1
-                if j == 0:
-                    units.append(DualUnit(
-                        str(j),
-                        Seq("branch1", (
-                            ConvBN("dw", cin, cin, k, 2, groups=cin, activation="none", bits=b),
-                            ConvBN("pw", cin, branch, 1, bits=b),
-                        )),
-                        Seq("branch2", (
-                            ConvBN("pw1", cin, branch, 1, bits=b),
-                            ConvBN("dw", branch, branch, k, 2, groups=branch, activation="none", bits=b),
-                            ConvBN("pw2", branch, branch, 1, bits=b),
-                        )),
-                    ))
-                else:
-                    mid = keep_channels(branch, r, m)
-                    units.append(SplitUnit(str(j), Seq("branch", (
-                        ConvBN("pw1", branch, mid, 1, bits=b),
-                        ConvBN("dw", mid, mid, k, 1, groups=mid, activation="none", bits=b),
-                        ConvBN("pw2", mid, branch, 1, bits=b),
-                    ))))
                 cin = 2 * branch
             stages.append(Seq(str(s), tuple(units)))
-        head = keep_channels(HEAD_CHANNELS, ratios[-2], m)
-        return with_crelu(Seq("", (
-            *stem,
-            Seq("stages", tuple(stages)),
-            ConvBN("head", cin, head, 1, bits=bits[-2]),
-            GlobalPool("pool"),
-            Linear("classifier", head, self.num_classes, bits=bits[-1]),
-        )), arch.get("crelu", 0))
+        return with_crelu(Seq("", (*stem, Seq("stages", tuple(stages)), *self._tail(cin, ratios[-2], bits[-2], bits[-1]))),
+                          arch.get("crelu", 0))
+
+    def _stem(self, r: float, b: int) -> tuple[Any, ...]:
+        stem: tuple[Any, ...] = (ConvBN("stem", self.in_channels, keep_channels(STEM_CHANNELS, r, self.channel_multiple), 3,
+                                        self.stem_stride, bits=b),)
+        return (*stem, MaxPool("stem_pool", 3, 2, 1)) if self.stem_stride == 2 else stem
+
+    def _branch_width(self, s: int, w: float, r_first: float) -> int:
+        """Channels of one branch of stage ``s`` (half its width), pruned by the ratio of its first unit."""
+        m = self.channel_multiple
+        return keep_channels(make_divisible(BRANCH_CHANNELS[s] * w, m), r_first, m)
+
+    @staticmethod
+    def _first_unit(cin: int, branch: int, k: int, b: int) -> DualUnit:
+        return DualUnit(
+            "0",
+            Seq("branch1", (
+                ConvBN("dw", cin, cin, k, 2, groups=cin, activation="none", bits=b),
+                ConvBN("pw", cin, branch, 1, bits=b),
+            )),
+            Seq("branch2", (
+                ConvBN("pw1", cin, branch, 1, bits=b),
+                ConvBN("dw", branch, branch, k, 2, groups=branch, activation="none", bits=b),
+                ConvBN("pw2", branch, branch, 1, bits=b),
+            )),
+        )
+
+    def _unit(self, j: int, branch: int, k: int, r: float, b: int) -> SplitUnit:
+        mid = keep_channels(branch, r, self.channel_multiple)
+        return SplitUnit(str(j), Seq("branch", (
+            ConvBN("pw1", branch, mid, 1, bits=b),
+            ConvBN("dw", mid, mid, k, 1, groups=mid, activation="none", bits=b),
+            ConvBN("pw2", mid, branch, 1, bits=b),
+        )))
+
+    def _tail(self, cin: int, r_head: float, b_head: int, b_classifier: int) -> tuple[Any, ...]:
+        head = keep_channels(HEAD_CHANNELS, r_head, self.channel_multiple)
+        return (ConvBN("head", cin, head, 1, bits=b_head), GlobalPool("pool"),
+                Linear("classifier", head, self.num_classes, bits=b_classifier))
+
+    # ----------------------------------------------------------------- compiled latency (spaces._compiled)
+    def _latency_segments(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> list[Any]:
+        """Stem, each unit, then head, pool and classifier. A stage's first unit is keyed by its stage and
+        width; a later unit keeps its input width (the state), which is twice its branch width."""
+        keys: list[Any] = [("stem", ratios[0], bits[0], arch.get("crelu", 0))]
+        i = 1
+        for s, (w, ks) in enumerate(zip(arch["widths"], arch["kernel_sizes"])):
+            keys.append(("first", s, w, ks[0], ratios[i], bits[i]))
+            n = len(ks)
+            keys += zip(ks[1:], ratios[i + 1:i + n], bits[i + 1:i + n])
+            i += n
+        keys.append(("tail", ratios[-2], bits[-2], bits[-1]))
+        return keys
+
+    def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
+        """Kernels of one segment; the state is (shape, CReLUs left) after the previous segment."""
+        if key[0] == "stem":
+            _, r, b, crelu = key
+            shape, left, nodes = self.input_shape, crelu, self._stem(r, b)
+        else:
+            shape, left = state
+            if key[0] == "first":
+                _, s, w, k, r, b = key
+                nodes = (self._first_unit(shape[0], self._branch_width(s, w, r), k, b),)
+            elif key[0] == "tail":
+                nodes = self._tail(shape[0], *key[1:])
+            else:
+                k, r, b = key
+                nodes = (self._unit(1, shape[0] // 2, k, r, b),)
+        root, left = crelu_walk(Seq("", nodes), left)
+        out, kernels = root.kernels(shape)
+        return (out, left), kernels
