@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from spaces._base import PRUNE_RATIO_MAX, SEARCH_BITS, SEARCH_PARTS, Architecture, Layer, SearchSpace, SpaceStats, StudentSpace, Suggest
 from spaces._candidate import Candidate
+from spaces._compiled import CompiledLatency
 from spaces._registry import get_space, list_spaces, register_space
 
 # The built-in spaces register themselves when their modules are imported.
@@ -26,6 +27,7 @@ __all__ = [
     "SEARCH_PARTS",
     "Architecture",
     "Candidate",
+    "CompiledLatency",
     "FBNetSpace",
     "Layer",
     "MobileNetSpace",

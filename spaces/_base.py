@@ -11,6 +11,7 @@ import numpy as np
 
 from latency_models import BITS, Kernel
 from spaces._candidate import Candidate
+from spaces._compiled import CompiledLatency
 from spaces._plan import Node, default_stem_stride
 from spaces.compress import PRUNE_RATIO_MAX, act_quantizers, compressed_size_bytes, export_onnx, export_onnx_quantized
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     import onnx
     import optuna
     import torch
+
+    from latency_models import LatencyPredictor
 
 __all__ = [
     "PRUNE_RATIO_MAX",
@@ -47,6 +50,8 @@ PRUNE_RATIO_STEP = 0.05
 #: ``latency_models.BITS``) are opt-in: ``sample(..., bits=(1, 2, 8, 32))``; ONNX Runtime runs them as int8,
 #: so they buy size, not speed.
 SEARCH_BITS = (4, 8, 16, 32)
+#: Latency evaluators (one per predictor) a space instance keeps.
+_EVALUATORS_KEPT = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +147,9 @@ class SearchSpace(abc.ABC):
       lists its kernels, its quantised modules and builds its ``torch.nn.Module``.
 
     Everything else follows: ``candidate``, ``sample``, ``layer_names``, ``layers``, ``plan``, ``kernels``,
-    ``module_bits``, ``build``, ``stats`` and ``onnx``.
+    ``module_bits``, ``build``, ``stats``, ``onnx`` and ``latency_evaluator``. Optionally, a space makes
+    ``latency_evaluator`` fast by cutting its candidates into memoisable segments (``_latency_segments``
+    and ``_segment_kernels``, see :mod:`spaces._compiled`); the built-in spaces do.
 
     Options every space takes: ``num_classes``, ``input_size``, ``in_channels`` and ``channel_multiple``
     (pruned channel counts are multiples of it). A subclass with more options extends :attr:`options`, so
@@ -318,6 +325,20 @@ class SearchSpace(abc.ABC):
         if out != (self.num_classes,):
             raise RuntimeError(f"plan error: the model outputs {out}, not ({self.num_classes},)")
         return kernels
+
+    def latency_evaluator(self, predictor: "LatencyPredictor") -> CompiledLatency:
+        """A :class:`~spaces.CompiledLatency` of this space under ``predictor``: ``.predict_many(candidates)``
+        gives the milliseconds of ``predictor.predict_many([self.kernels(c) for c in candidates], genes=...)``
+        without listing kernels (about 100x faster once its memo is warm). Kept for the most recent
+        predictors, so repeated calls share one memo."""
+        cache: list[CompiledLatency] = self.__dict__.setdefault("_latency_evaluators", [])
+        for ev in cache:
+            if ev.predictor is predictor:
+                return ev
+        ev = CompiledLatency(self, predictor)
+        cache.insert(0, ev)
+        del cache[_EVALUATORS_KEPT:]
+        return ev
 
     def module_bits(self, candidate: Candidate) -> dict[str, int]:
         """Qualified ``Conv2d``/``Linear`` module names of ``build(candidate)`` mapped to their bits (what

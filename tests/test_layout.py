@@ -4,8 +4,8 @@ Every ``import`` statement counts, also those inside functions and under ``TYPE_
 moved into a function still ties two modules together.
 
 Layers, bottom up: ``latency_models`` and ``spaces.compress`` import nothing of the project; ``spaces``
-imports ``spaces.compress`` and, from ``latency_models``, only the kernel vocabulary; ``search`` uses all
-three; ``experiments`` use the packages' public names only.
+imports ``spaces.compress`` and, from ``latency_models``, only the kernel vocabulary and the segment
+predictor; ``search`` uses all three; ``experiments`` use the packages' public names only.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("latency_models", "spaces", "search")
-#: What ``spaces`` may take from ``latency_models``: the kernel vocabulary.
-SPACES_FROM_LATENCY = {"Kernel", "BITS", "kernels_from_onnx"}
+#: What ``spaces`` may take from ``latency_models``: the kernel vocabulary, and the segment predictor that
+#: ``spaces.CompiledLatency`` (``space.latency_evaluator(predictor)``) feeds with its segments' kernels.
+SPACES_FROM_LATENCY = {"Kernel", "BITS", "kernels_from_onnx", "LatencyPredictor", "SegmentPredictor"}
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -1,0 +1,172 @@
+"""`CompiledLatency`: a predictor's milliseconds for many candidates of one space, without listing kernels.
+
+``predictor.predict_many([space.kernels(c) for c in cands])`` decodes every candidate into a plan and a
+kernel list (about 60 kernels), then sums per kernel: about 1,500 candidates a second. Candidates of a
+space share their parts (a block at a given position with given genes is the same block whatever the rest
+of the network is), so this evaluator cuts a candidate into the *segments* its space declares, lists and
+summarises each distinct segment once (:class:`latency_models.SegmentPredictor`) and predicts a batch from
+segment ids with numpy. The milliseconds equal the slow path's to float rounding, for every predictor
+(floor, gene terms, prior blend included).
+
+A space opts in with two methods (the built-in ones do):
+
+- ``_latency_segments(genes, prune_ratios, bits) -> list``: one hashable key per segment, in graph order,
+  from a validated candidate's parts. A key, together with the *state* the previous segment left (None
+  before the first), must decide that segment's kernels; ``None`` instead of a list says this candidate
+  cannot be compiled (it is then predicted the slow way).
+- ``_segment_kernels(key, state) -> (state_after, kernels)``: the segment's kernels, consecutive in
+  ``space.kernels(candidate)``, and the (hashable) state the next segment starts from, e.g. its shape.
+
+A space that does not define them, or a subclass that overrides how kernels are made (``_plan``,
+``kernels``, ...) below the class that defines them, is predicted the slow way: never a wrong number.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Hashable, Sequence
+
+import numpy as np
+
+from latency_models import Kernel, SegmentPredictor
+
+if TYPE_CHECKING:
+    from latency_models import LatencyPredictor
+    from spaces._candidate import Candidate
+
+__all__ = ["CompiledLatency", "compilable"]
+
+logger = logging.getLogger(__name__)
+
+#: What decides a candidate's kernels: a subclass that overrides one of these below the class that defines
+#: the segment methods makes its own kernels, which the segments do not know.
+_KERNEL_METHODS = ("_plan", "plan", "kernels", "_decode", "_architecture", "input_shape", "_latency_segments",
+                   "_segment_kernels")
+
+
+def compilable(space: Any) -> bool:
+    """Whether ``space`` (a :class:`~spaces.SearchSpace`) declares its segments (see the module) for the
+    class it is an instance of."""
+    mro = type(space).__mro__
+
+    def definer(name: str) -> type | None:
+        return next((c for c in mro if name in c.__dict__), None)
+
+    owner = definer("_latency_segments")
+    if owner is None or definer("_segment_kernels") is None:
+        return False
+    return all((d := definer(name)) is None or issubclass(owner, d) for name in _KERNEL_METHODS)
+
+
+class CompiledLatency:
+    """Milliseconds of candidates of ``space`` (a :class:`~spaces.SearchSpace`) under ``predictor``, from
+    memoised segments (see the module).
+
+    ``predict_many(candidates)`` equals ``predictor.predict_many([space.kernels(c) for c in candidates],
+    genes=[c.genes for c in candidates])`` to float rounding (``genes=False``: without genes). Build it once
+    per (space, predictor) pair, e.g. with ``space.latency_evaluator(predictor)``, and keep it: its memo is
+    what makes it fast. The predictor must not change afterwards.
+
+    Any predictor with ``predict_many(kernel_lists, genes=...)`` is accepted; only a plain
+    ``LatencyPredictor`` is compiled (:meth:`latency_models.SegmentPredictor.supports`).
+
+    Attributes:
+        compiled: whether the space declares its segments and the predictor can be compiled; if not, every
+            call takes the slow path.
+        segments: distinct segments summarised so far.
+    """
+
+    def __init__(self, space: Any, predictor: "LatencyPredictor") -> None:
+        self.space = space
+        self.predictor = predictor
+        self.compiled = compilable(space) and SegmentPredictor.supports(predictor)
+        self._seg = SegmentPredictor(predictor) if self.compiled else None
+        # The memo is a trie over states: one dict per state (what the previous segments left), mapping a
+        # segment key to (segment id, the dict of the state after it).
+        self._root: dict[Hashable, tuple[int, dict]] = {}
+        self._tables: dict[Any, dict] = {}  # state -> its dict
+        self._table_state: dict[int, Any] = {id(self._root): None}
+        self._by_kernels: dict[tuple[Kernel, ...], int] = {(): 0}
+        self._pending: list[tuple[Kernel, ...]] = []
+        if not self.compiled:
+            logger.info("space %r under %s is not compiled (the space declares no latency segments, or the "
+                        "predictor is not a plain LatencyPredictor): predictions list every candidate's kernels",
+                        space.name, type(predictor).__name__)
+
+    @property
+    def segments(self) -> int:
+        """Distinct segments (kernel runs) summarised so far."""
+        return len(self._by_kernels) - 1
+
+    def predict(self, candidate: "Candidate", *, genes: bool = True) -> float:
+        """Milliseconds of one candidate (see :meth:`predict_many`)."""
+        return float(self.predict_many([candidate], genes=genes)[0])
+
+    def predict_many(self, candidates: Sequence["Candidate"], *, genes: bool = True) -> np.ndarray:
+        """Milliseconds of each candidate. ``genes``: pass the candidates' genes to the predictor (as the
+        search does; only predictors fitted on genes use them), or not (``genes=False``)."""
+        candidates = list(candidates)
+        space = self.space
+        gene_list = [c.genes for c in candidates] if genes else None
+        if not self.compiled:
+            return self._slow(candidates, gene_list)
+        vkey, name = space._validation_key(), space.name
+        segments_of = space._latency_segments
+        root, miss = self._root, self._miss
+        flat: list[int] = []
+        add = flat.append
+        lengths: list[int] = []
+        slow: list[int] = []
+        try:
+            for i, c in enumerate(candidates):
+                if c.__dict__.get("_validated_by") == vkey and c.space == name:
+                    keys = segments_of(c.genes, c.prune_ratios, c.bits)
+                else:
+                    keys = segments_of(*space._decode(c))  # validates (ValueError on a bad candidate)
+                if keys is None:
+                    slow.append(i)
+                    lengths.append(0)
+                    continue
+                start = len(flat)
+                table = root
+                for key in keys:
+                    hit = table.get(key)
+                    if hit is None:
+                        hit = miss(table, key)
+                    add(hit[0])
+                    table = hit[1]
+                lengths.append(len(flat) - start)
+        finally:
+            self._flush()
+        ids, counts = np.array(flat, dtype=np.intp), np.array(lengths, dtype=np.intp)
+        out = self._seg.predict_many(ids, counts, genes=gene_list)  # type: ignore[union-attr]
+        if slow:
+            out[slow] = self._slow([candidates[i] for i in slow], None if gene_list is None else [gene_list[i] for i in slow])
+        return out
+
+    def _miss(self, table: dict, key: Hashable) -> tuple[int, dict]:
+        """List the kernels of a segment not seen in this state; their summary is computed by :meth:`_flush`."""
+        after, kernels = self.space._segment_kernels(key, self._table_state[id(table)])
+        kernels = tuple(kernels)
+        sid = self._by_kernels.get(kernels)
+        if sid is None:
+            sid = self._by_kernels[kernels] = len(self._seg) + len(self._pending)  # type: ignore[arg-type]
+            self._pending.append(kernels)
+        following = self._tables.get(after)
+        if following is None:
+            following = self._tables[after] = {}
+            self._table_state[id(following)] = after
+        hit = table[key] = (sid, following)
+        return hit
+
+    def _flush(self) -> None:
+        """Summarise the pending segments in one batch (their new kernels predicted together)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        ids = self._seg.add_many(pending)  # type: ignore[union-attr]
+        if ids and ids[0] != self._by_kernels[pending[0]]:  # ids are handed out in order; never reached
+            raise RuntimeError("CompiledLatency: segment ids out of step with the segment predictor")
+
+    def _slow(self, candidates: list["Candidate"], genes: list[Any] | None) -> np.ndarray:
+        return self.predictor.predict_many([self.space.kernels(c) for c in candidates], genes=genes)

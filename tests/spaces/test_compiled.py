@@ -1,0 +1,164 @@
+"""`CompiledLatency` (``space.latency_evaluator``): the slow path's milliseconds, for every space and predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latency_models import BITS, LatencyPredictor, LatencyTable
+from latency_models._table import device_info
+from spaces import Candidate, CompiledLatency, FBNetSpace, MobileNetSpace, get_space, list_spaces
+
+#: Options that keep each built-in space small and quick (the prune space exports its teacher per structure).
+OPTIONS = {"prune": {"input_size": 16}, "mobilenet": {"input_size": 96}, "shufflenet": {"input_size": 96}}
+
+
+def _space(name):
+    return get_space(name, **OPTIONS.get(name, {}))
+
+
+def _physical(seed, *, gene_ms=None, prior=(), weights=()):
+    """A model-rows predictor with every term: transitions between all bits, gene terms, a floor."""
+    rng = np.random.default_rng(seed)
+    trans = {f"{a}>{b}{u}": float(rng.uniform(-0.01, 0.05)) for a in BITS for b in BITS if a != b for u in ("", ":mel")}
+    return LatencyPredictor(device={"name": f"d{seed}"}, protocol={}, mode="models",
+                            intercept_ms=float(rng.uniform(-0.1, 0.1)), theta0=rng.uniform(0.001, 0.02, 4),
+                            transition_ms=trans, gene_ms=gene_ms, gene_mean_ms=0.05 if gene_ms else 0.0,
+                            min_model_ms=0.05, prior=prior, prior_weights=weights, own_weight=0.7,
+                            blend_intercept_ms=0.02)
+
+
+def _predictors():
+    genes = {"ops[0]=k3_e6": 0.2, "ops[3]=skip": -0.05, "width=0.5": 0.1, "crelu=2": 0.03, "stem_stride=2": 1.0}
+    return {
+        "physical": _physical(0),
+        "genes": _physical(1, gene_ms=genes),
+        "blended": _physical(2, prior=[_physical(3, gene_ms=genes), _physical(4)], weights=[0.4, 0.0]),
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A kernels-mode predictor fitted on kernel rows and mixed-precision model rows of the student spaces."""
+    table = LatencyTable(device=device_info(name="synthetic"))
+    rng = np.random.default_rng(7)
+    seen = set()
+    for name in ("fbnet", "mobilenet"):
+        space = _space(name)
+        for _ in range(12):
+            ks = space.kernels(space.sample(rng))
+            w = [k for k in ks if k.op in ("conv", "linear")]
+            true = 0.05 + sum(1e-5 * k.macs ** 0.9 + 0.002 for k in ks) + 0.01 * sum(
+                a.bits != b.bits for a, b in zip(w, w[1:]))
+            table.add_model(ks, true, source=name)
+            for k in ks[::4]:
+                if k not in seen:
+                    seen.add(k)
+                    table.add_kernel(k, 1e-5 * k.macs ** 0.9 + 0.004)
+    pred = LatencyPredictor.fit(table)
+    assert pred.mode == "kernels" and pred.transition_ms
+    return pred
+
+
+def _candidates(space, n, seed):
+    """Random candidates with mixed bits (1 to 32) and every opt-in gene, their JSON round trips (not yet
+    validated by the space) and the default candidate."""
+    rng = np.random.default_rng(seed)
+    cands = [space.sample(rng, genes=space.OPT_IN_GENES, bits=BITS) for _ in range(n)]
+    if space.name == "prune":  # a few structures (each is one ONNX export), many bit and rank settings
+        shapes = [c.prune_ratios for c in cands[:3]]
+        cands = [space.candidate(**dict(c.genes), prune_ratios=list(shapes[i % 3]), bits=list(c.bits))
+                 for i, c in enumerate(cands)]
+    return [*cands, *(Candidate.from_json(c.to_json()) for c in cands[:3]), space.candidate()]
+
+
+def _slow(pred, space, cands, genes):
+    return pred.predict_many([space.kernels(c) for c in cands], genes=[c.genes for c in cands] if genes else None)
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_compiled_latency_equals_the_kernel_lists(name, fitted):
+    space = _space(name)
+    cands = _candidates(space, 12 if name == "prune" else 60, seed=1)
+    for label, pred in {**_predictors(), "fitted": fitted}.items():
+        ev = space.latency_evaluator(pred)
+        assert ev.compiled, label
+        for genes in (True, False):
+            want = _slow(pred, space, cands, genes)
+            np.testing.assert_allclose(ev.predict_many(cands, genes=genes), want, rtol=1e-12, err_msg=label)
+        # a second batch reuses the memo: new candidates and repeated ones
+        more = _candidates(space, 8 if name == "prune" else 30, seed=2) + cands[:5]
+        np.testing.assert_allclose(ev.predict_many(more), _slow(pred, space, more, True), rtol=1e-12, err_msg=label)
+        for genes in (True, False):
+            one = float(_slow(pred, space, cands[:1], genes)[0])
+            assert ev.predict(cands[0], genes=genes) == pytest.approx(one, rel=1e-12)
+    assert space.latency_evaluator(fitted) is ev
+    assert 0 < ev.segments
+
+
+def test_other_options_of_the_student_spaces_compile_exactly(fitted):
+    """Stride-2 stems (max pool), another fbnet setting, odd channel multiples: shapes enter every key."""
+    for space in (get_space("fbnet", setting="imagenet", input_size=64, num_classes=10),
+                  get_space("mobilenet", input_size=32, channel_multiple=3),
+                  get_space("shufflenet", input_size=64, stem_stride=2, channel_multiple=4)):
+        cands = _candidates(space, 40, seed=3)
+        pred = _predictors()["blended"]
+        np.testing.assert_allclose(space.latency_evaluator(pred).predict_many(cands), _slow(pred, space, cands, True),
+                                   rtol=1e-12, err_msg=space.name)
+
+
+class WiderFBNet(FBNetSpace):
+    """A user's space that changes how FBNet's plan is made: the segments it inherits no longer describe it."""
+
+    def _block(self, i, op, r, b):
+        return super()._block(i, "k5_e6" if op == "k3_e6" else op, r, b)
+
+    def _plan(self, arch, ratios, bits):
+        return super()._plan(arch, ratios, bits)
+
+
+class PartlyCompiledMobileNet(MobileNetSpace):
+    """A user's space that compiles only some candidates (its own ``_latency_segments`` declines the rest)."""
+
+    def _latency_segments(self, arch, ratios, bits):
+        return None if arch["width"] == 0.5 else super()._latency_segments(arch, ratios, bits)
+
+
+def test_spaces_that_cannot_be_compiled_take_the_slow_path():
+    pred = _predictors()["blended"]
+    wide = WiderFBNet()
+    cands = _candidates(wide, 20, seed=4)
+    ev = CompiledLatency(wide, pred)
+    assert not ev.compiled
+    np.testing.assert_allclose(ev.predict_many(cands), _slow(pred, wide, cands, True), rtol=1e-12)
+    # the same genes in the plain space predict otherwise: the fallback is not the inherited fast path
+    plain = FBNetSpace()
+    other = plain.latency_evaluator(pred).predict_many([plain.candidate(**dict(c.genes), prune_ratios=list(c.prune_ratios),
+                                                                        bits=list(c.bits)) for c in cands])
+    assert not np.allclose(other, ev.predict_many(cands))
+
+    partly = PartlyCompiledMobileNet()
+    cands = _candidates(partly, 40, seed=5)
+    assert {c.genes["width"] for c in cands} >= {0.5, 1.0}
+    ev = partly.latency_evaluator(pred)
+    assert ev.compiled
+    np.testing.assert_allclose(ev.predict_many(cands), _slow(pred, partly, cands, True), rtol=1e-12)
+
+    class Doubling:  # any object with predict_many works, the slow way
+        def predict_many(self, lists, *, genes=None):
+            return np.array([2.0 * len(ks) for ks in lists])
+
+    ev = get_space("fbnet").latency_evaluator(Doubling())
+    assert not ev.compiled
+    c = get_space("fbnet").candidate()
+    assert ev.predict(c) == 2.0 * len(get_space("fbnet").kernels(c))
+
+
+def test_bad_candidates_are_refused_as_the_slow_path_refuses_them():
+    ev = get_space("fbnet").latency_evaluator(_predictors()["physical"])
+    with pytest.raises(ValueError, match="candidate.space"):
+        ev.predict_many([get_space("mobilenet").candidate()])
+    bad = Candidate("fbnet", {"ops": ["k3_e6"] * 22}, bits=[3] * 25)
+    with pytest.raises(ValueError, match="bits"):
+        ev.predict_many([bad])
+    assert ev.predict_many([]).shape == (0,)
