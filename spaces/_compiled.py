@@ -17,6 +17,10 @@ A space opts in with two methods (the built-in ones do):
 - ``_segment_kernels(key, state) -> (state_after, kernels)``: the segment's kernels, consecutive in
   ``space.kernels(candidate)``, and the (hashable) state the next segment starts from, e.g. its shape.
 
+and optionally ``_segment_signature(key, state) -> hashable | None``: a cheap value that decides the same
+(kernels, state after) as the key in that state, e.g. channel counts instead of the prune ratios that
+round to them; keys new to the memo with a known signature then skip listing kernels (None: no signature).
+
 A space that does not define them, or a subclass that overrides how kernels are made (``_plan``,
 ``kernels``, ...) below the class that defines them, is predicted the slow way: never a wrong number.
 """
@@ -41,7 +45,7 @@ logger = logging.getLogger(__name__)
 #: What decides a candidate's kernels: a subclass that overrides one of these below the class that defines
 #: the segment methods makes its own kernels, which the segments do not know.
 _KERNEL_METHODS = ("_plan", "plan", "kernels", "_decode", "_architecture", "input_shape", "_latency_segments",
-                   "_segment_kernels")
+                   "_segment_kernels", "_segment_signature")
 
 
 def compilable(space: Any) -> bool:
@@ -88,6 +92,8 @@ class CompiledLatency:
         self._table_state: dict[int, Any] = {id(self._root): None}
         self._by_kernels: dict[tuple[Kernel, ...], int] = {(): 0}
         self._pending: list[tuple[Kernel, ...]] = []
+        self._signed: dict[Hashable, tuple[int, dict]] = {}  # signature -> (segment id, dict of the state after)
+        self._signature = getattr(space, "_segment_signature", None)
         if not self.compiled:
             logger.info("space %r under %s is not compiled (the space declares no latency segments, or the "
                         "predictor is not a plain LatencyPredictor): predictions list every candidate's kernels",
@@ -146,7 +152,14 @@ class CompiledLatency:
 
     def _miss(self, table: dict, key: Hashable) -> tuple[int, dict]:
         """List the kernels of a segment not seen in this state; their summary is computed by :meth:`_flush`."""
-        after, kernels = self.space._segment_kernels(key, self._table_state[id(table)])
+        state = self._table_state[id(table)]
+        sig = self._signature(key, state) if self._signature is not None else None
+        if sig is not None:
+            hit = self._signed.get(sig)
+            if hit is not None:
+                table[key] = hit
+                return hit
+        after, kernels = self.space._segment_kernels(key, state)
         kernels = tuple(kernels)
         sid = self._by_kernels.get(kernels)
         if sid is None:
@@ -157,6 +170,8 @@ class CompiledLatency:
             following = self._tables[after] = {}
             self._table_state[id(following)] = after
         hit = table[key] = (sid, following)
+        if sig is not None:
+            self._signed[sig] = hit
         return hit
 
     def _flush(self) -> None:

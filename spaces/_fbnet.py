@@ -166,6 +166,17 @@ class FBNetSpace(SearchSpace):
         return [("stem", bits[0]), *zip(range(NUM_LAYERS), arch["ops"], ratios[1:-2], bits[1:-2]),
                 ("tail", ratios[-2], bits[-2], bits[-1])]
 
+    def _segment_signature(self, key: tuple[Any, ...], state: Any) -> Any:
+        """What decides a block's kernels once its ratio is rounded to channels (None: use the key)."""
+        if key[0] in ("stem", "tail"):
+            return None
+        i, op, r, b = key
+        parsed = parse_op(op)
+        if parsed is None:
+            return (i, state, op, b)
+        cin = _block_configs(self.setting)[i][0]
+        return (i, state, parsed, keep_channels(cin * parsed[1], r, math.lcm(self.channel_multiple, parsed[2])), b)
+
     def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
         shape = self.input_shape if state is None else state
         if key[0] == "stem":

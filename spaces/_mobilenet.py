@@ -161,14 +161,27 @@ class MobileNetSpace(StudentSpace):
         width (its output width is the stage's); a later block maps its input width to itself (the state)."""
         width = arch["width"]
         keys: list[Any] = [("stem", width, ratios[0], bits[0], arch.get("crelu", 0))]
-        i = 1
-        for s, (es, ks) in enumerate(zip(arch["expansions"], arch["kernel_sizes"])):
-            keys.append(("first", s, width, es[0], ks[0], ratios[i], bits[i]))
+        append, i = keys.append, 1
+        for s, es, ks in zip(range(len(STAGES)), arch["expansions"], arch["kernel_sizes"]):
+            append(("first", s, width, es[0], ks[0], ratios[i], bits[i]))
             n = len(es)
-            keys += zip(es[1:], ks[1:], ratios[i + 1:i + n], bits[i + 1:i + n])
+            if n > 1:
+                keys.extend(zip(es[1:], ks[1:], ratios[i + 1:i + n], bits[i + 1:i + n]))
             i += n
         keys.append(("tail", width, ratios[-2], bits[-2], bits[-1]))
         return keys
+
+    def _segment_signature(self, key: tuple[Any, ...], state: Any) -> Any:
+        """What decides a block's kernels once its ratios are rounded to channels (None: use the key)."""
+        if key[0] in ("stem", "tail"):
+            return None
+        cin, m = state[0][0], self.channel_multiple
+        if key[0] == "first":
+            _, s, width, e, k, r, b = key
+            return ("first", state, s, self._stage_width(s, width, r), e != 1,
+                    keep_channels(cin * e, r, m) if e != 1 else cin, k, b)
+        e, k, r, b = key
+        return (state, e != 1, keep_channels(cin * e, r, m) if e != 1 else cin, k, b)
 
     def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
         """Kernels of one segment; the state is (shape, CReLUs left) after the previous segment."""

@@ -168,14 +168,25 @@ class ShuffleNetSpace(StudentSpace):
         """Stem, each unit, then head, pool and classifier. A stage's first unit is keyed by its stage and
         width; a later unit keeps its input width (the state), which is twice its branch width."""
         keys: list[Any] = [("stem", ratios[0], bits[0], arch.get("crelu", 0))]
-        i = 1
-        for s, (w, ks) in enumerate(zip(arch["widths"], arch["kernel_sizes"])):
-            keys.append(("first", s, w, ks[0], ratios[i], bits[i]))
+        append, i = keys.append, 1
+        for s, w, ks in zip(range(len(BRANCH_CHANNELS)), arch["widths"], arch["kernel_sizes"]):
+            append(("first", s, w, ks[0], ratios[i], bits[i]))
             n = len(ks)
-            keys += zip(ks[1:], ratios[i + 1:i + n], bits[i + 1:i + n])
+            if n > 1:
+                keys.extend(zip(ks[1:], ratios[i + 1:i + n], bits[i + 1:i + n]))
             i += n
         keys.append(("tail", ratios[-2], bits[-2], bits[-1]))
         return keys
+
+    def _segment_signature(self, key: tuple[Any, ...], state: Any) -> Any:
+        """What decides a unit's kernels once its ratio is rounded to channels (None: use the key)."""
+        if key[0] in ("stem", "tail"):
+            return None
+        if key[0] == "first":
+            _, s, w, k, r, b = key
+            return ("first", state, self._branch_width(s, w, r), k, b)
+        k, r, b = key
+        return (state, keep_channels(state[0][0] // 2, r, self.channel_multiple), k, b)
 
     def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
         """Kernels of one segment; the state is (shape, CReLUs left) after the previous segment."""
