@@ -51,11 +51,15 @@ SIZES = ("dense", "compressed")
 
 def predict_latency(predictor: "LatencyPredictor", space: "SearchSpace",
                     candidates: Sequence["Candidate"]) -> "np.ndarray":
-    """Predicted milliseconds of ``candidates`` of ``space``: their kernels (and genes) through the predictor."""
+    """Predicted milliseconds of ``candidates`` of ``space``: their kernels (and genes) through the predictor.
+
+    Through the space's compiled evaluator (``space.latency_evaluator``, kept per predictor): the same
+    numbers as ``predictor.predict_many([space.kernels(c) ...], genes=...)`` to float rounding, without
+    listing every candidate's kernels (a predictor or space it cannot compile takes that slow path).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownOperatorWarning)
-        return predictor.predict_many([space.kernels(c) for c in candidates],
-                                      genes=[c.genes for c in candidates])
+        return space.latency_evaluator(predictor).predict_many(candidates, genes=True)
 
 
 def rewarded_bits(predictor: "LatencyPredictor", space: "SearchSpace", *, n: int = 8, seed: int = 0,
