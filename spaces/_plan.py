@@ -101,6 +101,10 @@ class ConvBN:
         return self.kernel_size // 2 if self.padding is None else self.padding
 
     def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
+        out, kernels = _conv_kernels(self, tuple(shape))
+        return out, list(kernels)
+
+    def _kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
         if shape[0] != self.cin:
             raise RuntimeError(f"plan error: {self.name} expects {self.cin} channels, gets {shape[0]}")
         if self.crelu:
@@ -119,6 +123,20 @@ class ConvBN:
         return _torch_classes()["ConvBNAct"](self)
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _kernel(op: str, shape: Shape, **attributes: Any) -> Kernel:
+    """``Kernel(op, shape, **attributes)``, the same instance for the next candidates that have it."""
+    return Kernel(op, tuple(shape), **attributes)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _conv_kernels(node: ConvBN, shape: Shape) -> tuple[Shape, tuple[Kernel, ...]]:
+    """A convolution's kernels, kept for the next candidates that have it (the same ``Kernel`` instances
+    again: a predictor finds their records on them without hashing them)."""
+    out, kernels = node._kernels(shape)
+    return out, tuple(kernels)
+
+
 @dataclasses.dataclass(frozen=True)
 class Shuffle:
     """Channel shuffle with ``groups`` groups (reshape, transpose, reshape)."""
@@ -127,7 +145,7 @@ class Shuffle:
     groups: int
 
     def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
-        return shape, [Kernel("channel_shuffle", shape, groups=self.groups)]
+        return shape, [_kernel("channel_shuffle", shape, groups=self.groups)]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
         return {}
@@ -152,7 +170,7 @@ class Seq:
         if self.residual:
             if out != shape:
                 raise RuntimeError(f"plan error: residual {self.name} maps {shape} to {out}")
-            kernels.append(Kernel("add", shape))
+            kernels.append(_kernel("add", shape))
         return out, kernels
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
@@ -185,8 +203,8 @@ class SplitUnit:
         c, h, w = shape
         (cb, hb, wb), more = self.branch.kernels((c - c // 2, h, w))
         out = (c // 2 + cb, hb, wb)
-        return out, [Kernel("split", shape, groups=2), *more, Kernel("concat", out),
-                     Kernel("channel_shuffle", out, groups=2)]
+        return out, [_kernel("split", shape, groups=2), *more, _kernel("concat", out),
+                     _kernel("channel_shuffle", out, groups=2)]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
         return self.branch.module_bits(_join(prefix, self.name))
@@ -211,7 +229,7 @@ class DualUnit:
         if (h1, w1) != (h2, w2):
             raise RuntimeError(f"plan error: branches of {self.name} disagree on spatial size")
         out = (c1 + c2, h1, w1)
-        return out, [*k1, *k2, Kernel("concat", out), Kernel("channel_shuffle", out, groups=2)]
+        return out, [*k1, *k2, _kernel("concat", out), _kernel("channel_shuffle", out, groups=2)]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
         path = _join(prefix, self.name)
@@ -230,7 +248,7 @@ class MaxPool:
     padding: int
 
     def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
-        k = Kernel("maxpool", shape, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+        k = _kernel("maxpool", shape, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
         return k.output_shape, [k]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
@@ -249,7 +267,7 @@ class GlobalPool:
     name: str
 
     def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
-        return (shape[0],), [Kernel("global_avgpool", shape)]
+        return (shape[0],), [_kernel("global_avgpool", shape)]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
         return {}
@@ -268,7 +286,7 @@ class Linear:
     bits: int = 32
 
     def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
-        k = Kernel("linear", shape, out_channels=self.cout, bits=self.bits)
+        k = _kernel("linear", shape, out_channels=self.cout, bits=self.bits)
         return k.output_shape, [k]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
