@@ -115,11 +115,12 @@ class SegmentPredictor:
         self.predictor = predictor
         #: the prior predictors that carry weight in the blend, each compiled the same way
         self._priors = [(SegmentPredictor(p), w) for p, w in zip(predictor.prior, predictor.prior_weights) if w > 0]
-        self._contrib: list[float] = [0.0]
-        self._first_bits: list[int] = [0]
-        self._first_mel: list[float] = [0.0]
-        self._last_bits: list[int] = [0]
-        self._arrays: tuple[np.ndarray, ...] | None = None
+        # the summaries as columns, grown by doubling (row 0: the empty segment)
+        self._n = 1
+        self._contrib = np.zeros(64)
+        self._first_bits = np.zeros(64, dtype=np.intp)
+        self._first_mel = np.zeros(64)
+        self._last_bits = np.zeros(64, dtype=np.intp)
         t0 = np.zeros((_BITS_LIMIT, _BITS_LIMIT))
         t1 = np.zeros((_BITS_LIMIT, _BITS_LIMIT))
         for (a, b), (c0, c1) in predictor._tr.items():
@@ -143,7 +144,7 @@ class SegmentPredictor:
 
     def __len__(self) -> int:
         """Number of segment ids (the empty segment 0 included)."""
-        return len(self._contrib)
+        return self._n
 
     def add(self, kernels: Sequence[Kernel]) -> int:
         """Summarise a segment (for this predictor and its priors); returns its id."""
@@ -163,25 +164,30 @@ class SegmentPredictor:
                                  f"allowed: bits below {_BITS_LIMIT}")
         for prior, _w in self._priors:
             prior.add_many(segments)
-        start = len(self._contrib)
-        for s in summaries:
-            self._contrib.append(s.contribution_ms)
-            self._first_bits.append(s.first_bits)
-            self._first_mel.append(s.first_mel)
-            self._last_bits.append(s.last_bits)
-        self._arrays = None
-        return list(range(start, len(self._contrib)))
+        start, stop = self._n, self._n + len(summaries)
+        if stop > len(self._contrib):
+            size = max(stop, 2 * len(self._contrib))
+            for name in ("_contrib", "_first_bits", "_first_mel", "_last_bits"):
+                old = getattr(self, name)
+                new = np.zeros(size, dtype=old.dtype)
+                new[:start] = old[:start]
+                setattr(self, name, new)
+        if summaries:
+            c, fb, fm, lb = zip(*summaries)
+            self._contrib[start:stop], self._first_bits[start:stop] = c, fb
+            self._first_mel[start:stop], self._last_bits[start:stop] = fm, lb
+        self._n = stop
+        return list(range(start, stop))
 
     def summary(self, segment_id: int) -> SegmentSummary:
         """The summary of segment ``segment_id`` for this predictor (not its priors)."""
         i = int(segment_id)
+        if not 0 <= i < self._n:
+            raise ValueError(f"segment_id={segment_id!r} is not an id returned by add (0 to {self._n - 1})")
         return SegmentSummary(self._contrib[i], self._first_bits[i], self._first_mel[i], self._last_bits[i])
 
     def _columns(self) -> tuple[np.ndarray, ...]:
-        if self._arrays is None:
-            self._arrays = (np.array(self._contrib), np.array(self._first_bits, dtype=np.intp),
-                            np.array(self._first_mel), np.array(self._last_bits, dtype=np.intp))
-        return self._arrays
+        return self._contrib, self._first_bits, self._first_mel, self._last_bits
 
     def predict_many(self, segment_ids: Sequence[int] | np.ndarray, lengths: Sequence[int] | np.ndarray, *,
                      genes: Sequence[Mapping[str, Any] | None] | None = None) -> np.ndarray:
