@@ -155,4 +155,6 @@ def test_what_cannot_be_compiled_or_predicted_is_refused():
         seg.predict_many([sid], [1], genes=[None, None])
     with pytest.raises(ValueError, match="Kernel"):
         seg.add(["conv"])
+    with pytest.raises(ValueError, match="segment_id"):
+        seg.summary(sid + 1)
     np.testing.assert_allclose(seg.predict_many([], [0, 0]), pred.predict_many([[], []]), rtol=1e-12)
