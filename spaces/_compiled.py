@@ -84,20 +84,23 @@ class CompiledLatency:
         self.space = space
         self.predictor = predictor
         self.compiled = compilable(space) and SegmentPredictor.supports(predictor)
-        self._seg = SegmentPredictor(predictor) if self.compiled else None
-        # The memo is a trie over states: one dict per state (what the previous segments left), mapping a
-        # segment key to (segment id, the dict of the state after it).
+        self._reset()
+        self._signature = getattr(space, "_segment_signature", None)
+        if not self.compiled:
+            logger.info("space %r under %s is not compiled (the space declares no latency segments, or the "
+                        "predictor is not a plain LatencyPredictor): predictions list every candidate's kernels",
+                        space.name, type(predictor).__name__)
+
+    def _reset(self) -> None:
+        """An empty memo. The memo is a trie over states: one dict per state (what the previous segments
+        left), mapping a segment key to (segment id, the dict of the state after it)."""
+        self._seg = SegmentPredictor(self.predictor) if self.compiled else None
         self._root: dict[Hashable, tuple[int, dict]] = {}
         self._tables: dict[Any, dict] = {}  # state -> its dict
         self._table_state: dict[int, Any] = {id(self._root): None}
         self._by_kernels: dict[tuple[Kernel, ...], int] = {(): 0}
         self._pending: list[tuple[Kernel, ...]] = []
         self._signed: dict[Hashable, tuple[int, dict]] = {}  # signature -> (segment id, dict of the state after)
-        self._signature = getattr(space, "_segment_signature", None)
-        if not self.compiled:
-            logger.info("space %r under %s is not compiled (the space declares no latency segments, or the "
-                        "predictor is not a plain LatencyPredictor): predictions list every candidate's kernels",
-                        space.name, type(predictor).__name__)
 
     @property
     def segments(self) -> int:
@@ -179,7 +182,11 @@ class CompiledLatency:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        ids = self._seg.add_many(pending)  # type: ignore[union-attr]
+        try:
+            ids = self._seg.add_many(pending)  # type: ignore[union-attr]
+        except BaseException:
+            self._reset()  # the memo refers to ids that were never summarised: start again
+            raise
         if ids and ids[0] != self._by_kernels[pending[0]]:  # ids are handed out in order; never reached
             raise RuntimeError("CompiledLatency: segment ids out of step with the segment predictor")
 

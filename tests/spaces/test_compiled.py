@@ -162,3 +162,17 @@ def test_bad_candidates_are_refused_as_the_slow_path_refuses_them():
     with pytest.raises(ValueError, match="bits"):
         ev.predict_many([bad])
     assert ev.predict_many([]).shape == (0,)
+
+
+def test_a_failed_summary_leaves_a_consistent_memo(monkeypatch):
+    space, pred = get_space("fbnet"), _predictors()["physical"]
+    ev = CompiledLatency(space, pred)
+    cands = _candidates(space, 10, seed=6)
+
+    def fail(segments):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(ev._seg, "add_many", fail)
+    with pytest.raises(MemoryError):
+        ev.predict_many(cands)
+    np.testing.assert_allclose(ev.predict_many(cands), _slow(pred, space, cands, True), rtol=1e-12)
