@@ -12,7 +12,8 @@ mobilenet and shufflenet at 32x32); ``--n`` random candidates of the three space
 The compiled path (``space.latency_evaluator(predictor).predict_many(candidates)``, one evaluator per space,
 everything from the ``Candidate`` objects included; sampling them is not timed, as above):
 
-- ``compiled_cold``: the first batch, every segment new to the evaluator's memo;
+- ``compiled_cold``: the first batch, every segment new to the evaluator's memo (the predictor's per-kernel
+  cache is already warm from the kernel-list timings above);
 - ``compiled_fresh``: the fresh batch, the memo warm from the first batch only (its new segments are
   listed and summarised: most of the time for the large mobilenet and shufflenet spaces);
 - ``compiled_fresh_after_warmup``: another fresh batch of ``--n-large`` candidates after ``--warm`` more
