@@ -91,6 +91,14 @@ class CompiledLatency:
                         "predictor is not a plain LatencyPredictor): predictions list every candidate's kernels",
                         space.name, type(predictor).__name__)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a space sent to a Ray worker carries its evaluators) without the memo: its tables are
+        linked by ``id()``, which another process does not share, and it can be large; it fills again there."""
+        return {"space": self.space, "predictor": self.predictor}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["space"], state["predictor"])  # type: ignore[misc]
+
     def _reset(self) -> None:
         """An empty memo. The memo is a trie over states: one dict per state (what the previous segments
         left), mapping a segment key to (segment id, the dict of the state after it)."""

@@ -176,3 +176,22 @@ def test_a_failed_summary_leaves_a_consistent_memo(monkeypatch):
     with pytest.raises(MemoryError):
         ev.predict_many(cands)
     np.testing.assert_allclose(ev.predict_many(cands), _slow(pred, space, cands, True), rtol=1e-12)
+
+
+def test_a_pickled_evaluator_predicts_the_same_in_another_process_without_its_memo() -> None:
+    """A space goes to Ray workers by pickle with its evaluators; the memo (tables linked by ``id()``) must
+    not travel: the copy starts empty and predicts the same."""
+    import pickle
+
+    space, pred = _space("mobilenet"), _physical(0)
+    rng = np.random.default_rng(7)
+    cands = [space.sample(rng) for _ in range(30)]
+    more = [space.sample(rng) for _ in range(30)]
+    ev = space.latency_evaluator(pred)
+    want = ev.predict_many(cands)
+    assert ev.segments > 0
+    space2, pred2 = pickle.loads(pickle.dumps((space, pred)))
+    copy = space2.latency_evaluator(pred2)
+    assert copy is space2.__dict__["_latency_evaluators"][0] and copy.segments == 0  # the cached one, emptied
+    np.testing.assert_allclose(copy.predict_many(cands + more), np.concatenate([want, ev.predict_many(more)]),
+                               rtol=1e-12)
