@@ -8,7 +8,7 @@ spaces use are in :mod:`spaces.compress`, usable on any CNN.
 
 from __future__ import annotations
 
-from spaces._base import PRUNE_RATIO_MAX, SEARCH_BITS, SEARCH_PARTS, Architecture, Layer, SearchSpace, SpaceStats, StudentSpace, Suggest
+from spaces._base import PRUNE_RATIO_MAX, PRUNE_RATIO_STEP, SEARCH_BITS, SEARCH_PARTS, Architecture, Layer, SearchSpace, SpaceStats, StudentSpace, Suggest
 from spaces._candidate import Candidate
 from spaces._compiled import CompiledLatency
 from spaces._registry import get_space, list_spaces, register_space
@@ -23,6 +23,7 @@ from spaces._supernet import SUPERNET_SPACES, Supernet, supports_supernet
 __all__ = [
     "FBNET_OPS",
     "PRUNE_RATIO_MAX",
+    "PRUNE_RATIO_STEP",
     "SEARCH_BITS",
     "SEARCH_PARTS",
     "Architecture",

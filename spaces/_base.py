@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -275,6 +276,48 @@ class SearchSpace(abc.ABC):
         ]
         return self.candidate(**arch.genes, prune_ratios=ratios, bits=bits)
 
+    def trial_params(self, candidate: Candidate, *, search: Sequence[str] = SEARCH_PARTS,
+                     bits: Sequence[int] = SEARCH_BITS, genes: Sequence[str] = ()) -> dict[str, Any]:
+        """The Optuna parameters with which :meth:`sample` (same ``search``, ``bits`` and ``genes``) draws
+        ``candidate``: what ``study.enqueue_trial`` needs to start a search from a known candidate.
+
+        Checked by drawing the candidate again from an ``optuna.trial.FixedTrial`` of them. Raises
+        ``ValueError`` when no such sample draws it (a part outside ``search`` away from its default, a width
+        outside ``bits``, a ratio off the grid) or the space does not say how its genes were drawn (a
+        registered space without ``_architecture_params``, with ``"arch"`` in ``search``).
+        """
+        import optuna
+
+        arch_genes, ratios, cbits = self._decode(candidate)
+        params: dict[str, Any] = {}
+        if "arch" in search:
+            arch = self._architecture_params(arch_genes, frozenset(genes))
+            if arch is None:
+                raise ValueError(f"space {self.name!r} cannot give the trial parameters of its architecture genes; "
+                                 "allowed: search without 'arch'")
+            params.update(arch)
+        for layer, ratio, b in zip(self.layers(candidate), ratios, cbits):
+            if "prune" in search and layer.prunable:
+                params[f"prune_{layer.name}"] = ratio
+            if "bits" in search and layer.quantisable:
+                params[f"bits_{layer.name}"] = b
+        try:
+            with warnings.catch_warnings():  # a value outside a distribution only warns; enqueued, it is redrawn
+                warnings.simplefilter("error")
+                again = self.sample(optuna.trial.FixedTrial(params), search=search, bits=bits, genes=genes)
+        except (ValueError, KeyError, UserWarning) as exc:
+            raise ValueError(f"candidate cannot be drawn by sample(search={tuple(search)}, bits={tuple(bits)}): "
+                             f"{exc}") from None
+        if _plain(again) != _plain(candidate):
+            raise ValueError(f"candidate cannot be drawn by sample(search={tuple(search)}, bits={tuple(bits)}, "
+                             f"genes={tuple(genes)}): it draws {again.to_json()} instead")
+        return params
+
+    def _architecture_params(self, genes: Mapping[str, Any], opt_in: frozenset[str]) -> dict[str, Any] | None:
+        """The Optuna parameters :meth:`_sample_architecture` draws ``genes`` from (``opt_in``: the opt-in genes
+        asked for); None where the space does not say (then :meth:`trial_params` needs ``"arch"`` unsearched)."""
+        return None
+
     def _validation_key(self) -> tuple[str, str, str]:
         key = self.__dict__.get("_vkey")
         if key is None:
@@ -466,6 +509,25 @@ def check_depths(gene: str, value: Any, max_depths: Sequence[int]) -> list[int]:
         if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= top:
             raise ValueError(f"{gene}[{s}]={d!r} is not allowed; allowed: an integer in [1, {top}]")
     return [int(d) for d in value]
+
+
+def _plain(candidate: Candidate) -> str:
+    """A candidate's genes, prune ratios and bits as one comparable string (options and types aside)."""
+    return json.dumps([dict(candidate.genes), [float(r) for r in candidate.prune_ratios],
+                       [int(b) for b in candidate.bits]], sort_keys=True)
+
+
+def stage_params(genes: Mapping[str, Any], depth_gene: str, depth_param: str, max_depths: Sequence[int],
+                 per_block: Mapping[str, str]) -> dict[str, Any]:
+    """The parameters :func:`sample_stages` draws ``genes`` from; ``per_block`` maps a gene name to its
+    parameter prefix (a stage whose depth cannot vary draws no depth parameter)."""
+    params: dict[str, Any] = {}
+    for s, (d, top) in enumerate(zip(genes[depth_gene], max_depths)):
+        if top > 1:
+            params[f"{depth_param}_{s}"] = int(d)
+        for gene, prefix in per_block.items():
+            params.update({f"{prefix}_{s}_{j}": genes[gene][s][j] for j in range(int(d))})
+    return params
 
 
 def sample_stages(

@@ -121,6 +121,9 @@ class FBNetSpace(SearchSpace):
     def _sample_architecture(self, suggest: Suggest) -> dict[str, Any]:
         return {"ops": [suggest.categorical(f"op_{i}", FBNET_OPS) for i in range(NUM_LAYERS)]}
 
+    def _architecture_params(self, genes: Mapping[str, Any], opt_in: frozenset[str]) -> dict[str, Any]:
+        return {f"op_{i}": op for i, op in enumerate(genes["ops"])}
+
     def _layers(self, arch: Mapping[str, Any]) -> tuple[Layer, ...]:
         layers = [Layer("stem", prunable=False)]
         for i, (op, (cin, cout, stride)) in enumerate(zip(arch["ops"], block_configs(self.setting))):

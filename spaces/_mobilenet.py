@@ -29,6 +29,7 @@ from spaces._base import (
     Layer,
     StudentSpace,
     Suggest,
+    stage_params,
     check_choice,
     check_depths,
     check_unknown,
@@ -99,6 +100,13 @@ class MobileNetSpace(StudentSpace):
         if "crelu" in suggest.opt_in:
             genes["crelu"] = suggest.categorical("crelu", CRELU_CHOICES)
         return {"width": width, **genes}
+
+    def _architecture_params(self, genes: Mapping[str, Any], opt_in: frozenset[str]) -> dict[str, Any]:
+        params = {"width": genes["width"], **stage_params(genes, "depths", "depth", MAX_DEPTHS,
+                                                          {"expansions": "expansion", "kernel_sizes": "kernel"})}
+        if "crelu" in opt_in:
+            params["crelu"] = genes.get("crelu", 0)
+        return params
 
     @staticmethod
     def _layers(arch: Mapping[str, Any]) -> tuple[Layer, ...]:

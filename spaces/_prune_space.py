@@ -269,6 +269,9 @@ class PruneSpace(SearchSpace):
     def _sample_architecture(self, suggest: Suggest) -> dict[str, Any]:
         return {"rank_ratios": [suggest.categorical(f"rank_{name}", RANK_CHOICES) for name in self._lowrank]}
 
+    def _architecture_params(self, genes: Mapping[str, Any], opt_in: frozenset[str]) -> dict[str, Any]:
+        return {f"rank_{name}": r for name, r in zip(self._lowrank, genes["rank_ratios"])}
+
     def _plan(self, genes: Mapping[str, Any], prune_ratios: Sequence[float], bits: Sequence[int]) -> CompressedTeacher:
         return CompressedTeacher("", self, tuple(genes["rank_ratios"]), tuple(prune_ratios), tuple(bits))
 

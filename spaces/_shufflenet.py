@@ -32,6 +32,7 @@ from spaces._base import (
     Layer,
     StudentSpace,
     Suggest,
+    stage_params,
     check_choice,
     check_depths,
     check_unknown,
@@ -100,6 +101,13 @@ class ShuffleNetSpace(StudentSpace):
         if "crelu" in suggest.opt_in:
             genes["crelu"] = suggest.categorical("crelu", CRELU_CHOICES)
         return {"widths": widths, **genes}
+
+    def _architecture_params(self, genes: Mapping[str, Any], opt_in: frozenset[str]) -> dict[str, Any]:
+        params = {f"width_{s}": w for s, w in enumerate(genes["widths"])}
+        params.update(stage_params(genes, "repeats", "repeats", MAX_REPEATS, {"kernel_sizes": "kernel"}))
+        if "crelu" in opt_in:
+            params["crelu"] = genes.get("crelu", 0)
+        return params
 
     @staticmethod
     def _layers(arch: Mapping[str, Any]) -> tuple[Layer, ...]:
