@@ -4,11 +4,14 @@ Methods (each scored by the search's own objective, ``search.evaluate_candidate`
 ``search.ProxyEvaluator`` per seed, the shared built-in teacher, data and local device predictor):
 
 - ``search``: the search as ``python -m search`` runs it: TPE (the search's sampler settings, the budget as
-  its constraint) over architecture, per-layer prune ratios and per-layer bits jointly;
-- ``random``: Optuna's random sampler over the same three parts;
+  its constraint) over architecture, per-layer prune ratios and per-layer bits jointly, starting from the
+  uniform compressions at the budget (``search.uniform_starts``: the default architecture pruned alike at
+  int8 and at 32 bits, then refined per layer);
+- ``search-no-starts``: the same without those starts (the search before they were added);
+- ``random``: Optuna's random sampler over the same three parts (no starts);
 - ``arch-only``, ``prune-only``, ``bits-only``: the search (TPE) with ``--search arch`` / ``prune`` /
   ``bits`` (``space.sample(trial, search=...)``: the other parts keep their defaults: MobileNetV2 1.0,
-  no pruning, 32 bits);
+  no pruning, 32 bits), with the starts of their parts;
 - ``uniform-int8``: the usual hand-made choice, a grid of width multipliers (the space's 0.35, 0.5, 0.75,
   1.0) times uniform channel pruning (0, 0.25, 0.5, 0.75 of every layer's channels: a finer width
   multiplier) at uniform int8, each built with ``space.candidate(...)`` (16 candidates, in grid order); in
@@ -61,14 +64,16 @@ from experiments._common import (
     write_json,
 )
 
-METHODS = ("search", "random", "uniform-int8", "bits-only", "arch-only", "prune-only")
-#: sampler and searched parts of each Optuna method
+METHODS = ("search", "search-no-starts", "random", "uniform-int8", "bits-only", "arch-only", "prune-only")
+#: sampler, searched parts and whether the study starts from the uniform compressions at the budget
+#: (``search.uniform_starts``, as ``python -m search`` does) of each Optuna method
 OPTUNA_METHODS = {
-    "search": ("tpe", ("arch", "prune", "bits")),
-    "random": ("random", ("arch", "prune", "bits")),
-    "arch-only": ("tpe", ("arch",)),
-    "prune-only": ("tpe", ("prune",)),
-    "bits-only": ("tpe", ("bits",)),
+    "search": ("tpe", ("arch", "prune", "bits"), True),
+    "search-no-starts": ("tpe", ("arch", "prune", "bits"), False),
+    "random": ("random", ("arch", "prune", "bits"), False),
+    "arch-only": ("tpe", ("arch",), True),
+    "prune-only": ("tpe", ("prune",), True),
+    "bits-only": ("tpe", ("bits",), True),
 }
 UNIFORM_WIDTHS = (0.35, 0.5, 0.75, 1.0)
 UNIFORM_PRUNE = (0.0, 0.25, 0.5, 0.75)
@@ -86,7 +91,7 @@ def predict_ms(setup: Any, cands: list[Any]) -> np.ndarray:
 def latency_distribution(setup: Any, *, n: int, seed: int, bits: tuple[int, ...] | None) -> dict[str, np.ndarray]:
     """Predicted latencies of ``n`` random candidates for each method's searched parts."""
     return {",".join(parts): random_latencies(setup, n=n, seed=seed, search=parts, bits=bits)
-            for method, (_, parts) in OPTUNA_METHODS.items() if method != "random"}
+            for method, (_, parts, _) in OPTUNA_METHODS.items() if method not in ("random", "search-no-starts")}
 
 
 def uniform_grid(space: Any) -> list[tuple[dict[str, Any], Any]]:
@@ -138,9 +143,17 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
     """One run of an Optuna method through the search's own study driver; returns its trials."""
     import optuna
 
-    from search import OBJECTIVES, TIGHT_BUDGET, SearchContext, fastest_candidate, make_sampler, run_study
+    from search import (
+        OBJECTIVES,
+        TIGHT_BUDGET,
+        SearchContext,
+        fastest_candidate,
+        make_sampler,
+        run_study,
+        uniform_starts,
+    )
 
-    sampler_name, parts = OPTUNA_METHODS[method]
+    sampler_name, parts, starts = OPTUNA_METHODS[method]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=[d for _, d in OBJECTIVES],
                                 sampler=make_sampler(sampler_name, seed=seed, budget_ms=budget_ms))
@@ -148,6 +161,10 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
                                               seed=seed)
     if budget_ms < TIGHT_BUDGET * fastest_ms:
         study.enqueue_trial(params, skip_if_exists=True)
+    if starts:  # as search.run: the uniform compressions at the budget are tried next
+        for _, _, start in uniform_starts(setup.space, lambda c: predict_ms(setup, c), budget_ms=budget_ms,
+                                          search=parts, bits=bits):
+            study.enqueue_trial(start, skip_if_exists=True)
     context = SearchContext(space=setup.space, predictor=setup.device.predictor, budget_ms=budget_ms,
                             evaluator=evaluator)
     with warnings.catch_warnings():
@@ -261,8 +278,8 @@ def plot(res: dict[str, Any], path: pathlib.Path) -> None:
 
     fig = Figure(figsize=(7.2, 4.6), dpi=110)
     ax = fig.add_subplot()
-    colors = {"search": "tab:blue", "random": "tab:orange", "uniform-int8": "0.3", "bits-only": "tab:purple",
-              "arch-only": "tab:green", "prune-only": "tab:red"}
+    colors = {"search": "tab:blue", "search-no-starts": "tab:cyan", "random": "tab:orange", "uniform-int8": "0.3",
+              "bits-only": "tab:purple", "arch-only": "tab:green", "prune-only": "tab:red"}
     for method in res["methods"]:
         curves = [r["hypervolume"] for r in res["runs"] if r["method"] == method]
         if not curves:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from spaces import Candidate, SearchSpace
 
-__all__ = ["DEFAULT_PROFILE_MIN", "Device", "add_models", "fastest_candidate", "resolve_device"]
+__all__ = ["DEFAULT_PROFILE_MIN", "Device", "add_models", "fastest_candidate", "resolve_device", "uniform_starts"]
 
 logger = logging.getLogger(__name__)
 
@@ -336,3 +336,49 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
         if not improved:
             break
     return best_c, best_lat, best_params
+
+
+def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *, budget_ms: float,
+                   search: tuple[str, ...] | None = None, bits: tuple[int, ...] | None = None,
+                   fractions: tuple[float, ...] = (1.0, 0.5)) -> list[tuple["Candidate", float, dict[str, Any]]]:
+    """The hand-made compressions a search starts from, so that its front begins where they are: the space's
+    default architecture (the ``prune`` space: the teacher) with every prunable layer pruned alike, by the
+    smallest ratio of the prune grid that meets ``fraction * budget_ms``, and every quantisable layer at one
+    width, for each of ``fractions`` (the budget, and half of it: the two ends of the front).
+
+    One start per fraction for the narrowest width of ``bits`` and one at 32 bits (only 32 when ``"bits"``
+    is not searched; ratio 0 only when ``"prune"`` is not); a width no uniform ratio brings within a
+    fraction's budget has none there, and a start already listed is not listed twice. Returns (candidate,
+    predicted ms, the Optuna parameters that draw it, for ``enqueue_trial``), in order of fraction then
+    width; a space that cannot give the parameters of its default architecture has none.
+    """
+    import numpy as np
+
+    from spaces import PRUNE_RATIO_MAX, PRUNE_RATIO_STEP, SEARCH_BITS, SEARCH_PARTS
+
+    search = tuple(SEARCH_PARTS if search is None else search)
+    bits = tuple(SEARCH_BITS if bits is None else bits)
+    widths = sorted({min(bits), 32}) if "bits" in search else [32]
+    ratios = [round(i * PRUNE_RATIO_STEP, 6) for i in range(int(round(PRUNE_RATIO_MAX / PRUNE_RATIO_STEP)) + 1)] \
+        if "prune" in search else [0.0]
+    default = space.candidate()
+    layers = space.layers(default)
+    grid = [space.candidate(**dict(default.genes), prune_ratios=[r if layer.prunable else 0.0 for layer in layers],
+                            bits=[b if layer.quantisable else 32 for layer in layers]) for b in widths for r in ratios]
+    lats = np.asarray(predict(grid), dtype=float).reshape(len(widths), len(ratios))
+    starts: list[tuple["Candidate", float, dict[str, Any]]] = []
+    chosen: set[int] = set()
+    for fraction in fractions:
+        for w in range(len(widths)):
+            fits = np.flatnonzero(lats[w] <= fraction * budget_ms)
+            i = w * len(ratios) + int(fits[0]) if len(fits) else None
+            if i is None or i in chosen:
+                continue
+            chosen.add(i)
+            try:
+                params = space.trial_params(grid[i], search=search, bits=bits)
+            except ValueError as exc:
+                logger.info("no uniform start in the %s space: %s", space.name, exc)
+                return []
+            starts.append((grid[i], float(lats[w, fits[0]]), params))
+    return starts

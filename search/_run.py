@@ -20,7 +20,7 @@ import onnx
 
 from latency_models import Progress, kernels_from_onnx
 from search._data import load_data
-from search._device import add_models, fastest_candidate, model_name, resolve_device
+from search._device import add_models, fastest_candidate, model_name, resolve_device, uniform_starts
 from search._errors import InputError
 from search._deploy import preprocess_contract, with_preprocessing
 from search._final import FinalModel, deployable_onnx, finalize, measure_side_by_side, measurement_description, onnx_accuracy
@@ -292,6 +292,16 @@ class _Job:
         if not study.trials and (self.search_budget_ms < TIGHT_BUDGET * lat
                                  or self.search_budget_ms < float(self.opts.budget_ms)):
             study.enqueue_trial(params, skip_if_exists=True)
+        if not study.trials:
+            # the uniform compressions at the budget come next: the search starts from the hand-made answer
+            # and refines it per layer, so its front is never below it
+            starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms, **self.sample_kwargs)
+            for _, _, start_params in starts:
+                study.enqueue_trial(start_params, skip_if_exists=True)
+            if starts:
+                self.echo("start    " + "; ".join(
+                    f"uniform prune {max(c.prune_ratios):g} at {min(c.bits)} bits ({ms:.3f} ms)" for c, ms, _ in starts)
+                    + ": the hand-made compressions within the budget, tried first")
         return study
 
     def _agree_on_bits(self, study: Any) -> None:

@@ -238,6 +238,41 @@ def test_fastest_candidate_beats_random_sampling(name):
     assert space.sample(optuna.trial.FixedTrial(params)) == cand  # enqueue_trial(params) replays it
 
 
+@pytest.mark.parametrize("name", ["mobilenet", "prune"])
+def test_uniform_starts_are_the_least_pruning_that_meets_the_budget_at_each_width(name):
+    import optuna
+
+    from search._device import uniform_starts
+
+    space = _space(name)
+    default = space.candidate()
+
+    def predict(cands):  # a device where int8 halves the time and pruning removes it linearly
+        return np.array([(1.0 - max(c.prune_ratios)) * (0.5 if min(c.bits) == 8 else 1.0) for c in cands])
+
+    starts = uniform_starts(space, predict, budget_ms=0.301, bits=(8, 32))
+    # at the budget: int8 needs 0.4, float 0.7; at half of it: int8 0.7, float 0.85 (0.15 <= 0.1505)
+    assert [(max(c.prune_ratios), min(c.bits)) for c, _, _ in starts] == [(0.4, 8), (0.7, 32), (0.7, 8), (0.85, 32)]
+    for cand, ms, params in starts:
+        layers = space.layers(cand)
+        assert dict(cand.genes) == dict(default.genes)  # the default architecture (prune space: the teacher)
+        assert set(cand.prune_ratios) == {max(cand.prune_ratios), 0.0} and set(cand.bits) <= {min(cand.bits), 32}
+        assert all(r == 0.0 for r, layer in zip(cand.prune_ratios, layers) if not layer.prunable)
+        assert ms == pytest.approx(float(predict([cand])[0])) and ms <= 0.301
+        if cand is starts[-1][0]:
+            assert ms <= 0.1505
+        study = optuna.create_study()
+        study.enqueue_trial(params)  # what search.run does: the enqueued trial draws exactly this candidate
+        assert space.sample(study.ask(), bits=(8, 32)).to_json() == cand.to_json()
+    # bits not searched: 32 only; pruning not searched: ratio 0 only, which this budget does not admit
+    assert [min(c.bits) for c, _, _ in uniform_starts(space, predict, budget_ms=0.301, search=("arch", "prune"),
+                                                      fractions=(1.0,))] == [32]
+    assert uniform_starts(space, predict, budget_ms=0.301, search=("arch", "bits"), bits=(8, 32)) == []
+    # a budget that does not bind: the unpruned default at each width, listed once though both fractions admit it
+    assert [(max(c.prune_ratios), min(c.bits)) for c, _, _ in uniform_starts(space, predict, budget_ms=3.0, bits=(8, 32))] \
+        == [(0.0, 8), (0.0, 32)]
+
+
 def test_digits_splits_are_deterministic_and_disjoint():
     from search._data import DIGITS_SIZE, load_data
 
