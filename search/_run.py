@@ -287,12 +287,12 @@ class _Job:
         study = open_study(storage=self.storage, study_name=str(o.study_name), sampler=sampler)
         self._agree_on_bits(study)
         cand, lat, params = self.fastest
+        new = not study.trials  # a resumed study keeps its own history
         # a tight budget, or one held to the teacher's latency, rules out most random candidates: the fastest
         # one is trial 0, so the front has a trained point that can ship however few trials are run
-        if not study.trials and (self.search_budget_ms < TIGHT_BUDGET * lat
-                                 or self.search_budget_ms < float(self.opts.budget_ms)):
+        if new and (self.search_budget_ms < TIGHT_BUDGET * lat or self.search_budget_ms < float(self.opts.budget_ms)):
             study.enqueue_trial(params, skip_if_exists=True)
-        if not study.trials:
+        if new:
             # the uniform compressions at the budget come next: the search starts from the hand-made answer
             # and refines it per layer, so its front is never below it
             starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms, **self.sample_kwargs)

@@ -78,6 +78,18 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
         if trial.values is not None:
             ua = trial.user_attrs
             assert trial.values[2] == (ua["compressed_size_bytes"] if size == "compressed" else ua["size_bytes"])
+    # the study starts from the uniform compressions (search.uniform_starts): after the fastest candidate
+    # (enqueued when the budget is held to the teacher), the default architecture pruned alike at one width
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    first = Candidate.from_dict(trials[1 if local else 0].user_attrs["candidate"])
+    if space_name != "prune":  # (a prune candidate is decoded by the space holding the teacher)
+        space = get_space(space_name, **first.options)
+        layers = space.layers(first)
+        assert dict(first.genes) == dict(space.candidate().genes)
+        assert len({r for r, layer in zip(first.prune_ratios, layers) if layer.prunable}) == 1
+        assert len({b for b, layer in zip(first.bits, layers) if layer.quantisable}) == 1
+    else:
+        assert set(first.genes["rank_ratios"]) == {1.0} and len(set(first.prune_ratios[:-1])) == 1
     teacher = pareto["teacher"]
     assert ENTRY_FIELDS <= set(teacher) and teacher["trial"] is None
     assert 0.0 < teacher["accuracy"] <= 1.0 and (teacher["measured_latency_ms"] is not None) == local
