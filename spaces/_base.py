@@ -150,7 +150,10 @@ class SearchSpace(abc.ABC):
     Everything else follows: ``candidate``, ``sample``, ``layer_names``, ``layers``, ``plan``, ``kernels``,
     ``module_bits``, ``build``, ``stats``, ``onnx`` and ``latency_evaluator``. Optionally, a space makes
     ``latency_evaluator`` fast by cutting its candidates into memoisable segments (``_latency_segments``
-    and ``_segment_kernels``, see :mod:`spaces._compiled`); the built-in spaces do.
+    and ``_segment_kernels``, see :mod:`spaces._compiled`); the built-in spaces do. With
+    ``_architecture_params(genes, opt_in) -> dict``, the inverse of ``_sample_architecture``, it gives
+    ``trial_params`` for searches that start from known candidates (``search.uniform_starts``); without it,
+    those starts are skipped when the architecture is searched.
 
     Options every space takes: ``num_classes``, ``input_size``, ``in_channels`` and ``channel_multiple``
     (pruned channel counts are multiples of it). A subclass with more options extends :attr:`options`, so
