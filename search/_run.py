@@ -293,8 +293,8 @@ class _Job:
         if new and (self.search_budget_ms < TIGHT_BUDGET * lat or self.search_budget_ms < float(self.opts.budget_ms)):
             study.enqueue_trial(params, skip_if_exists=True)
         if new:
-            # the uniform compressions at the budget come next: the search starts from the hand-made answer
-            # and refines it per layer, so its front is never below it
+            # the uniform compressions at the budget (and half of it) come next: the search starts from the
+            # hand-made answer and refines it per layer; its front holds those points or better ones
             starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms, **self.sample_kwargs)
             for _, _, start_params in starts:
                 study.enqueue_trial(start_params, skip_if_exists=True)
