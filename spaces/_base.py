@@ -306,7 +306,7 @@ class SearchSpace(abc.ABC):
                 params[f"bits_{layer.name}"] = b
         try:
             with warnings.catch_warnings():  # a value outside a distribution only warns; enqueued, it is redrawn
-                warnings.simplefilter("error")
+                warnings.simplefilter("error", UserWarning)
                 again = self.sample(optuna.trial.FixedTrial(params), search=search, bits=bits, genes=genes)
         except (ValueError, KeyError, UserWarning) as exc:
             raise ValueError(f"candidate cannot be drawn by sample(search={tuple(search)}, bits={tuple(bits)}): "
@@ -375,8 +375,9 @@ class SearchSpace(abc.ABC):
     def latency_evaluator(self, predictor: "LatencyPredictor") -> CompiledLatency:
         """A :class:`~spaces.CompiledLatency` of this space under ``predictor``: ``.predict_many(candidates)``
         gives the milliseconds of ``predictor.predict_many([self.kernels(c) for c in candidates], genes=...)``
-        without listing kernels (about 100x faster once its memo is warm). Kept for the most recent
-        predictors, so repeated calls share one memo."""
+        without listing kernels (about 25x faster than listing them once its memo holds the candidates'
+        segments: ``experiments/results/predict_speed.json``). Kept for the most recent predictors, so
+        repeated calls share one memo."""
         cache: list[CompiledLatency] = self.__dict__.setdefault("_latency_evaluators", [])
         for ev in cache:
             if ev.predictor is predictor:
