@@ -296,7 +296,7 @@ class _ChoiceTrial:
 
 def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *,
                       search: tuple[str, ...] | None = None, bits: tuple[int, ...] | None = None,
-                      seed: int = 0, starts: int = 32,
+                      genes: tuple[str, ...] = (), seed: int = 0, starts: int = 32,
                       passes: int = 3) -> tuple["Candidate", float, dict[str, Any]]:
     """About the fastest candidate ``space`` can produce, by coordinate descent over its sampled parameters.
 
@@ -310,6 +310,8 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
     kwargs: dict[str, Any] = {} if search is None else {"search": search}
     if bits is not None:
         kwargs["bits"] = bits
+    if genes:
+        kwargs["genes"] = tuple(genes)
 
     def draw(fixed: Mapping[str, Any]) -> tuple["Candidate", _ChoiceTrial]:
         trial = _ChoiceTrial(fixed, rng)
@@ -340,7 +342,7 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
 
 def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *, budget_ms: float,
                    search: tuple[str, ...] | None = None, bits: tuple[int, ...] | None = None,
-                   fractions: tuple[float, ...] = (1.0, 0.5)) -> list[tuple["Candidate", float, dict[str, Any]]]:
+                   genes: tuple[str, ...] = (), fractions: tuple[float, ...] = (1.0, 0.5)) -> list[tuple["Candidate", float, dict[str, Any]]]:
     """The hand-made compressions a search starts from, so that its front begins where they are: the space's
     default architecture (the ``prune`` space: the teacher) with every prunable layer pruned alike, by the
     smallest ratio of the prune grid that meets ``fraction * budget_ms``, and every quantisable layer at one
@@ -376,7 +378,7 @@ def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], 
                 continue
             chosen.add(i)
             try:
-                params = space.trial_params(grid[i], search=search, bits=bits)
+                params = space.trial_params(grid[i], search=search, bits=bits, genes=genes)
             except ValueError as exc:
                 logger.info("no uniform start in the %s space: %s", space.name, exc)
                 return []

@@ -26,7 +26,7 @@ from search._pareto import SELECTIONS
 from search._study import SAMPLERS
 from search._teacher import check_teacher_spec
 from latency_models import BITS
-from spaces import SEARCH_PARTS, list_spaces
+from spaces import SEARCH_PARTS, list_spaces, opt_in_genes
 
 __all__ = ["CONFIG", "SearchOptions", "add_arguments", "command_line", "parse_bits", "resolve_options"]
 
@@ -82,6 +82,9 @@ class SearchOptions:
                                     "(default {default})", metavar="E", resume=True)
     search: tuple[str, ...] = _option(SEARCH_PARTS, "what to search, a comma list of {choices} (default all)",
                                       metavar="PARTS")
+    genes: tuple[str, ...] = _option((), "opt-in architecture genes to search as well, a comma list (mobilenet, "
+                                         "shufflenet: crelu, CReLU in the first blocks, which pays only where "
+                                         "the device runs Neg and Concat cheaply; default none)", metavar="GENES")
     bits: str = _option("auto", "bit widths a layer may get: auto (32 and the widths of 4, 8, 16 the device runs "
                                 "faster than float32, read from its latency profile) or a comma list of {choices} "
                                 "(4 and 16 save size, not time, on x86 ONNX Runtime; 1 and 2 are binary and "
@@ -176,6 +179,13 @@ class SearchOptions:
         parts = tuple(self.search)
         if not parts or any(p not in SEARCH_PARTS for p in parts):
             raise InputError(f"--search {','.join(map(str, parts))!r} must be a non-empty subset of {','.join(SEARCH_PARTS)}")
+        genes = tuple(self.genes)
+        allowed = opt_in_genes(self.space)
+        if any(g not in allowed for g in genes):
+            raise InputError(f"--genes {','.join(map(str, genes))!r} is not allowed with --space {self.space}; allowed: "
+                             + (f"a comma list of {','.join(allowed)}" if allowed else "none (this space has no opt-in genes)"))
+        if genes and "arch" not in parts:
+            raise InputError(f"--genes {','.join(genes)} needs 'arch' in --search (they are architecture genes)")
         out = self.out
         if out is None:
             out = str(pathlib.Path("runs") / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S"))
@@ -183,7 +193,7 @@ class SearchOptions:
         if not resuming and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise InputError(f"--out {folder} already exists and is not empty; choose another folder, or continue "
                              f"that run with --resume {folder}")
-        return dataclasses.replace(self, search=parts, out=str(out))
+        return dataclasses.replace(self, search=parts, genes=genes, out=str(out))
 
 
 def parse_bits(text: str) -> tuple[int, ...] | None:
@@ -218,7 +228,7 @@ _CHOICES: dict[str, Callable[[], Any]] = {
     "size": lambda: SIZES,
     "select": lambda: SELECTIONS,
 }
-_TYPES: dict[str, Callable[[str], Any]] = {"search": _parts}
+_TYPES: dict[str, Callable[[str], Any]] = {"search": _parts, "genes": _parts}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -251,8 +261,9 @@ def resolve_options(given: Mapping[str, Any], resume: str | pathlib.Path | None)
     unknown = set(explicit) - set(SearchOptions.names())
     if unknown:
         raise TypeError(f"run() got unknown option(s) {sorted(unknown)}")
-    if "search" in explicit:
-        explicit["search"] = tuple(explicit["search"])
+    for key in ("search", "genes"):
+        if key in explicit:
+            explicit[key] = tuple(explicit[key])
     if resume is None:
         return SearchOptions(**explicit), False
     folder = pathlib.Path(resume).expanduser()
@@ -271,8 +282,9 @@ def resolve_options(given: Mapping[str, Any], resume: str | pathlib.Path | None)
         raise InputError(f"{_flag(k)} {explicit[k]!r} differs from the resumed run's {saved.get(k)!r}; with "
                          f"--resume only {', '.join(_flag(n) for n in sorted(may_change))} may change")
     known = {k: v for k, v in saved.items() if k in SearchOptions.names()}
-    if "search" in known:
-        known["search"] = tuple(known["search"])
+    for key in ("search", "genes"):
+        if key in known:
+            known[key] = tuple(known[key])
     opts = SearchOptions(**{**known, **{k: explicit[k] for k in may_change if k in explicit}, "out": str(folder)})
     return opts, True
 

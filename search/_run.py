@@ -175,8 +175,8 @@ class _Job:
 
     @property
     def sample_kwargs(self) -> dict[str, Any]:
-        """How trials draw candidates: the searched parts and the allowed bit widths."""
-        return {"search": tuple(self.opts.search), "bits": self.bits}
+        """How trials draw candidates: the searched parts, the allowed bit widths and the opt-in genes."""
+        return {"search": tuple(self.opts.search), "bits": self.bits, "genes": tuple(self.opts.genes)}
 
     def _predict(self, cands: list[Candidate]) -> Any:
         return predict_latency(self.device.predictor, self.space, cands)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from spaces._base import PRUNE_RATIO_MAX, PRUNE_RATIO_STEP, SEARCH_BITS, SEARCH_PARTS, Architecture, Layer, SearchSpace, SpaceStats, StudentSpace, Suggest
 from spaces._candidate import Candidate
 from spaces._compiled import CompiledLatency
-from spaces._registry import get_space, list_spaces, register_space
+from spaces._registry import get_space, list_spaces, opt_in_genes, register_space
 
 # The built-in spaces register themselves when their modules are imported.
 from spaces._fbnet import FBNET_OPS, FBNetSpace
@@ -43,6 +43,7 @@ __all__ = [
     "builtin_teacher",
     "get_space",
     "list_spaces",
+    "opt_in_genes",
     "register_space",
     "supports_supernet",
 ]

@@ -37,6 +37,14 @@ def list_spaces() -> list[str]:
     return sorted(_SPACES)
 
 
+def opt_in_genes(name: str) -> tuple[str, ...]:
+    """The opt-in architecture genes of the space registered as ``name`` (``SearchSpace.OPT_IN_GENES``: drawn
+    by ``sample(..., genes=...)`` only when asked), without building it."""
+    if name not in _SPACES:
+        raise ValueError(f"space={name!r} is not registered; allowed: {', '.join(sorted(_SPACES))}")
+    return tuple(_SPACES[name].OPT_IN_GENES)
+
+
 def get_space(name: str, **options: Any) -> "SearchSpace":
     """An instance of the space registered as ``name``, with its options (all have defaults)."""
     if name not in _SPACES:

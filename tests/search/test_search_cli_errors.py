@@ -41,6 +41,9 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["--budget-ms", "20", "--select", "best"], "--select 'best' is not allowed; allowed: fastest-tied, most-accurate"),
         (["--budget-ms", "20", "--size", "tiny"], "--size 'tiny' is not allowed; allowed: dense, compressed"),
         (["--budget-ms", "20", "--size", "compressed"], "--size compressed needs --space prune"),
+        (["--budget-ms", "20", "--genes", "swish"], "--genes 'swish' is not allowed with --space mobilenet; allowed: a comma list of crelu"),
+        (["--budget-ms", "20", "--space", "fbnet", "--genes", "crelu"], "allowed: none (this space has no opt-in genes)"),
+        (["--budget-ms", "20", "--genes", "crelu", "--search", "prune,bits"], "--genes crelu needs 'arch' in --search"),
     ],
 )
 def test_bad_option_is_one_line_and_exit_2(capsys, tmp_path, argv, needle):

@@ -359,3 +359,26 @@ def test_a_large_accuracy_loss_says_what_to_try():
     hint = accuracy_hint("mobilenet", -61.2)
     assert hint.startswith("The model lost 61.2 points") and "--space prune" in hint
     assert "--space prune" not in accuracy_hint("prune", -12.0) and "--final-epochs" in accuracy_hint("prune", -12.0)
+
+
+def test_opt_in_genes_reach_every_way_the_search_draws_candidates():
+    """--genes crelu: the fastest candidate and the uniform starts draw the gene as the trials do (a start
+    enqueued without it would leave the gene to the sampler, and not be the candidate it was chosen as)."""
+    import optuna
+
+    from search._device import fastest_candidate, uniform_starts
+
+    space = _space("mobilenet")
+
+    def predict(cands):
+        return np.array([1.0 - 0.1 * c.genes.get("crelu", 0) - 0.5 * max(c.prune_ratios) for c in cands])
+
+    cand, _, params = fastest_candidate(space, predict, genes=("crelu",), seed=0)
+    assert params["crelu"] == cand.genes.get("crelu", 0) == 3  # the gene is walked like any other
+    starts = uniform_starts(space, predict, budget_ms=0.8, genes=("crelu",), bits=(8, 32))
+    assert starts and all("crelu" in p for _, _, p in starts)
+    study = optuna.create_study()
+    study.enqueue_trial(starts[0][2])
+    assert space.sample(study.ask(), genes=("crelu",), bits=(8, 32)).to_json() == starts[0][0].to_json()
+    with pytest.raises(ValueError, match="genes"):
+        space.sample(np.random.default_rng(0), genes=("swish",))
