@@ -90,8 +90,8 @@ def predict_ms(setup: Any, cands: list[Any]) -> np.ndarray:
 
 def latency_distribution(setup: Any, *, n: int, seed: int, bits: tuple[int, ...] | None) -> dict[str, np.ndarray]:
     """Predicted latencies of ``n`` random candidates for each method's searched parts."""
-    return {",".join(parts): random_latencies(setup, n=n, seed=seed, search=parts, bits=bits)
-            for method, (_, parts, _) in OPTUNA_METHODS.items() if method not in ("random", "search-no-starts")}
+    searched = dict.fromkeys(parts for _, parts, _ in OPTUNA_METHODS.values())  # each set of parts once
+    return {",".join(parts): random_latencies(setup, n=n, seed=seed, search=parts, bits=bits) for parts in searched}
 
 
 def uniform_grid(space: Any) -> list[tuple[dict[str, Any], Any]]:

@@ -21,7 +21,7 @@ predictors (each prior is summarised the same way). Nothing here knows where the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -38,34 +38,18 @@ _PREDICTING = ("predict_many", "predict", "_records", "_sum", "_tr", "_gene_ms",
 _BITS_LIMIT = 64
 
 
-class SegmentSummary(tuple):
-    """(contribution_ms, first_bits, first_mel, last_bits) of one segment for one predictor.
+class SegmentSummary(NamedTuple):
+    """One segment's summary for one predictor.
 
     ``contribution_ms`` includes the segment's own bit-width changes; ``first_bits`` / ``last_bits`` are 0
     when it has no weight layer; ``first_mel`` is the millions of activation elements its first weight
     layer reads.
     """
 
-    __slots__ = ()
-
-    def __new__(cls, contribution_ms: float, first_bits: int, first_mel: float, last_bits: int) -> "SegmentSummary":
-        return super().__new__(cls, (float(contribution_ms), int(first_bits), float(first_mel), int(last_bits)))
-
-    @property
-    def contribution_ms(self) -> float:
-        return self[0]
-
-    @property
-    def first_bits(self) -> int:
-        return self[1]
-
-    @property
-    def first_mel(self) -> float:
-        return self[2]
-
-    @property
-    def last_bits(self) -> int:
-        return self[3]
+    contribution_ms: float
+    first_bits: int
+    first_mel: float
+    last_bits: int
 
 
 def summarize(predictor: "LatencyPredictor", kernels: Sequence[Kernel]) -> SegmentSummary:
@@ -94,7 +78,7 @@ def _summaries(predictor: "LatencyPredictor", segments: list[list[Kernel]]) -> l
                     total += cost[0] + cost[1] * mel
             prev = bits
         pos += len(ks)
-        out.append(SegmentSummary(total, first_bits, first_mel, prev))
+        out.append(SegmentSummary(float(total), int(first_bits), float(first_mel), int(prev)))
     return out
 
 
@@ -184,7 +168,8 @@ class SegmentPredictor:
         i = int(segment_id)
         if not 0 <= i < self._n:
             raise ValueError(f"segment_id={segment_id!r} is not an id returned by add (0 to {self._n - 1})")
-        return SegmentSummary(self._contrib[i], self._first_bits[i], self._first_mel[i], self._last_bits[i])
+        return SegmentSummary(float(self._contrib[i]), int(self._first_bits[i]), float(self._first_mel[i]),
+                              int(self._last_bits[i]))
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         return self._contrib, self._first_bits, self._first_mel, self._last_bits
