@@ -287,21 +287,23 @@ class _Job:
         study = open_study(storage=self.storage, study_name=str(o.study_name), sampler=sampler)
         self._agree_on_bits(study)
         cand, lat, params = self.fastest
-        new = not study.trials  # a resumed study keeps its own history
+        if study.trials:  # a resumed study keeps its own history
+            return study
         # a tight budget, or one held to the teacher's latency, rules out most random candidates: the fastest
         # one is trial 0, so the front has a trained point that can ship however few trials are run
-        if new and (self.search_budget_ms < TIGHT_BUDGET * lat or self.search_budget_ms < float(self.opts.budget_ms)):
+        if self.search_budget_ms < TIGHT_BUDGET * lat or self.search_budget_ms < float(o.budget_ms):
             study.enqueue_trial(params, skip_if_exists=True)
-        if new:
-            # the uniform compressions at the budget (and half of it) come next: the search starts from the
-            # hand-made answer and refines it per layer; its front holds those points or better ones
-            starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms, **self.sample_kwargs)
-            for _, _, start_params in starts:
-                study.enqueue_trial(start_params, skip_if_exists=True)
-            if starts:
-                self.echo("start    " + "; ".join(
-                    f"uniform prune {max(c.prune_ratios):g} at {min(c.bits)} bits ({ms:.3f} ms)" for c, ms, _ in starts)
-                    + ": the hand-made compressions within the budget, tried first")
+        # the uniform compressions at the budget (and half of it) come next: the search starts from the
+        # hand-made answer and refines it per layer; its front holds those points or better ones. No more are
+        # enqueued than this run's trials (one left waiting would outlive the run in the study)
+        starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms, **self.sample_kwargs)
+        starts = starts[:max(0, int(o.trials) - len(study.trials))]
+        for _, _, start_params in starts:
+            study.enqueue_trial(start_params, skip_if_exists=True)
+        if starts:
+            self.echo("start    " + "; ".join(
+                f"uniform prune {max(c.prune_ratios):g} at {min(c.bits)} bits ({ms:.3f} ms)" for c, ms, _ in starts)
+                + ": the hand-made compressions within the budget, tried first")
         return study
 
     def _agree_on_bits(self, study: Any) -> None:

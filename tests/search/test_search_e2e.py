@@ -81,6 +81,8 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
     # the study starts from the uniform compressions (search.uniform_starts): after the fastest candidate
     # (enqueued when the budget is held to the teacher), the default architecture pruned alike at one width
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    # no more starts are enqueued than the run's trials: none is left waiting in the study after it
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.WAITING]
     first = Candidate.from_dict(trials[1 if local else 0].user_attrs["candidate"])
     if space_name != "prune":  # (a prune candidate is decoded by the space holding the teacher)
         space = get_space(space_name, **first.options)
