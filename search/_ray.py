@@ -38,7 +38,7 @@ from ray.tune.utils import flatten_dict
 
 from search._errors import InputError
 from search._objective import OBJECTIVES, evaluate_candidate
-from search._study import RUN_ATTR, StudyOutcome, fail_stale_trials, owned_trials
+from search._study import RUN_ATTR, StudyOutcome, fail_stale_trials, owned_trials, storage_of
 from spaces import Candidate
 
 if TYPE_CHECKING:
@@ -297,7 +297,7 @@ def ray_sweep(*, space: "SearchSpace", evaluate: Callable[..., Any], context: An
         else:
             searcher = _Searcher(
                 space=_DefineByRun(space, sample_kwargs, trial_attrs or {}), metric=list(METRICS), mode=list(MODES),
-                sampler=sampler, storage=None if storage is None else optuna.storages.get_storage(storage),
+                sampler=sampler, storage=None if storage is None else optuna.storages.get_storage(storage_of(storage)),
                 study_name=study_name,
             )
             tuner = tune.Tuner(

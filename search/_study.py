@@ -61,6 +61,21 @@ def make_sampler(name: str, *, seed: int | None, budget_ms: float) -> "optuna.sa
 #: Times a storage is opened before a concurrent-creation error is reported.
 OPEN_ATTEMPTS = 5
 
+#: Seconds a SQLite connection waits for another connection's lock before failing (SQLite's default, 5 s,
+#: is short when a reader, a Ray worker or a second run holds the file on a busy machine).
+SQLITE_BUSY_TIMEOUT_S = 120.0
+
+
+def storage_of(url: str) -> "optuna.storages.BaseStorage | str":
+    """The Optuna storage for ``url``: a SQLite file gets a long busy timeout (``SQLITE_BUSY_TIMEOUT_S``),
+    so that a trial's commit waits for a concurrent reader instead of ending the run with "database is
+    locked"; any other URL is returned as is."""
+    import optuna
+
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
+    return url
+
 
 def _lost_creation_race(exc: BaseException) -> bool:
     """Whether ``exc`` is another process creating the same tables or study first (SQLAlchemy
@@ -77,7 +92,7 @@ def open_study(*, storage: str, study_name: str, sampler: "optuna.samplers.BaseS
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         try:
-            study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+            study = optuna.create_study(storage=storage_of(storage), study_name=study_name, sampler=sampler,
                                         directions=directions, load_if_exists=True)
             break
         except (ValueError, ImportError, ModuleNotFoundError) as exc:

@@ -382,3 +382,30 @@ def test_opt_in_genes_reach_every_way_the_search_draws_candidates():
     assert space.sample(study.ask(), genes=("crelu",), bits=(8, 32)).to_json() == starts[0][0].to_json()
     with pytest.raises(ValueError, match="genes"):
         space.sample(np.random.default_rng(0), genes=("swish",))
+
+
+def test_a_sqlite_study_waits_for_a_reader_longer_than_sqlite_s_five_seconds(tmp_path):
+    """A trial's commit waits while another connection holds the file (the CI's Ctrl-C test polls the run's
+    study.db; under load one poll outlasted SQLite's default 5-second busy timeout: "database is locked")."""
+    import sqlite3
+    import threading
+    import time
+
+    import optuna
+
+    from search._study import open_study
+
+    db = tmp_path / "s.db"
+    study = open_study(storage=f"sqlite:///{db}", study_name="busy", sampler=optuna.samplers.RandomSampler(seed=0))
+    holder = sqlite3.connect(db, timeout=0, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(6.5, holder.execute, args=("COMMIT",))
+    release.start()
+    try:
+        start = time.monotonic()
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0, 2.0), n_trials=1)
+        waited = time.monotonic() - start
+    finally:
+        release.join()
+        holder.close()
+    assert waited > 6.0 and [t.state.name for t in study.trials] == ["COMPLETE"]
