@@ -342,17 +342,19 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
 
 def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *, budget_ms: float,
                    search: tuple[str, ...] | None = None, bits: tuple[int, ...] | None = None,
-                   genes: tuple[str, ...] = (), fractions: tuple[float, ...] = (1.0, 0.5)) -> list[tuple["Candidate", float, dict[str, Any]]]:
+                   genes: tuple[str, ...] = (), fractions: tuple[float, ...] = (1.0, 0.75, 0.5)) -> list[tuple["Candidate", float, dict[str, Any]]]:
     """The hand-made compressions a search starts from, so that its front begins where they are: the space's
     default architecture (the ``prune`` space: the teacher) with every prunable layer pruned alike, by the
     smallest ratio of the prune grid that meets ``fraction * budget_ms``, and every quantisable layer at one
-    width, for each of ``fractions`` (the budget, and half of it: the two ends of the front).
+    width, for each of ``fractions`` (the budget down to half of it: the front's span, where a hand-made
+    uniform compression is hard to beat, so the sampler's own trials have to do better than these points).
 
-    One start per fraction for the narrowest width of ``bits`` and one at 32 bits (only 32 when ``"bits"``
-    is not searched; ratio 0 only when ``"prune"`` is not); a width no uniform ratio brings within a
-    fraction's budget has none there, and a start already listed is not listed twice. Returns (candidate,
-    predicted ms, the Optuna parameters that draw it, for ``enqueue_trial``), in order of fraction then
-    width; a space that cannot give the parameters of its default architecture has none.
+    One start per fraction at the narrowest width of ``bits``, and one at 32 bits at the first fraction only
+    (the hedge for a width that costs accuracy: a float model pruned harder to meet the same budget); only 32
+    when ``"bits"`` is not searched, ratio 0 only when ``"prune"`` is not. A width no uniform ratio brings
+    within a fraction's budget has none there, and a start already listed is not listed twice. Returns
+    (candidate, predicted ms, the Optuna parameters that draw it, for ``enqueue_trial``), in order of fraction
+    then width; a space that cannot give the parameters of its default architecture has none.
     """
     import numpy as np
 
@@ -370,8 +372,8 @@ def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], 
     lats = np.asarray(predict(grid), dtype=float).reshape(len(widths), len(ratios))
     starts: list[tuple["Candidate", float, dict[str, Any]]] = []
     chosen: set[int] = set()
-    for fraction in fractions:
-        for w in range(len(widths)):
+    for k, fraction in enumerate(fractions):
+        for w in range(len(widths)) if k == 0 else range(1):
             fits = np.flatnonzero(lats[w] <= fraction * budget_ms)
             i = w * len(ratios) + int(fits[0]) if len(fits) else None
             if i is None or i in chosen:
