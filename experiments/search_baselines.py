@@ -5,8 +5,9 @@ Methods (each scored by the search's own objective, ``search.evaluate_candidate`
 
 - ``search``: the search as ``python -m search`` runs it: TPE (the search's sampler settings, the budget as
   its constraint) over architecture, per-layer prune ratios and per-layer bits jointly, starting from the
-  uniform compressions at the budget (``search.uniform_starts``: the default architecture pruned alike at
-  int8 and at 32 bits, then refined per layer);
+  uniform compressions within the budget (``search.uniform_starts``: the default architecture pruned alike,
+  at the narrowest width, up to half the trials spread from the budget to the fastest uniform ratio), then
+  refined per layer by TPE;
 - ``search-no-starts``: the same without those starts (the search before they were added);
 - ``random``: Optuna's random sampler over the same three parts (no starts);
 - ``arch-only``, ``prune-only``, ``bits-only``: the search (TPE) with ``--search arch`` / ``prune`` /
@@ -65,7 +66,7 @@ from experiments._common import (
 )
 
 METHODS = ("search", "search-no-starts", "random", "uniform-int8", "bits-only", "arch-only", "prune-only")
-#: sampler, searched parts and whether the study starts from the uniform compressions at the budget
+#: sampler, searched parts and whether the study starts from the uniform compressions within the budget
 #: (``search.uniform_starts``, as ``python -m search`` does) of each Optuna method
 OPTUNA_METHODS = {
     "search": ("tpe", ("arch", "prune", "bits"), True),
@@ -134,7 +135,9 @@ def trial_rows(trials: list[Any]) -> list[dict[str, Any]]:
                      "accuracy": float(ua.get("accuracy", 0.0)) if t.state == TrialState.COMPLETE else None,
                      "latency_ms": ua.get("latency_ms"), "size_bytes": ua.get("size_bytes"),
                      "feasible": bool(ua.get("feasible", False)), "trained": bool(ua.get("trained", False)),
-                     "seconds": ua.get("seconds"), "candidate": ua.get("candidate")})
+                     "seconds": ua.get("seconds"), "candidate": ua.get("candidate"),
+                     # enqueued (the fastest candidate, the uniform starts), not drawn by the sampler
+                     "enqueued": "fixed_params" in t.system_attrs})
     return rows
 
 
@@ -150,6 +153,7 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
         fastest_candidate,
         make_sampler,
         run_study,
+        start_count,
         uniform_starts,
     )
 
@@ -163,7 +167,7 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
         study.enqueue_trial(params, skip_if_exists=True)
     if starts:  # as search.run: the uniform compressions at the budget are tried next
         for _, _, start in uniform_starts(setup.space, lambda c: predict_ms(setup, c), budget_ms=budget_ms,
-                                          search=parts, bits=bits):
+                                          search=parts, bits=bits, count=start_count(trials)):
             study.enqueue_trial(start, skip_if_exists=True)
     context = SearchContext(space=setup.space, predictor=setup.device.predictor, budget_ms=budget_ms,
                             evaluator=evaluator)
@@ -207,6 +211,33 @@ def best_feasible(rows: list[dict[str, Any]]) -> float | None:
     return max(accs) if accs else None
 
 
+def front(rows: list[dict[str, Any]], *, budget_ms: float, size_ref: float) -> list[dict[str, Any]]:
+    """The feasible, trained rows no other such row dominates in (1 - accuracy, latency, size)."""
+    ok = [r for r in rows if r["state"] == "COMPLETE" and r["trained"] and r["feasible"]]
+    pts = [(1.0 - float(r["accuracy"]), float(r["latency_ms"]) / budget_ms, float(r["size_bytes"]) / size_ref)
+           for r in ok]
+    return [r for r, p in zip(ok, pts)
+            if not any(q != p and all(a <= b for a, b in zip(q, p)) for q in pts)]
+
+
+def attribution(res: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What a method's enqueued trials (fastest candidate, uniform starts) reach alone, and how much of its
+    front its sampler's own trials hold; None for runs without enqueued trials."""
+    if not any(t.get("enqueued") for r in runs for t in r["trials"]):
+        return None
+    budget, size_ref = res["budget_ms"], res["hypervolume"]["size_ref_bytes"]
+    hv_enq, own, points = [], [], []
+    for r in runs:
+        curve = hv_curve([t for t in r["trials"] if t.get("enqueued")], budget_ms=budget, size_ref=size_ref)
+        hv_enq.append(curve[-1] if curve else 0.0)
+        f = front(r["trials"], budget_ms=budget, size_ref=size_ref)
+        own.append(sum(not t.get("enqueued") for t in f))
+        points.append(len(f))
+    return {"enqueued_trials": percentile_summary([sum(bool(t.get("enqueued")) for t in r["trials"]) for r in runs]),
+            "hypervolume_enqueued_only": percentile_summary(hv_enq),
+            "front_points": percentile_summary(points), "front_points_from_sampler": percentile_summary(own)}
+
+
 def summarise(res: dict[str, Any]) -> dict[str, Any]:
     """Per method: best feasible accuracy and final hypervolume, mean and std over seeds, and counts."""
     summary: dict[str, Any] = {}
@@ -226,6 +257,8 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             "trained_trials": percentile_summary([sum(t["trained"] for t in r["trials"]) for r in runs]),
             "seconds_per_run": percentile_summary([r["seconds"] for r in runs]),
         }
+        if (attr := attribution(res, runs)) is not None:
+            summary[method]["enqueued"] = attr
     return summary
 
 
@@ -260,6 +293,14 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {label} | {_pm(s['best_feasible_accuracy'], '.3f')}{miss} | {_pm(s['final_hypervolume'], '.4f')} | "
                      f"{_pm(s['feasible_share'], '.0%').replace('%', ' %')} | {_pm(s['trained_trials'], '.1f')} | "
                      f"{_pm(s['seconds_per_run'], '.0f')} |")
+    attributed = [(m, s["enqueued"]) for m, s in summ.items() if s.get("enqueued")]
+    if attributed:
+        lines += ["", "What the enqueued trials (the fastest candidate and the uniform starts) reach alone, and how "
+                  "many points of the final front the sampler's own trials hold:", "",
+                  "| method | enqueued trials | hypervolume of the enqueued trials alone | front points | of them from the sampler |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {m} | {_pm(a['enqueued_trials'], '.1f')} | {_pm(a['hypervolume_enqueued_only'], '.4f')} | "
+                  f"{_pm(a['front_points'], '.1f')} | {_pm(a['front_points_from_sampler'], '.1f')} |" for m, a in attributed]
     secs = [t["seconds"] for r in res["runs"] for t in r["trials"] if t["trained"] and t["seconds"] is not None]
     ts = percentile_summary(secs)
     if ts["n"]:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from spaces import Candidate, SearchSpace
 
-__all__ = ["DEFAULT_PROFILE_MIN", "Device", "add_models", "fastest_candidate", "resolve_device", "uniform_starts"]
+__all__ = ["DEFAULT_PROFILE_MIN", "Device", "add_models", "fastest_candidate", "resolve_device", "start_count",
+           "uniform_starts"]
 
 logger = logging.getLogger(__name__)
 
@@ -340,21 +341,30 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
     return best_c, best_lat, best_params
 
 
+def start_count(trials: int) -> int:
+    """How many uniform starts a run of ``trials`` trials enqueues at most: half of them (at least one), so
+    the sampler's own trials are never fewer than the hand-made sweep's."""
+    return max(1, int(trials) // 2)
+
+
 def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *, budget_ms: float,
                    search: tuple[str, ...] | None = None, bits: tuple[int, ...] | None = None,
-                   genes: tuple[str, ...] = (), fractions: tuple[float, ...] = (1.0, 0.75, 0.5)) -> list[tuple["Candidate", float, dict[str, Any]]]:
+                   genes: tuple[str, ...] = (), count: int = 4) -> list[tuple["Candidate", float, dict[str, Any]]]:
     """The hand-made compressions a search starts from, so that its front begins where they are: the space's
-    default architecture (the ``prune`` space: the teacher) with every prunable layer pruned alike, by the
-    smallest ratio of the prune grid that meets ``fraction * budget_ms``, and every quantisable layer at one
-    width, for each of ``fractions`` (the budget down to half of it: the front's span, where a hand-made
-    uniform compression is hard to beat, so the sampler's own trials have to do better than these points).
+    default architecture (the ``prune`` space: the teacher) with every prunable layer pruned alike and every
+    quantisable layer at the narrowest width of ``bits``, swept along the prune grid where it meets
+    ``budget_ms``.
 
-    One start per fraction at the narrowest width of ``bits``, and one at 32 bits at the first fraction only
-    (the hedge for a width that costs accuracy: a float model pruned harder to meet the same budget); only 32
-    when ``"bits"`` is not searched, ratio 0 only when ``"prune"`` is not. A width no uniform ratio brings
-    within a fraction's budget has none there, and a start already listed is not listed twice. Returns
-    (candidate, predicted ms, the Optuna parameters that draw it, for ``enqueue_trial``), in order of fraction
-    then width; a space that cannot give the parameters of its default architecture has none.
+    Of the uniform ratios whose predicted latency meets the budget, ``count`` evenly spaced ones from the
+    least pruned (the most accurate at the budget) to the most pruned (the fastest), so a search that runs
+    them holds the uniform compression's trade-off curve without a trial spent over the budget: a hand-made
+    sweep is hard to beat at equal trials, and the sampler's own trials have to do better than these points.
+    They are listed in bisection order (the budget's end, the fast end, then the middles), so the first few
+    already span the front. When the narrowest width is below 8 bits (where a uniform width may cost much
+    accuracy), a float start at the budget comes second, within ``count``. Only 32 bits when ``"bits"`` is
+    not searched; ratio 0 only when ``"prune"`` is not (one start at most). Returns (candidate, predicted ms,
+    the Optuna parameters that draw it, for ``enqueue_trial``); a space that cannot give the parameters of
+    its default architecture has none.
     """
     import numpy as np
 
@@ -362,27 +372,45 @@ def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], 
 
     search = tuple(SEARCH_PARTS if search is None else search)
     bits = tuple(SEARCH_BITS if bits is None else bits)
-    widths = sorted({min(bits), 32}) if "bits" in search else [32]
+    narrow = min(bits) if "bits" in search else 32
+    widths = [narrow, 32] if narrow < 8 else [narrow]
     ratios = [round(i * PRUNE_RATIO_STEP, 6) for i in range(int(round(PRUNE_RATIO_MAX / PRUNE_RATIO_STEP)) + 1)] \
         if "prune" in search else [0.0]
     default = space.candidate()
     layers = space.layers(default)
-    grid = [space.candidate(**dict(default.genes), prune_ratios=[r if layer.prunable else 0.0 for layer in layers],
-                            bits=[b if layer.quantisable else 32 for layer in layers]) for b in widths for r in ratios]
-    lats = np.asarray(predict(grid), dtype=float).reshape(len(widths), len(ratios))
+    grid = [[space.candidate(**dict(default.genes), prune_ratios=[r if layer.prunable else 0.0 for layer in layers],
+                             bits=[b if layer.quantisable else 32 for layer in layers]) for r in ratios] for b in widths]
+    lats = np.asarray(predict([c for row in grid for c in row]), dtype=float).reshape(len(widths), len(ratios))
+    fits = [np.flatnonzero(row <= budget_ms) for row in lats]
+    chosen: list[tuple[int, int]] = []  # (width index, ratio index)
+    if count > 0 and len(fits[0]):
+        sweep = fits[0][np.unique(np.round(np.linspace(0, len(fits[0]) - 1, min(count, len(fits[0])))).astype(int))]
+        order = _bisection_order(len(sweep))
+        chosen = [(0, int(sweep[k])) for k in order]
+    if len(widths) > 1 and len(fits[1]) and count > 1:  # the float hedge at the budget, second
+        chosen = chosen[:1] + [(1, int(fits[1][0]))] + chosen[1:count - 1]
     starts: list[tuple["Candidate", float, dict[str, Any]]] = []
-    chosen: set[int] = set()
-    for k, fraction in enumerate(fractions):
-        for w in range(len(widths)) if k == 0 else range(1):
-            fits = np.flatnonzero(lats[w] <= fraction * budget_ms)
-            i = w * len(ratios) + int(fits[0]) if len(fits) else None
-            if i is None or i in chosen:
-                continue
-            chosen.add(i)
-            try:
-                params = space.trial_params(grid[i], search=search, bits=bits, genes=genes)
-            except ValueError as exc:
-                logger.info("no uniform start in the %s space: %s", space.name, exc)
-                return []
-            starts.append((grid[i], float(lats[w, fits[0]]), params))
+    for w, i in chosen:
+        try:
+            params = space.trial_params(grid[w][i], search=search, bits=bits, genes=genes)
+        except ValueError as exc:
+            logger.info("no uniform start in the %s space: %s", space.name, exc)
+            return []
+        starts.append((grid[w][i], float(lats[w, i]), params))
     return starts
+
+
+def _bisection_order(n: int) -> list[int]:
+    """0, n-1, then the midpoints of the gaps left, widest first: any prefix spreads over 0..n-1."""
+    if n <= 2:
+        return list(range(n))
+    order, gaps = [0, n - 1], [(0, n - 1)]
+    while gaps:
+        gaps.sort(key=lambda g: g[0] - g[1])  # widest first
+        lo, hi = gaps.pop(0)
+        if hi - lo < 2:
+            continue
+        mid = (lo + hi) // 2
+        order.append(mid)
+        gaps += [(lo, mid), (mid, hi)]
+    return order

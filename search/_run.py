@@ -20,7 +20,7 @@ import onnx
 
 from latency_models import Progress, kernels_from_onnx
 from search._data import load_data
-from search._device import add_models, fastest_candidate, model_name, resolve_device, uniform_starts
+from search._device import add_models, fastest_candidate, model_name, resolve_device, start_count, uniform_starts
 from search._errors import InputError
 from search._deploy import preprocess_contract, with_preprocessing
 from search._final import FinalModel, deployable_onnx, finalize, measure_side_by_side, measurement_description, onnx_accuracy
@@ -293,17 +293,21 @@ class _Job:
         # one is trial 0, so the front has a trained point that can ship however few trials are run
         if self.search_budget_ms < TIGHT_BUDGET * lat or self.search_budget_ms < float(o.budget_ms):
             study.enqueue_trial(params, skip_if_exists=True)
-        # the uniform compressions at the budget (and half of it) come next: the search starts from the
-        # hand-made answer and refines it per layer; its front holds those points or better ones. No more are
-        # enqueued than this run's trials (one left waiting would outlive the run in the study)
-        starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms, **self.sample_kwargs)
+        # the uniform compressions within the budget come next (up to half the trials): the search starts from
+        # the hand-made trade-off curve and refines it per layer; its front holds those points or better ones.
+        # No more are enqueued than this run's trials (one left waiting would outlive the run in the study)
+        starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms,
+                                count=start_count(int(o.trials)), **self.sample_kwargs)
         starts = starts[:max(0, int(o.trials) - len(study.trials))]
         for _, _, start_params in starts:
             study.enqueue_trial(start_params, skip_if_exists=True)
-        if starts:
-            self.echo("start    " + "; ".join(
-                f"uniform prune {max(c.prune_ratios):g} at {min(c.bits)} bits ({ms:.3f} ms)" for c, ms, _ in starts)
-                + ": the hand-made compressions within the budget, tried first")
+        for width in sorted({min(c.bits) for c, _, _ in starts}):
+            at = [(max(c.prune_ratios), ms) for c, ms, _ in starts if min(c.bits) == width]
+            (r0, ms0), (r1, ms1) = min(at), max(at)
+            self.echo(f"start    {len(at)} uniform compression{'s' if len(at) > 1 else ''} at {width} bits, every layer "
+                      f"pruned alike by {r0:g}" + (f" to {r1:g}" if len(at) > 1 else "") +
+                      f" ({ms0:.3f}" + (f" to {ms1:.3f}" if len(at) > 1 else "") +
+                      " ms predicted): the hand-made trade-off within the budget, tried first")
         return study
 
     def _agree_on_bits(self, study: Any) -> None:

@@ -39,3 +39,23 @@ def test_load_setup_builds_the_prune_space_around_the_trained_teacher(monkeypatc
     setup = common.load_setup(data="digits", space="prune")
     assert setup.space.candidate().options["teacher"].startswith("memory:")
     assert setup.space.build(setup.space.candidate()).state_dict()["conv1.weight"].equal(trained.state_dict()["conv1.weight"])
+
+
+def test_attribution_separates_what_the_enqueued_trials_reach_from_the_sampler_s_front_points() -> None:
+    from experiments.search_baselines import attribution, front, hv_curve
+
+    def row(acc, lat, size, enqueued, feasible=True):
+        return {"state": "COMPLETE", "trained": feasible, "feasible": feasible, "accuracy": acc, "latency_ms": lat,
+                "size_bytes": size, "enqueued": enqueued}
+
+    rows = [row(0.7, 0.9, 50, True), row(0.5, 0.5, 20, True), row(0.0, 1.5, 80, False, feasible=False),
+            row(0.72, 0.8, 40, False),  # dominates the first start
+            row(0.4, 0.6, 30, False)]  # dominated by the second start
+    assert [r["accuracy"] for r in front(rows, budget_ms=1.0, size_ref=100)] == [0.5, 0.72]
+    res = {"budget_ms": 1.0, "hypervolume": {"size_ref_bytes": 100}}
+    a = attribution(res, [{"trials": rows}])
+    assert a["enqueued_trials"]["mean"] == 2 and a["front_points"]["mean"] == 2
+    assert a["front_points_from_sampler"]["mean"] == 1
+    assert a["hypervolume_enqueued_only"]["mean"] == hv_curve(rows[:2], budget_ms=1.0, size_ref=100)[-1]
+    assert a["hypervolume_enqueued_only"]["mean"] < hv_curve(rows, budget_ms=1.0, size_ref=100)[-1]
+    assert attribution(res, [{"trials": [dict(r, enqueued=False) for r in rows]}]) is None

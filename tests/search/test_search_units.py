@@ -239,39 +239,46 @@ def test_fastest_candidate_beats_random_sampling(name):
 
 
 @pytest.mark.parametrize("name", ["mobilenet", "prune"])
-def test_uniform_starts_are_the_least_pruning_that_meets_the_budget_at_each_width(name):
+def test_uniform_starts_sweep_the_uniform_compressions_that_meet_the_budget(name):
     import optuna
 
-    from search._device import uniform_starts
+    from search._device import start_count, uniform_starts
 
     space = _space(name)
     default = space.candidate()
 
-    def predict(cands):  # a device where int8 halves the time and pruning removes it linearly
-        return np.array([(1.0 - max(c.prune_ratios)) * (0.5 if min(c.bits) == 8 else 1.0) for c in cands])
+    def predict(cands):  # a device where narrow widths halve the time and pruning removes it linearly
+        return np.array([(1.0 - max(c.prune_ratios)) * (0.5 if min(c.bits) < 32 else 1.0) for c in cands])
 
-    starts = uniform_starts(space, predict, budget_ms=0.301, bits=(8, 32))
-    # at the budget: int8 needs 0.4, float 0.7 (the float hedge at the budget only); at 3/4 of it int8 0.55, at
-    # half of it 0.7 (0.15 <= 0.1505)
-    assert [(max(c.prune_ratios), min(c.bits)) for c, _, _ in starts] == [(0.4, 8), (0.7, 32), (0.55, 8), (0.7, 8)]
+    def summary(starts):
+        return [(max(c.prune_ratios), min(c.bits)) for c, _, _ in starts]
+
+    starts = uniform_starts(space, predict, budget_ms=0.301, bits=(8, 32), count=4)
+    # int8 meets the budget from ratio 0.4 to 0.9 (11 ratios): 4 evenly spaced, the budget's end and the fast end
+    # first, then the middles; no float start (int8 is the narrowest width)
+    assert summary(starts) == [(0.4, 8), (0.9, 8), (0.55, 8), (0.75, 8)]
     for cand, ms, params in starts:
         layers = space.layers(cand)
         assert dict(cand.genes) == dict(default.genes)  # the default architecture (prune space: the teacher)
         assert set(cand.prune_ratios) == {max(cand.prune_ratios), 0.0} and set(cand.bits) <= {min(cand.bits), 32}
         assert all(r == 0.0 for r, layer in zip(cand.prune_ratios, layers) if not layer.prunable)
         assert ms == pytest.approx(float(predict([cand])[0])) and ms <= 0.301
-        if cand is starts[-1][0]:
-            assert ms <= 0.1505
         study = optuna.create_study()
         study.enqueue_trial(params)  # what search.run does: the enqueued trial draws exactly this candidate
         assert space.sample(study.ask(), bits=(8, 32)).to_json() == cand.to_json()
+    # a width below 8 bits: the float hedge at the budget comes second, within the count
+    assert summary(uniform_starts(space, predict, budget_ms=0.301, bits=(4, 8, 32), count=4)) == \
+        [(0.4, 4), (0.7, 32), (0.9, 4), (0.55, 4)]
+    # more starts asked than ratios fit: every fitting ratio once
+    assert sorted(summary(uniform_starts(space, predict, budget_ms=0.301, bits=(8, 32), count=50))) == \
+        [(round(0.4 + 0.05 * k, 6), 8) for k in range(11)]
     # bits not searched: 32 only; pruning not searched: ratio 0 only, which this budget does not admit
-    assert [min(c.bits) for c, _, _ in uniform_starts(space, predict, budget_ms=0.301, search=("arch", "prune"),
-                                                      fractions=(1.0,))] == [32]
+    assert summary(uniform_starts(space, predict, budget_ms=0.301, search=("arch", "prune"), count=2)) == [(0.7, 32), (0.9, 32)]
     assert uniform_starts(space, predict, budget_ms=0.301, search=("arch", "bits"), bits=(8, 32)) == []
-    # a budget that does not bind: the unpruned default at each width, listed once though both fractions admit it
-    assert [(max(c.prune_ratios), min(c.bits)) for c, _, _ in uniform_starts(space, predict, budget_ms=3.0, bits=(8, 32))] \
-        == [(0.0, 8), (0.0, 32)]
+    # a budget that does not bind: the sweep spans the whole prune grid
+    assert summary(uniform_starts(space, predict, budget_ms=3.0, bits=(8, 32), count=4)) == [(0.0, 8), (0.9, 8), (0.3, 8), (0.6, 8)]
+    assert uniform_starts(space, predict, budget_ms=0.301, bits=(8, 32), count=0) == []
+    assert [start_count(t) for t in (1, 2, 6, 20, 40)] == [1, 1, 3, 10, 20]
 
 
 def test_digits_splits_are_deterministic_and_disjoint():
