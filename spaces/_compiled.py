@@ -21,6 +21,20 @@ and optionally ``_segment_signature(key, state) -> hashable | None``: a cheap va
 (kernels, state after) as the key in that state, e.g. channel counts instead of the prune ratios that
 round to them; keys new to the memo with a known signature then skip listing kernels (None: no signature).
 
+A space may also cut a whole batch at once, with numpy instead of one key at a time (the built-in students
+do; the key methods above remain the fallback):
+
+- ``_segment_codes(parts) -> (codes, lengths) | None``: ``parts`` holds each validated candidate's (genes,
+  prune ratios, bits); ``codes`` (int64, 1-D) the candidates' segments one candidate after another, in
+  graph order, ``lengths`` how many each has. A code alone, without any state, must decide its segment's
+  kernels, so segments can be small (a convolution) and few distinct ones exist; ``None`` says this batch
+  cannot be coded (e.g. a channel count too large for the code), the keys are then used.
+- ``_code_kernels(code) -> kernels``: the kernels of the segment a code stands for, consecutive in
+  ``space.kernels(candidate)``.
+
+The memo of codes is a sorted array looked up with ``np.searchsorted``: a batch costs Python work per
+candidate (reading its parts) and per code new to the memo (listing its kernels), not per segment.
+
 A space that does not define them, or a subclass that overrides how kernels are made (``_plan``,
 ``kernels``, ...) below the class that defines them, is predicted the slow way: never a wrong number.
 """
@@ -45,16 +59,20 @@ logger = logging.getLogger(__name__)
 #: What decides a candidate's kernels: a subclass that overrides one of these below the class that defines
 #: the segment methods makes its own kernels, which the segments do not know.
 _KERNEL_METHODS = ("_plan", "plan", "kernels", "_decode", "_architecture", "input_shape", "_latency_segments",
-                   "_segment_kernels", "_segment_signature")
+                   "_segment_kernels", "_segment_signature", "_segment_codes", "_code_kernels")
+
+
+def _definer(space: Any, name: str) -> type | None:
+    """The class of ``space``'s MRO that defines ``name``."""
+    return next((c for c in type(space).__mro__ if name in c.__dict__), None)
 
 
 def compilable(space: Any) -> bool:
     """Whether ``space`` (a :class:`~spaces.SearchSpace`) declares its segments (see the module) for the
     class it is an instance of."""
-    mro = type(space).__mro__
 
     def definer(name: str) -> type | None:
-        return next((c for c in mro if name in c.__dict__), None)
+        return _definer(space, name)
 
     owner = definer("_latency_segments")
     if owner is None or definer("_segment_kernels") is None:
@@ -86,6 +104,11 @@ class CompiledLatency:
         self.compiled = compilable(space) and SegmentPredictor.supports(predictor)
         self._reset()
         self._signature = getattr(space, "_segment_signature", None)
+        # codes only where the class that declares the keys declares them too: a subclass that overrides the
+        # keys (e.g. to decline some candidates) is not cut by codes it did not write
+        owner = _definer(space, "_latency_segments")
+        coded = self.compiled and all(_definer(space, m) is owner for m in ("_segment_codes", "_code_kernels"))
+        self._codes_of = space._segment_codes if coded else None
         if not self.compiled:
             logger.info("space %r under %s is not compiled (the space declares no latency segments, or the "
                         "predictor is not a plain LatencyPredictor): predictions list every candidate's kernels",
@@ -109,6 +132,8 @@ class CompiledLatency:
         self._by_kernels: dict[tuple[Kernel, ...], int] = {(): 0}
         self._pending: list[tuple[Kernel, ...]] = []
         self._signed: dict[Hashable, tuple[int, dict]] = {}  # signature -> (segment id, dict of the state after)
+        self._code_keys = np.zeros(0, dtype=np.int64)  # the codes seen, sorted
+        self._code_ids = np.zeros(0, dtype=np.intp)  # their segment ids
 
     @property
     def segments(self) -> int:
@@ -128,18 +153,31 @@ class CompiledLatency:
         if not self.compiled:
             return self._slow(candidates, gene_list)
         vkey, name = space._validation_key(), space.name
-        segments_of = space._latency_segments
+        parts = [(c.genes, c.prune_ratios, c.bits) if c.__dict__.get("_validated_by") == vkey and c.space == name
+                 else space._decode(c) for c in candidates]  # _decode validates (ValueError on a bad candidate)
+        coded = self._codes_of(parts) if self._codes_of is not None and parts else None
+        slow: list[int] = []
+        if coded is not None:
+            ids, counts = self._coded_ids(*coded)
+        else:
+            ids, counts, slow = self._keyed_ids(parts)
+        out = self._seg.predict_many(ids, counts, genes=gene_list)  # type: ignore[union-attr]
+        if slow:
+            out[slow] = self._slow([candidates[i] for i in slow], None if gene_list is None else [gene_list[i] for i in slow])
+        return out
+
+    def _keyed_ids(self, parts: list[tuple[Any, Any, Any]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Segment ids and segments per candidate from the space's keys (the trie memo); the candidates the
+        space declines (counted 0 here) are listed in the third value."""
+        segments_of = self.space._latency_segments
         root, miss = self._root, self._miss
         flat: list[int] = []
         add = flat.append
         lengths: list[int] = []
         slow: list[int] = []
         try:
-            for i, c in enumerate(candidates):
-                if c.__dict__.get("_validated_by") == vkey and c.space == name:
-                    keys = segments_of(c.genes, c.prune_ratios, c.bits)
-                else:
-                    keys = segments_of(*space._decode(c))  # validates (ValueError on a bad candidate)
+            for i, (genes, ratios, bits) in enumerate(parts):
+                keys = segments_of(genes, ratios, bits)
                 if keys is None:
                     slow.append(i)
                     lengths.append(0)
@@ -155,11 +193,41 @@ class CompiledLatency:
                 lengths.append(len(flat) - start)
         finally:
             self._flush()
-        ids, counts = np.array(flat, dtype=np.intp), np.array(lengths, dtype=np.intp)
-        out = self._seg.predict_many(ids, counts, genes=gene_list)  # type: ignore[union-attr]
-        if slow:
-            out[slow] = self._slow([candidates[i] for i in slow], None if gene_list is None else [gene_list[i] for i in slow])
-        return out
+        return np.array(flat, dtype=np.intp), np.array(lengths, dtype=np.intp), slow
+
+    def _coded_ids(self, codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Segment ids of the space's codes (see the module): known codes by ``np.searchsorted``, the new
+        ones listed and summarised in one batch."""
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        lengths = np.asarray(lengths, dtype=np.intp).reshape(-1)
+        keys, sids = self._code_keys, self._code_ids
+        pos = np.searchsorted(keys, codes)
+        if len(keys):
+            np.minimum(pos, len(keys) - 1, out=pos)
+            known = keys[pos] == codes
+        else:
+            known = np.zeros(len(codes), dtype=bool)
+        if known.all():
+            return sids[pos], lengths
+        new = np.unique(codes[~known])
+        new_ids = np.empty(len(new), dtype=np.intp)
+        try:
+            for j, code in enumerate(new.tolist()):
+                new_ids[j] = self._sid_of(tuple(self.space._code_kernels(code)))
+        finally:
+            self._flush()
+        keys, sids = np.concatenate([keys, new]), np.concatenate([sids, new_ids])
+        order = np.argsort(keys, kind="stable")
+        self._code_keys, self._code_ids = keys, sids = keys[order], sids[order]
+        return sids[np.searchsorted(keys, codes)], lengths
+
+    def _sid_of(self, kernels: tuple[Kernel, ...]) -> int:
+        """The segment id of a run of kernels; a new one is summarised by :meth:`_flush`."""
+        sid = self._by_kernels.get(kernels)
+        if sid is None:
+            sid = self._by_kernels[kernels] = len(self._seg) + len(self._pending)  # type: ignore[arg-type]
+            self._pending.append(kernels)
+        return sid
 
     def _miss(self, table: dict, key: Hashable) -> tuple[int, dict]:
         """List the kernels of a segment not seen in this state; their summary is computed by :meth:`_flush`."""
@@ -171,11 +239,7 @@ class CompiledLatency:
                 table[key] = hit
                 return hit
         after, kernels = self.space._segment_kernels(key, state)
-        kernels = tuple(kernels)
-        sid = self._by_kernels.get(kernels)
-        if sid is None:
-            sid = self._by_kernels[kernels] = len(self._seg) + len(self._pending)  # type: ignore[arg-type]
-            self._pending.append(kernels)
+        sid = self._sid_of(tuple(kernels))
         following = self._tables.get(after)
         if following is None:
             following = self._tables[after] = {}
