@@ -32,8 +32,9 @@ do; the key methods above remain the fallback):
 - ``_code_kernels(code) -> kernels``: the kernels of the segment a code stands for, consecutive in
   ``space.kernels(candidate)``.
 
-The memo of codes is a sorted array looked up with ``np.searchsorted``: a batch costs Python work per
-candidate (reading its parts) and per code new to the memo (listing its kernels), not per segment.
+The memo of codes is a hash table in numpy arrays, looked up for a whole batch at once: a batch costs
+Python work per candidate (reading its parts) and per code new to the memo (listing its kernels), not per
+segment.
 
 A space that does not define them, or a subclass that overrides how kernels are made (``_plan``,
 ``kernels``, ...) below the class that defines them, is predicted the slow way: never a wrong number.
@@ -132,8 +133,7 @@ class CompiledLatency:
         self._by_kernels: dict[tuple[Kernel, ...], int] = {(): 0}
         self._pending: list[tuple[Kernel, ...]] = []
         self._signed: dict[Hashable, tuple[int, dict]] = {}  # signature -> (segment id, dict of the state after)
-        self._code_keys = np.zeros(0, dtype=np.int64)  # the codes seen, sorted
-        self._code_ids = np.zeros(0, dtype=np.intp)  # their segment ids
+        self._codes = _CodeTable()  # code -> segment id
 
     @property
     def segments(self) -> int:
@@ -196,30 +196,23 @@ class CompiledLatency:
         return np.array(flat, dtype=np.intp), np.array(lengths, dtype=np.intp), slow
 
     def _coded_ids(self, codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Segment ids of the space's codes (see the module): known codes by ``np.searchsorted``, the new
-        ones listed and summarised in one batch."""
+        """Segment ids of the space's codes (see the module): known codes from the memo's hash table, the
+        new ones listed and summarised in one batch."""
         codes = np.asarray(codes, dtype=np.int64).reshape(-1)
         lengths = np.asarray(lengths, dtype=np.intp).reshape(-1)
-        keys, sids = self._code_keys, self._code_ids
-        pos = np.searchsorted(keys, codes)
-        if len(keys):
-            np.minimum(pos, len(keys) - 1, out=pos)
-            known = keys[pos] == codes
-        else:
-            known = np.zeros(len(codes), dtype=bool)
-        if known.all():
-            return sids[pos], lengths
-        new = np.unique(codes[~known])
-        new_ids = np.empty(len(new), dtype=np.intp)
-        try:
-            for j, code in enumerate(new.tolist()):
-                new_ids[j] = self._sid_of(tuple(self.space._code_kernels(code)))
-        finally:
-            self._flush()
-        keys, sids = np.concatenate([keys, new]), np.concatenate([sids, new_ids])
-        order = np.argsort(keys, kind="stable")
-        self._code_keys, self._code_ids = keys, sids = keys[order], sids[order]
-        return sids[np.searchsorted(keys, codes)], lengths
+        ids = self._codes.get(codes)
+        unknown = np.flatnonzero(ids < 0)
+        if len(unknown):
+            new, where = np.unique(codes[unknown], return_inverse=True)
+            new_ids = np.empty(len(new), dtype=np.intp)
+            try:
+                for j, code in enumerate(new.tolist()):
+                    new_ids[j] = self._sid_of(tuple(self.space._code_kernels(code)))
+            finally:
+                self._flush()
+            self._codes.add(new, new_ids)
+            ids[unknown] = new_ids[where.reshape(-1)]
+        return ids, lengths
 
     def _sid_of(self, kernels: tuple[Kernel, ...]) -> int:
         """The segment id of a run of kernels; a new one is summarised by :meth:`_flush`."""
@@ -264,3 +257,60 @@ class CompiledLatency:
 
     def _slow(self, candidates: list["Candidate"], genes: list[Any] | None) -> np.ndarray:
         return self.predictor.predict_many([self.space.kernels(c) for c in candidates], genes=genes)
+
+
+class _CodeTable:
+    """Non-negative int64 codes -> ids: an open-addressing hash table (linear probing) in numpy arrays,
+    looked up and filled a whole array of codes at a time."""
+
+    _EMPTY = -1
+    _MULT = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
+
+    def __init__(self) -> None:
+        self._bits = 10
+        self._keys = np.full(1 << self._bits, self._EMPTY, dtype=np.int64)
+        self._ids = np.zeros(1 << self._bits, dtype=np.intp)
+        self._n = 0
+
+    def _slots(self, codes: np.ndarray) -> np.ndarray:
+        h = codes.astype(np.uint64) * self._MULT  # wraps around: the point of it
+        return (h >> np.uint64(64 - self._bits)).astype(np.intp)
+
+    def get(self, codes: np.ndarray) -> np.ndarray:
+        """The id of each code, -1 where the code is not in the table."""
+        out = np.full(len(codes), -1, dtype=np.intp)
+        todo = np.arange(len(codes))
+        slot = self._slots(codes)
+        mask = len(self._keys) - 1
+        while len(todo):
+            found = self._keys[slot]
+            hit = found == codes[todo]
+            out[todo[hit]] = self._ids[slot[hit]]
+            go_on = ~hit & (found != self._EMPTY)
+            todo, slot = todo[go_on], (slot[go_on] + 1) & mask
+        return out
+
+    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Insert distinct codes that are not in the table yet."""
+        self._n += len(codes)
+        if 4 * self._n > len(self._keys):  # keep the load below 1/4: most look-ups end at the first slot
+            old = self._keys != self._EMPTY
+            codes, ids = np.concatenate([self._keys[old], codes]), np.concatenate([self._ids[old], ids])
+            while 4 * self._n > (1 << self._bits):
+                self._bits += 1
+            self._keys = np.full(1 << self._bits, self._EMPTY, dtype=np.int64)
+            self._ids = np.zeros(1 << self._bits, dtype=np.intp)
+        mask = len(self._keys) - 1
+        slot = self._slots(codes)
+        pending = np.arange(len(codes))
+        while len(pending):
+            s = slot[pending]
+            free = self._keys[s] == self._EMPTY
+            # of the codes that reach the same free slot, the first takes it; the others probe on
+            _, first = np.unique(s[free], return_index=True)
+            won = pending[free][first]
+            self._keys[slot[won]], self._ids[slot[won]] = codes[won], ids[won]
+            lost = np.ones(len(pending), dtype=bool)
+            lost[np.flatnonzero(free)[first]] = False
+            pending = pending[lost]
+            slot[pending] = (slot[pending] + 1) & mask
