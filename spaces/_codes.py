@@ -57,3 +57,15 @@ def unpack(code: int) -> dict[str, int]:
     """The fields of one code."""
     code = int(code)
     return {name: (code >> shift) & ((1 << width) - 1) for name, (shift, width) in _SHIFTS.items()}
+
+
+def first_n_per_row(eligible: np.ndarray, counts: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``eligible`` (one flag per code, the rows' codes one row after another, ``counts`` per row) kept
+    only for the first ``n[row]`` eligible codes of each row: which convolutions get a CReLU."""
+    row = np.repeat(np.arange(len(counts)), counts)
+    before = np.cumsum(eligible) - eligible
+    start = np.cumsum(counts) - counts
+    first_of_row = np.zeros(len(counts), dtype=np.int64)
+    has = counts > 0
+    first_of_row[has] = before[start[has]]
+    return eligible & (before - first_of_row[row] < n[row])
