@@ -32,6 +32,8 @@ do; the key methods above remain the fallback):
 - ``_code_kernels(code) -> kernels``: the kernels of the segment a code stands for, consecutive in
   ``space.kernels(candidate)``.
 
+Codes are used only for an instance of the very class that defines both (a subclass is cut by keys).
+
 The memo of codes is a hash table in numpy arrays, looked up for a whole batch at once: a batch costs
 Python work per candidate (reading its parts) and per code new to the memo (listing its kernels), not per
 segment.
@@ -105,10 +107,9 @@ class CompiledLatency:
         self.compiled = compilable(space) and SegmentPredictor.supports(predictor)
         self._reset()
         self._signature = getattr(space, "_segment_signature", None)
-        # codes only where the class that declares the keys declares them too: a subclass that overrides the
-        # keys (e.g. to decline some candidates) is not cut by codes it did not write
-        owner = _definer(space, "_latency_segments")
-        coded = self.compiled and all(_definer(space, m) is owner for m in ("_segment_codes", "_code_kernels"))
+        # codes only for the very class that writes them: a subclass may change a helper its plan and keys
+        # share (a block, a stem) or decline candidates in its keys, which codes it did not write would miss
+        coded = self.compiled and all(_definer(space, m) is type(space) for m in ("_segment_codes", "_code_kernels"))
         self._codes_of = space._segment_codes if coded else None
         if not self.compiled:
             logger.info("space %r under %s is not compiled (the space declares no latency segments, or the "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from latency_models import BITS, LatencyPredictor, LatencyTable
 from latency_models._table import device_info
-from spaces import Candidate, CompiledLatency, FBNetSpace, MobileNetSpace, get_space, list_spaces
+from spaces import Candidate, CompiledLatency, FBNetSpace, MobileNetSpace, ShuffleNetSpace, get_space, list_spaces
 
 #: Options that keep each built-in space small and quick (the prune space exports its teacher per structure).
 OPTIONS = {"prune": {"input_size": 16}, "mobilenet": {"input_size": 96}, "shufflenet": {"input_size": 96}}
@@ -260,8 +262,28 @@ def test_a_batch_that_does_not_fit_the_codes_takes_the_keys():
         assert ev._codes._n == 0 and ev.segments > 0
 
 
-def test_a_subclass_that_overrides_the_keys_is_not_cut_by_codes():
+class Int8DepthwiseShuffleNet(ShuffleNetSpace):
+    """A user's space that changes a helper the plan and the keys share, not the segment methods: the
+    depthwise convolutions of its later units run at 8 bits."""
+
+    def _unit(self, j, branch, k, r, b):
+        unit = super()._unit(j, branch, k, r, b)
+        pw1, dw, pw2 = unit.branch.children
+        return dataclasses.replace(unit, branch=dataclasses.replace(unit.branch, children=(
+            pw1, dataclasses.replace(dw, bits=8), pw2)))
+
+
+def test_a_subclass_is_cut_by_keys_not_by_codes_it_did_not_write():
     assert not _coded(PartlyCompiledMobileNet()) and _coded(MobileNetSpace())
+    space, pred = Int8DepthwiseShuffleNet(), _predictors()["physical"]
+    ev = space.latency_evaluator(pred)
+    assert ev.compiled and ev._codes_of is None
+    cands = _candidates(space, 20, seed=32)
+    want = _slow(pred, space, cands, True)
+    np.testing.assert_allclose(ev.predict_many(cands), want, rtol=1e-12)
+    plain = ShuffleNetSpace()  # the same genes predict otherwise there: the subclass's numbers are its own
+    same = [plain.candidate(**dict(c.genes), prune_ratios=list(c.prune_ratios), bits=list(c.bits)) for c in cands]
+    assert not np.allclose(plain.latency_evaluator(pred).predict_many(same), want)
 
 
 def test_code_table_finds_every_code_it_holds_and_no_other():
