@@ -24,8 +24,8 @@ round to them; keys new to the memo with a known signature then skip listing ker
 A space may also cut a whole batch at once, with numpy instead of one key at a time (the built-in students
 do; the key methods above remain the fallback):
 
-- ``_segment_codes(parts) -> (codes, lengths) | None``: ``parts`` holds each validated candidate's (genes,
-  prune ratios, bits); ``codes`` (int64, 1-D) the candidates' segments one candidate after another, in
+- ``_segment_codes(genes, prune_ratios, bits) -> (codes, lengths) | None``: three lists, one entry per
+  validated candidate (its genes, prune ratios and bits); ``codes`` (int64, 1-D) the candidates' segments one candidate after another, in
   graph order, ``lengths`` how many each has. A code alone, without any state, must decide its segment's
   kernels, so segments can be small (a convolution) and few distinct ones exist; ``None`` says this batch
   cannot be coded (e.g. a channel count too large for the code), the keys are then used.
@@ -154,20 +154,22 @@ class CompiledLatency:
         if not self.compiled:
             return self._slow(candidates, gene_list)
         vkey, name = space._validation_key(), space.name
-        parts = [(c.genes, c.prune_ratios, c.bits) if c.__dict__.get("_validated_by") == vkey and c.space == name
-                 else space._decode(c) for c in candidates]  # _decode validates (ValueError on a bad candidate)
-        coded = self._codes_of(parts) if self._codes_of is not None and parts else None
+        # each candidate's parts as three lists (no object per candidate: a batch is many thousands)
+        arch, ratios, bits = [c.genes for c in candidates], [c.prune_ratios for c in candidates], [c.bits for c in candidates]
+        for i in [i for i, c in enumerate(candidates) if getattr(c, "_validated_by", None) != vkey or c.space != name]:
+            arch[i], ratios[i], bits[i] = space._decode(candidates[i])  # validates (ValueError on a bad candidate)
+        coded = self._codes_of(arch, ratios, bits) if self._codes_of is not None and candidates else None
         slow: list[int] = []
         if coded is not None:
             ids, counts = self._coded_ids(*coded)
         else:
-            ids, counts, slow = self._keyed_ids(parts)
+            ids, counts, slow = self._keyed_ids(arch, ratios, bits)
         out = self._seg.predict_many(ids, counts, genes=gene_list)  # type: ignore[union-attr]
         if slow:
             out[slow] = self._slow([candidates[i] for i in slow], None if gene_list is None else [gene_list[i] for i in slow])
         return out
 
-    def _keyed_ids(self, parts: list[tuple[Any, Any, Any]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def _keyed_ids(self, arch: list[Any], ratios: list[Any], bits: list[Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Segment ids and segments per candidate from the space's keys (the trie memo); the candidates the
         space declines (counted 0 here) are listed in the third value."""
         segments_of = self.space._latency_segments
@@ -177,8 +179,7 @@ class CompiledLatency:
         lengths: list[int] = []
         slow: list[int] = []
         try:
-            for i, (genes, ratios, bits) in enumerate(parts):
-                keys = segments_of(genes, ratios, bits)
+            for i, keys in enumerate(map(segments_of, arch, ratios, bits)):
                 if keys is None:
                     slow.append(i)
                     lengths.append(0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from itertools import chain
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -209,23 +210,18 @@ class FBNetSpace(SearchSpace):
     #: FBNET_OPS, ``cout`` its hidden channels), the head convolution, then pooling and the classifier
     _STEM, _BLOCK, _HEAD, _POOL_CLASSIFIER = range(4)
 
-    def _segment_codes(self, parts: Sequence[tuple[Mapping[str, Any], Sequence[float], Sequence[int]]]
-                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
+                       bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
         """One code per block (see :mod:`spaces._codes`), their hidden channels computed for a whole batch
         with numpy as :meth:`_block` computes them one block at a time."""
-        n, m, per = len(parts), self.channel_multiple, NUM_LAYERS + 3
-        ops: list[str] = []
-        ratios: list[float] = []
-        bits: list[int] = []
-        for genes, r, b in parts:
-            ops.extend(genes["ops"])
-            ratios.extend(r)
-            bits.extend(b)
-        if len(ops) != n * NUM_LAYERS or len(ratios) != n * per or len(bits) != n * per:
+        n, m, per = len(arch), self.channel_multiple, NUM_LAYERS + 3
+        flat = chain.from_iterable
+        op = np.fromiter(map(_OP_INDEX.__getitem__, flat([g["ops"] for g in arch])), dtype=np.intp)
+        r = np.fromiter(flat(prune_ratios), dtype=np.float64)
+        b = np.fromiter(flat(bits), dtype=np.int64)
+        if len(op) != n * NUM_LAYERS or len(r) != n * per or len(b) != n * per:
             return None
-        op = np.fromiter(map(_OP_INDEX.__getitem__, ops), dtype=np.intp, count=len(ops)).reshape(n, NUM_LAYERS)
-        r = np.array(ratios, dtype=np.float64).reshape(n, per)
-        b = np.array(bits, dtype=np.int64).reshape(n, per)
+        op, r, b = op.reshape(n, NUM_LAYERS), r.reshape(n, per), b.reshape(n, per)
         cin = np.array([c for c, _, _ in _block_configs(self.setting)], dtype=np.int64)
         expansion, multiple, skip = _op_tables(m)
         hidden = keep_channels_array(cin * expansion[op], r[:, 1:-2], multiple[op])

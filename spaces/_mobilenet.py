@@ -220,26 +220,24 @@ class MobileNetSpace(StudentSpace):
     #: convolutions, the head convolution, then global pooling and the classifier
     _STEM, _EXPAND, _DW, _PROJECT, _HEAD, _POOL_CLASSIFIER = range(6)
 
-    def _segment_codes(self, parts: Sequence[tuple[Mapping[str, Any], Sequence[float], Sequence[int]]]
-                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
+                       bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
         """One code per convolution (see :mod:`spaces._codes`), the channel counts of a whole batch computed
         with numpy as :meth:`_plan` computes them one candidate at a time."""
-        m, n = self.channel_multiple, len(parts)
-        widths, crelus, depths, exps, ksizes, ratios, bits = [], [], [], [], [], [], []
+        m, n = self.channel_multiple, len(arch)
+        widths, crelus, depths, exps, ksizes = [], [], [], [], []
         flat = chain.from_iterable
-        for genes, r, b in parts:
+        for genes in arch:
             widths.append(genes["width"])
             crelus.append(genes.get("crelu", 0))
             depths.extend(genes["depths"])
             exps.extend(flat(genes["expansions"]))
             ksizes.extend(flat(genes["kernel_sizes"]))
-            ratios.extend(r)
-            bits.extend(b)
         n_stages = len(STAGES)
         d = np.array(depths, dtype=np.intp)
         nb = d.reshape(n, n_stages).sum(1)  # blocks per candidate
         e, k = np.array(exps, dtype=np.int64), np.array(ksizes, dtype=np.int64)
-        r, b = np.array(ratios, dtype=np.float64), np.array(bits, dtype=np.int64)
+        r, b = np.fromiter(flat(prune_ratios), dtype=np.float64), np.fromiter(flat(bits), dtype=np.int64)
         if len(e) != nb.sum() or len(r) != (nb + 3).sum():
             return None
         cand = np.repeat(np.arange(n), nb)  # per block: its candidate

@@ -227,24 +227,22 @@ class ShuffleNetSpace(StudentSpace):
     (_STEM, _B1_DW, _B1_PW, _B2_PW1, _B2_DW, _B2_PW2, _U_PW1, _U_DW, _U_PW2, _HEAD,
      _POOL_CLASSIFIER) = range(11)
 
-    def _segment_codes(self, parts: Sequence[tuple[Mapping[str, Any], Sequence[float], Sequence[int]]]
-                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
+                       bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
         """One code per convolution (see :mod:`spaces._codes`), the channel counts of a whole batch computed
         with numpy as :meth:`_plan` computes them one candidate at a time."""
-        m, n, n_stages = self.channel_multiple, len(parts), len(BRANCH_CHANNELS)
-        widths, crelus, repeats, ksizes, ratios, bits = [], [], [], [], [], []
+        m, n, n_stages = self.channel_multiple, len(arch), len(BRANCH_CHANNELS)
+        widths, crelus, repeats, ksizes = [], [], [], []
         flat = chain.from_iterable
-        for genes, r, b in parts:
+        for genes in arch:
             widths.extend(genes["widths"])
             crelus.append(genes.get("crelu", 0))
             repeats.extend(genes["repeats"])
             ksizes.extend(flat(genes["kernel_sizes"]))
-            ratios.extend(r)
-            bits.extend(b)
         d = np.array(repeats, dtype=np.intp)
         nu = d.reshape(n, n_stages).sum(1)  # units per candidate
         k = np.array(ksizes, dtype=np.int64)
-        r, b = np.array(ratios, dtype=np.float64), np.array(bits, dtype=np.int64)
+        r, b = np.fromiter(flat(prune_ratios), dtype=np.float64), np.fromiter(flat(bits), dtype=np.int64)
         if len(k) != nu.sum() or len(r) != (nu + 3).sum():
             return None
         cand = np.repeat(np.arange(n), nu)

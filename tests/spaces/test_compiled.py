@@ -223,7 +223,7 @@ def test_segment_codes_list_exactly_the_candidates_kernels(name):
         space = get_space(name, **options)
         cands = _candidates(space, 80, seed=11)
         parts = [space._decode(c) for c in cands]
-        codes, lengths = space._segment_codes(parts)
+        codes, lengths = space._segment_codes(*zip(*parts))
         assert codes.dtype == np.int64 and len(lengths) == len(cands) and lengths.sum() == len(codes)
         pos = 0
         for c, n in zip(cands, lengths):
@@ -260,7 +260,7 @@ def test_a_batch_that_does_not_fit_the_codes_takes_the_keys():
     for name in ("fbnet", "mobilenet", "shufflenet"):
         space = get_space(name, num_classes=20000)
         cands = _candidates(space, 20, seed=31)
-        assert space._segment_codes([space._decode(c) for c in cands]) is None
+        assert space._segment_codes(*zip(*[space._decode(c) for c in cands])) is None
         ev = space.latency_evaluator(pred)
         np.testing.assert_allclose(ev.predict_many(cands), _slow(pred, space, cands, True), rtol=1e-12)
         assert ev._codes._n == 0 and ev.segments > 0
