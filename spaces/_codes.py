@@ -8,11 +8,9 @@ spatial size, channels in and out, kernel size, stride, bits and one flag (CReLU
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
-__all__ = ["FIELDS", "keep_channels_array", "make_divisible_array", "pack", "unpack"]
+__all__ = ["FIELDS", "first_n_per_row", "keep_channels_array", "pack", "unpack"]
 
 #: (field, bit width), least significant first: 60 bits in all, so a code fits an int64.
 FIELDS = (("flag", 1), ("bits", 7), ("stride", 3), ("kernel_size", 4), ("cout", 14), ("cin", 14), ("size", 12),
@@ -31,13 +29,6 @@ def keep_channels_array(channels: np.ndarray, ratios: np.ndarray, multiple: int)
     ratios = np.asarray(ratios, dtype=np.float64)
     kept = np.maximum(multiple, np.floor(channels * (1.0 - ratios) / multiple + 0.5).astype(np.int64) * multiple)
     return np.where(ratios <= 0, channels, np.minimum(channels, kept))
-
-
-def make_divisible_array(values: Sequence[float], multiple: int) -> dict[float, int]:
-    """:func:`spaces._plan.make_divisible` of each distinct value (a few width multipliers), as a dict."""
-    from spaces._plan import make_divisible
-
-    return {v: make_divisible(v, multiple) for v in set(values)}
 
 
 def pack(**fields: np.ndarray | int) -> np.ndarray | None:

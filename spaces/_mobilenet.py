@@ -39,7 +39,7 @@ from spaces._base import (
     per_stage,
     sample_stages,
 )
-from spaces._codes import keep_channels_array, make_divisible_array, pack, unpack
+from spaces._codes import keep_channels_array, pack, unpack
 from spaces._plan import (
     ConvBN,
     crelu_walk,
@@ -250,15 +250,17 @@ class MobileNetSpace(StudentSpace):
         first = np.zeros(len(e), dtype=bool)
         first[stage_first] = True
         # channels: a stage's width is pruned by its first block's ratio and inherited by the rest
-        base = {v: [make_divisible(STAGES[s][0] * v, m) for s in range(n_stages)] for v in set(widths)}
-        stage_base = np.array([base[v] for v in widths], dtype=np.int64).reshape(-1)  # per (candidate, stage)
-        cout_first = keep_channels_array(stage_base, rb[stage_first], m)
+        # the width multiplier's rounded channels, per distinct width of the batch
+        uw, wi = np.unique(np.array(widths, dtype=np.float64), return_inverse=True)
+        uw_list = uw.tolist()
+        stage_base = np.array([[make_divisible(c * v, m) for c, _, _ in STAGES] for v in uw_list], dtype=np.int64)
+        cout_first = keep_channels_array(stage_base[wi.reshape(-1)].reshape(-1), rb[stage_first], m)
         cout = np.repeat(cout_first, d)
-        stem_div = make_divisible_array([STEM_CHANNELS * v for v in set(widths)], m)
-        head_div = make_divisible_array([HEAD_CHANNELS * max(1.0, v) for v in set(widths)], m)
-        stem = keep_channels_array(np.array([stem_div[STEM_CHANNELS * v] for v in widths]), r[lay0], m)
+        stem_base = np.array([make_divisible(STEM_CHANNELS * v, m) for v in uw_list], dtype=np.int64)
+        head_base = np.array([make_divisible(HEAD_CHANNELS * max(1.0, v), m) for v in uw_list], dtype=np.int64)
+        stem = keep_channels_array(stem_base[wi.reshape(-1)], r[lay0], m)
         last = lay0 + nb + 1  # the head's layer
-        head = keep_channels_array(np.array([head_div[HEAD_CHANNELS * max(1.0, v)] for v in widths]), r[last], m)
+        head = keep_channels_array(head_base[wi.reshape(-1)], r[last], m)
         cin = np.empty_like(cout)
         cin[1:] = cout[:-1]
         cin[blk0] = stem

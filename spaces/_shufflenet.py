@@ -254,8 +254,10 @@ class ShuffleNetSpace(StudentSpace):
         first = np.zeros(len(k), dtype=bool)
         first[stage_first] = True
         stage = np.repeat(np.tile(np.arange(n_stages), n), d)
-        base = {v: {s: make_divisible(BRANCH_CHANNELS[s] * v, m) for s in range(n_stages)} for v in set(widths)}
-        stage_base = np.array([base[v][i % n_stages] for i, v in enumerate(widths)], dtype=np.int64)
+        # each stage's rounded branch channels, per distinct width of the batch
+        uw, wi = np.unique(np.array(widths, dtype=np.float64), return_inverse=True)
+        base = np.array([[make_divisible(c * v, m) for c in BRANCH_CHANNELS] for v in uw.tolist()], dtype=np.int64)
+        stage_base = base[wi.reshape(-1), np.tile(np.arange(n_stages), n)]
         branch_of_stage = keep_channels_array(stage_base, ru[stage_first], m)
         branch = np.repeat(branch_of_stage, d)
         stem = keep_channels_array(np.full(n, STEM_CHANNELS), r[lay0], m)
