@@ -25,14 +25,16 @@ A space may also cut a whole batch at once, with numpy instead of one key at a t
 do; the key methods above remain the fallback):
 
 - ``_segment_codes(genes, prune_ratios, bits) -> (codes, lengths) | None``: three lists, one entry per
-  validated candidate (its genes, prune ratios and bits); ``codes`` (int64, 1-D) the candidates' segments one candidate after another, in
-  graph order, ``lengths`` how many each has. A code alone, without any state, must decide its segment's
-  kernels, so segments can be small (a convolution) and few distinct ones exist; ``None`` says this batch
-  cannot be coded (e.g. a channel count too large for the code), the keys are then used.
+  validated candidate (its genes, prune ratios and bits); ``codes`` (non-negative int64, 1-D) the
+  candidates' segments one candidate after another, in graph order, ``lengths`` how many each has. A code
+  alone, without any state, must decide its segment's kernels, so segments can be small (a convolution)
+  and few distinct ones exist; ``None`` says this batch cannot be coded (e.g. a channel count too large for
+  the code), the keys are then used.
 - ``_code_kernels(code) -> kernels``: the kernels of the segment a code stands for, consecutive in
   ``space.kernels(candidate)``.
 
-Codes are used only for an instance of the very class that defines both (a subclass is cut by keys).
+Codes are used only for an instance of the very class that defines both (an instance of a subclass that
+does not write its own is cut by keys).
 
 The memo of codes is a hash table in numpy arrays, looked up for a whole batch at once: a batch costs
 Python work per candidate (reading its parts) and per code new to the memo (listing its kernels), not per
@@ -62,7 +64,7 @@ logger = logging.getLogger(__name__)
 #: What decides a candidate's kernels: a subclass that overrides one of these below the class that defines
 #: the segment methods makes its own kernels, which the segments do not know.
 _KERNEL_METHODS = ("_plan", "plan", "kernels", "_decode", "_architecture", "input_shape", "_latency_segments",
-                   "_segment_kernels", "_segment_signature", "_segment_codes", "_code_kernels")
+                   "_segment_kernels", "_segment_signature")
 
 
 def _definer(space: Any, name: str) -> type | None:
@@ -155,7 +157,8 @@ class CompiledLatency:
             return self._slow(candidates, gene_list)
         vkey, name = space._validation_key(), space.name
         # each candidate's parts as three lists (no object per candidate: a batch is many thousands)
-        arch, ratios, bits = [c.genes for c in candidates], [c.prune_ratios for c in candidates], [c.bits for c in candidates]
+        arch = [c.genes for c in candidates]
+        ratios, bits = [c.prune_ratios for c in candidates], [c.bits for c in candidates]
         for i in [i for i, c in enumerate(candidates) if getattr(c, "_validated_by", None) != vkey or c.space != name]:
             arch[i], ratios[i], bits[i] = space._decode(candidates[i])  # validates (ValueError on a bad candidate)
         coded = self._codes_of(arch, ratios, bits) if self._codes_of is not None and candidates else None
@@ -169,7 +172,8 @@ class CompiledLatency:
             out[slow] = self._slow([candidates[i] for i in slow], None if gene_list is None else [gene_list[i] for i in slow])
         return out
 
-    def _keyed_ids(self, arch: list[Any], ratios: list[Any], bits: list[Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def _keyed_ids(self, arch: list[Any], ratios: list[Any], bits: list[Any]
+                   ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Segment ids and segments per candidate from the space's keys (the trie memo); the candidates the
         space declines (counted 0 here) are listed in the third value."""
         segments_of = self.space._latency_segments
@@ -202,6 +206,9 @@ class CompiledLatency:
         new ones listed and summarised in one batch."""
         codes = np.asarray(codes, dtype=np.int64).reshape(-1)
         lengths = np.asarray(lengths, dtype=np.intp).reshape(-1)
+        if len(codes) and codes.min() < 0:
+            raise ValueError(f"{type(self.space).__name__}._segment_codes gave the code {int(codes.min())}; "
+                             "allowed: non-negative int64 codes")
         ids = self._codes.get(codes)
         unknown = np.flatnonzero(ids < 0)
         if len(unknown):

@@ -334,7 +334,8 @@ class ShuffleNetSpace(StudentSpace):
     def _code_kernels(self, code: int) -> list[Kernel]:
         """The kernels of one segment code of :meth:`_segment_codes`."""
         f = unpack(code)
-        kind, ci, co, k, st, b, crelu = f["kind"], f["cin"], f["cout"], f["kernel_size"], f["stride"], f["bits"], bool(f["flag"])
+        kind, ci, co, b, crelu = f["kind"], f["cin"], f["cout"], f["bits"], bool(f["flag"])
+        k, st = f["kernel_size"], f["stride"]
         shape = (ci, f["size"], f["size"])
         if kind == self._POOL_CLASSIFIER:
             out, kernels = GlobalPool("pool").kernels(shape)

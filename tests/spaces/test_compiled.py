@@ -315,3 +315,19 @@ def test_code_table_finds_every_code_it_holds_and_no_other():
     np.testing.assert_array_equal(crowded.get(same[::-1]), np.arange(50)[::-1])
     strangers = np.setdiff1d(pool[slots == crowded._slots(same[:1])[0]], same)[:5]  # the same slot, not held
     assert len(strangers) == 5 and (crowded.get(strangers) == -1).all()
+
+
+def test_negative_codes_are_refused():
+    """-1 marks an empty slot of the code table: a space's negative code must not find a segment."""
+
+    class Negative(MobileNetSpace):
+        def _segment_codes(self, arch, prune_ratios, bits):
+            codes, lengths = super()._segment_codes(arch, prune_ratios, bits)
+            return codes - (1 << 62), lengths
+
+        _code_kernels = MobileNetSpace._code_kernels
+
+    ev = Negative().latency_evaluator(_predictors()["physical"])
+    assert ev._codes_of is not None
+    with pytest.raises(ValueError, match="non-negative"):
+        ev.predict_many([Negative().candidate()])
