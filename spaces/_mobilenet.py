@@ -249,8 +249,8 @@ class MobileNetSpace(StudentSpace):
         stage_first = np.cumsum(d) - d  # the first block of every (candidate, stage)
         first = np.zeros(len(e), dtype=bool)
         first[stage_first] = True
-        # channels: a stage's width is pruned by its first block's ratio and inherited by the rest
-        # the width multiplier's rounded channels, per distinct width of the batch
+        # channels (the width multiplier's rounded ones per distinct width of the batch): a stage's width is
+        # pruned by its first block's ratio and inherited by the rest
         uw, wi = np.unique(np.array(widths, dtype=np.float64), return_inverse=True)
         uw_list = uw.tolist()
         stage_base = np.array([[make_divisible(c * v, m) for c, _, _ in STAGES] for v in uw_list], dtype=np.int64)
