@@ -15,7 +15,7 @@ everything from the ``Candidate`` objects included; sampling them is not timed, 
 - ``compiled_cold``: the first batch, every segment new to the evaluator's memo (the predictor's per-kernel
   cache is already warm from the kernel-list timings above);
 - ``compiled_fresh``: the fresh batch, the memo warm from the first batch only (its new segments are
-  listed and summarised: most of the time for the large mobilenet and shufflenet spaces);
+  listed and summarised);
 - ``compiled_fresh_after_warmup``: another fresh batch of ``--n-large`` candidates after ``--warm`` more
   (per space as well);
 - ``compiled_repeat``: that batch again, every segment known (a search revisiting its parts).

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import functools
 import math
+from itertools import chain
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from latency_models import Kernel
 from spaces._base import (
@@ -26,6 +29,7 @@ from spaces._base import (
     Suggest,
     check_unknown,
 )
+from spaces._codes import keep_channels_array, pack, unpack
 from spaces._plan import (
     ConvBN,
     GlobalPool,
@@ -141,13 +145,21 @@ class FBNetSpace(SearchSpace):
 
     def _block(self, i: int, op: str, r: float, b: int) -> Seq:
         """Block ``i`` as ``op`` with prune ratio ``r`` and bits ``b``."""
+        parsed = parse_op(op)
+        if parsed is None:
+            return self._block_of(i, op, 0, b)
+        _, e, g = parsed
+        cin = _block_configs(self.setting)[i][0]
+        return self._block_of(i, op, keep_channels(cin * e, r, math.lcm(self.channel_multiple, g)), b)
+
+    def _block_of(self, i: int, op: str, hidden: int, b: int) -> Seq:
+        """Block ``i`` as ``op`` with ``hidden`` expanded channels (ignored for ``skip``) and bits ``b``."""
         cin, cout, stride = _block_configs(self.setting)[i]
         parsed = parse_op(op)
         if parsed is None:
             same = cin == cout and stride == 1
             return Seq(str(i), () if same else (ConvBN("conv", cin, cout, 1, stride, padding=0, bits=b),))
         k, e, g = parsed
-        hidden = keep_channels(cin * e, r, math.lcm(self.channel_multiple, g))
         children = [ConvBN("expand", cin, hidden, 1, groups=g, padding=0, bits=b)]
         if g > 1:
             children.append(Shuffle("shuffle", g))
@@ -159,7 +171,10 @@ class FBNetSpace(SearchSpace):
 
     def _tail(self, r_head: float, b_head: int, b_classifier: int) -> tuple[ConvBN, GlobalPool, Linear]:
         """Head convolution, global pool and classifier."""
-        head_channels = keep_channels(SETTINGS[self.setting]["head"], r_head, self.channel_multiple)
+        return self._tail_of(keep_channels(SETTINGS[self.setting]["head"], r_head, self.channel_multiple), b_head,
+                             b_classifier)
+
+    def _tail_of(self, head_channels: int, b_head: int, b_classifier: int) -> tuple[ConvBN, GlobalPool, Linear]:
         return (ConvBN("head", STAGE_CHANNELS[-1], head_channels, 1, padding=0, bits=b_head), GlobalPool("pool"),
                 Linear("classifier", head_channels, self.num_classes, bits=b_classifier))
 
@@ -189,6 +204,73 @@ class FBNetSpace(SearchSpace):
         else:
             nodes = (self._block(*key),)
         return Seq("", nodes).kernels(shape)
+
+    # ----------------------------------------------------------------- segment codes (spaces._compiled)
+    #: kinds of the coded segments: the stem, a block (``size`` holds its index, ``cin`` its op's index in
+    #: FBNET_OPS, ``cout`` its hidden channels), the head convolution, then pooling and the classifier
+    _STEM, _BLOCK, _HEAD, _POOL_CLASSIFIER = range(4)
+
+    def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
+                       bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
+        """One code per block (see :mod:`spaces._codes`), their hidden channels computed for a whole batch
+        with numpy as :meth:`_block` computes them one block at a time."""
+        n, m, per = len(arch), self.channel_multiple, NUM_LAYERS + 3
+        flat = chain.from_iterable
+        op = np.fromiter(map(_OP_INDEX.__getitem__, flat([g["ops"] for g in arch])), dtype=np.intp)
+        r = np.fromiter(flat(prune_ratios), dtype=np.float64)
+        b = np.fromiter(flat(bits), dtype=np.int64)
+        if len(op) != n * NUM_LAYERS or len(r) != n * per or len(b) != n * per:
+            return None
+        op, r, b = op.reshape(n, NUM_LAYERS), r.reshape(n, per), b.reshape(n, per)
+        cin = np.array([c for c, _, _ in _block_configs(self.setting)], dtype=np.int64)
+        expansion, multiple, skip = _op_tables(m)
+        hidden = keep_channels_array(cin * expansion[op], r[:, 1:-2], multiple[op])
+        hidden[skip[op]] = 0
+        head = keep_channels_array(np.full(n, SETTINGS[self.setting]["head"]), r[:, -2], m)
+        columns = [
+            pack(kind=self._STEM, bits=b[:, 0]),
+            pack(kind=self._BLOCK, size=np.arange(NUM_LAYERS), cin=op, cout=hidden, bits=b[:, 1:-2]),
+            pack(kind=self._HEAD, cout=head, bits=b[:, -2]),
+            pack(kind=self._POOL_CLASSIFIER, cin=head, cout=self.num_classes, bits=b[:, -1]),
+        ]
+        if any(c is None for c in columns):
+            return None
+        codes = np.concatenate([c.reshape(n, -1) for c in columns], axis=1)  # type: ignore[union-attr]
+        return codes.reshape(-1), np.full(n, codes.shape[1], dtype=np.intp)
+
+    def _code_kernels(self, code: int) -> list[Kernel]:
+        """The kernels of one segment code of :meth:`_segment_codes`."""
+        f = unpack(code)
+        kind, b = f["kind"], f["bits"]
+        shapes = self.__dict__.get("_block_shapes")
+        if shapes is None:  # each block's input shape: fixed by the setting, whatever the ops
+            shape, shapes = self._stem(32).kernels(self.input_shape)[0], []
+            for i in range(NUM_LAYERS):
+                shapes.append(shape)
+                shape = self._block_of(i, "k3_e1", _block_configs(self.setting)[i][0], 32).kernels(shape)[0]
+            shapes = self.__dict__["_block_shapes"] = (*shapes, shape)
+        if kind == self._STEM:
+            return self._stem(b).kernels(self.input_shape)[1]
+        if kind == self._BLOCK:
+            i = f["size"]
+            return self._block_of(i, FBNET_OPS[f["cin"]], f["cout"], b).kernels(shapes[i])[1]
+        head, pool, classifier = self._tail_of(f["cout"] if kind == self._HEAD else f["cin"], b, b)
+        if kind == self._HEAD:
+            return head.kernels(shapes[-1])[1]
+        out, kernels = pool.kernels((f["cin"], *shapes[-1][1:]))
+        return kernels + classifier.kernels(out)[1]
+
+
+_OP_INDEX = {op: i for i, op in enumerate(FBNET_OPS)}
+
+
+@functools.cache
+def _op_tables(channel_multiple: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per op of FBNET_OPS: expansion, the multiple its hidden channels round to, whether it is ``skip``."""
+    parsed = [parse_op(op) or (1, 1, 1) for op in FBNET_OPS]
+    return (np.array([e for _, e, _ in parsed], dtype=np.int64),
+            np.array([math.lcm(channel_multiple, g) for _, _, g in parsed], dtype=np.int64),
+            np.array([op == "skip" for op in FBNET_OPS]))
 
 
 @functools.cache

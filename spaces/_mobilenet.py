@@ -21,7 +21,10 @@ stage inherits so the residual adds stay consistent. A later block with expansio
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from latency_models import Kernel
 from spaces._base import (
@@ -36,6 +39,7 @@ from spaces._base import (
     per_stage,
     sample_stages,
 )
+from spaces._codes import keep_channels_array, pack, unpack
 from spaces._plan import (
     ConvBN,
     crelu_walk,
@@ -43,6 +47,7 @@ from spaces._plan import (
     GlobalPool,
     Linear,
     Seq,
+    _kernel,
     keep_channels,
     make_divisible,
 )
@@ -209,3 +214,122 @@ class MobileNetSpace(StudentSpace):
         root, left = crelu_walk(Seq("", nodes), left)
         out, kernels = root.kernels(shape)
         return (out, left), kernels
+
+    # ----------------------------------------------------------------- segment codes (spaces._compiled)
+    #: kinds of the coded segments: the stem, a block's expansion, depthwise and projection (+ residual add)
+    #: convolutions, the head convolution, then global pooling and the classifier
+    _STEM, _EXPAND, _DW, _PROJECT, _HEAD, _POOL_CLASSIFIER = range(6)
+
+    def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
+                       bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
+        """One code per convolution (see :mod:`spaces._codes`), the channel counts of a whole batch computed
+        with numpy as :meth:`_plan` computes them one candidate at a time."""
+        m, n = self.channel_multiple, len(arch)
+        widths, crelus, depths, exps, ksizes = [], [], [], [], []
+        flat = chain.from_iterable
+        for genes in arch:
+            widths.append(genes["width"])
+            crelus.append(genes.get("crelu", 0))
+            depths.extend(genes["depths"])
+            exps.extend(flat(genes["expansions"]))
+            ksizes.extend(flat(genes["kernel_sizes"]))
+        n_stages = len(STAGES)
+        d = np.array(depths, dtype=np.intp)
+        nb = d.reshape(n, n_stages).sum(1)  # blocks per candidate
+        e, k = np.array(exps, dtype=np.int64), np.array(ksizes, dtype=np.int64)
+        r, b = np.fromiter(flat(prune_ratios), dtype=np.float64), np.fromiter(flat(bits), dtype=np.int64)
+        if len(e) != nb.sum() or len(r) != (nb + 3).sum():
+            return None
+        cand = np.repeat(np.arange(n), nb)  # per block: its candidate
+        blk0 = np.cumsum(nb) - nb  # first block of each candidate
+        lay0 = np.cumsum(nb + 3) - (nb + 3)  # first layer (the stem) of each candidate
+        layer = np.arange(len(e)) - blk0[cand] + lay0[cand] + 1  # per block: its layer
+        rb, bb = r[layer], b[layer]
+        stage = np.repeat(np.tile(np.arange(n_stages), n), d)
+        stage_first = np.cumsum(d) - d  # the first block of every (candidate, stage)
+        first = np.zeros(len(e), dtype=bool)
+        first[stage_first] = True
+        # channels (the width multiplier's rounded ones per distinct width of the batch): a stage's width is
+        # pruned by its first block's ratio and inherited by the rest
+        uw, wi = np.unique(np.array(widths, dtype=np.float64), return_inverse=True)
+        uw_list = uw.tolist()
+        stage_base = np.array([[make_divisible(c * v, m) for c, _, _ in STAGES] for v in uw_list], dtype=np.int64)
+        cout_first = keep_channels_array(stage_base[wi.reshape(-1)].reshape(-1), rb[stage_first], m)
+        cout = np.repeat(cout_first, d)
+        stem_base = np.array([make_divisible(STEM_CHANNELS * v, m) for v in uw_list], dtype=np.int64)
+        head_base = np.array([make_divisible(HEAD_CHANNELS * max(1.0, v), m) for v in uw_list], dtype=np.int64)
+        stem = keep_channels_array(stem_base[wi.reshape(-1)], r[lay0], m)
+        last = lay0 + nb + 1  # the head's layer
+        head = keep_channels_array(head_base[wi.reshape(-1)], r[last], m)
+        cin = np.empty_like(cout)
+        cin[1:] = cout[:-1]
+        cin[blk0] = stem
+        expand = e != 1
+        hidden = np.where(expand, keep_channels_array(cin * e, rb, m), cin)
+        strides = np.array([st for _, _, st in STAGES], dtype=np.int64)
+        stride = np.where(first, strides[stage], 1)
+        residual = (stride == 1) & (cin == cout)
+        # spatial size at each stage's input and output (odd kernels, padding k // 2)
+        size_in, size_out, h = [], [], (self.input_size - 1) // self.stem_stride + 1
+        for _, _, st in STAGES:
+            size_in.append(h)
+            h = (h - 1) // st + 1
+            size_out.append(h)
+        size_in_a, size_out_a = np.array(size_in), np.array(size_out)
+        size = np.where(first, size_in_a[stage], size_out_a[stage])
+        # CReLU on the first N eligible convolutions (dense, ReLU6, even channels): the stem, then expansions
+        n_crelu = np.array(crelus, dtype=np.int64)
+        stem_ok = (stem % 2 == 0) & (stem >= 2)
+        exp_ok = expand & (hidden % 2 == 0) & (hidden >= 2)
+        before = np.cumsum(exp_ok) - exp_ok  # eligible expansions before each block, across candidates
+        rank = before - before[blk0][cand] + stem_ok[cand]
+        exp_crelu = exp_ok & (rank < n_crelu[cand])
+        stem_crelu = stem_ok & (n_crelu > 0)
+        # where each candidate's codes go: stem, per block [expansion], depthwise, projection, head, pool+classifier
+        per_block = 2 + expand
+        count = 3 + np.bincount(cand, weights=per_block, minlength=n).astype(np.intp)
+        c0 = np.cumsum(count) - count
+        pb_before = np.cumsum(per_block) - per_block
+        at = c0[cand] + 1 + pb_before - pb_before[blk0][cand]  # the block's first code
+        codes = np.empty(int(count.sum()), dtype=np.int64)
+        ms, sizes_last = self.input_size, int(size_out_a[-1])
+        packed = [
+            (c0, pack(kind=self._STEM, size=ms, cin=self.in_channels, cout=stem, kernel_size=3,
+                      stride=self.stem_stride, bits=b[lay0], flag=stem_crelu)),
+            (at[expand], pack(kind=self._EXPAND, size=size[expand], cin=cin[expand], cout=hidden[expand],
+                              kernel_size=1, stride=1, bits=bb[expand], flag=exp_crelu[expand])),
+            (at + expand, pack(kind=self._DW, size=size, cin=hidden, cout=hidden, kernel_size=k, stride=stride,
+                               bits=bb)),
+            (at + expand + 1, pack(kind=self._PROJECT, size=(size - 1) // stride + 1, cin=hidden, cout=cout,
+                                   kernel_size=1, stride=1, bits=bb, flag=residual)),
+            (c0 + count - 2, pack(kind=self._HEAD, size=sizes_last, cin=cout[blk0 + nb - 1], cout=head,
+                                  kernel_size=1, stride=1, bits=b[last])),
+            (c0 + count - 1, pack(kind=self._POOL_CLASSIFIER, size=sizes_last, cin=head, cout=self.num_classes,
+                                  bits=b[last + 1])),
+        ]
+        for where, values in packed:
+            if values is None:
+                return None
+            codes[where] = values
+        return codes, count
+
+    def _code_kernels(self, code: int) -> list[Kernel]:
+        """The kernels of one segment code of :meth:`_segment_codes`."""
+        f = unpack(code)
+        kind, ci, co, b = f["kind"], f["cin"], f["cout"], f["bits"]
+        shape = (ci, f["size"], f["size"])
+        if kind == self._POOL_CLASSIFIER:
+            out, kernels = GlobalPool("pool").kernels(shape)
+            return kernels + Linear("classifier", ci, co, bits=b).kernels(out)[1]
+        if kind == self._DW:
+            node = ConvBN("dw", ci, ci, f["kernel_size"], f["stride"], groups=ci, activation="relu6", bits=b)
+        elif kind == self._PROJECT:
+            node = ConvBN("project", ci, co, 1, activation="none", bits=b)
+        else:
+            name = {self._STEM: "stem", self._EXPAND: "expand", self._HEAD: "head"}[kind]
+            node = ConvBN(name, ci, co, f["kernel_size"], f["stride"], activation="relu6", bits=b,
+                          crelu=bool(f["flag"]))
+        out, kernels = node.kernels(shape)
+        if kind == self._PROJECT and f["flag"]:
+            kernels.append(_kernel("add", out))
+        return kernels

@@ -24,7 +24,10 @@ inherit.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from latency_models import Kernel
 from spaces._base import (
@@ -39,6 +42,7 @@ from spaces._base import (
     per_stage,
     sample_stages,
 )
+from spaces._codes import first_n_per_row, keep_channels_array, pack, unpack
 from spaces._plan import (
     ConvBN,
     crelu_walk,
@@ -49,6 +53,7 @@ from spaces._plan import (
     MaxPool,
     Seq,
     SplitUnit,
+    _kernel,
     keep_channels,
     make_divisible,
 )
@@ -214,3 +219,138 @@ class ShuffleNetSpace(StudentSpace):
         root, left = crelu_walk(Seq("", nodes), left)
         out, kernels = root.kernels(shape)
         return (out, left), kernels
+
+    # ----------------------------------------------------------------- segment codes (spaces._compiled)
+    #: kinds of the coded segments: the stem (and its max pool); a first unit's branch-1 depthwise and 1x1
+    #: convolutions, branch-2 1x1, depthwise and 1x1 (+ concat, shuffle) convolutions; a later unit's split
+    #: (+ 1x1), depthwise and 1x1 (+ concat, shuffle); the head convolution; pooling and the classifier
+    (_STEM, _B1_DW, _B1_PW, _B2_PW1, _B2_DW, _B2_PW2, _U_PW1, _U_DW, _U_PW2, _HEAD,
+     _POOL_CLASSIFIER) = range(11)
+
+    def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
+                       bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
+        """One code per convolution (see :mod:`spaces._codes`), the channel counts of a whole batch computed
+        with numpy as :meth:`_plan` computes them one candidate at a time."""
+        m, n, n_stages = self.channel_multiple, len(arch), len(BRANCH_CHANNELS)
+        widths, crelus, repeats, ksizes = [], [], [], []
+        flat = chain.from_iterable
+        for genes in arch:
+            widths.extend(genes["widths"])
+            crelus.append(genes.get("crelu", 0))
+            repeats.extend(genes["repeats"])
+            ksizes.extend(flat(genes["kernel_sizes"]))
+        d = np.array(repeats, dtype=np.intp)
+        nu = d.reshape(n, n_stages).sum(1)  # units per candidate
+        k = np.array(ksizes, dtype=np.int64)
+        r, b = np.fromiter(flat(prune_ratios), dtype=np.float64), np.fromiter(flat(bits), dtype=np.int64)
+        if len(k) != nu.sum() or len(r) != (nu + 3).sum():
+            return None
+        cand = np.repeat(np.arange(n), nu)
+        u0 = np.cumsum(nu) - nu
+        lay0 = np.cumsum(nu + 3) - (nu + 3)
+        layer = np.arange(len(k)) - u0[cand] + lay0[cand] + 1
+        ru, bu = r[layer], b[layer]
+        stage_first = np.cumsum(d) - d  # the first unit of every (candidate, stage)
+        first = np.zeros(len(k), dtype=bool)
+        first[stage_first] = True
+        stage = np.repeat(np.tile(np.arange(n_stages), n), d)
+        # each stage's rounded branch channels, per distinct width of the batch
+        uw, wi = np.unique(np.array(widths, dtype=np.float64), return_inverse=True)
+        base = np.array([[make_divisible(c * v, m) for c in BRANCH_CHANNELS] for v in uw.tolist()], dtype=np.int64)
+        stage_base = base[wi.reshape(-1), np.tile(np.arange(n_stages), n)]
+        branch_of_stage = keep_channels_array(stage_base, ru[stage_first], m)
+        branch = np.repeat(branch_of_stage, d)
+        stem = keep_channels_array(np.full(n, STEM_CHANNELS), r[lay0], m)
+        # a first unit's input: the stem, or the previous stage's two branches
+        prev = np.empty(n * n_stages, dtype=np.int64)
+        per_cand = branch_of_stage.reshape(n, n_stages)
+        prev.reshape(n, n_stages)[:, 0] = stem
+        prev.reshape(n, n_stages)[:, 1:] = 2 * per_cand[:, :-1]
+        cin_first = prev  # per (candidate, stage)
+        mid = keep_channels_array(branch, ru, m)
+        # spatial sizes: after the stem (and its max pool), each stage's input and output
+        h = (self.input_size - 1) // self.stem_stride + 1
+        if self.stem_stride == 2:
+            h = (h - 1) // 2 + 1
+        size_in, size_out = [], []
+        for _ in range(n_stages):
+            size_in.append(h)
+            h = (h - 1) // 2 + 1
+            size_out.append(h)
+        size_in_a, size_out_a = np.array(size_in), np.array(size_out)
+        # where each candidate's codes go: stem, per unit 5 (first) or 3 codes, head, pool+classifier
+        per_unit = np.where(first, 5, 3)
+        count = 3 + np.bincount(cand, weights=per_unit, minlength=n).astype(np.intp)
+        c0 = np.cumsum(count) - count
+        pu_before = np.cumsum(per_unit) - per_unit
+        at = c0[cand] + 1 + pu_before - pu_before[u0][cand]
+        codes = np.empty(int(count.sum()), dtype=np.int64)
+        eligible = np.zeros(len(codes), dtype=bool)  # dense convolutions with ReLU and even channels
+        fs, later = stage_first, ~first
+        at_f, at_l = at[fs], at[later]
+        k_f, b_f, br_f, s_f = k[fs], bu[fs], branch[fs], stage[fs]
+        h_in, h_out = size_in_a[s_f], size_out_a[s_f]
+        br_l, mid_l, h_l, b_l = branch[later], mid[later], size_out_a[stage[later]], bu[later]
+        last = lay0 + nu + 1  # the head's layer
+        head = keep_channels_array(np.full(n, HEAD_CHANNELS), r[last], m)
+        s_last = int(size_out_a[-1])
+        even = lambda c: (c % 2 == 0) & (c >= 2)  # noqa: E731
+        packed = [
+            (c0, even(stem), dict(kind=self._STEM, size=self.input_size, cin=self.in_channels, cout=stem,
+                                  kernel_size=3, stride=self.stem_stride, bits=b[lay0])),
+            (at_f, None, dict(kind=self._B1_DW, size=h_in, cin=cin_first, cout=cin_first, kernel_size=k_f,
+                              stride=2, bits=b_f)),
+            (at_f + 1, even(br_f), dict(kind=self._B1_PW, size=h_out, cin=cin_first, cout=br_f, kernel_size=1,
+                                        stride=1, bits=b_f)),
+            (at_f + 2, even(br_f), dict(kind=self._B2_PW1, size=h_in, cin=cin_first, cout=br_f, kernel_size=1,
+                                        stride=1, bits=b_f)),
+            (at_f + 3, None, dict(kind=self._B2_DW, size=h_in, cin=br_f, cout=br_f, kernel_size=k_f, stride=2,
+                                  bits=b_f)),
+            (at_f + 4, even(br_f), dict(kind=self._B2_PW2, size=h_out, cin=br_f, cout=br_f, kernel_size=1,
+                                        stride=1, bits=b_f)),
+            (at_l, even(mid_l), dict(kind=self._U_PW1, size=h_l, cin=br_l, cout=mid_l, kernel_size=1, stride=1,
+                                     bits=b_l)),
+            (at_l + 1, None, dict(kind=self._U_DW, size=h_l, cin=mid_l, cout=mid_l, kernel_size=k[later], stride=1,
+                                  bits=b_l)),
+            (at_l + 2, even(br_l), dict(kind=self._U_PW2, size=h_l, cin=mid_l, cout=br_l, kernel_size=1, stride=1,
+                                        bits=b_l)),
+            (c0 + count - 2, None, dict(kind=self._HEAD, size=s_last, cin=2 * branch[u0 + nu - 1], cout=head,
+                                        kernel_size=1, stride=1, bits=b[last])),
+            (c0 + count - 1, None, dict(kind=self._POOL_CLASSIFIER, size=s_last, cin=head, cout=self.num_classes,
+                                        bits=b[last + 1])),
+        ]
+        for where, ok, fields in packed:
+            values = pack(**fields)
+            if values is None:
+                return None
+            codes[where] = values
+            if ok is not None:
+                eligible[where] = ok
+        n_crelu = np.array(crelus, dtype=np.int64)
+        if n_crelu.any():
+            codes |= first_n_per_row(eligible, count, n_crelu)
+        return codes, count
+
+    def _code_kernels(self, code: int) -> list[Kernel]:
+        """The kernels of one segment code of :meth:`_segment_codes`."""
+        f = unpack(code)
+        kind, ci, co, b, crelu = f["kind"], f["cin"], f["cout"], f["bits"], bool(f["flag"])
+        k, st = f["kernel_size"], f["stride"]
+        shape = (ci, f["size"], f["size"])
+        if kind == self._POOL_CLASSIFIER:
+            out, kernels = GlobalPool("pool").kernels(shape)
+            return kernels + Linear("classifier", ci, co, bits=b).kernels(out)[1]
+        if kind == self._STEM:
+            out, kernels = ConvBN("stem", ci, co, k, st, bits=b, crelu=crelu).kernels(shape)
+            return kernels + (MaxPool("stem_pool", 3, 2, 1).kernels(out)[1] if self.stem_stride == 2 else [])
+        if kind in (self._B1_DW, self._B2_DW, self._U_DW):
+            return ConvBN("dw", ci, ci, k, st, groups=ci, activation="none", bits=b).kernels(shape)[1]
+        node = ConvBN("conv", ci, co, 1, bits=b, crelu=crelu)
+        if kind == self._U_PW1:  # the split of a later unit comes first: its input is twice the branch
+            split = (2 * ci, f["size"], f["size"])
+            return [_kernel("split", split, groups=2), *node.kernels(shape)[1]]
+        out, kernels = node.kernels(shape)
+        if kind in (self._B2_PW2, self._U_PW2):  # the unit ends: concat both halves, shuffle
+            both = (2 * out[0], out[1], out[2])
+            kernels += [_kernel("concat", both), _kernel("channel_shuffle", both, groups=2)]
+        return kernels

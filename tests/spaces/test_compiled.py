@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from latency_models import BITS, LatencyPredictor, LatencyTable
 from latency_models._table import device_info
-from spaces import Candidate, CompiledLatency, FBNetSpace, MobileNetSpace, get_space, list_spaces
+from spaces import Candidate, CompiledLatency, FBNetSpace, MobileNetSpace, ShuffleNetSpace, get_space, list_spaces
 
 #: Options that keep each built-in space small and quick (the prune space exports its teacher per structure).
 OPTIONS = {"prune": {"input_size": 16}, "mobilenet": {"input_size": 96}, "shufflenet": {"input_size": 96}}
@@ -195,3 +197,137 @@ def test_a_pickled_evaluator_predicts_the_same_in_another_process_without_its_me
     assert copy is space2.__dict__["_latency_evaluators"][0] and copy.segments == 0  # the cached one, emptied
     np.testing.assert_allclose(copy.predict_many(cands + more), np.concatenate([want, ev.predict_many(more)]),
                                rtol=1e-12)
+
+
+def _coded(space) -> bool:
+    return CompiledLatency(space, _physical(0))._codes_of is not None
+
+
+#: Options under which the coded spaces' channel arithmetic and spatial sizes differ (odd and unit channel
+#: multiples, stride-2 stems, a max pool, larger inputs).
+CODE_OPTIONS = ({}, {"channel_multiple": 1}, {"channel_multiple": 3}, {"channel_multiple": 4, "input_size": 64},
+                {"input_size": 96, "stem_stride": 2}, {"input_size": 17, "num_classes": 7})
+#: fbnet's macro is fixed by its setting (no stem_stride option)
+CODE_OPTIONS_OF = {"fbnet": ({}, {"channel_multiple": 1}, {"channel_multiple": 3},
+                             {"setting": "imagenet", "input_size": 64, "num_classes": 10},
+                             {"input_size": 17, "num_classes": 7})}
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_segment_codes_list_exactly_the_candidates_kernels(name):
+    """A batch's codes, decoded and concatenated per candidate, are ``space.kernels(candidate)``: the
+    numpy channel arithmetic of the batch equals the plan's, kernel for kernel."""
+    if not _coded(get_space(name, **OPTIONS.get(name, {}))):
+        pytest.skip(f"space {name!r} does not code batches")
+    for options in CODE_OPTIONS_OF.get(name, CODE_OPTIONS):
+        space = get_space(name, **options)
+        cands = _candidates(space, 80, seed=11)
+        parts = [space._decode(c) for c in cands]
+        codes, lengths = space._segment_codes(*zip(*parts))
+        assert codes.dtype == np.int64 and len(lengths) == len(cands) and lengths.sum() == len(codes)
+        pos = 0
+        for c, n in zip(cands, lengths):
+            listed = [k for code in codes[pos:pos + n].tolist() for k in space._code_kernels(code)]
+            assert listed == space.kernels(c), (options, c)
+            pos += n
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_coded_batches_with_known_new_and_repeated_candidates(name, fitted):
+    """Batches mixing candidates already predicted, new ones and duplicates within the batch, with and
+    without genes, predict the kernel lists' milliseconds; the codes path is the one taken."""
+    space = _space(name)
+    if not _coded(space):
+        pytest.skip(f"space {name!r} does not code batches")
+    for label, pred in {**_predictors(), "fitted": fitted}.items():
+        ev = CompiledLatency(space, pred)
+        assert ev._codes_of is not None
+        first = _candidates(space, 40, seed=21)
+        np.testing.assert_allclose(ev.predict_many(first), _slow(pred, space, first, True), rtol=1e-12, err_msg=label)
+        known = ev._codes._n
+        new = _candidates(space, 40, seed=22)
+        mixed = [*first[:10], *new, *new[:7], first[3], new[5]]
+        for genes in (True, False):
+            np.testing.assert_allclose(ev.predict_many(mixed, genes=genes), _slow(pred, space, mixed, genes),
+                                       rtol=1e-12, err_msg=label)
+        assert ev._codes._n > known
+        assert ev.predict(new[0]) == pytest.approx(float(_slow(pred, space, new[:1], True)[0]), rel=1e-12)
+
+
+def test_a_batch_that_does_not_fit_the_codes_takes_the_keys():
+    """A classifier too wide for a code's channel field: the batch is cut by keys instead, as exactly."""
+    pred = _predictors()["genes"]
+    for name in ("fbnet", "mobilenet", "shufflenet"):
+        space = get_space(name, num_classes=20000)
+        cands = _candidates(space, 20, seed=31)
+        assert space._segment_codes(*zip(*[space._decode(c) for c in cands])) is None
+        ev = space.latency_evaluator(pred)
+        np.testing.assert_allclose(ev.predict_many(cands), _slow(pred, space, cands, True), rtol=1e-12)
+        assert ev._codes._n == 0 and ev.segments > 0
+
+
+class Int8DepthwiseShuffleNet(ShuffleNetSpace):
+    """A user's space that changes a helper the plan and the keys share, not the segment methods: the
+    depthwise convolutions of its later units run at 8 bits."""
+
+    def _unit(self, j, branch, k, r, b):
+        unit = super()._unit(j, branch, k, r, b)
+        pw1, dw, pw2 = unit.branch.children
+        return dataclasses.replace(unit, branch=dataclasses.replace(unit.branch, children=(
+            pw1, dataclasses.replace(dw, bits=8), pw2)))
+
+
+def test_a_subclass_is_cut_by_keys_not_by_codes_it_did_not_write():
+    assert not _coded(PartlyCompiledMobileNet()) and _coded(MobileNetSpace())
+    space, pred = Int8DepthwiseShuffleNet(), _predictors()["physical"]
+    ev = space.latency_evaluator(pred)
+    assert ev.compiled and ev._codes_of is None
+    cands = _candidates(space, 20, seed=32)
+    want = _slow(pred, space, cands, True)
+    np.testing.assert_allclose(ev.predict_many(cands), want, rtol=1e-12)
+    plain = ShuffleNetSpace()  # the same genes predict otherwise there: the subclass's numbers are its own
+    same = [plain.candidate(**dict(c.genes), prune_ratios=list(c.prune_ratios), bits=list(c.bits)) for c in cands]
+    assert not np.allclose(plain.latency_evaluator(pred).predict_many(same), want)
+
+
+def test_code_table_finds_every_code_it_holds_and_no_other():
+    from spaces._compiled import _CodeTable
+
+    rng = np.random.default_rng(41)
+    table, held = _CodeTable(), {}
+    for size in (5, 300, 3000, 1, 20000):  # grows past its first sizes; ids are not in code order
+        codes = np.unique(rng.integers(0, 1 << 60, size=size * 2))
+        codes = np.array([c for c in codes.tolist() if c not in held][:size], dtype=np.int64)
+        ids = rng.permutation(len(codes)) + len(held)
+        table.add(codes, ids)
+        held.update(zip(codes.tolist(), ids.tolist()))
+        queries = np.concatenate([np.array(list(held), dtype=np.int64), rng.integers(0, 1 << 60, size=500)])
+        want = np.array([held.get(q, -1) for q in queries.tolist()])
+        np.testing.assert_array_equal(table.get(queries), want)
+    # codes that hash to the same slot probe on, when added together and when looked up
+    crowded = _CodeTable()
+    pool = rng.integers(0, 1 << 60, size=200_000)
+    slots = crowded._slots(pool)
+    same = np.unique(pool[slots == np.bincount(slots).argmax()])[:50]
+    assert len(same) == 50 and len(set(crowded._slots(same).tolist())) == 1
+    crowded.add(same[:30], np.arange(30))
+    crowded.add(same[30:], np.arange(30, 50))
+    np.testing.assert_array_equal(crowded.get(same[::-1]), np.arange(50)[::-1])
+    strangers = np.setdiff1d(pool[slots == crowded._slots(same[:1])[0]], same)[:5]  # the same slot, not held
+    assert len(strangers) == 5 and (crowded.get(strangers) == -1).all()
+
+
+def test_negative_codes_are_refused():
+    """-1 marks an empty slot of the code table: a space's negative code must not find a segment."""
+
+    class Negative(MobileNetSpace):
+        def _segment_codes(self, arch, prune_ratios, bits):
+            codes, lengths = super()._segment_codes(arch, prune_ratios, bits)
+            return codes - (1 << 62), lengths
+
+        _code_kernels = MobileNetSpace._code_kernels
+
+    ev = Negative().latency_evaluator(_predictors()["physical"])
+    assert ev._codes_of is not None
+    with pytest.raises(ValueError, match="non-negative"):
+        ev.predict_many([Negative().candidate()])
