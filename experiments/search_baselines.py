@@ -146,35 +146,23 @@ def run_optuna_method(setup: Any, method: str, *, seed: int, trials: int, budget
     """One run of an Optuna method through the search's own study driver; returns its trials."""
     import optuna
 
-    from search import (
-        OBJECTIVES,
-        TIGHT_BUDGET,
-        SearchContext,
-        fastest_candidate,
-        make_sampler,
-        run_study,
-        start_count,
-        uniform_starts,
-    )
+    from search import OBJECTIVES, SearchContext, fastest_candidate, make_sampler, run_study, seed_study
 
     sampler_name, parts, starts = OPTUNA_METHODS[method]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=[d for _, d in OBJECTIVES],
                                 sampler=make_sampler(sampler_name, seed=seed, budget_ms=budget_ms))
-    _, fastest_ms, params = fastest_candidate(setup.space, lambda c: predict_ms(setup, c), search=parts, bits=bits,
-                                              seed=seed)
-    if budget_ms < TIGHT_BUDGET * fastest_ms:
-        study.enqueue_trial(params, skip_if_exists=True)
-    if starts:  # as search.run: the uniform compressions at the budget are tried next
-        for _, _, start in uniform_starts(setup.space, lambda c: predict_ms(setup, c), budget_ms=budget_ms,
-                                          search=parts, bits=bits, count=start_count(trials)):
-            study.enqueue_trial(start, skip_if_exists=True)
+    predict = lambda c: predict_ms(setup, c)  # noqa: E731
+    sample_kwargs = {"search": parts, **({} if bits is None else {"bits": bits})}
+    # as search.run: the fastest candidate where the budget is tight, then (with starts) the uniform starts
+    seed_study(study, setup.space, predict, budget_ms=budget_ms, trials=trials, starts=starts,
+               fastest=fastest_candidate(setup.space, predict, seed=seed, **sample_kwargs), **sample_kwargs)
     context = SearchContext(space=setup.space, predictor=setup.device.predictor, budget_ms=budget_ms,
                             evaluator=evaluator)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_study(study, space=setup.space, context=context, run_id=f"{method}-s{seed}", n_trials=trials,
-                  sample_kwargs={"search": parts, **({} if bits is None else {"bits": bits})})
+                  sample_kwargs=sample_kwargs)
     return trial_rows(study.trials)
 
 

@@ -8,7 +8,7 @@ the teacher, the device, the distillation proxy, the per-trial objective and the
 from __future__ import annotations
 
 from search._data import DATASETS, DataSet, Split, load_data
-from search._device import Device, fastest_candidate, resolve_device, start_count, uniform_starts
+from search._device import TIGHT_BUDGET, Device, fastest_candidate, resolve_device, seed_study, start_count, uniform_starts
 from search._distill import distill_train, hint_loss, kd_loss, recalibrate_batchnorm
 from search._errors import InputError
 from search._objective import OBJECTIVES, SIZES, SearchContext, TrialResult, evaluate_candidate, predict_latency, rewarded_bits
@@ -17,7 +17,7 @@ from search._pareto import SELECTIONS, ParetoEntry, ParetoFront, accuracy_margin
 from search._profiling import kernel_pool, measure_spaces, profile_spaces, space_models, write_space_workload
 from search._proxy import ProxyEvaluator, SupernetProxy
 from search._report import SearchResult
-from search._run import TIGHT_BUDGET, run
+from search._run import run
 from search._study import make_sampler, run_study
 from search._supernet import SupernetResult, load_supernet, train_supernet
 from search._teacher import Teacher, load_teacher
@@ -68,6 +68,7 @@ __all__: list[str] = [
     "select",
     "space_models",
     "top1_accuracy",
+    "seed_study",
     "start_count",
     "uniform_starts",
     "write_space_workload",

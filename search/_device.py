@@ -24,12 +24,13 @@ from search._objective import predict_latency
 from search._profiling import profile_spaces
 
 if TYPE_CHECKING:
+    import optuna
     import numpy as np
 
     from spaces import Candidate, SearchSpace
 
-__all__ = ["DEFAULT_PROFILE_MIN", "Device", "add_models", "fastest_candidate", "resolve_device", "start_count",
-           "uniform_starts"]
+__all__ = ["DEFAULT_PROFILE_MIN", "TIGHT_BUDGET", "Device", "add_models", "fastest_candidate", "resolve_device",
+           "seed_study", "start_count", "uniform_starts"]
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +340,31 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
         if not improved:
             break
     return best_c, best_lat, best_params
+
+
+#: Budgets within this factor of the fastest candidate get that candidate as their first trial (as do
+#: searches held to the teacher's latency).
+TIGHT_BUDGET = 2.0
+
+
+def seed_study(study: "optuna.Study", space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *,
+               budget_ms: float, trials: int, fastest: tuple["Candidate", float, dict[str, Any]],
+               held: bool = False, starts: bool = True, **sample_kwargs: Any) -> list[tuple["Candidate", float, dict[str, Any]]]:
+    """Enqueue a new study's first trials: the space's ``fastest`` candidate (from :func:`fastest_candidate`)
+    when the budget is within :data:`TIGHT_BUDGET` of it or ``held`` (a budget held to the teacher's
+    latency), so the front has a trained point that can ship however few trials run; then, with ``starts``,
+    the :func:`uniform_starts` (``start_count(trials)`` of them), never more trials than ``trials`` (one left
+    waiting would outlive the run in the study). Returns the uniform starts enqueued."""
+    _, fastest_ms, params = fastest
+    if held or budget_ms < TIGHT_BUDGET * fastest_ms:
+        study.enqueue_trial(params, skip_if_exists=True)
+    if not starts:
+        return []
+    chosen = uniform_starts(space, predict, budget_ms=budget_ms, count=start_count(trials), **sample_kwargs)
+    chosen = chosen[:max(0, int(trials) - len(study.trials))]
+    for _, _, start_params in chosen:
+        study.enqueue_trial(start_params, skip_if_exists=True)
+    return chosen
 
 
 def start_count(trials: int) -> int:

@@ -20,7 +20,7 @@ import onnx
 
 from latency_models import Progress, kernels_from_onnx
 from search._data import load_data
-from search._device import add_models, fastest_candidate, model_name, resolve_device, start_count, uniform_starts
+from search._device import TIGHT_BUDGET, add_models, fastest_candidate, model_name, resolve_device, seed_study
 from search._errors import InputError
 from search._deploy import preprocess_contract, with_preprocessing
 from search._final import FinalModel, deployable_onnx, finalize, measure_side_by_side, measurement_description, onnx_accuracy
@@ -39,9 +39,6 @@ __all__ = ["SearchResult", "TIGHT_BUDGET", "run"]
 
 logger = logging.getLogger(__name__)
 
-#: Budgets within this factor of the fastest candidate get that candidate as their first trial (as do
-#: searches held to the teacher's latency).
-TIGHT_BUDGET = 2.0
 #: Trials are held to this factor of the teacher's predicted latency when the teacher meets the budget:
 #: room for the predictor's error, since what ships is chosen by measurement.
 TEACHER_MARGIN = 1.25
@@ -286,28 +283,21 @@ class _Job:
         sampler = make_sampler(str(o.sampler), seed=int(o.seed), budget_ms=self.search_budget_ms)
         study = open_study(storage=self.storage, study_name=str(o.study_name), sampler=sampler)
         self._agree_on_bits(study)
-        cand, lat, params = self.fastest
         if study.trials:  # a resumed study keeps its own history
             return study
-        # a tight budget, or one held to the teacher's latency, rules out most random candidates: the fastest
-        # one is trial 0, so the front has a trained point that can ship however few trials are run
-        if self.search_budget_ms < TIGHT_BUDGET * lat or self.search_budget_ms < float(o.budget_ms):
-            study.enqueue_trial(params, skip_if_exists=True)
-        # the uniform compressions within the budget come next (up to half the trials): the search starts from
-        # the hand-made trade-off curve and refines it per layer; its front holds those points or better ones.
-        # No more are enqueued than this run's trials (one left waiting would outlive the run in the study)
-        starts = uniform_starts(self.space, self._predict, budget_ms=self.search_budget_ms,
-                                count=start_count(int(o.trials)), **self.sample_kwargs)
-        starts = starts[:max(0, int(o.trials) - len(study.trials))]
-        for _, _, start_params in starts:
-            study.enqueue_trial(start_params, skip_if_exists=True)
+        # the fastest candidate first where the budget is tight or held to the teacher's latency, then the
+        # uniform compressions within the budget: the search starts from the hand-made trade-off curve and
+        # refines it per layer; its front holds those points or better ones
+        starts = seed_study(study, self.space, self._predict, budget_ms=self.search_budget_ms, trials=int(o.trials),
+                            fastest=self.fastest, held=self.search_budget_ms < float(o.budget_ms), **self.sample_kwargs)
         for width in sorted({min(c.bits) for c, _, _ in starts}):
-            at = [(max(c.prune_ratios), ms) for c, ms, _ in starts if min(c.bits) == width]
-            (r0, ms0), (r1, ms1) = min(at), max(at)
+            at = sorted((max(c.prune_ratios), ms) for c, ms, _ in starts if min(c.bits) == width)
+            ratios, times = f"{at[0][0]:g}", f"{at[0][1]:.3f}"
+            if len(at) > 1:
+                ratios, times = f"{ratios} to {at[-1][0]:g}", f"{times} to {at[-1][1]:.3f}"
             self.echo(f"start    {len(at)} uniform compression{'s' if len(at) > 1 else ''} at {width} bits, every layer "
-                      f"pruned alike by {r0:g}" + (f" to {r1:g}" if len(at) > 1 else "") +
-                      f" ({ms0:.3f}" + (f" to {ms1:.3f}" if len(at) > 1 else "") +
-                      " ms predicted): the hand-made trade-off within the budget, tried first")
+                      f"pruned alike by {ratios} ({times} ms predicted): the hand-made trade-off within the budget, "
+                      "tried first")
         return study
 
     def _agree_on_bits(self, study: Any) -> None:

@@ -377,8 +377,7 @@ class SearchSpace(abc.ABC):
         gives the milliseconds of ``predictor.predict_many([self.kernels(c) for c in candidates], genes=...)``
         without listing kernels (for fresh candidates about 40x faster than listing them, once its memo has
         seen the space's common segments: ``experiments/results/predict_speed.json``). Kept for the most
-        recent predictors, so
-        repeated calls share one memo."""
+        recent predictors, so repeated calls share one memo."""
         cache: list[CompiledLatency] = self.__dict__.setdefault("_latency_evaluators", [])
         for ev in cache:
             if ev.predictor is predictor:

@@ -75,14 +75,10 @@ def _definer(space: Any, name: str) -> type | None:
 def compilable(space: Any) -> bool:
     """Whether ``space`` (a :class:`~spaces.SearchSpace`) declares its segments (see the module) for the
     class it is an instance of."""
-
-    def definer(name: str) -> type | None:
-        return _definer(space, name)
-
-    owner = definer("_latency_segments")
-    if owner is None or definer("_segment_kernels") is None:
+    owner = _definer(space, "_latency_segments")
+    if owner is None or _definer(space, "_segment_kernels") is None:
         return False
-    return all((d := definer(name)) is None or issubclass(owner, d) for name in _KERNEL_METHODS)
+    return all((d := _definer(space, name)) is None or issubclass(owner, d) for name in _KERNEL_METHODS)
 
 
 class CompiledLatency:

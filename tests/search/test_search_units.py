@@ -417,3 +417,30 @@ def test_a_sqlite_study_waits_for_a_reader_longer_than_sqlite_s_five_seconds(tmp
         release.join()
         holder.close()
     assert waited > 6.0 and [t.state.name for t in study.trials] == ["COMPLETE"]
+
+
+def test_seed_study_enqueues_the_fastest_where_tight_then_the_starts_within_the_trials():
+    import optuna
+
+    from search import TIGHT_BUDGET, seed_study
+
+    space = _space("mobilenet")
+
+    def predict(cands):
+        return np.array([(1.0 - max(c.prune_ratios)) * (0.5 if min(c.bits) < 32 else 1.0) for c in cands])
+
+    fastest = (space.candidate(), 0.05, {"marker": 1})  # only its parameters are enqueued
+
+    def waiting(study):
+        return [t.system_attrs["fixed_params"] for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))]
+
+    study = optuna.create_study()
+    starts = seed_study(study, space, predict, budget_ms=0.301, trials=6, fastest=fastest, bits=(8, 32))
+    assert 0.301 > TIGHT_BUDGET * 0.05 and len(starts) == 3  # not tight: no fastest; start_count(6) = 3 starts
+    assert waiting(study) == [p for _, _, p in starts]
+    study = optuna.create_study()
+    starts = seed_study(study, space, predict, budget_ms=0.301, trials=3, fastest=fastest, held=True, bits=(8, 32))
+    assert waiting(study)[0] == {"marker": 1} and len(starts) == 1  # held: fastest first; start_count(3) = 1
+    study = optuna.create_study()
+    assert seed_study(study, space, predict, budget_ms=0.09, trials=40, fastest=fastest, starts=False) == []
+    assert waiting(study) == [{"marker": 1}]  # tight (0.09 < 2 x 0.05), no starts asked
