@@ -58,9 +58,7 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
     # pareto.json: fields, selected, teacher
     pareto = read_json(out / "pareto.json")
     assert pareto["budget_ms"] == BUDGET_MS
-    # trials are held to the teacher's predicted latency when it meets the budget: slower never ships
-    held = min(BUDGET_MS, 1.25 * pareto["teacher"]["latency_ms"]) if local else BUDGET_MS  # prune: a table
-    assert pareto["search_budget_ms"] == pytest.approx(held, rel=1e-9) and pareto["beat_teacher"] == local
+    assert pareto["beat_teacher"] == local
     assert pareto["pareto"], "empty Pareto front"
     for entry in pareto["pareto"]:
         assert ENTRY_FIELDS <= set(entry)
@@ -81,6 +79,12 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
     # the study starts from the uniform compressions (search.uniform_starts): after the fastest candidate
     # (enqueued when the budget is held to the teacher), the default architecture pruned alike at one width
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    # trials are held to the teacher's predicted latency when it meets the budget (slower never ships), never
+    # below the fastest candidate's (trial 0, always trained): on a noisy 6-s profile it can be predicted
+    # slower than the teacher and still measure faster
+    held = (min(BUDGET_MS, 1.25 * max(pareto["teacher"]["latency_ms"], trials[0].values[1])) if local
+            else BUDGET_MS)  # prune: a table
+    assert pareto["search_budget_ms"] == pytest.approx(held, rel=1e-9)
     # no more starts are enqueued than the run's trials: none is left waiting in the study after it
     assert not [t.number for t in trials if t.state == optuna.trial.TrialState.WAITING]
     first = Candidate.from_dict(trials[1 if local else 0].user_attrs["candidate"])
