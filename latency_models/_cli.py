@@ -46,7 +46,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         weights = ", ".join(f"{d or '?'} {w:.3g}" for d, w in zip(tr["prior_devices"], tr["prior_weights"]))
         line += (f"; blended: own {tr['own_weight']:.3g}, {weights} (cross-validated RMSPE of the table alone "
                  f"{100 * tr['cv_rmspe_own']:.1f}%, of the blend in sample {100 * tr['rmspe_blend']:.1f}%)")
-    print(line)
+    print(line + pred.state_note())
     return 0
 
 
@@ -57,8 +57,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     pred = _load_predictor(args.predictor, prior=args.prior)
     held = LatencyTable.load(args.measured)
     res = evaluate(pred, held)
+    state = (f"  (measured rows put on the predictor's machine state, exponent {pred.reference_exponent:g})"
+             if pred.reference_exponent and any(r.reference_ms for r in held.model_rows) else "")
     print(f"n={res['n']}  within ±5%: {100 * res['within_5']:.1f}%  within ±10%: {100 * res['within_10']:.1f}%  "
-          f"RMSPE: {100 * res['rmspe']:.2f}%  Spearman: {res['spearman']:.4f}")
+          f"RMSPE: {100 * res['rmspe']:.2f}%  Spearman: {res['spearman']:.4f}{state}")
     return 0
 
 
@@ -72,10 +74,11 @@ def _cmd_profile_workload(args: argparse.Namespace) -> int:
                                  budget_min=args.budget_min, description=args.description, seed=args.seed,
                                  on_progress=bar.report)
     pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
-    LatencyPredictor.fit(table).save(pred_path)
+    pred = LatencyPredictor.fit(table)
+    pred.save(pred_path)
     print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
           f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min (protocol {table.protocol.get('name')}, reference "
-          f"{table.reference_ms:.4f} ms); predictor written to {pred_path}")
+          f"{table.reference_ms:.4f} ms); predictor written to {pred_path}{pred.state_note()}")
     return 0
 
 

@@ -49,11 +49,14 @@ def accuracy_metrics(predicted_ms: Any, measured_ms: Any) -> dict[str, float]:
     }
 
 
-def evaluate(pred: Any, measured_table: LatencyTable) -> dict[str, float]:
+def evaluate(pred: Any, measured_table: LatencyTable, *, on_scale: bool = True) -> dict[str, float]:
     """Score ``pred`` (a :class:`~latency_models.LatencyPredictor`) on the model rows of ``measured_table``.
 
     Returns ``n``, ``within_5`` and ``within_10`` (fractions of models predicted within +-5 % / +-10 %),
     ``rmspe`` (root mean squared relative error, a fraction) and ``spearman`` (rank correlation).
+    ``on_scale``: a predictor with a machine-state correction predicts at its table's state; each measured
+    row is then put on that state by the reference timed beside it (``pred.on_scale``) before it is
+    compared (rows without a reference are compared as measured). False: every row as measured.
     """
     if not isinstance(measured_table, LatencyTable):
         raise ValueError(f"measured_table must be a LatencyTable, got {type(measured_table).__name__}")
@@ -61,4 +64,6 @@ def evaluate(pred: Any, measured_table: LatencyTable) -> dict[str, float]:
     if not rows:
         raise ValueError("measured_table has no model rows to evaluate on")
     predicted = pred.predict_many([r.kernels for r in rows], genes=[(r.candidate or {}).get("genes") for r in rows])
-    return accuracy_metrics(predicted, [r.latency_ms for r in rows])
+    scale = getattr(pred, "on_scale", None) if on_scale else None
+    measured = [scale(r.latency_ms, r.reference_ms) if scale else r.latency_ms for r in rows]
+    return accuracy_metrics(predicted, measured)

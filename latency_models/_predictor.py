@@ -59,6 +59,12 @@ _TINY = 1e-6
 TRANSFER_FOLDS = 5
 #: Fewest model rows a transfer from a prior is fitted on (the blend has one weight per prior predictor).
 MIN_TRANSFER_ROWS = 5
+#: Exponents of the machine-state correction tried by ``fit(table, reference_exponent="auto")`` (coarse grid,
+#: then the best one +- :data:`_EXPONENT_STEP`); 0 is "as measured".
+REFERENCE_EXPONENTS = (0.0, 1.0, 2.0, 3.0, 4.0)
+_EXPONENT_STEP = 0.5
+#: Fewest distinct reference timings among the model rows for the exponent to be chosen from the data.
+MIN_STATE_REFERENCES = 8
 
 
 class UnknownOperatorWarning(UserWarning):
@@ -91,6 +97,54 @@ def _ridge_loo(xt: np.ndarray, yt: np.ndarray, pen: np.ndarray) -> tuple[np.ndar
     resid = yt - xt @ coef
     loo = resid / np.maximum(1.0 - h, 1e-9)
     return coef, float(np.mean(loo**2))
+
+
+def _kernel_counts(rows: Sequence[Any]) -> tuple[list[Kernel], np.ndarray]:
+    """The distinct kernels of model ``rows`` and how many times each row runs each (rows x kernels)."""
+    uniq: dict[Kernel, int] = {}
+    for r in rows:
+        for k in r.kernels:
+            uniq.setdefault(k, len(uniq))
+    counts = np.zeros((len(rows), len(uniq)))
+    for i, r in enumerate(rows):
+        for k in r.kernels:
+            counts[i, uniq[k]] += 1
+    return list(uniq), counts
+
+
+def _phi(kernel_model: KernelModel | None, kernels: Sequence[Kernel]) -> np.ndarray:
+    """The physical features of ``kernels``: (stand-alone latency, 1) with a kernel model, else
+    (MMACs, MB of activations, MB of weights, 1)."""
+    if kernel_model is not None:
+        return np.stack([kernel_model.predict(list(kernels)), np.ones(len(kernels))], axis=1)
+    return physical(list(kernels))
+
+
+def _stage1(features: np.ndarray, y: np.ndarray, mode: str) -> tuple[float, float, np.ndarray]:
+    """The global physical model ``y ~ c0 + features @ c`` in relative error, its penalty chosen by exact
+    leave-one-out (non-negative ``c`` in model mode): (leave-one-out mean squared relative error, penalty,
+    coefficients with the intercept first)."""
+    n = len(y)
+    x1 = np.concatenate([np.ones((n, 1)), features], axis=1) / y[:, None]
+    scale1 = np.sqrt((x1**2).mean(0))
+    scale1 = np.where(scale1 > 1e-12, scale1, 1.0)
+    ones = np.ones(n)
+    best1: tuple[float, float, np.ndarray] = (np.inf, _TINY, np.zeros(x1.shape[1]))
+    for lam in (_TINY,) + _LAMBDA_FAMILY[:4]:
+        active = np.ones(x1.shape[1], dtype=bool)
+        for _ in range(x1.shape[1]):  # non-negative physical coefficients (intercept free) in model mode
+            pen = np.full(int(active.sum()), lam * n / 20.0)
+            pen[0] = _TINY
+            coef, err = _ridge_loo(x1[:, active] / scale1[active], ones, pen)
+            full = np.zeros(x1.shape[1])
+            full[active] = coef / scale1[active]
+            neg = (full[1:] < 0) & (mode == "models")
+            if not neg.any():
+                break
+            active[1:] &= ~neg
+        if err < best1[0]:
+            best1 = (err, lam, full)
+    return best1
 
 
 def _gene_features(genes: Any) -> list[str]:
@@ -175,7 +229,8 @@ class LatencyPredictor:
                  transition_ms: Mapping[str, float] | None = None, kernel_model: KernelModel | None = None,
                  min_model_ms: float = 0.0, fit_info: Mapping[str, Any] | None = None,
                  prior: Sequence["LatencyPredictor"] = (), prior_weights: Sequence[float] = (),
-                 own_weight: float = 1.0, blend_intercept_ms: float = 0.0) -> None:
+                 own_weight: float = 1.0, blend_intercept_ms: float = 0.0, reference_ms: float | None = None,
+                 reference_exponent: float = 0.0) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -203,13 +258,29 @@ class LatencyPredictor:
         self.prior_weights = [float(w) for w in prior_weights]
         self.own_weight = float(own_weight)
         self.blend_intercept_ms = float(blend_intercept_ms)
+        #: the machine's state the predictions are for: the reference workload's latency (ms) of the table
+        #: the predictor was fitted on (None: its rows had none), and how strongly latencies follow it
+        #: (0: the rows were taken as measured); see :meth:`on_scale`
+        self.reference_ms = None if reference_ms is None else float(reference_ms)
+        self.reference_exponent = float(reference_exponent)
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
 
     # ----------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = ()) -> "LatencyPredictor":
+    def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = (),
+            reference_exponent: float | str = "auto") -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
+
+        ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
+        reference workload's latency of their measurement; a row is put on the table's scale as
+        ``latency_ms * (table.reference_ms / row.reference_ms) ** exponent`` before fitting, and the predictor
+        then predicts at the table's state (:attr:`reference_ms`; :meth:`on_scale` brings a later
+        measurement onto it). ``"auto"`` (default) chooses the exponent by the fit's leave-one-out error on the
+        model rows among :data:`REFERENCE_EXPONENTS` (then the best +- 0.5) when the model rows carry at least
+        :data:`MIN_STATE_REFERENCES` distinct references, else 0 (as measured). On a shared 2-core VM at 32
+        px, whole models move about 3.5 times as much (in log) as the reference does; in proportion (1) leaves
+        most of the drift in.
 
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
@@ -217,7 +288,7 @@ class LatencyPredictor:
         predictors must accept the same models (kernel lists of the same space, and the candidates' genes
         when they were fitted on genes); they are saved inside this predictor.
         """
-        own = cls._fit(table)
+        own, table = cls._fit_on_scale(table, reference_exponent)
         prior = list(prior)
         if not prior:
             return own
@@ -258,6 +329,48 @@ class LatencyPredictor:
         return own
 
     @classmethod
+    def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str) -> tuple["LatencyPredictor", LatencyTable]:
+        """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
+        if not isinstance(table, LatencyTable):
+            raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
+        rows = (*table.kernel_rows, *table.model_rows)
+        ref0 = table.reference_ms
+        usable = ref0 is not None and all(r.reference_ms is not None for r in rows)
+        if reference_exponent == "auto":
+            states = len({r.reference_ms for r in table.model_rows}) if usable else 0
+            grid: Sequence[float] = REFERENCE_EXPONENTS if states >= MIN_STATE_REFERENCES else (0.0,)
+        elif (isinstance(reference_exponent, (int, float)) and not isinstance(reference_exponent, bool)
+              and math.isfinite(reference_exponent) and reference_exponent >= 0):
+            if reference_exponent and not usable:
+                raise ValueError(f"reference_exponent={reference_exponent!r} needs every row of the table to carry "
+                                 "its reference_ms (rows timed under the protocol); allowed here: 0 or 'auto'")
+            grid = (float(reference_exponent),)
+        else:
+            raise ValueError(f"reference_exponent={reference_exponent!r}; allowed: 'auto' or a number >= 0")
+
+        fits: dict[float, tuple[LatencyPredictor, LatencyTable]] = {}
+
+        def attempt(b: float) -> float:
+            if b not in fits:
+                scaled = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
+                fits[b] = (cls._fit(scaled), scaled)
+            err = fits[b][0].fit_info.get("loo_rmspe")
+            return float(err) if err is not None and math.isfinite(err) else math.inf
+
+        best = min(grid, key=attempt)
+        if len(grid) > 1:  # refine around the best of the coarse grid
+            best = min((best, *(b for b in (best - _EXPONENT_STEP, best + _EXPONENT_STEP) if b >= 0)), key=attempt)
+        own, scaled = fits[best]
+        own.reference_ms = ref0 if usable else None
+        own.reference_exponent = best
+        own.fit_info["reference_exponent"] = best
+        if len(fits) > 1:
+            own.fit_info["loo_rmspe_by_exponent"] = {f"{b:g}": attempt(b) for b in sorted(fits)}
+            logger.info("machine-state exponent %g (leave-one-out RMSPE by exponent: %s)", best,
+                        own.fit_info["loo_rmspe_by_exponent"])
+        return own, scaled
+
+    @classmethod
     def _fit(cls, table: LatencyTable) -> "LatencyPredictor":
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -275,44 +388,14 @@ class LatencyPredictor:
         rows = table.model_rows
         y = np.array([r.latency_ms for r in rows])
         n = len(rows)
-        uniq: dict[Kernel, int] = {}
-        for r in rows:
-            for k in r.kernels:
-                uniq.setdefault(k, len(uniq))
-        ukernels = list(uniq)
+        ukernels, counts = _kernel_counts(rows)
         fam = [family(k) for k in ukernels]
         fam_names = sorted(set(fam))
         fam_idx = np.array([fam_names.index(f) for f in fam])
-        if mode == "kernels":
-            phi_u = np.stack([kernel_model.predict(ukernels), np.ones(len(ukernels))], axis=1)
-        else:
-            phi_u = physical(ukernels)
-        counts = np.zeros((n, len(ukernels)))
-        for i, r in enumerate(rows):
-            for k in r.kernels:
-                counts[i, uniq[k]] += 1
+        phi_u = _phi(kernel_model, ukernels)
 
         # stage 1: a global physical model, few parameters, relative error (rows divided by y)
-        x1 = np.concatenate([np.ones((n, 1)), counts @ phi_u], axis=1) / y[:, None]
-        scale1 = np.sqrt((x1**2).mean(0))
-        scale1 = np.where(scale1 > 1e-12, scale1, 1.0)
-        ones = np.ones(n)
-        best1 = (np.inf, None, None)
-        for lam in (_TINY,) + _LAMBDA_FAMILY[:4]:
-            active = np.ones(x1.shape[1], dtype=bool)
-            for _ in range(x1.shape[1]):  # non-negative physical coefficients (intercept free) in model mode
-                pen = np.full(int(active.sum()), lam * n / 20.0)
-                pen[0] = _TINY
-                coef, err = _ridge_loo(x1[:, active] / scale1[active], ones, pen)
-                full = np.zeros(x1.shape[1])
-                full[active] = coef / scale1[active]
-                neg = (full[1:] < 0) & (mode == "models")
-                if not neg.any():
-                    break
-                active[1:] &= ~neg
-            if err < best1[0]:
-                best1 = (err, lam, full)
-        err1, lam_phys, c1 = best1
+        err1, lam_phys, c1 = _stage1(counts @ phi_u, y, mode)
         intercept0, theta0 = float(c1[0]), c1[1:]
         t_hat = phi_u @ theta0
         floor = 1e-3 * max(float(np.median(np.abs(t_hat))), 1e-9)
@@ -481,6 +564,23 @@ class LatencyPredictor:
         table = self.gene_ms
         return sum(table.get(g, 0.0) for g in _gene_features(genes))
 
+    def on_scale(self, latency_ms: "float | np.ndarray", reference_ms: "float | np.ndarray | None") -> "float | np.ndarray":
+        """A latency measured beside a reference timing of ``reference_ms`` (``Timing.reference_ms``; the
+        protocol records it with every measurement), put on the state this predictor predicts for:
+        ``latency_ms * (self.reference_ms / reference_ms) ** self.reference_exponent``. Unchanged when the
+        predictor has no state correction or ``reference_ms`` is None."""
+        if reference_ms is None or self.reference_ms is None or not self.reference_exponent:
+            return latency_ms
+        scale = (self.reference_ms / np.asarray(reference_ms, dtype=np.float64)) ** self.reference_exponent
+        return latency_ms * (scale if np.ndim(scale) else float(scale))
+
+    def state_note(self) -> str:
+        """``"; machine-state exponent B (predicts at the table's reference R ms)"``, or ``""`` without one."""
+        if not self.reference_exponent or self.reference_ms is None:
+            return ""
+        return (f"; machine-state exponent {self.reference_exponent:g} (predicts at the table's reference "
+                f"{self.reference_ms:.4f} ms)")
+
     def predict(self, model: "Sequence[Kernel] | str | os.PathLike[str] | Any", *,
                 genes: Mapping[str, Any] | None = None) -> float:
         """End-to-end latency in milliseconds of one model: its kernels (``space.kernels(candidate)``), an ONNX
@@ -568,6 +668,8 @@ class LatencyPredictor:
             "transition_ms": self.transition_ms,
             "kernel_model": self.kernel_model.to_dict() if self.kernel_model is not None else None,
             "min_model_ms": self.min_model_ms,
+            "reference_ms": self.reference_ms,
+            "reference_exponent": self.reference_exponent,
             "fit_info": self.fit_info,
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
                          "prior_weights": self.prior_weights, "prior": [p.to_dict() for p in self.prior]}
@@ -591,7 +693,8 @@ class LatencyPredictor:
                        lut_ms=data["lut_ms"], gene_ms=data["gene_ms"], gene_mean_ms=data["gene_mean_ms"],
                        t_floor_ms=data["t_floor_ms"], family_count_ms=data["family_count_ms"],
                        transition_ms=data["transition_ms"], kernel_model=KernelModel.from_dict(km) if km else None,
-                       min_model_ms=data.get("min_model_ms", 0.0), fit_info=data.get("fit_info"))
+                       min_model_ms=data.get("min_model_ms", 0.0), fit_info=data.get("fit_info"),
+                       reference_ms=data.get("reference_ms"), reference_exponent=data.get("reference_exponent", 0.0))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

@@ -371,24 +371,30 @@ class LatencyTable:
         refs = [r.reference_ms for r in (*self.kernel_rows, *self.model_rows) if r.reference_ms is not None]
         return float(statistics.median(refs)) if refs else None
 
-    def on_reference_scale(self, reference_ms: float | None = None) -> "LatencyTable":
-        """A copy whose latencies are put on one scale: ``latency_ms / row.reference_ms * reference_ms``
-        (default :attr:`reference_ms`), so rows measured while the machine ran faster or slower compare.
-        Rows without a reference are kept as measured; ``extra["reference_scaled_to_ms"]`` records the scale."""
+    def on_reference_scale(self, reference_ms: float | None = None, *, exponent: float = 1.0) -> "LatencyTable":
+        """A copy whose latencies are put on one scale, ``latency_ms * (reference_ms / row.reference_ms) **
+        exponent`` (default :attr:`reference_ms`), so rows measured while the machine ran faster or slower
+        compare. ``exponent``: how strongly the rows' latencies follow the reference's (1: in proportion; a
+        predictor chooses its own, see ``LatencyPredictor.fit``). Rows without a reference are kept as
+        measured; ``extra["reference_scaled_to_ms"]`` and ``extra["reference_exponent"]`` record the scale."""
         ref = self.reference_ms if reference_ms is None else _check_latency(reference_ms, "reference_ms")
+        if not isinstance(exponent, (int, float)) or isinstance(exponent, bool) or not math.isfinite(exponent):
+            raise ValueError(f"exponent={exponent!r} must be a finite number")
         if ref is None:
             return LatencyTable(device=self.device, protocol=self.protocol, kernel_rows=self.kernel_rows,
                                 model_rows=self.model_rows, extra=self.extra)
 
         def scale(row: Any) -> float:
-            return row.latency_ms if row.reference_ms is None else row.latency_ms / row.reference_ms * ref
+            if row.reference_ms is None:
+                return row.latency_ms
+            return row.latency_ms * (ref / row.reference_ms) ** exponent
 
         krows = [dataclasses.replace(r, latency_ms=scale(r), reference_ms=ref if r.reference_ms else None)
                  for r in self.kernel_rows]
         mrows = [dataclasses.replace(r, latency_ms=scale(r), reference_ms=ref if r.reference_ms else None)
                  for r in self.model_rows]
         return LatencyTable(device=self.device, protocol=self.protocol, kernel_rows=krows, model_rows=mrows,
-                            extra={**self.extra, "reference_scaled_to_ms": ref})
+                            extra={**self.extra, "reference_scaled_to_ms": ref, "reference_exponent": float(exponent)})
 
     # ----------------------------------------------------------------- convenience
     def __len__(self) -> int:

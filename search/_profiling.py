@@ -163,9 +163,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                                budget_min=args.budget_min, description=args.description, seed=args.seed,
                                on_progress=bar.report)
     pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
-    LatencyPredictor.fit(table).save(pred_path)
+    pred = LatencyPredictor.fit(table)
+    pred.save(pred_path)
     print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
-          f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min; predictor written to {pred_path}")
+          f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min; predictor written to {pred_path}{pred.state_note()}")
     return 0
 
 

@@ -266,3 +266,70 @@ def test_nnls_meets_the_optimality_conditions():
         x = _nnls(a, b)
         w = a.T @ (b - a @ x)
         assert (x >= 0).all() and (w[x == 0] <= 1e-8).all() and np.allclose(w[x > 0], 0.0, atol=1e-8)
+
+
+def _drifting_table(kernels, y, *, exponent, batches, seed=0):
+    """A kernel-and-model-rows table of a machine whose speed drifts between batches of four models: every
+    latency in a batch is multiplied by the batch's state ``s`` and the reference timed beside them by
+    ``s ** (1 / exponent)`` (whole models follow the reference ``exponent`` times as strongly, in log)."""
+    rng = np.random.default_rng(seed)
+    table = LatencyTable(device=device_info(name="drifting"))
+    ref0 = 0.25
+    distinct = list(dict.fromkeys(k for ks in kernels[:40] for k in ks))
+    for start in range(0, len(distinct), 40):  # kernels are timed in batches of forty
+        s = float(np.exp(rng.normal(0.0, 0.15)))
+        for k in distinct[start:start + 40]:
+            table.add_kernel(k, (_true_ms([k]) + 0.006) * s, reference_ms=ref0 * s ** (1 / exponent))
+    for b in range(batches):
+        s = float(np.exp(rng.normal(0.0, 0.15)))
+        for ks, t in zip(kernels[4 * b:4 * b + 4], y[4 * b:4 * b + 4]):
+            table.add_model(ks, t * s, source="mobilenet", reference_ms=ref0 * s ** (1 / exponent))
+    return table
+
+
+def test_the_machine_state_exponent_is_learned_and_measurements_are_put_on_the_predictors_scale(synthetic, tmp_path):
+    cands, kernels, y = synthetic
+    table = _drifting_table(kernels, y, exponent=3.0, batches=40)  # 160 model rows, 40 states
+    pred = LatencyPredictor.fit(table)
+    assert pred.reference_exponent == 3.0 and pred.reference_ms == pytest.approx(table.reference_ms)
+    assert set(pred.fit_info["loo_rmspe_by_exponent"]) >= {"0", "1", "2", "3", "4"}
+    as_measured = LatencyPredictor.fit(table, reference_exponent=0)
+    assert as_measured.reference_exponent == 0.0 and "loo_rmspe_by_exponent" not in as_measured.fit_info
+    # held-out models timed at other states, each beside its reference: on the predictor's scale they agree
+    rng = np.random.default_rng(1)
+    s = np.exp(rng.normal(0.0, 0.15, size=60))
+    measured, refs = y[200:] * s, 0.25 * s ** (1 / 3)
+    on_scale = pred.on_scale(measured, refs)
+    within = np.mean(np.abs(pred.predict_many(kernels[200:]) / on_scale - 1) <= 0.10)
+    within_raw = np.mean(np.abs(as_measured.predict_many(kernels[200:]) / measured - 1) <= 0.10)
+    assert within >= 0.95 > within_raw + 0.2, (within, within_raw)
+    held = LatencyTable(device=device_info(name="drifting"))
+    for ks, t, r in zip(kernels[200:], measured, refs):
+        held.add_model(ks, float(t), reference_ms=float(r))
+    assert evaluate(pred, held)["within_10"] == pytest.approx(within)  # measured rows put on the predictor's scale
+    assert evaluate(pred, held, on_scale=False)["within_10"] < within - 0.2
+    assert pred.on_scale(2.0, pred.reference_ms) == pytest.approx(2.0)
+    assert pred.on_scale(2.0, pred.reference_ms * 2) == pytest.approx(2.0 / 8)
+    assert pred.on_scale(2.0, None) == 2.0 and as_measured.on_scale(2.0, 0.5) == 2.0
+    pred.save(tmp_path / "p.json")
+    back = LatencyPredictor.load(tmp_path / "p.json")
+    assert (back.reference_ms, back.reference_exponent) == (pred.reference_ms, pred.reference_exponent)
+    np.testing.assert_array_equal(back.predict_many(kernels[200:]), pred.predict_many(kernels[200:]))
+
+
+def test_no_state_correction_without_references_and_bad_exponents_are_refused(synthetic):
+    cands, kernels, y = synthetic
+    plain = _measured("synthetic", spaces.get_space("mobilenet"), cands[:60], y[:60])
+    pred = LatencyPredictor.fit(plain)
+    assert pred.reference_exponent == 0.0 and pred.reference_ms is None
+    with pytest.raises(ValueError, match="needs every row of the table to carry its reference_ms"):
+        LatencyPredictor.fit(plain, reference_exponent=2.0)
+    few = _drifting_table(kernels, y, exponent=3.0, batches=5)  # 5 states: too few to learn from
+    assert LatencyPredictor.fit(few).reference_exponent == 0.0
+    assert LatencyPredictor.fit(few, reference_exponent=3).reference_exponent == 3.0
+    for bad in (-1.0, "fast", True, float("nan")):
+        with pytest.raises(ValueError, match="allowed: 'auto' or a number >= 0"):
+            LatencyPredictor.fit(few, reference_exponent=bad)
+    data = pred.to_dict()
+    del data["reference_ms"], data["reference_exponent"]  # a predictor saved before the state correction
+    assert LatencyPredictor.from_dict(data).reference_exponent == 0.0

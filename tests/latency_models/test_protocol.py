@@ -67,7 +67,12 @@ def test_rows_carry_the_reference_and_the_table_puts_them_on_one_scale(tmp_path)
     scaled = back.on_reference_scale()
     assert [r.latency_ms for r in scaled.model_rows] == [2.0, 3.0]
     assert scaled.kernel_rows[0].latency_ms == 1.0
-    assert scaled.extra["reference_scaled_to_ms"] == 0.5
+    assert scaled.extra["reference_scaled_to_ms"] == 0.5 and scaled.extra["reference_exponent"] == 1.0
+    # latencies that follow the reference more than in proportion: (0.5 / 1.0) ** 2 of the first row
+    assert [r.latency_ms for r in back.on_reference_scale(exponent=2).model_rows] == [1.0, 3.0]
+    assert [r.latency_ms for r in back.on_reference_scale(exponent=0).model_rows] == [4.0, 3.0]
+    with pytest.raises(ValueError, match="exponent"):
+        back.on_reference_scale(exponent=float("inf"))
     with pytest.raises(ValueError, match="reference_ms"):
         LatencyTable.from_dict({**back.to_dict(), "model_rows": [{**back.to_dict()["model_rows"][0],
                                                                  "reference_ms": -1}]})
