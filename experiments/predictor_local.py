@@ -4,9 +4,11 @@ At one input size (``--input-size``, the user's resolution): profile the built-i
 shufflenet; ``--spaces``) within ``--budget-min`` minutes; add OTHER torchvision models (``--extra``, e.g. a
 ResNet-34 for a ResNet's plain 3x3 convolutions) with ``latency_models.profile_models``; time ``--n`` random
 held-out models per space (a different seed, never in the table: checked) and the torchvision exports to
-predict (``--torchvision``, never profiled); fit the predictor; report n, the share within ±5 % / ±10 %,
-RMSPE and Spearman, per space and for the torchvision models, three ways: as measured; with every row put on
-the reference workload's scale (``LatencyTable.on_reference_scale``, measured rows and the table alike);
+predict (``--torchvision``, never profiled); fit the predictor two ways: on the table as measured
+(``reference_exponent=0``) and with the machine-state correction (``reference_exponent="auto"``: every row put
+on the table's reference scale with the exponent the fit's leave-one-out error chooses); report n, the share
+within ±5 % / ±10 %, RMSPE and Spearman, per space and for the torchvision models, against the latencies as
+measured, put on the predictor's scale by the reference timed beside each (``LatencyPredictor.on_scale``),
 and with one scalar for the machine's state taken out (the median of predicted/measured, reported).
 
     python experiments/predictor_local.py --input-size 32 --budget-min 6 --n 30 \\
@@ -14,6 +16,10 @@ and with one scalar for the machine's state taken out (the median of predicted/m
 
 Writes ``experiments/results/NAME.json`` and ``.md`` (the tables under ``experiments/results/NAME/``).
 The load average before, between and after is recorded: on a shared machine it decides how noisy timings are.
+
+``--rescore NAME`` times nothing: it fits and scores again on the tables a previous run committed under
+``experiments/results/NAME/`` (``table.json.gz``, ``held.json.gz``, ``torchvision.json``), keeping that run's
+command, duration and load averages.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
+import gzip  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import pathlib  # noqa: E402
@@ -66,18 +73,96 @@ def _scalar(pred: LatencyPredictor, rows: list) -> float:
     return float(np.median(pred.predict_many([r.kernels for r in rows]) / np.array([r.latency_ms for r in rows])))
 
 
-def _scores(pred: LatencyPredictor, rows: list, table_ref: float | None, scalar: float) -> dict:
-    """Metrics of ``pred`` on model rows: as measured, reference-scaled, and with one scalar taken out."""
+def _scores(pred: LatencyPredictor, rows: list, scalar: float) -> dict:
+    """Metrics of ``pred`` on model rows: as measured, on the predictor's scale, and with one scalar taken out."""
     predicted = pred.predict_many([r.kernels for r in rows])
     measured = np.array([r.latency_ms for r in rows])
     out = {"as_measured": accuracy_metrics(predicted, measured)}
-    if table_ref and all(r.reference_ms for r in rows):
-        scaled = np.array([r.latency_ms / r.reference_ms * table_ref for r in rows])
-        out["reference_scaled"] = accuracy_metrics(predicted, scaled)
+    if pred.reference_exponent and all(r.reference_ms for r in rows):
+        on_scale = pred.on_scale(measured, np.array([r.reference_ms for r in rows]))
+        out["on_scale"] = accuracy_metrics(predicted, on_scale)
     out["one_scalar"] = {**accuracy_metrics(predicted / scalar, measured), "scalar": scalar}
-    out["rows"] = [{"source": r.source, "measured_ms": float(m), "predicted_ms": float(p)}
-                   for r, m, p in zip(rows, measured, predicted)]
+    out["rows"] = [{"source": r.source, "measured_ms": float(m), "predicted_ms": float(p),
+                    "reference_ms": r.reference_ms} for r, m, p in zip(rows, measured, predicted)]
     return out
+
+
+def _read(folder: pathlib.Path, name: str) -> LatencyTable:
+    """A table a run wrote under ``folder`` (committed gzipped or not)."""
+    import tempfile
+
+    plain, packed = folder / name, folder / (name + ".gz")
+    if plain.exists():
+        return LatencyTable.load(plain)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / name
+        path.write_bytes(gzip.decompress(packed.read_bytes()))
+        return LatencyTable.load(path)
+
+
+def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable, space_names: list[str],
+           meta: dict) -> None:
+    """Fit both ways, score, write ``NAME.json`` and ``NAME.md``, print the table."""
+    work = RESULTS / name
+    t0 = time.time()
+    fits = {"as_measured": LatencyPredictor.fit(table, reference_exponent=0)}
+    t_plain = time.time() - t0
+    fits["state"] = LatencyPredictor.fit(table)  # reference_exponent="auto"
+    t_state = time.time() - t0 - t_plain
+    fits["state"].save(work / "table.predictor.json")
+    res: dict = {}
+    # one scalar per fit, taken over every held-out model of the spaces, applied to all groups
+    scalars = {fit: _scalar(p, held.model_rows) for fit, p in fits.items()}
+    for label, rows in [*((s, [r for r in held.model_rows if r.source == s]) for s in space_names),
+                        ("spaces, all", held.model_rows), ("torchvision", tv.model_rows)]:
+        res[label] = {fit: _scores(p, rows, scalars[fit]) for fit, p in fits.items()}
+    ref = table.reference_ms
+    state = fits["state"]
+    result = {
+        **meta, "device": table.device, "protocol": table.protocol, "table_reference_ms": ref,
+        "kernel_rows": len(table.kernel_rows), "model_rows": len(table.model_rows),
+        "fit_seconds": {"as_measured": t_plain, "state": t_state},
+        "reference_exponent": state.reference_exponent, "fit_info": {f: p.fit_info for f, p in fits.items()},
+        "one_scalar": scalars, "results": res,
+        "targets": {"spaces": {"within_10": 0.95, "within_5": 0.80}, "torchvision": {"within_10": 0.90}},
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    size = table.protocol.get("space_options", {}).get("input_size", "?")
+    loo = state.fit_info.get("loo_rmspe_by_exponent", {})
+    lines = [f"# Latency predictor on this CPU at {size}x{size} (protocol {table.protocol['name']}, 1 thread)", "",
+             f"Command: `{meta['command']}`  "]
+    if "rescored" in meta:
+        lines.append(f"Fitted and scored again on that run's tables: `{meta['rescored']}` ({meta['rescored_utc']})  ")
+    lines += [f"Measured {meta['finished_utc']}; profile {meta['profile_minutes']:.1f} min: {len(table.kernel_rows)} "
+              f"kernel rows, {len(table.model_rows)} model rows (incl. {meta['extra'] or 'no'} other models); held-out "
+              f"models never in the table; load average (1/5/15 min) before / between / after: "
+              f"{' / '.join(map(str, meta['load_average_before_between_after']))} on 2 shared cores. Table reference "
+              f"{ref:.4f} ms.", "",
+              f"Machine-state exponent chosen by the fit: **{state.reference_exponent:g}** (leave-one-out RMSPE on "
+              f"the table's model rows by exponent: {', '.join(f'{b}: {100 * v:.1f}%' for b, v in loo.items())}); "
+              f"fits took {t_plain:.0f} s as measured, {t_state:.0f} s with the exponent's choice.", "",
+              "| models | n | median ms | fit | scored against | within ±5% | within ±10% | RMSPE | Spearman |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, by_fit in res.items():
+        for fit, scores in by_fit.items():
+            med = np.median([r["measured_ms"] for r in scores["rows"]])
+            for how in ("as_measured", "on_scale", "one_scalar"):
+                if how not in scores:
+                    continue
+                m = scores[how]
+                extra = f" ({m['scalar']:.3f})" if how == "one_scalar" else ""
+                lines.append(f"| {label} | {m['n']} | {med:.2f} | {fit} | {how}{extra} | "
+                             f"{100 * m['within_5']:.1f}% | {100 * m['within_10']:.1f}% | {100 * m['rmspe']:.1f}% | "
+                             f"{m['spearman']:.3f} |")
+    lines += ["", "fit: `as_measured` is the predictor fitted on the table as measured (`reference_exponent=0`); "
+              "`state` puts every row on the table's reference scale with the chosen exponent first, and "
+              "predicts at the table's state. scored against: the measured latencies (`as_measured`), the same put "
+              "on the predictor's scale by the reference timed beside each (`on_scale`: "
+              "`LatencyPredictor.on_scale`), or divided by one scalar for the machine's state (`one_scalar`: the "
+              "median predicted/measured over the spaces' held-out models).", "",
+              "Targets: spaces >= 80% within ±5% and 95% within ±10%; torchvision >= 90% within ±10%."]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def main() -> None:
@@ -90,8 +175,21 @@ def main() -> None:
                     help="torchvision models to predict (never profiled)")
     ap.add_argument("--extra", default="resnet34", help="OTHER torchvision models added with profile_models")
     ap.add_argument("--name", default=None, help="results name (default predictor_local_<input size>)")
+    ap.add_argument("--rescore", metavar="NAME", default=None,
+                    help="time nothing: fit and score again on the tables of experiments/results/NAME/")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.rescore:
+        work = RESULTS / args.rescore
+        old = json.loads((RESULTS / f"{args.rescore}.json").read_text())
+        table, held, tv = _read(work, "table.json"), _read(work, "held.json"), _read(work, "torchvision.json")
+        meta = {k: old[k] for k in ("command", "finished_utc", "profile_minutes", "held_out_overlap_with_table",
+                                    "load_average_before_between_after")}
+        meta["extra"] = old.get("extra", "resnet34" if "--extra resnet34" in old["command"] else "")
+        meta["rescored"] = f"python experiments/predictor_local.py --rescore {args.rescore}"
+        meta["rescored_utc"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+        report(args.rescore, table, held, tv, list(dict.fromkeys(r.source for r in held.model_rows)), meta)
+        return
     name = args.name or f"predictor_local_{args.input_size}"
     work = RESULTS / name
     work.mkdir(parents=True, exist_ok=True)
@@ -122,57 +220,15 @@ def main() -> None:
     overlap = sum(json.dumps(r.candidate, sort_keys=True) in seen for r in held.model_rows)
     if overlap:
         raise SystemExit(f"{overlap} held-out models are in the table: not a held-out test")
-    pred = LatencyPredictor.fit(table)
-    pred.save(work / "table.predictor.json")
-    pred_ref = LatencyPredictor.fit(table.on_reference_scale())
-    ref = table.reference_ms
-    res: dict = {}
-    # one scalar per fit, taken over every held-out model of the spaces, applied to all groups
-    scalars = {"fit_as_measured": _scalar(pred, held.model_rows), "fit_reference_scaled": _scalar(pred_ref, held.model_rows)}
-    for label, rows in [*((s.name, [r for r in held.model_rows if r.source == s.name]) for s in space_objs),
-                        ("spaces, all", held.model_rows), ("torchvision", tv.model_rows)]:
-        res[label] = {fit: _scores(p, rows, ref, scalars[fit])
-                      for fit, p in (("fit_as_measured", pred), ("fit_reference_scaled", pred_ref))}
-    result = {
+    meta = {
         "command": f"python experiments/predictor_local.py --input-size {size} "
                    f"--budget-min {args.budget_min:g} --n {args.n} --spaces {args.spaces} "
                    f"--torchvision {args.torchvision} --extra {args.extra} --name {name}",
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "device": table.device, "protocol": table.protocol, "table_reference_ms": ref,
-        "profile_minutes": t_profile / 60.0, "kernel_rows": len(table.kernel_rows),
-        "model_rows": len(table.model_rows), "held_out_overlap_with_table": overlap,
-        "load_average_before_between_after": loads, "fit_info": pred.fit_info, "one_scalar": scalars,
-        "results": res,
-        "targets": {"spaces": {"within_10": 0.95, "within_5": 0.80}, "torchvision": {"within_10": 0.90}},
+        "profile_minutes": t_profile / 60.0, "held_out_overlap_with_table": overlap,
+        "load_average_before_between_after": loads, "extra": ", ".join(extra_names),
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"# Latency predictor on this CPU at {size}x{size} (protocol {table.protocol['name']}, 1 thread)", "",
-             f"Command: `{result['command']}`  ",
-             f"Finished {result['finished_utc']}; profile {t_profile / 60:.1f} min: {len(table.kernel_rows)} kernel rows, "
-             f"{len(table.model_rows)} model rows (incl. {', '.join(extra_names) or 'no'} other models); held-out "
-             f"models never in the table; load average (1/5/15 min) before / between / after: "
-             f"{' / '.join(map(str, loads))} on 2 shared cores. Table reference {ref:.4f} ms.", "",
-             "| models | n | median ms | fit | scored against | within ±5% | within ±10% | RMSPE | Spearman |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for label, by_fit in res.items():
-        for fit, scores in by_fit.items():
-            if fit == "fit_reference_scaled" and label not in ("spaces, all", "torchvision"):
-                continue
-            med = np.median([r["measured_ms"] for r in scores["rows"]])
-            for how in ("as_measured", "reference_scaled", "one_scalar"):
-                if how not in scores:
-                    continue
-                m = scores[how]
-                extra = f" ({m['scalar']:.3f})" if how == "one_scalar" else ""
-                lines.append(f"| {label} | {m['n']} | {med:.2f} | {fit.replace('fit_', '')} | {how}{extra} | "
-                             f"{100 * m['within_5']:.1f}% | {100 * m['within_10']:.1f}% | {100 * m['rmspe']:.1f}% | "
-                             f"{m['spearman']:.3f} |")
-    lines += ["", "fit: the predictor fitted on the table as measured, or on the table put on the reference's scale. "
-              "scored against: the measured latencies, the same put on the reference's scale, or divided by one "
-              "scalar for the machine's state (the median predicted/measured over the spaces' held-out models).", "",
-              "Targets: spaces >= 80% within ±5% and 95% within ±10%; torchvision >= 90% within ±10%."]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report(name, table, held, tv, [s.name for s in space_objs], meta)
 
 
 if __name__ == "__main__":
