@@ -278,9 +278,9 @@ class LatencyPredictor:
         then predicts at the table's state (:attr:`reference_ms`; :meth:`on_scale` brings a later
         measurement onto it). ``"auto"`` (default) chooses the exponent by the fit's leave-one-out error on the
         model rows among :data:`REFERENCE_EXPONENTS` (then the best +- 0.5) when the model rows carry at least
-        :data:`MIN_STATE_REFERENCES` distinct references, else 0 (as measured). On a shared 2-core VM at 32
-        px, whole models move about 3.5 times as much (in log) as the reference does; in proportion (1) leaves
-        most of the drift in.
+        :data:`MIN_STATE_REFERENCES` distinct references, else 0 (as measured). In the 32-px profiles of a
+        shared 2-core VM the fit chose 3 and 3.5 (whole models moved that many times as much as the reference,
+        in log), at 96 px 1: it depends on the models and on what else the machine runs.
 
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
