@@ -19,6 +19,11 @@ so the physical prior dominates with few rows and the lookup table takes over as
 
 A kernel's contribution is cached by kernel, so ``predict_many`` costs one dictionary look-up per kernel.
 
+The machine's state. Rows timed under the protocol carry the reference workload's latency of their
+measurement. Before fitting, every row is put on the table's reference scale with an exponent (how strongly
+whole models follow the reference), chosen by the same leave-one-out error; the predictor then predicts at the
+table's state, and :meth:`LatencyPredictor.on_scale` brings a later measurement onto it.
+
 Few-sample transfer (``fit(table, prior=[...])``). Predictors of other devices (fitted on their own tables)
 can carry a new device that has only a few end-to-end measurements: the new device's latency is fitted as
 a non-negative blend of each prior predictor's prediction and this table's own predictor (its
