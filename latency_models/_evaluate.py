@@ -64,6 +64,5 @@ def evaluate(pred: Any, measured_table: LatencyTable, *, on_scale: bool = True) 
     if not rows:
         raise ValueError("measured_table has no model rows to evaluate on")
     predicted = pred.predict_many([r.kernels for r in rows], genes=[(r.candidate or {}).get("genes") for r in rows])
-    scale = getattr(pred, "on_scale", None) if on_scale else None
-    measured = [scale(r.latency_ms, r.reference_ms) if scale else r.latency_ms for r in rows]
+    measured = [pred.on_scale(r.latency_ms, r.reference_ms) if on_scale else r.latency_ms for r in rows]
     return accuracy_metrics(predicted, measured)

@@ -377,8 +377,6 @@ class LatencyPredictor:
 
     @classmethod
     def _fit(cls, table: LatencyTable) -> "LatencyPredictor":
-        if not isinstance(table, LatencyTable):
-            raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
         if not table.kernel_rows and not table.model_rows:
             raise ValueError("table has no rows: nothing to fit")
         kernel_model = None
