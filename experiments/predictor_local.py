@@ -87,6 +87,16 @@ def _scores(pred: LatencyPredictor, rows: list, scalar: float) -> dict:
     return out
 
 
+def _as_read_before(kernels: list) -> list:
+    """The kernels as the ONNX reader listed them before it knew squeeze-and-excitation models: no ``scale``
+    or ``act`` kernels, and hard-swish / hard-sigmoid / sigmoid / swish not fused (reported unknown, 0 ms)."""
+    import dataclasses
+
+    plain = ("none", "relu", "relu6")
+    return [k if k.activation in plain else dataclasses.replace(k, activation="none")
+            for k in kernels if k.op not in ("scale", "act")]
+
+
 def _read(folder: pathlib.Path, name: str) -> LatencyTable:
     """A table a run wrote under ``folder`` (committed gzipped or not)."""
     import tempfile
@@ -154,6 +164,21 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
                 lines.append(f"| {label} | {m['n']} | {med:.2f} | {fit} | {how}{extra} | "
                              f"{100 * m['within_5']:.1f}% | {100 * m['within_10']:.1f}% | {100 * m['rmspe']:.1f}% | "
                              f"{m['spearman']:.3f} |")
+    tv_rows = {fit: {r["source"]: r for r in res["torchvision"][fit]["rows"]} for fit in fits}
+    if tv.model_rows:
+        lines += ["", "Models outside the spaces, one by one (never profiled; `error` is predicted / measured - 1):", "",
+                  "| model | kernels | measured ms | as_measured fit: predicted, error | on the predictor's scale ms | "
+                  "state fit: predicted, error | state fit, kernels as read before SE support: predicted, error |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in tv.model_rows:
+            a, b = tv_rows["as_measured"][r.source], tv_rows["state"][r.source]
+            scaled = float(state.on_scale(r.latency_ms, r.reference_ms)) if r.reference_ms else r.latency_ms
+            before = _as_read_before(list(r.kernels))
+            old = float(state.predict(before))
+            lines.append(f"| {r.source} | {len(r.kernels)} | {r.latency_ms:.3f} | {a['predicted_ms']:.3f}, "
+                         f"{100 * (a['predicted_ms'] / r.latency_ms - 1):+.1f}% | {scaled:.3f} | "
+                         f"{b['predicted_ms']:.3f}, {100 * (b['predicted_ms'] / scaled - 1):+.1f}% | "
+                         + (f"{old:.3f}, {100 * (old / scaled - 1):+.1f}% |" if before != list(r.kernels) else "same |"))
     lines += ["", "fit: `as_measured` is the predictor fitted on the table as measured (`reference_exponent=0`); "
               "`state` puts every row on the table's reference scale with the chosen exponent first, and "
               "predicts at the table's state. scored against: the measured latencies (`as_measured`), the same put "
@@ -172,8 +197,12 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=6.0)
     ap.add_argument("--n", type=int, default=30, help="held-out models per space")
     ap.add_argument("--torchvision", default="mobilenet_v2,shufflenet_v2_x1_0,mnasnet1_0,resnet18",
-                    help="torchvision models to predict (never profiled)")
-    ap.add_argument("--extra", default="resnet34", help="OTHER torchvision models added with profile_models")
+                    help="torchvision models to predict (never profiled); e.g. add mobilenet_v3_small,"
+                         "efficientnet_b0,regnet_y_400mf for squeeze-and-excitation, hard-swish and swish")
+    ap.add_argument("--extra", default="resnet34",
+                    help="OTHER torchvision models added with profile_models (kernels the spaces never produce: "
+                         "resnet34 for plain 3x3 convolutions; e.g. mobilenet_v3_large, efficientnet_b1 for the "
+                         "activations and excitations of SE models)")
     ap.add_argument("--name", default=None, help="results name (default predictor_local_<input size>)")
     ap.add_argument("--rescore", metavar="NAME", default=None,
                     help="time nothing: fit and score again on the tables of experiments/results/NAME/")

@@ -16,7 +16,10 @@ PHYSICAL_NAMES = ("mmacs", "act_mbytes", "weight_mbytes", "count")
 _OP = {op: i for i, op in enumerate(KERNEL_OPS)}
 _CONV, _LINEAR, _ADD, _SPLIT, _GAP = _OP["conv"], _OP["linear"], _OP["add"], _OP["split"], _OP["global_avgpool"]
 _POOLS = (_OP["maxpool"], _OP["avgpool"])
-_CRELU = _OP["crelu"]
+_CRELU, _SCALE = _OP["crelu"], _OP["scale"]
+#: Activations that cost time of their own beyond the operator they follow (ReLU and ReLU6 are free: ONNX
+#: Runtime clamps inside the convolution): a kernel with one belongs to a family of its own.
+_COSTLY_ACTIVATIONS = frozenset({"hardswish", "hardsigmoid", "sigmoid", "swish"})
 
 
 def kernel_key(k: Kernel) -> str:
@@ -33,9 +36,18 @@ def family(k: Kernel) -> str:
 
     Kernels of one family run the same runtime implementation, so their latency varies smoothly with shape.
     Binary and ternary (1- and 2-bit) layers run as int8 kernels (ONNX Runtime has no binary kernels), so
-    they belong to the 8-bit families.
+    they belong to the 8-bit families. An activation other than ReLU / ReLU6 adds its name (``+hardswish``):
+    it costs time of its own.
     """
     bits = 8 if k.bits in (1, 2) else k.bits
+    if k.op == "act":
+        return f"act_{k.activation}/b{bits}"
+    if k.activation in _COSTLY_ACTIVATIONS:
+        return f"{_family(k, bits)}+{k.activation}"
+    return _family(k, bits)
+
+
+def _family(k: Kernel, bits: int) -> str:
     if k.op == "conv":
         cin = k.input_shape[0]
         if k.groups == 1:
@@ -76,7 +88,8 @@ def _derived(f: np.ndarray) -> tuple[np.ndarray, ...]:
     n_out = oc * oh * ow
     macs = np.where(is_conv, n_out * (cin / g) * ks**2,
                     np.where(is_lin, cin * oc, np.where(is_pool, n_out * ks**2, np.where(op == _CRELU, n_out, n_in))))
-    act = np.where(op == _ADD, 2 * n_in + n_out, np.where(op == _SPLIT, 2 * n_in, n_in + n_out))
+    act = np.where(op == _ADD, 2 * n_in + n_out, np.where(op == _SPLIT, 2 * n_in,
+                   np.where(op == _SCALE, n_in + n_out + cin, n_in + n_out)))
     elem = np.where(bits == 32, 4.0, np.where(bits == 16, 2.0, 1.0))  # 1-8 bits: int8 activations
     weights = np.where(is_conv, oc * (cin / g) * ks**2, np.where(is_lin, cin * oc, 0.0))
     wbytes = np.where(is_conv | is_lin, weights * bits / 8 + 4 * oc + np.where(bits <= 8, 4 * oc, 0), 0.0)

@@ -26,6 +26,10 @@ __all__ = ["Kernel", "KERNEL_OPS", "ACTIVATIONS", "BITS"]
 #: - ``maxpool`` / ``avgpool``: spatial pooling with ``kernel_size`` and ``stride``.
 #: - ``crelu``: concatenated ReLU (Shang et al., 2016): ``act(concat(x, -x))`` on a (C, H, W) input, output
 #:   (2C, H, W); ``activation`` is the ReLU or ReLU6 applied after the concatenation.
+#: - ``scale``: a (C, H, W) tensor multiplied channel-wise by a (C, 1, 1) one computed from it: the excitation
+#:   of a squeeze-and-excitation block (MobileNetV3, EfficientNet, RegNetY); optional fused activation.
+#: - ``act``: an activation of its own on a (C, H, W) tensor (one that follows no conv, linear or add);
+#:   ``activation`` says which and is never ``"none"``.
 KERNEL_OPS = (
     "conv",
     "linear",
@@ -37,9 +41,13 @@ KERNEL_OPS = (
     "maxpool",
     "avgpool",
     "crelu",
+    "scale",
+    "act",
 )
-#: Activations a kernel can fuse.
-ACTIVATIONS = ("none", "relu", "relu6")
+#: Activations a kernel can fuse: ``hardswish`` and ``hardsigmoid`` as PyTorch defines them (ONNX ``HardSwish``,
+#: ``HardSigmoid(alpha=1/6, beta=0.5)``), ``sigmoid``, and ``swish`` (SiLU: ``x * sigmoid(x)``, exported as a
+#: ``Sigmoid`` and a ``Mul``).
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "swish")
 #: Bit widths: 32 float32, 16 float16, 8 int8 weights and activations, 4 int4 weights with int8 activations,
 #: 2 ternary weights ({-a, 0, +a} per output channel) and 1 binary weights ({-a, +a}) with int8 activations.
 #: ONNX Runtime has no binary or ternary kernels: 1- and 2-bit layers run as int8 (``QLinearConv``); their
@@ -52,7 +60,7 @@ _VALID: set[tuple] = set()
 _VALID_MAX = 1_000_000
 
 _SPATIAL_OPS = frozenset({"conv", "add", "concat", "split", "channel_shuffle", "global_avgpool", "maxpool", "avgpool",
-                          "crelu"})
+                          "crelu", "scale", "act"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +136,8 @@ class Kernel:
                 raise ValueError(
                     f"Kernel groups={self.groups} must divide input channels {cin} and out_channels {self.out_channels}"
                 )
+        if self.op == "act" and self.activation == "none":
+            raise ValueError(f"Kernel op='act' needs an activation; allowed: {', '.join(ACTIVATIONS[1:])}")
         if self.op in ("split", "channel_shuffle") and cin % self.groups:
             raise ValueError(f"Kernel groups={self.groups} must divide the {cin} channels of a {self.op}")
 

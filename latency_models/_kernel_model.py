@@ -4,7 +4,8 @@ For each family (operator, convolution kind and size, bits) a non-negative least
 latency on (MACs, activation bytes, weight bytes, 1), in relative error, gives a smooth physical estimate.
 The log-ratio of measured to physical latency is then interpolated from the nearest measured kernels of the
 same family (inverse-distance weights over log-scale shape descriptors). A kernel that was measured
-returns its measured latency. Families with too few rows fall back to the operator's rows, then to all rows.
+returns its measured latency. Families with too few rows fall back to the same kernels without their costly
+activation (``conv_dw_k3/b32+hardswish`` -> ``conv_dw_k3/b32``), then to the operator's rows, then to all rows.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class KernelModel:
         f = family(k) if f is None else f
         if f in self._coef:
             return f
+        base = f.partition("+")[0]  # a convolution with a costly activation: the same convolution without
+        if base != f and base in self._coef:
+            return base
         if "op:" + k.op in self._coef:
             return "op:" + k.op
         return "all"

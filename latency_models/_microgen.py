@@ -12,6 +12,9 @@
 - fp16 (``bits=16``): ``Cast`` to float16, the operator in float16, ``Cast`` back, then the activation in
   float32 (as the project's export writes it: ONNX Runtime's CPU float16 ``Clip`` is very slow).
 - ``crelu``: ``Neg``, ``Concat(x, -x)``, then ``Relu`` / ``Clip(0, 6)``, as the students' export writes it.
+- Activations as PyTorch's exporter writes them: ``HardSwish``, ``HardSigmoid(alpha=1/6, beta=0.5)``,
+  ``Sigmoid``, and swish (SiLU) as ``Mul(x, Sigmoid(x))``. ``scale`` is ``Mul`` of the (1, C, H, W) input by a
+  (1, C, 1, 1) second input; ``act`` the activation alone.
 - ``add`` / ``concat`` / ``split`` / ``channel_shuffle`` / pools / ``linear`` (``Gemm``) likewise, with QDQ
   around them at 8 or 4 bits and casts at 16 bits.
 
@@ -90,6 +93,14 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         if kernel.activation == "relu6":
             dt = np.float16 if in_half else np.float32
             return node("Clip", [x, const(fresh("lo"), dt(0.0)), const(fresh("hi"), dt(6.0))])
+        if kernel.activation == "hardswish":
+            return node("HardSwish", [x])
+        if kernel.activation == "hardsigmoid":  # torch.nn.Hardsigmoid's constants
+            return node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+        if kernel.activation == "sigmoid":
+            return node("Sigmoid", [x])
+        if kernel.activation == "swish":
+            return node("Mul", [x, node("Sigmoid", [x])])
         return x
 
     def weights(shape: tuple[int, ...], fan_in: int) -> tuple[str, str]:
@@ -173,6 +184,14 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
     elif k.op == "crelu":
         xc = to_compute(x)
         y = node("Concat", [xc, node("Neg", [xc])], axis=1)
+        y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
+    elif k.op == "scale":
+        c = k.input_shape[0]
+        inputs.append(("s", (1, c, 1, 1)))
+        y = node("Mul", [to_compute("x"), to_compute("s")])
+        y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
+    elif k.op == "act":
+        y = to_compute(x)
         y = activation(from_compute(y)) if half else from_compute(activation(y), after_activation=True)
     elif k.op == "global_avgpool":
         y = from_compute(node("GlobalAveragePool", [to_compute(x)]))

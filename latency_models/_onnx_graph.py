@@ -11,7 +11,11 @@
 - ``Reshape`` to 5-D -> ``Transpose(0, 2, 1, 3, 4)`` -> ``Reshape`` back -> ``channel_shuffle``;
 - ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``;
 - ``Neg`` of a feature map concatenated after it on channels (``Concat(x, Neg(x))``), with the following
-  ``Relu`` / ``Clip(0, 6)`` -> ``crelu``.
+  ``Relu`` / ``Clip(0, 6)`` -> ``crelu``;
+- activations after a conv, linear, add or scale are fused into it: ``Relu``, ``Clip(0, 6)``, ``HardSwish``,
+  ``HardSigmoid``, ``Sigmoid``, and swish (SiLU), ``Mul(x, Sigmoid(x))``; one that follows anything else
+  (and is the only reader of its input) -> ``act``;
+- ``Mul`` of a feature map by a computed (1, C, 1, 1) tensor (squeeze-and-excitation) -> ``scale``.
 
 Plumbing (``Flatten``, ``Reshape``, ``Identity``, ``Shape``, ``Constant``, ``Gather``, ``Cast``, ...) and
 every node that only computes integer shape values is ignored, as are activation ``QuantizeLinear`` /
@@ -351,7 +355,8 @@ class _Reader:
             "Conv": self.conv, "QLinearConv": self.conv, "Gemm": self.gemm, "MatMul": self.matmul,
             "Add": self.add, "Concat": self.concat, "Split": self.split, "Slice": self.slice,
             "Reshape": self.reshape, "GlobalAveragePool": self.global_pool, "ReduceMean": self.reduce_mean,
-            "MaxPool": self.pool, "AveragePool": self.pool, "Neg": self.neg,
+            "MaxPool": self.pool, "AveragePool": self.pool, "Neg": self.neg, "Mul": self.mul,
+            "Relu": self.act, "Clip": self.act, "HardSwish": self.act, "HardSigmoid": self.act, "Sigmoid": self.act,
         }
         for i, node in enumerate(self.g.nodes):
             if i in self.done:
@@ -371,15 +376,40 @@ class _Reader:
     def shape(self, name: str) -> tuple[int, ...] | None:
         return self.g.shapes.get(name)
 
+    def swish(self, tensor: str) -> int | None:
+        """The ``Mul`` of ``Mul(tensor, Sigmoid(tensor))`` when those two nodes are the only readers of
+        ``tensor`` (or of the float32 tensor a following ``Cast`` makes of it) and not consumed yet (consumed
+        here with the Sigmoid), else None."""
+        for _ in range(2):
+            after = self.g.consumers.get(tensor, [])
+            if len(after) != 1 or self.g.nodes[after[0]].op_type != "Cast" or tensor in self.g.outputs:
+                break
+            tensor = self.g.nodes[after[0]].output[0]
+        users = [j for j in self.g.consumers.get(tensor, []) if j not in self.done]
+        if tensor in self.g.outputs or len(users) != 2 or len(self.g.consumers.get(tensor, [])) != 2:
+            return None
+        sig = next((j for j in users if self.g.nodes[j].op_type == "Sigmoid"), None)
+        mul = next((j for j in users if self.g.nodes[j].op_type == "Mul"), None)
+        if sig is None or mul is None or sorted(self.g.nodes[mul].input) != sorted([tensor, self.g.nodes[sig].output[0]]):
+            return None
+        if self.g.consumers.get(self.g.nodes[sig].output[0], []) != [mul]:
+            return None
+        self.done.update((sig, mul))
+        return mul
+
     def fuse_activation(self, tensor: str) -> str:
-        """Consume a Relu or Clip(0, 6) that is the only reader of ``tensor``; return the activation."""
+        """Consume the activation that is the only reader of ``tensor`` (Relu, Clip(0, 6), HardSwish,
+        HardSigmoid, Sigmoid, or a swish ``Mul(tensor, Sigmoid(tensor))``); return its name, or ``"none"``."""
+        if self.swish(tensor) is not None:
+            return "swish"
         nxt = self.g.next_node(tensor)
         if nxt is None or nxt in self.done:
             return "none"
         node = self.g.nodes[nxt]
-        if node.op_type == "Relu":
+        simple = {"Relu": "relu", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Sigmoid": "sigmoid"}
+        if node.op_type in simple:
             self.done.add(nxt)
-            return "relu"
+            return simple[node.op_type]
         if node.op_type == "Clip":
             low = _attr(node, "min")
             high = _attr(node, "max")
@@ -458,6 +488,33 @@ class _Reader:
         if a is None or a != b or len(a) != 4 or any(self.g.const(n) is not None for n in node.input[:2]):
             return False
         self.kernels.append(Kernel("add", a[1:], activation=self.fuse_activation(node.output[0])))
+        return True
+
+    def mul(self, i: int, node: Any) -> bool:
+        """``Mul`` of a (1, C, H, W) feature map by a computed (1, C, 1, 1) one: a squeeze-and-excitation scale."""
+        if len(node.input) != 2 or any(self.g.const(n) is not None for n in node.input):
+            return False
+        a, b = self.shape(node.input[0]), self.shape(node.input[1])
+        if a is None or b is None or len(a) != 4 or len(b) != 4:
+            return False
+        x, s = (a, b) if b[2:] == (1, 1) and a[2:] != (1, 1) else (b, a)
+        if s != (1, x[1], 1, 1) or x[0] != 1:
+            return False
+        self.kernels.append(Kernel("scale", x[1:], activation=self.fuse_activation(node.output[0])))
+        return True
+
+    def act(self, i: int, node: Any) -> bool:
+        """An activation of its own on a (1, C, H, W) tensor (one no conv, linear or add consumed)."""
+        xs = self.shape(node.input[0])
+        if xs is None or len(xs) != 4:
+            return False
+        self.done.discard(i)  # fuse_activation consumes it (and a swish's Mul) when it is one
+        tensor = node.input[0]
+        activation = self.fuse_activation(tensor)
+        if activation == "none" or i not in self.done:
+            self.done.add(i)
+            return False
+        self.kernels.append(Kernel("act", xs[1:], activation=activation))
         return True
 
     def concat(self, i: int, node: Any) -> bool:
@@ -579,8 +636,9 @@ def kernels_from_onnx(model: "str | os.PathLike[str] | onnx.ModelProto") -> tupl
     Returns:
         ``(kernels, unknown)``: the :class:`~latency_models.Kernel` list (see the module docstring for the
         mapping), and the sorted ONNX op types met that map to no kernel and are not plumbing (empty when
-        every operator is understood). A ``Relu`` that follows no Conv/Add, a ``Transpose`` outside a
-        channel shuffle or a ``Slice`` that does not partition channels are reported this way.
+        every operator is understood). A ``Clip`` other than (0, 6), an activation whose input has other
+        readers, a ``Transpose`` outside a channel shuffle or a ``Slice`` that does not partition channels are
+        reported this way.
 
     Raises:
         ValueError: ``model`` is not a file or a ``ModelProto``, or an input has a dynamic non-batch dimension.

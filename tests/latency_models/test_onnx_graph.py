@@ -190,15 +190,17 @@ def test_torch_chunk_slices_with_computed_bounds_are_a_split():
 
 def test_unmapped_operators_are_reported_sorted():
     nodes = [
-        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Tanh", ["x"], ["s"]),
         helper.make_node("Concat", ["s", "x"], ["c"], axis=1),
         helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("LeakyRelu", ["r"], ["out"]),
+        helper.make_node("LeakyRelu", ["r"], ["l"]),
+        helper.make_node("Sigmoid", ["l"], ["g"]),  # its input has two readers: not an activation of its own
+        helper.make_node("Add", ["g", "l"], ["out"]),
     ]
     model = _model(nodes, [_fin("x", [1, 2, 3, 3])], [_fin("out", [1, 4, 3, 3])])
     kernels, unknown = kernels_from_onnx(model)
-    assert kernels == [Kernel("concat", (4, 3, 3))]
-    assert unknown == ["LeakyRelu", "Relu", "Sigmoid"]
+    assert kernels == [Kernel("concat", (4, 3, 3)), Kernel("act", (4, 3, 3), activation="relu"), Kernel("add", (4, 3, 3))]
+    assert unknown == ["LeakyRelu", "Sigmoid", "Tanh"]
 
 
 def test_inputs_paths_dynamic_batch_and_errors(tmp_path):
@@ -290,4 +292,79 @@ def test_torchvision_models_read_completely(name):
     alias = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Identity"}
     expected = sum(sizes[alias.get(i, i)] for n in proto.graph.node if n.op_type in ("Conv", "Gemm") for i in n.input[1:])
     assert sum(k.params for k in kernels) == expected
+    assert sum(k.op == "conv" for k in kernels) == sum(n.op_type == "Conv" for n in proto.graph.node)
+
+
+def test_squeeze_excitation_hardswish_and_swish_as_pytorch_exports_them():
+    """MobileNetV3 / EfficientNet building blocks: fused activations, the excitation's channel-wise ``Mul``
+    (``scale``), and activations of their own (``act``); nothing reported unknown."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from spaces.compress import export_onnx
+
+    class Blocks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False, padding=1), nn.BatchNorm2d(8), nn.Hardswish())
+            self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8, padding=1, bias=False), nn.BatchNorm2d(8), nn.SiLU())
+            self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+            self.pw = nn.Conv2d(8, 8, 1)
+            self.head = nn.Linear(8, 16)
+            self.out = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = self.dw(self.stem(x))
+            s = nn.functional.adaptive_avg_pool2d(x, 1)
+            x = x * nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(s))))  # squeeze-and-excitation
+            y = torch.sigmoid(self.pw(x))
+            x = nn.functional.hardswish(x + y)
+            x = nn.functional.silu(nn.functional.max_pool2d(x, 2))  # an activation of its own
+            x = nn.functional.hardswish(self.head(x.mean((2, 3))))
+            return self.out(x)
+
+    proto = export_onnx(Blocks().eval(), (3, 8, 8))
+    assert kernels_from_onnx(proto) == ([
+        Kernel("conv", (3, 8, 8), out_channels=8, kernel_size=3, activation="hardswish"),
+        Kernel("conv", (8, 8, 8), out_channels=8, kernel_size=3, groups=8, activation="swish"),
+        Kernel("global_avgpool", (8, 8, 8)),
+        Kernel("conv", (8, 1, 1), out_channels=4, activation="relu"),
+        Kernel("conv", (4, 1, 1), out_channels=8, activation="hardsigmoid"),
+        Kernel("scale", (8, 8, 8)),
+        Kernel("conv", (8, 8, 8), out_channels=8, activation="sigmoid"),
+        Kernel("add", (8, 8, 8), activation="hardswish"),
+        Kernel("maxpool", (8, 8, 8), kernel_size=2, stride=2, padding=0),
+        Kernel("act", (8, 4, 4), activation="swish"),
+        Kernel("global_avgpool", (8, 4, 4)),
+        Kernel("linear", (8,), out_channels=16, activation="hardswish"),
+        Kernel("linear", (16,), out_channels=10),
+    ], [])
+
+
+@pytest.mark.parametrize("activation", ["hardswish", "hardsigmoid", "sigmoid", "swish"])
+@pytest.mark.parametrize("bits", [32, 16, 8])
+def test_kernel_graphs_with_the_new_activations_read_back(activation, bits):
+    from latency_models import kernel_graph
+
+    for k in (Kernel("conv", (8, 6, 6), out_channels=8, kernel_size=3, groups=8, bits=bits, activation=activation),
+              Kernel("linear", (16,), out_channels=10, bits=bits, activation=activation)):
+        assert kernels_from_onnx(kernel_graph(k)) == ([k], [])
+    for op in ("act", "scale"):  # weightless kernels read back at 32 bits
+        k = Kernel(op, (8, 6, 6), activation=activation)
+        assert kernels_from_onnx(kernel_graph(k)) == ([k], [])
+    with pytest.raises(ValueError, match="op='act' needs an activation"):
+        Kernel("act", (8, 6, 6))
+
+
+@pytest.mark.parametrize("name,blocks", [("mobilenet_v3_small", 9), ("efficientnet_b0", 16)])
+def test_torchvision_squeeze_excitation_models_are_read_whole(name, blocks):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    from spaces.compress import export_onnx
+
+    torch.manual_seed(0)
+    proto = export_onnx(getattr(torchvision.models, name)(weights=None, num_classes=10).eval(), (3, 32, 32))
+    kernels, unknown = kernels_from_onnx(proto)
+    assert unknown == []
+    assert sum(k.op == "scale" for k in kernels) == blocks
     assert sum(k.op == "conv" for k in kernels) == sum(n.op_type == "Conv" for n in proto.graph.node)

@@ -333,3 +333,19 @@ def test_no_state_correction_without_references_and_bad_exponents_are_refused(sy
     data = pred.to_dict()
     del data["reference_ms"], data["reference_exponent"]  # a predictor saved before the state correction
     assert LatencyPredictor.from_dict(data).reference_exponent == 0.0
+
+
+def test_a_costly_activation_has_its_own_family_and_falls_back_to_the_plain_convolution():
+    from latency_models._kernel_model import KernelModel
+
+    plain = [Kernel("conv", (c, 8, 8), out_channels=c, kernel_size=3, groups=c) for c in (8, 16, 24, 32, 48)]
+    swish = Kernel("conv", (40, 8, 8), out_channels=40, kernel_size=3, groups=40, activation="hardswish")
+    assert family(swish) == "conv_dw_k3/b32+hardswish" and family(plain[0]) == "conv_dw_k3/b32"
+    assert family(Kernel("act", (8, 4, 4), activation="swish", bits=1)) == "act_swish/b8"
+    assert family(Kernel("scale", (8, 4, 4))) == "scale/b32"
+    other = [Kernel("add", (c, 8, 8)) for c in (8, 16, 24, 32)]
+    model = KernelModel(plain + other, [0.01 * c for c in (8, 16, 24, 32, 48)] + [0.001 * c for c in (8, 16, 24, 32)])
+    assert model._group_of(swish) == "conv_dw_k3/b32"  # not all convolutions, nor every row
+    assert model.predict([swish])[0] == pytest.approx(0.40, rel=0.15)
+    # a scale reads its input and the (C, 1, 1) factors, and writes its output
+    assert physical([Kernel("scale", (8, 4, 4))])[0, 1] == pytest.approx((2 * 8 * 16 + 8) * 4 / 1e6)

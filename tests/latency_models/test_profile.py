@@ -20,6 +20,8 @@ _EXAMPLES = {
     "maxpool": dict(input_shape=(8, 6, 6), kernel_size=3, stride=2),
     "avgpool": dict(input_shape=(8, 6, 6), kernel_size=2, stride=2, padding=0),
     "crelu": dict(input_shape=(8, 6, 6), activation="relu"),
+    "scale": dict(input_shape=(8, 6, 6), activation="hardsigmoid"),
+    "act": dict(input_shape=(8, 6, 6), activation="swish"),
 }
 
 
@@ -151,9 +153,9 @@ def test_profile_models_adds_an_outside_model_once_and_the_predictor_learns_it(t
     with pytest.raises(ValueError, match="names has 2 entries for 1 models"):
         profile_models([teacher], out=out, names=["a", "b"])
     odd = helper.make_model(helper.make_graph(
-        [helper.make_node("Sigmoid", ["x"], ["y"])], "g",
+        [helper.make_node("Tanh", ["x"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])]),
         opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    with pytest.raises(ValueError, match="Sigmoid"):
+    with pytest.raises(ValueError, match="Tanh"):
         profile_models([odd], out=out, names=["odd"])
