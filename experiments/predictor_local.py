@@ -206,6 +206,9 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="results name (default predictor_local_<input size>)")
     ap.add_argument("--rescore", metavar="NAME", default=None,
                     help="time nothing: fit and score again on the tables of experiments/results/NAME/")
+    ap.add_argument("--retime", metavar="NAME", default=None,
+                    help="profile nothing: time the held-out models and the torchvision exports again (same "
+                         "--input-size, --spaces, --n, --torchvision) against the table of experiments/results/NAME/")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.rescore:
@@ -219,7 +222,7 @@ def main() -> None:
         meta["rescored_utc"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
         report(args.rescore, table, held, tv, list(dict.fromkeys(r.source for r in held.model_rows)), meta)
         return
-    name = args.name or f"predictor_local_{args.input_size}"
+    name = args.name or (f"{args.retime}_retime" if args.retime else f"predictor_local_{args.input_size}")
     work = RESULTS / name
     work.mkdir(parents=True, exist_ok=True)
     size = args.input_size
@@ -230,15 +233,24 @@ def main() -> None:
         raise SystemExit("--extra must not name a model that is predicted (--torchvision)")
     onnx_dir = work / "onnx"
     onnx_dir.mkdir(exist_ok=True)
-    tv_paths, extra_paths = _torchvision(tv_names, size, onnx_dir), _torchvision(extra_names, size, onnx_dir)
+    tv_paths = _torchvision(tv_names, size, onnx_dir)
     loads = [_load()]
-    t0 = time.time()
-    table = profile_spaces(space_objs, device_name="karumi-dev-x86", out=work / "table.json", threads=1,
-                           budget_min=args.budget_min, description="2-core shared dev VM")
-    if extra_paths:
-        table = profile_models([str(p) for p in extra_paths], out=work / "table.json",
-                               names=[p.stem for p in extra_paths])
-    t_profile = time.time() - t0
+    if args.retime:  # the table of an earlier run, as it was
+        old = json.loads((RESULTS / f"{args.retime}.json").read_text())
+        table = _read(RESULTS / args.retime, "table.json")
+        if table.protocol.get("space_options", {}).get("input_size") != size:
+            raise SystemExit(f"--input-size {size} differs from the table of {args.retime}")
+        table.save(work / "table.json")
+        t_profile, extra_names = old["profile_minutes"] * 60.0, [s for s in old["extra"].split(", ") if s]
+    else:
+        extra_paths = _torchvision(extra_names, size, onnx_dir)
+        t0 = time.time()
+        table = profile_spaces(space_objs, device_name="karumi-dev-x86", out=work / "table.json", threads=1,
+                               budget_min=args.budget_min, description="2-core shared dev VM")
+        if extra_paths:
+            table = profile_models([str(p) for p in extra_paths], out=work / "table.json",
+                                   names=[p.stem for p in extra_paths])
+        t_profile = time.time() - t0
     loads.append(_load())
     held = measure_spaces(space_objs, n=args.n, device_name="karumi-dev-x86", out=work / "held.json")
     tv_models = [WorkloadModel(onnx=str(p), kernels=tuple(kernels_from_onnx(str(p))[0]), source=p.stem)
@@ -250,9 +262,12 @@ def main() -> None:
     if overlap:
         raise SystemExit(f"{overlap} held-out models are in the table: not a held-out test")
     meta = {
-        "command": f"python experiments/predictor_local.py --input-size {size} "
-                   f"--budget-min {args.budget_min:g} --n {args.n} --spaces {args.spaces} "
-                   f"--torchvision {args.torchvision} --extra {args.extra} --name {name}",
+        "command": (f"python experiments/predictor_local.py --retime {args.retime} --input-size {size} --n {args.n} "
+                    f"--spaces {args.spaces} --torchvision {args.torchvision} --name {name} (table: "
+                    f"`{old['command']}`)") if args.retime else
+                   (f"python experiments/predictor_local.py --input-size {size} "
+                    f"--budget-min {args.budget_min:g} --n {args.n} --spaces {args.spaces} "
+                    f"--torchvision {args.torchvision} --extra {args.extra} --name {name}"),
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "profile_minutes": t_profile / 60.0, "held_out_overlap_with_table": overlap,
         "load_average_before_between_after": loads, "extra": ", ".join(extra_names),

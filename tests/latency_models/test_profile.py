@@ -117,9 +117,33 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capfd):
     assert "no-such-space" in capfd.readouterr().err
 
 
-def test_profile_models_adds_an_outside_model_once_and_the_predictor_learns_it(tmp_path):
-    """A model outside the profiled space (a plain-convolution teacher): its missing kernels and the whole
-    model are timed into the table; a second call times nothing; the refitted predictor is close to it."""
+def _squeeze_excitation_teacher():
+    """A MobileNetV3-like network: hard-swish, an excitation with hard-sigmoid, swish, at 1 x 16 x 16."""
+    import torch
+    from torch import nn
+
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.Hardswish())
+            self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), nn.SiLU())
+            self.fc1, self.fc2 = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 1)
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = self.dw(self.stem(x))
+            x = x * nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+            return self.head(x.mean((2, 3)))
+
+    torch.manual_seed(0)
+    return SE().eval()
+
+
+@pytest.mark.parametrize("teacher_kind", ["builtin", "squeeze_excitation"])
+def test_profile_models_adds_an_outside_model_once_and_the_predictor_learns_it(tmp_path, teacher_kind):
+    """A model outside the profiled space (a plain-convolution teacher; a squeeze-and-excitation one): its
+    missing kernels and the whole model are timed into the table; a second call times nothing; the refitted
+    predictor is close to it."""
     spaces = pytest.importorskip("spaces")
     search = pytest.importorskip("search")
     from onnx import TensorProto, helper
@@ -131,9 +155,14 @@ def test_profile_models_adds_an_outside_model_once_and_the_predictor_learns_it(t
     space = spaces.get_space("mobilenet", input_size=16, in_channels=1, num_classes=10)
     search.profile_spaces([space], device_name="ci", out=out, budget_min=0.15, pool_candidates=5)
     before = LatencyTable.load(out)
-    teacher = export_onnx(spaces.builtin_teacher(in_channels=1, num_classes=10), (1, 16, 16))
+    module = (spaces.builtin_teacher(in_channels=1, num_classes=10) if teacher_kind == "builtin"
+              else _squeeze_excitation_teacher())
+    teacher = export_onnx(module, (1, 16, 16))
     kernels, unknown = kernels_from_onnx(teacher)
     assert not unknown
+    if teacher_kind == "squeeze_excitation":
+        assert "scale" in {k.op for k in kernels}
+        assert {k.activation for k in kernels} >= {"hardswish", "swish", "hardsigmoid"}
     missing = {k for k in kernels} - {r.kernel for r in before.kernel_rows}
     assert missing  # the teacher's plain 3x3 convolutions are not in a mobilenet profile
 
