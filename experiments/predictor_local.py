@@ -119,7 +119,8 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
     t_plain = time.time() - t0
     fits["state"] = LatencyPredictor.fit(table)  # reference_exponent="auto"
     t_state = time.time() - t0 - t_plain
-    fits["state"].save(work / "table.predictor.json")
+    if "table_from" not in meta:  # a --retime run's predictor is its source's
+        fits["state"].save(work / "table.predictor.json")
     res: dict = {}
     # one scalar per fit, taken over every held-out model of the spaces, applied to all groups
     scalars = {fit: _scalar(p, held.model_rows) for fit, p in fits.items()}
@@ -214,9 +215,10 @@ def main() -> None:
     if args.rescore:
         work = RESULTS / args.rescore
         old = json.loads((RESULTS / f"{args.rescore}.json").read_text())
-        table, held, tv = _read(work, "table.json"), _read(work, "held.json"), _read(work, "torchvision.json")
+        table = _read(RESULTS / old.get("table_from", args.rescore), "table.json")  # a --retime run's is its source's
+        held, tv = _read(work, "held.json"), _read(work, "torchvision.json")
         meta = {k: old[k] for k in ("command", "finished_utc", "profile_minutes", "held_out_overlap_with_table",
-                                    "load_average_before_between_after")}
+                                    "load_average_before_between_after", "table_from") if k in old}
         meta["extra"] = old.get("extra", "resnet34" if "--extra resnet34" in old["command"] else "")
         meta["rescored"] = f"python experiments/predictor_local.py --rescore {args.rescore}"
         meta["rescored_utc"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -240,7 +242,6 @@ def main() -> None:
         table = _read(RESULTS / args.retime, "table.json")
         if table.protocol.get("space_options", {}).get("input_size") != size:
             raise SystemExit(f"--input-size {size} differs from the table of {args.retime}")
-        table.save(work / "table.json")
         t_profile, extra_names = old["profile_minutes"] * 60.0, [s for s in old["extra"].split(", ") if s]
     else:
         extra_paths = _torchvision(extra_names, size, onnx_dir)
@@ -271,6 +272,7 @@ def main() -> None:
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "profile_minutes": t_profile / 60.0, "held_out_overlap_with_table": overlap,
         "load_average_before_between_after": loads, "extra": ", ".join(extra_names),
+        **({"table_from": args.retime} if args.retime else {}),
     }
     report(name, table, held, tv, [s.name for s in space_objs], meta)
 
