@@ -70,8 +70,6 @@ REFERENCE_EXPONENTS = (0.0, 1.0, 2.0, 3.0, 4.0)
 _EXPONENT_STEP = 0.5
 #: Fewest distinct reference timings among the model rows for the exponent to be chosen from the data.
 MIN_STATE_REFERENCES = 8
-#: Fewest model rows a kernel family must run in to get per-family terms of its own (see ``_deviation_families``).
-MIN_FAMILY_ROWS = 2
 
 
 class UnknownOperatorWarning(UserWarning):
@@ -152,28 +150,6 @@ def _stage1(features: np.ndarray, y: np.ndarray, mode: str) -> tuple[float, floa
         if err < best1[0]:
             best1 = (err, lam, full)
     return best1
-
-
-def _deviation_families(fams: Sequence[str], counts: np.ndarray) -> list[str | None]:
-    """The family whose per-family terms (multiplier, per-kernel cost) each kernel shares in the fit.
-
-    Its own family when kernels of it run in at least :data:`MIN_FAMILY_ROWS` model rows; else, for a
-    convolution with a costly activation, the same convolution's family without it (``conv_dw_k3/b32+hardswish``
-    -> ``conv_dw_k3/b32``) when that one does; else ``None``, no terms: a family seen in one model only (kernels
-    that came with one model outside the spaces) would have its terms fitted to that row exactly.
-    """
-    present = counts > 0
-    rows = {f: int(present[:, [j for j, g in enumerate(fams) if g == f]].any(axis=1).sum()) for f in set(fams)}
-    out: list[str | None] = []
-    for f in fams:
-        base = f.partition("+")[0]
-        if rows[f] >= MIN_FAMILY_ROWS:
-            out.append(f)
-        elif base != f and rows.get(base, 0) >= MIN_FAMILY_ROWS:
-            out.append(base)
-        else:
-            out.append(None)
-    return out
 
 
 def _gene_features(genes: Any) -> list[str]:
@@ -416,9 +392,9 @@ class LatencyPredictor:
         y = np.array([r.latency_ms for r in rows])
         n = len(rows)
         ukernels, counts = _kernel_counts(rows)
-        fam = _deviation_families([family(k) for k in ukernels], counts)
-        fam_names = sorted(set(fam) - {None})
-        fam_idx = np.array([fam_names.index(f) if f is not None else -1 for f in fam])
+        fam = [family(k) for k in ukernels]
+        fam_names = sorted(set(fam))
+        fam_idx = np.array([fam_names.index(f) for f in fam])
         phi_u = _phi(kernel_model, ukernels)
 
         # stage 1: a global physical model, few parameters, relative error (rows divided by y)
@@ -538,8 +514,6 @@ class LatencyPredictor:
             for k, t, where in zip(new, t_hat, todo.values()):
                 key = kernel_key(k)
                 f = family(k)
-                if f not in self.family_mult and "+" in f:  # a costly activation's family the fit did not
-                    f = f.partition("+")[0]                  # see in enough models: the plain convolution's terms
                 c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
                           + (lut.get(key, 0.0) if lut else 0.0))
                 weight = k.op in ("conv", "linear")
