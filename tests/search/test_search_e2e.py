@@ -45,8 +45,9 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
     # fbnet's fastest students at 16 px run about as fast as the built-in teacher (a space that cannot beat
     # the teacher is refused: test_search_cli_errors), so it compresses a teacher twice as wide
     teacher = str(request.getfixturevalue("wide_teacher")) if space_name == "fbnet" else "builtin"
+    echoed: list[str] = []
     result = search.run(budget_ms=BUDGET_MS, space=space_name, out=out, seed=0, device=device, size=size,
-                        teacher=teacher, **TINY)
+                        teacher=teacher, echo=echoed.append, **TINY)
     assert result.out_dir == out and not result.interrupted
 
     for name in ("config.json", "study.db", "pareto.json", "pareto.csv", "pareto.png", "report.md", "teacher.onnx",
@@ -87,14 +88,20 @@ def test_tiny_search_outputs_agree(space_name, tmp_path, cache_env, request):
     assert pareto["search_budget_ms"] == pytest.approx(held, rel=1e-9)
     # no more starts are enqueued than the run's trials: none is left waiting in the study after it
     assert not [t.number for t in trials if t.state == optuna.trial.TrialState.WAITING]
-    first = Candidate.from_dict(trials[1 if local else 0].user_attrs["candidate"])
-    if space_name != "prune":  # (a prune candidate is decoded by the space holding the teacher)
+    start = trials[1 if local else 0]
+    # on a noisy 6-s profile every uniform compression of the default architecture can be predicted over the
+    # held budget: then no start is enqueued (uniform_starts' choices are tested in test_search_units), and
+    # the run printed no "start" line
+    enqueued = "fixed_params" in start.system_attrs
+    assert enqueued == any(line.startswith("start    ") for line in echoed)
+    first = Candidate.from_dict(start.user_attrs["candidate"])
+    if enqueued and space_name != "prune":  # (a prune candidate is decoded by the space holding the teacher)
         space = get_space(space_name, **first.options)
         layers = space.layers(first)
         assert dict(first.genes) == dict(space.candidate().genes)
         assert len({r for r, layer in zip(first.prune_ratios, layers) if layer.prunable}) == 1
         assert len({b for b, layer in zip(first.bits, layers) if layer.quantisable}) == 1
-    else:
+    elif enqueued:
         assert set(first.genes["rank_ratios"]) == {1.0} and len(set(first.prune_ratios[:-1])) == 1
     teacher = pareto["teacher"]
     assert ENTRY_FIELDS <= set(teacher) and teacher["trial"] is None
