@@ -59,10 +59,6 @@ INT_BITS = (1, 2, 4, 8)
 _VALID: set[tuple] = set()
 _VALID_MAX = 1_000_000
 
-_SPATIAL_OPS = frozenset({"conv", "add", "concat", "split", "channel_shuffle", "global_avgpool", "maxpool", "avgpool",
-                          "crelu", "scale", "act"})
-
-
 @dataclasses.dataclass(frozen=True)
 class Kernel:
     """One runtime operator at batch size 1.
