@@ -19,7 +19,9 @@ The load average before, between and after is recorded: on a shared machine it d
 
 ``--rescore NAME`` times nothing: it fits and scores again on the tables a previous run committed under
 ``experiments/results/NAME/`` (``table.json.gz``, ``held.json.gz``, ``torchvision.json``), keeping that run's
-command, duration and load averages.
+command, duration and load averages. A table measured before tables recorded ONNX Runtime's blocked layout
+(``device["nchwc"]``, which the predictor's layout terms use) gets this machine's when it was measured on the
+same CPU with the same ONNX Runtime version (noted in the JSON and the report).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ import numpy as np  # noqa: E402
 
 import spaces  # noqa: E402
 from latency_models import (LatencyPredictor, LatencyTable, WorkloadModel, accuracy_metrics,  # noqa: E402
-                            kernels_from_onnx, measure_models, profile_models)
+                            cpu_name, kernels_from_onnx, measure_models, nchwc_layout,
+                            profile_models)
 from search import measure_spaces, profile_spaces  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -110,6 +113,18 @@ def _read(folder: pathlib.Path, name: str) -> LatencyTable:
         return LatencyTable.load(path)
 
 
+def _with_layout(table: LatencyTable, meta: dict) -> LatencyTable:
+    """A table measured before devices recorded ONNX Runtime's blocked layout (``device["nchwc"]``) gets this
+    machine's, when it was measured on this CPU with this ONNX Runtime version (noted in ``meta``)."""
+    import onnxruntime
+
+    dev = table.device
+    if "nchwc" not in dev and dev.get("cpu_model") == cpu_name() and dev.get("runtime_version") == onnxruntime.__version__:
+        dev["nchwc"] = list(nchwc_layout() or []) or None
+        meta["nchwc"] = f"{dev['nchwc']} (read on this machine at re-scoring: same CPU, same ONNX Runtime)"
+    return table
+
+
 def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable, space_names: list[str],
            meta: dict) -> None:
     """Fit both ways, score, write ``NAME.json`` and ``NAME.md``, print the table."""
@@ -144,6 +159,9 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
              f"Command: `{meta['command']}`  "]
     if "rescored" in meta:
         lines.append(f"Fitted and scored again on that run's tables: `{meta['rescored']}` ({meta['rescored_utc']})  ")
+    if "nchwc" in meta:
+        lines.append(f"ONNX Runtime's blocked layout (block, channel alignment) for the predictor's layout terms: "
+                     f"{meta['nchwc']}  ")
     lines += [f"Measured {meta['finished_utc']}; profile {meta['profile_minutes']:.1f} min: {len(table.kernel_rows)} "
               f"kernel rows, {len(table.model_rows)} model rows (incl. {meta['extra'] or 'no'} other models); held-out "
               f"models never in the table; load average (1/5/15 min) before / between / after: "
@@ -222,6 +240,7 @@ def main() -> None:
         meta["extra"] = old.get("extra", "resnet34" if "--extra resnet34" in old["command"] else "")
         meta["rescored"] = f"python experiments/predictor_local.py --rescore {args.rescore}"
         meta["rescored_utc"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+        table = _with_layout(table, meta)
         report(args.rescore, table, held, tv, list(dict.fromkeys(r.source for r in held.model_rows)), meta)
         return
     name = args.name or (f"{args.retime}_retime" if args.retime else f"predictor_local_{args.input_size}")
@@ -239,7 +258,7 @@ def main() -> None:
     loads = [_load()]
     if args.retime:  # the table of an earlier run, as it was
         old = json.loads((RESULTS / f"{args.retime}.json").read_text())
-        table = _read(RESULTS / args.retime, "table.json")
+        table = _with_layout(_read(RESULTS / args.retime, "table.json"), {})
         if table.protocol.get("space_options", {}).get("input_size") != size:
             raise SystemExit(f"--input-size {size} differs from the table of {args.retime}")
         t_profile, extra_names = old["profile_minutes"] * 60.0, [s for s in old["extra"].split(", ") if s]

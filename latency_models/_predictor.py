@@ -48,6 +48,7 @@ import numpy as np
 from latency_models._features import family, kernel_key, physical
 from latency_models._kernel import Kernel
 from latency_models._kernel_model import KernelModel
+from latency_models._layout import BLOCKED, PLAIN, layout_state, standalone_reorder_mbytes
 from latency_models._table import LatencyTable, read_json
 
 __all__ = ["LatencyPredictor", "UnknownOperatorWarning"]
@@ -117,11 +118,15 @@ def _kernel_counts(rows: Sequence[Any]) -> tuple[list[Kernel], np.ndarray]:
     return list(uniq), counts
 
 
-def _phi(kernel_model: KernelModel | None, kernels: Sequence[Kernel]) -> np.ndarray:
-    """The physical features of ``kernels``: (stand-alone latency, 1) with a kernel model, else
-    (MMACs, MB of activations, MB of weights, 1)."""
+def _phi(kernel_model: KernelModel | None, kernels: Sequence[Kernel], nchwc: tuple[int, int] | None) -> np.ndarray:
+    """The physical features of ``kernels``: (stand-alone latency, 1) with a kernel model, and the megabytes
+    its stand-alone graph reorders when the device has a blocked layout (``nchwc``); else (MMACs, MB of
+    activations, MB of weights, 1)."""
     if kernel_model is not None:
-        return np.stack([kernel_model.predict(list(kernels)), np.ones(len(kernels))], axis=1)
+        cols = [kernel_model.predict(list(kernels)), np.ones(len(kernels))]
+        if nchwc:
+            cols.append(np.array([standalone_reorder_mbytes(k, nchwc) for k in kernels]))
+        return np.stack(cols, axis=1)
     return physical(list(kernels))
 
 
@@ -152,6 +157,10 @@ def _stage1(features: np.ndarray, y: np.ndarray, mode: str) -> tuple[float, floa
     return best1
 
 
+#: The transitions between ONNX Runtime's blocked layout and plain NCHW (float kernels).
+_TO_PLAIN, _TO_BLOCKED = f"{BLOCKED}>{PLAIN}", f"{PLAIN}>{BLOCKED}"
+
+
 def _gene_features(genes: Any) -> list[str]:
     """Categorical gene values of a candidate as ``name[i]=value`` strings (float genes are left out)."""
     out: list[str] = []
@@ -165,25 +174,36 @@ def _gene_features(genes: Any) -> list[str]:
     return out
 
 
-def _transitions(kernels: Sequence[Kernel]) -> dict[str, float]:
-    """Bit-width changes between consecutive weight layers (conv / linear), in graph order.
+def _transitions(kernels: Sequence[Kernel], nchwc: tuple[int, int] | None) -> dict[str, float]:
+    """Bit-width and layout changes between consecutive kernels that have a state, in graph order.
 
-    ``"a>b"`` counts the changes from a-bit to b-bit layers, ``"a>b:mel"`` the millions of activation
-    elements crossing them: the quantise / dequantise / cast nodes a mixed-precision graph adds.
+    A kernel's state (:func:`~latency_models._layout.layout_state`) is its bit width for weight layers (conv /
+    linear); on a device with a blocked layout (``nchwc``) float kernels have the state ``32`` (blocked) or
+    ``33`` (plain NCHW) instead, and the other kernels too, except the layout-transparent ones (add, act).
+    ``"a>b"`` counts the changes from state a to state b, ``"a>b:mel"`` the millions of activation elements
+    crossing them: the quantise / dequantise / cast nodes a mixed-precision graph adds, and the layout
+    reorders ONNX Runtime inserts.
     """
     out: dict[str, float] = {}
-    prev = 32  # the model input is float32
+    prev = 32  # the model input is float32 (a first convolution reads it in NCHW directly)
     for k in kernels:
-        if k.op not in ("conv", "linear"):
+        state = layout_state(k, nchwc)
+        if not state:
             continue
-        if k.bits != prev:
-            name = f"{prev}>{k.bits}"
+        if state != prev:
+            name = f"{prev}>{state}"
             out[name] = out.get(name, 0.0) + 1.0
             out[name + ":mel"] = out.get(name + ":mel", 0.0) + math.prod(k.input_shape) / 1e6
-        prev = k.bits
+        prev = state
     if prev != 32:
         out[f"{prev}>32"] = out.get(f"{prev}>32", 0.0) + 1.0
     return out
+
+
+def _nchwc(device: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The device's blocked layout (block, alignment) as its table recorded it, or None."""
+    v = device.get("nchwc")
+    return (int(v[0]), int(v[1])) if v else None
 
 
 def _kernel_list(model: Any, where: str) -> list[Kernel]:
@@ -241,6 +261,7 @@ class LatencyPredictor:
         if mode == "kernels" and kernel_model is None:
             raise ValueError("mode='kernels' needs a kernel_model")
         self.device = dict(device)
+        self._nchwc = _nchwc(self.device)
         self.protocol = dict(protocol)
         self.mode = mode
         self.intercept_ms = float(intercept_ms)
@@ -395,15 +416,28 @@ class LatencyPredictor:
         fam = [family(k) for k in ukernels]
         fam_names = sorted(set(fam))
         fam_idx = np.array([fam_names.index(f) for f in fam])
-        phi_u = _phi(kernel_model, ukernels)
+        nchwc = _nchwc(table.device)
+        phi_u = _phi(kernel_model, ukernels, nchwc)
 
-        # stage 1: a global physical model, few parameters, relative error (rows divided by y)
-        err1, lam_phys, c1 = _stage1(counts @ phi_u, y, mode)
+        trans = [_transitions(r.kernels, nchwc) for r in rows]
+        # stage 1: a global physical model, few parameters, relative error (rows divided by y). With a blocked
+        # layout, the reorders at its boundaries are physical too: one shared cost per million elements
+        # crossing (either way), so that per-family terms do not carry them to models of other proportions.
+        feats1 = counts @ phi_u
+        if nchwc:
+            crossing = np.array([[tr.get(_TO_PLAIN + ":mel", 0.0) + tr.get(_TO_BLOCKED + ":mel", 0.0)] for tr in trans])
+            feats1 = np.concatenate([feats1, crossing], axis=1)
+        err1, lam_phys, c1 = _stage1(feats1, y, mode)
+        crossing_ms = 0.0
+        if nchwc:
+            crossing_ms, c1 = float(c1[-1]), c1[:-1]
         intercept0, theta0 = float(c1[0]), c1[1:]
         t_hat = phi_u @ theta0
         floor = 1e-3 * max(float(np.median(np.abs(t_hat))), 1e-9)
         t_hat = np.where(np.abs(t_hat) < floor, floor, t_hat)
         base = intercept0 + counts @ t_hat
+        if nchwc:
+            base = base + crossing[:, 0] * crossing_ms
         # stage 2: penalised relative deviations. Group 1: a multiplier per family; group 4: a per-kernel
         # cost per family and the cost of bit-width transitions between consecutive layers (the
         # quantise / dequantise / cast nodes between them); group 2: each distinct kernel seen in two or more
@@ -426,7 +460,6 @@ class LatencyPredictor:
         xf = np.stack([counts[:, fam_idx == j] @ t_hat[fam_idx == j] for j in range(len(fam_names))], axis=1)
         t_typ = float(np.median(np.abs(t_hat)))
         xc = np.stack([counts[:, fam_idx == j].sum(1) * t_typ for j in range(len(fam_names))], axis=1)
-        trans = [_transitions(r.kernels) for r in rows]
         trans_names = sorted({t for tr in trans for t in tr})
         xt_raw = np.array([[tr.get(t, 0.0) for t in trans_names] for tr in trans]).reshape(n, len(trans_names))
         t_scale = np.sqrt((xt_raw**2).mean(0)) if len(trans_names) else np.zeros(0)
@@ -467,6 +500,9 @@ class LatencyPredictor:
         fam_mult = {f: float(1.0 + d_fam[j]) for j, f in enumerate(fam_names)}
         fam_count_ms = {f: float(d_cnt[j]) for j, f in enumerate(fam_names) if abs(d_cnt[j]) > 1e-12}
         trans_ms = {t: float(d) for t, d in zip(trans_names, d_tr) if abs(d) > 1e-12}
+        if crossing_ms:  # the shared reorder cost, plus each direction's own deviation
+            for t in (_TO_PLAIN + ":mel", _TO_BLOCKED + ":mel"):
+                trans_ms[t] = trans_ms.get(t, 0.0) + crossing_ms
         gene_ms = {g: float(d * g_scale) for g, d in zip(gene_names, d_gene) if lams[3] < 1e6 and abs(d) > 1e-12}
         gene_mean = float(np.mean([sum(gene_ms.get(g, 0.0) for g in gs) for gs in genes])) if gene_ms else 0.0
         info = {
@@ -484,7 +520,8 @@ class LatencyPredictor:
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
-        """Per kernel: (contribution ms, bits if a weight layer else 0, M activation elements in), cached."""
+        """Per kernel: (contribution ms, its state for the transitions or 0, M activation elements in), cached
+        (the state is the bit width of a weight layer, or its layout: see :func:`_transitions`)."""
         # Two levels: a kernel instance seen before carries its record (tagged with this predictor's token,
         # one attribute look-up); a new instance equal to a known kernel finds it in the cache by value.
         token = self._token
@@ -504,10 +541,7 @@ class LatencyPredictor:
             recs.append(rec)
         if todo:
             new = list(todo)
-            if self.mode == "kernels":
-                phi = np.stack([self.kernel_model.predict(new), np.ones(len(new))], axis=1)
-            else:
-                phi = physical(new)
+            phi = _phi(self.kernel_model if self.mode == "kernels" else None, new, self._nchwc)
             t_hat = phi @ self.theta0
             t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
             lut = self.lut_ms
@@ -516,8 +550,8 @@ class LatencyPredictor:
                 f = family(k)
                 c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
                           + (lut.get(key, 0.0) if lut else 0.0))
-                weight = k.op in ("conv", "linear")
-                cache[k] = rec = (c, k.bits if weight else 0, math.prod(k.input_shape) / 1e6 if weight else 0.0)
+                state = layout_state(k, self._nchwc)
+                cache[k] = rec = (c, state, math.prod(k.input_shape) / 1e6 if state else 0.0)
                 for i in where:
                     recs[i] = rec
                     kernels[i].__dict__["_lm_rec"] = (token, rec)

@@ -82,8 +82,13 @@ def cpu_name() -> str:
 
 def device_info(*, name: str, description: str = "", threads: int = 1, runtime: str = "onnxruntime",
                 runtime_version: str | None = None, execution_provider: str = "CPUExecutionProvider",
-                cpu_model: str | None = None) -> dict[str, Any]:
-    """Device metadata for a table measured on *this* machine (runtime version and CPU detected)."""
+                cpu_model: str | None = None, nchwc: Any = "detect") -> dict[str, Any]:
+    """Device metadata for a table measured on *this* machine (runtime version and CPU detected).
+
+    ``nchwc``: ONNX Runtime's channel-blocked layout as ``[block, channel alignment]``, or None; ``"detect"``
+    (default) asks the installed ONNX Runtime when the table is for its CPU provider (see
+    :mod:`latency_models._layout`; the predictor's layout terms need it).
+    """
     if runtime_version is None:
         try:
             import onnxruntime
@@ -91,6 +96,12 @@ def device_info(*, name: str, description: str = "", threads: int = 1, runtime: 
             runtime_version = onnxruntime.__version__
         except ImportError:  # a table built from published numbers needs no runtime
             runtime_version = "unknown"
+    if isinstance(nchwc, str) and nchwc == "detect":
+        nchwc = None
+        if runtime == "onnxruntime" and execution_provider == "CPUExecutionProvider":
+            from latency_models._layout import nchwc_layout
+
+            nchwc = nchwc_layout()
     return {
         "name": str(name),
         "description": str(description),
@@ -100,6 +111,7 @@ def device_info(*, name: str, description: str = "", threads: int = 1, runtime: 
         "threads": int(threads),
         "cpu_model": cpu_model if cpu_model is not None else cpu_name(),
         "platform": f"{platform.system()} {platform.machine()}",
+        "nchwc": list(nchwc) if nchwc else None,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
 

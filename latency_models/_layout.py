@@ -1,0 +1,149 @@
+"""Memory layouts ONNX Runtime's CPU graph optimiser gives a kernel, and what they cost (no torch, no numpy).
+
+At ``ORT_ENABLE_ALL`` on x86 with AVX2 or AVX-512, ONNX Runtime's ``NchwcTransformer`` rewrites float
+convolutions (and the pools that follow them) into a channel-blocked layout, NCHWc with blocks of 8 or 16
+channels, and inserts ``ReorderInput`` / ``ReorderOutput`` nodes wherever a tensor crosses between that layout
+and plain NCHW. In a whole model, consecutive blocked convolutions hand their tensors on with no reorder
+(residual adds and ReLUs fuse into them); an operator that has no blocked kernel (channel split, channel
+shuffle, concatenation, the excitation's ``Mul``, a grouped convolution that is not depthwise) costs a reorder
+of its input and one of its output. A kernel timed alone pays both reorders every time. So:
+
+- :func:`standalone_reorder_mbytes`: the megabytes a blocked kernel's stand-alone graph reorders, which the same
+  kernel inside a model mostly does not (the predictor fits one shared cost per megabyte);
+- :func:`layout_state`: the layout a kernel leaves its output in, as a *state* for the predictor's transition
+  costs (the bit-width changes between layers): ``BLOCKED`` (32) for blocked float kernels, ``PLAIN`` (33) for
+  float kernels that need NCHW, the bit width for quantised weight layers, 0 for kernels that run in whatever
+  layout they are given (adds, activations). The costs of ``32>33`` and ``33>32`` are the reorders.
+
+The rule follows the transformer's source (a float convolution is blocked when it is dense with fewer input
+channels than the block or a multiple of the alignment; depthwise with a multiple of the alignment; grouped with
+a multiple of the block per group on both sides; a pool with a multiple of the block) and is checked against the installed ONNX Runtime's optimised graphs by
+the tests. :func:`nchwc_layout` asks the installed ONNX Runtime for the block size and the channel alignment (None: no
+blocked layout, e.g. on ARM); :func:`~latency_models.device_info` records them with every table measured here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import tempfile
+
+from latency_models._kernel import Kernel
+
+__all__ = ["BLOCKED", "PLAIN", "layout_state", "nchwc_layout", "standalone_reorder_mbytes"]
+
+#: Layout state of float kernels in ONNX Runtime's channel-blocked layout (the float32 bit width: a model's
+#: input state, so a first convolution that reads the NCHW input directly costs no change).
+BLOCKED = 32
+#: Layout state of float kernels that need plain NCHW.
+PLAIN = 33
+#: Operators that run in whatever layout their input has.
+_FOLLOWERS = frozenset({"add", "act"})
+_POOLS = frozenset({"maxpool", "avgpool", "global_avgpool"})
+
+
+def _blocked(k: Kernel, nchwc: tuple[int, int]) -> bool:
+    """Whether ONNX Runtime runs the float kernel ``k`` in the channel-blocked layout."""
+    block, align = nchwc
+    if k.op == "conv":
+        cin = k.input_shape[0]
+        cout = k.out_channels or cin
+        if k.groups == 1:
+            return cin < block or cin % align == 0
+        if k.groups == cin == cout:  # depthwise
+            return cout % align == 0
+        return (cin // k.groups) % block == 0 and (cout // k.groups) % block == 0
+    if k.op in _POOLS:  # pools are blocked on whole blocks only
+        return k.input_shape[0] % block == 0
+    return False
+
+
+def layout_state(k: Kernel, nchwc: tuple[int, int] | None) -> int:
+    """The layout state ``k`` leaves its output in (see the module's docstring); 0: layout-transparent.
+
+    ``nchwc``: (block, channel alignment) of the device (:func:`nchwc_layout`). Without one (None: no blocked
+    layout on the device) a weight layer's state is its bit width and every other kernel is transparent: the
+    predictor's bit-width transitions alone.
+    """
+    bits = 8 if k.bits in (1, 2) else k.bits
+    weight = k.op in ("conv", "linear")
+    if not nchwc:
+        return k.bits if weight else 0
+    if bits not in (16, 32):  # quantised: their own layout (QLinearConv runs NHWC), their bits as state
+        return k.bits if weight else 0
+    if k.op in _FOLLOWERS:
+        return 0
+    return BLOCKED if _blocked(k, nchwc) else PLAIN
+
+
+def _out_elements(k: Kernel) -> int:
+    shape = k.input_shape
+    if k.op == "linear":
+        return k.out_channels or shape[0]
+    c, h, w = shape
+    if k.op in ("conv", "maxpool", "avgpool"):
+        pad = k.kernel_size // 2 if k.padding is None else k.padding
+        oh = (h + 2 * pad - k.kernel_size) // k.stride + 1
+        ow = (w + 2 * pad - k.kernel_size) // k.stride + 1
+        return (k.out_channels or c if k.op == "conv" else c) * oh * ow
+    if k.op == "global_avgpool":
+        return c
+    return c * h * w
+
+
+def standalone_reorder_mbytes(k: Kernel, nchwc: tuple[int, int] | None) -> float:
+    """Megabytes the stand-alone graph of a blocked float kernel reorders (its input unless a dense
+    convolution reads the NCHW input directly, and its output padded to whole blocks); 0 otherwise."""
+    if not nchwc or k.bits not in (16, 32) or not _blocked(k, nchwc):
+        return 0.0
+    block = nchwc[0]
+    skip_input = k.op == "conv" and k.groups == 1 and k.input_shape[0] < block
+    c_in = -(-k.input_shape[0] // block) * block
+    n_in = 0 if skip_input else c_in * math.prod(k.input_shape[1:])
+    out = _out_elements(k)
+    if k.op == "conv":
+        c = k.out_channels or k.input_shape[0]
+        out = out // c * (-(-c // block) * block)
+    return 4.0 * (n_in + out) / 1e6
+
+
+@functools.lru_cache(maxsize=1)
+def nchwc_layout() -> tuple[int, int] | None:
+    """ONNX Runtime's channel-blocked layout on this machine as (block, channel alignment), or None.
+
+    The block is 8 with AVX2 and 16 with AVX-512; a dense convolution with fewer input channels reads plain
+    NCHW directly. The alignment is the channel multiple a blocked convolution needs (4 in recent versions,
+    which pad to whole blocks; the block in older ones). Both are read from the optimised graphs of two or
+    three one-convolution models; None when the installed ONNX Runtime does not block (no NCHWc kernels for
+    this CPU, or no ONNX Runtime).
+    """
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from latency_models._microgen import kernel_graph
+
+    def nodes(channels: int) -> list[str]:
+        graph = kernel_graph(Kernel(op="conv", input_shape=(channels, 4, 4), out_channels=channels, kernel_size=1))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "optimised.onnx")
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.optimized_model_filepath = path
+            opts.log_severity_level = 3
+            opts.intra_op_num_threads = 1
+            ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            return [n.op_type for n in onnx.load(path).graph.node if n.domain == "com.microsoft.nchwc"]
+
+    try:
+        for block in (4, 8, 16, 32):  # the input is reordered from the block size on
+            if "ReorderInput" in nodes(block):
+                break
+        else:
+            return None
+        align = 4 if block > 4 and nodes(block + 4) else block
+    except Exception:  # an ONNX Runtime without the CPU provider, an unwritable temp dir: no layout terms
+        return None
+    return block, align

@@ -1,0 +1,138 @@
+"""ONNX Runtime's blocked layout: the rule against the installed runtime's optimised graphs, and its use."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from latency_models import Kernel, LatencyPredictor, LatencyTable, device_info, kernel_graph
+from latency_models._layout import BLOCKED, PLAIN, _blocked, layout_state, nchwc_layout, standalone_reorder_mbytes
+from latency_models._predictor import _transitions
+
+
+def _optimised_domains(kernel: Kernel, tmp_path) -> list[str]:
+    import onnx
+    import onnxruntime as ort
+
+    path = os.path.join(tmp_path, "opt.onnx")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = path
+    opts.log_severity_level = 3
+    ort.InferenceSession(kernel_graph(kernel).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return [n.domain for n in onnx.load(path).graph.node]
+
+
+def _kernels() -> list[Kernel]:
+    ks = []
+    for c in (3, 8, 12, 16, 20, 24, 58, 64, 116, 128):
+        ks.append(Kernel(op="conv", input_shape=(c, 8, 8), out_channels=32, kernel_size=1))
+        ks.append(Kernel(op="conv", input_shape=(c, 8, 8), out_channels=c, kernel_size=3, groups=c))
+        ks.append(Kernel(op="maxpool", input_shape=(c, 8, 8), kernel_size=3, stride=2))
+    for c, g in ((48, 6), (64, 8), (64, 4), (128, 4), (64, 2)):  # group widths 8, 8, 16, 32, 32
+        ks.append(Kernel(op="conv", input_shape=(c, 8, 8), out_channels=c, kernel_size=3, groups=g))
+    ks.append(Kernel(op="conv", input_shape=(32, 8, 8), out_channels=58, kernel_size=1))
+    ks.append(Kernel(op="conv", input_shape=(32, 8, 8), out_channels=32, kernel_size=1, activation="hardswish"))
+    return ks
+
+
+def test_the_rule_matches_the_installed_onnx_runtime(tmp_path):
+    nchwc = nchwc_layout()
+    if nchwc is None:
+        pytest.skip("this ONNX Runtime has no blocked layout on this CPU")
+    block, align = nchwc
+    assert block in (4, 8, 16, 32) and align in (4, block)
+    wrong = []
+    for k in _kernels():
+        runs_blocked = "com.microsoft.nchwc" in _optimised_domains(k, tmp_path)
+        if runs_blocked != _blocked(k, nchwc):
+            wrong.append((k, runs_blocked))
+    assert not wrong, f"block {block}, alignment {align}: the rule disagrees with ONNX Runtime on {wrong}"
+
+
+def test_layout_states_and_standalone_reorders():
+    nchwc = (16, 4)
+    dense = Kernel(op="conv", input_shape=(64, 8, 8), out_channels=58, kernel_size=1)
+    first = Kernel(op="conv", input_shape=(3, 32, 32), out_channels=16, kernel_size=3, stride=2)
+    odd = Kernel(op="conv", input_shape=(58, 8, 8), out_channels=58, kernel_size=3, groups=58)
+    split = Kernel(op="split", input_shape=(64, 8, 8), groups=2)
+    add = Kernel(op="add", input_shape=(64, 8, 8))
+    q = Kernel(op="conv", input_shape=(64, 8, 8), out_channels=64, kernel_size=1, bits=8)
+    assert [layout_state(k, nchwc) for k in (dense, first, odd, split, add, q)] == [BLOCKED, BLOCKED, PLAIN, PLAIN, 0, 8]
+    # without a blocked layout: weight layers carry their bits, everything else is transparent
+    assert [layout_state(k, None) for k in (dense, odd, split, add, q)] == [32, 32, 0, 0, 8]
+    # input 64x8x8, output 58 channels padded to 64
+    assert standalone_reorder_mbytes(dense, nchwc) == pytest.approx(4 * (64 * 64 + 64 * 64) / 1e6)
+    # a first convolution reads the NCHW input directly: only its (16 x 16 x 16) output is reordered
+    assert standalone_reorder_mbytes(first, nchwc) == pytest.approx(4 * 16 * 16 * 16 / 1e6)
+    assert standalone_reorder_mbytes(odd, nchwc) == standalone_reorder_mbytes(split, nchwc) == 0.0
+    assert standalone_reorder_mbytes(dense, None) == 0.0
+
+
+def test_transitions_count_the_reorders_around_plain_kernels():
+    nchwc = (16, 4)
+    conv = Kernel(op="conv", input_shape=(64, 8, 8), out_channels=64, kernel_size=1)
+    split = Kernel(op="split", input_shape=(64, 8, 8), groups=2)
+    half = Kernel(op="conv", input_shape=(32, 8, 8), out_channels=32, kernel_size=1)
+    concat = Kernel(op="concat", input_shape=(64, 8, 8))
+    shuffle = Kernel(op="channel_shuffle", input_shape=(64, 8, 8), groups=2)
+    tr = _transitions([conv, split, half, concat, shuffle, conv], nchwc)
+    mel = 64 * 8 * 8 / 1e6
+    assert tr == pytest.approx({"32>33": 2.0, "32>33:mel": 2 * mel, "33>32": 2.0, "33>32:mel": mel + 32 * 64 / 1e6})
+    # no blocked layout: only bit-width changes between weight layers, as before
+    assert _transitions([conv, split, half, concat, shuffle, conv], None) == {}
+
+
+def _table(nchwc):
+    """Synthetic device whose models cost their kernels, plus a reorder per element crossing layouts."""
+    rng = np.random.default_rng(0)
+    table = LatencyTable(device=device_info(name="synthetic", nchwc=nchwc))
+
+    def block(c: int, plain: bool) -> list[Kernel]:
+        ks = [Kernel(op="conv", input_shape=(c, 16, 16), out_channels=c, kernel_size=1)]
+        if plain:
+            ks += [Kernel(op="channel_shuffle", input_shape=(c, 16, 16), groups=2)]
+        return ks + [Kernel(op="conv", input_shape=(c, 16, 16), out_channels=c, kernel_size=3, groups=c)]
+
+    def truth(ks: list[Kernel]) -> float:
+        t = sum(1e-5 * k.macs ** 0.9 + 0.002 for k in ks)
+        tr = _transitions(ks, (16, 4))
+        return t + 0.05 * (tr.get("32>33:mel", 0.0) + tr.get("33>32:mel", 0.0))
+
+    for c in (16, 32, 48, 64, 96):
+        for plain in (False, True):
+            for k in block(c, plain):
+                table.add_kernel(k, 1e-5 * k.macs ** 0.9 + 0.006)
+    for _ in range(40):
+        ks = [Kernel(op="conv", input_shape=(3, 32, 32), out_channels=16, kernel_size=3, stride=2)]
+        for c in rng.choice([16, 32, 48, 64, 96], size=int(rng.integers(2, 6))):
+            ks += block(int(c), bool(rng.random() < 0.3))
+        table.add_model(ks, truth(ks), source="synthetic")
+    held = []
+    for c in (16, 32, 48, 64, 96):  # every block of the held-out models has the plain shuffle
+        ks = [Kernel(op="conv", input_shape=(3, 32, 32), out_channels=16, kernel_size=3, stride=2)]
+        for _ in range(4):
+            ks += block(c, True)
+        held.append((ks, truth(ks)))
+    return table, held
+
+
+def test_layout_terms_carry_reorders_to_models_of_other_proportions():
+    """Fitted on models where a few blocks need plain NCHW, predicting models where all do: with the layout
+    terms the reorders are priced per element; without them they are spread over the kernels' families."""
+    errors = {}
+    for nchwc in ((16, 4), None):
+        table, held = _table(nchwc)
+        pred = LatencyPredictor.fit(table)
+        assert (pred.theta0.shape[0] == 3) == bool(nchwc)
+        got = pred.predict_many([ks for ks, _ in held])
+        errors[nchwc] = float(np.max(np.abs(got / np.array([t for _, t in held]) - 1)))
+        if nchwc:  # the saved predictor keeps its layout
+            again = LatencyPredictor.from_dict(pred.to_dict())
+            assert np.allclose(again.predict_many([ks for ks, _ in held]), got, rtol=1e-12)
+    assert errors[(16, 4)] < 0.05, errors
+    assert errors[(16, 4)] < errors[None], errors
+    assert math.isfinite(errors[None])
