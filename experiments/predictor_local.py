@@ -134,6 +134,10 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
     t_plain = time.time() - t0
     fits["state"] = LatencyPredictor.fit(table)  # reference_exponent="auto"
     t_state = time.time() - t0 - t_plain
+    if table.device.get("nchwc"):  # the same fit without ONNX Runtime's layout terms, for comparison
+        plain = LatencyTable(device={**table.device, "nchwc": None}, protocol=table.protocol,
+                             kernel_rows=table.kernel_rows, model_rows=table.model_rows)
+        fits["state_no_layout"] = LatencyPredictor.fit(plain, reference_exponent=fits["state"].reference_exponent)
     if "table_from" not in meta:  # a --retime run's predictor is its source's
         fits["state"].save(work / "table.predictor.json")
     res: dict = {}
@@ -187,20 +191,24 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
     if tv.model_rows:
         lines += ["", "Models outside the spaces, one by one (never profiled; `error` is predicted / measured - 1):", "",
                   "| model | kernels | measured ms | as_measured fit: predicted, error | on the predictor's scale ms | "
-                  "state fit: predicted, error | state fit, kernels as read before SE support: predicted, error |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "state fit: predicted, error | state fit without layout terms: predicted, error | "
+                  "state fit, kernels as read before SE support: predicted, error |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in tv.model_rows:
             a, b = tv_rows["as_measured"][r.source], tv_rows["state"][r.source]
             scaled = float(state.on_scale(r.latency_ms, r.reference_ms)) if r.reference_ms else r.latency_ms
             before = _as_read_before(list(r.kernels))
             old = float(state.predict(before))
+            c = tv_rows.get("state_no_layout", {}).get(r.source)
             lines.append(f"| {r.source} | {len(r.kernels)} | {r.latency_ms:.3f} | {a['predicted_ms']:.3f}, "
                          f"{100 * (a['predicted_ms'] / r.latency_ms - 1):+.1f}% | {scaled:.3f} | "
                          f"{b['predicted_ms']:.3f}, {100 * (b['predicted_ms'] / scaled - 1):+.1f}% | "
+                         + (f"{c['predicted_ms']:.3f}, {100 * (c['predicted_ms'] / scaled - 1):+.1f}% | " if c else "- | ")
                          + (f"{old:.3f}, {100 * (old / scaled - 1):+.1f}% |" if before != list(r.kernels) else "same |"))
     lines += ["", "fit: `as_measured` is the predictor fitted on the table as measured (`reference_exponent=0`); "
               "`state` puts every row on the table's reference scale with the chosen exponent first, and "
-              "predicts at the table's state. scored against: the measured latencies (`as_measured`), the same put "
+              "predicts at the table's state; `state_no_layout` is the same fit (same exponent) without ONNX "
+              "Runtime's layout terms (the table's `device.nchwc` set to None). scored against: the measured latencies (`as_measured`), the same put "
               "on the predictor's scale by the reference timed beside each (`on_scale`: "
               "`LatencyPredictor.on_scale`), or divided by one scalar for the machine's state (`one_scalar`: the "
               "median predicted/measured over the spaces' held-out models).", "",

@@ -11,9 +11,9 @@ of its input and one of its output. A kernel timed alone pays both reorders ever
 - :func:`standalone_reorder_mbytes`: the megabytes a blocked kernel's stand-alone graph reorders, which the same
   kernel inside a model mostly does not (the predictor fits one shared cost per megabyte);
 - :func:`layout_state`: the layout a kernel leaves its output in, as a *state* for the predictor's transition
-  costs (the bit-width changes between layers): ``BLOCKED`` (32) for blocked float kernels, ``PLAIN`` (33) for
-  float kernels that need NCHW, the bit width for quantised weight layers, 0 for kernels that run in whatever
-  layout they are given (adds, activations). The costs of ``32>33`` and ``33>32`` are the reorders.
+  costs (the bit-width changes between layers): ``BLOCKED`` (32) for blocked float32 kernels, ``PLAIN`` (33)
+  for float32 kernels that need NCHW, the bit width for float16 and quantised weight layers, 0 for kernels that
+  run in whatever layout they are given (adds, activations) and for other float16 or quantised kernels. The costs of ``32>33`` and ``33>32`` are the reorders.
 
 The rule follows the transformer's source (a float convolution is blocked when it is dense with fewer input
 channels than the block or a multiple of the alignment; depthwise with a multiple of the alignment; grouped with
@@ -66,12 +66,9 @@ def layout_state(k: Kernel, nchwc: tuple[int, int] | None) -> int:
     layout on the device) a weight layer's state is its bit width and every other kernel is transparent: the
     predictor's bit-width transitions alone.
     """
-    bits = 8 if k.bits in (1, 2) else k.bits
     weight = k.op in ("conv", "linear")
-    if not nchwc:
-        return k.bits if weight else 0
-    if bits not in (16, 32):  # quantised: their own layout (QLinearConv runs NHWC), their bits as state
-        return k.bits if weight else 0
+    if not nchwc or k.bits != 32:  # quantised and float16 layers keep their bits (their casts and quantisers
+        return k.bits if weight else 0  # are the transitions that matter; QLinearConv runs NHWC)
     if k.op in _FOLLOWERS:
         return 0
     return BLOCKED if _blocked(k, nchwc) else PLAIN

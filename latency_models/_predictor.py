@@ -13,6 +13,12 @@ How it predicts. A model's latency is the sum of one *contribution* per kernel p
   ``phi(k) = (MMACs, MB of activations, MB of weights, 1)``, a physical model with a few shared parameters
   and penalised per-family deviations; ``lut`` then learns each distinct kernel's own relative deviation.
 
+On a device whose ONNX Runtime runs float convolutions in its channel-blocked layout (``device["nchwc"]``, see
+:mod:`latency_models._layout`), ``phi(k)`` also holds the megabytes ``k``'s stand-alone graph reorders (paid
+alone, not inside a model), and the changes of layout between consecutive kernels (blocked 32, plain NCHW 33)
+are priced like the bit-width changes: per change and per million elements crossing, with one shared cost per
+element in the physical stage.
+
 Everything is fitted by ridge regression in relative error; the strengths of the two penalties (per-family
 deviations, per-kernel lookup table) are chosen by exact leave-one-out cross-validation on the given rows,
 so the physical prior dominates with few rows and the lookup table takes over as rows accumulate.

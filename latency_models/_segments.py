@@ -2,7 +2,8 @@
 
 A model's prediction (see :mod:`latency_models._predictor`) is an intercept, a sum of per-kernel
 contributions, and the cost of every bit-width change between consecutive weight layers (conv / linear),
-plus the change back to float32 at the end. A *segment* is any contiguous run of a model's kernels; many
+plus the change back to float32 at the end (on a device with a blocked layout, the *state* of a float kernel is
+its layout, and its changes are priced the same way: "bits" below means that state). A *segment* is any contiguous run of a model's kernels; many
 models share segments (a search space's blocks recur across candidates). This module summarises a segment
 once, for one predictor:
 

@@ -61,7 +61,9 @@ def test_layout_states_and_standalone_reorders():
     split = Kernel(op="split", input_shape=(64, 8, 8), groups=2)
     add = Kernel(op="add", input_shape=(64, 8, 8))
     q = Kernel(op="conv", input_shape=(64, 8, 8), out_channels=64, kernel_size=1, bits=8)
-    assert [layout_state(k, nchwc) for k in (dense, first, odd, split, add, q)] == [BLOCKED, BLOCKED, PLAIN, PLAIN, 0, 8]
+    half = Kernel(op="conv", input_shape=(64, 8, 8), out_channels=64, kernel_size=1, bits=16)
+    assert [layout_state(k, nchwc) for k in (dense, first, odd, split, add, q, half)] == [
+        BLOCKED, BLOCKED, PLAIN, PLAIN, 0, 8, 16]
     # without a blocked layout: weight layers carry their bits, everything else is transparent
     assert [layout_state(k, None) for k in (dense, odd, split, add, q)] == [32, 32, 0, 0, 8]
     # input 64x8x8, output 58 channels padded to 64
@@ -84,6 +86,11 @@ def test_transitions_count_the_reorders_around_plain_kernels():
     assert tr == pytest.approx({"32>33": 2.0, "32>33:mel": 2 * mel, "33>32": 2.0, "33>32:mel": mel + 32 * 64 / 1e6})
     # no blocked layout: only bit-width changes between weight layers, as before
     assert _transitions([conv, split, half, concat, shuffle, conv], None) == {}
+    # a float16 layer keeps its casts, blocked layout or not
+    f16 = Kernel(op="conv", input_shape=(64, 8, 8), out_channels=64, kernel_size=1, bits=16)
+    for layout in (nchwc, None):
+        assert _transitions([conv, f16, conv], layout) == pytest.approx({"32>16": 1.0, "32>16:mel": mel,
+                                                                         "16>32": 1.0, "16>32:mel": mel})
 
 
 def _table(nchwc):
