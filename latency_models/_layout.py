@@ -83,7 +83,7 @@ def _out_elements(k: Kernel) -> int:
         pad = k.kernel_size // 2 if k.padding is None else k.padding
         oh = (h + 2 * pad - k.kernel_size) // k.stride + 1
         ow = (w + 2 * pad - k.kernel_size) // k.stride + 1
-        return (k.out_channels or c if k.op == "conv" else c) * oh * ow
+        return ((k.out_channels or c) if k.op == "conv" else c) * oh * ow
     if k.op == "global_avgpool":
         return c
     return c * h * w

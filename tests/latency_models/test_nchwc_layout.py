@@ -70,6 +70,9 @@ def test_layout_states_and_standalone_reorders():
     assert standalone_reorder_mbytes(dense, nchwc) == pytest.approx(4 * (64 * 64 + 64 * 64) / 1e6)
     # a first convolution reads the NCHW input directly: only its (16 x 16 x 16) output is reordered
     assert standalone_reorder_mbytes(first, nchwc) == pytest.approx(4 * 16 * 16 * 16 / 1e6)
+    # a blocked pool: its input and its (16 x 4 x 4) output
+    pool = Kernel(op="maxpool", input_shape=(16, 8, 8), kernel_size=3, stride=2)
+    assert standalone_reorder_mbytes(pool, nchwc) == pytest.approx(4 * (16 * 64 + 16 * 16) / 1e6)
     assert standalone_reorder_mbytes(odd, nchwc) == standalone_reorder_mbytes(split, nchwc) == 0.0
     assert standalone_reorder_mbytes(dense, None) == 0.0
 
