@@ -74,21 +74,6 @@ def layout_state(k: Kernel, nchwc: tuple[int, int] | None) -> int:
     return BLOCKED if _blocked(k, nchwc) else PLAIN
 
 
-def _out_elements(k: Kernel) -> int:
-    shape = k.input_shape
-    if k.op == "linear":
-        return k.out_channels or shape[0]
-    c, h, w = shape
-    if k.op in ("conv", "maxpool", "avgpool"):
-        pad = k.kernel_size // 2 if k.padding is None else k.padding
-        oh = (h + 2 * pad - k.kernel_size) // k.stride + 1
-        ow = (w + 2 * pad - k.kernel_size) // k.stride + 1
-        return ((k.out_channels or c) if k.op == "conv" else c) * oh * ow
-    if k.op == "global_avgpool":
-        return c
-    return c * h * w
-
-
 def standalone_reorder_mbytes(k: Kernel, nchwc: tuple[int, int] | None) -> float:
     """Megabytes the stand-alone graph of a blocked float kernel reorders (its input unless a dense
     convolution reads the NCHW input directly, and its output padded to whole blocks); 0 otherwise."""
@@ -98,10 +83,8 @@ def standalone_reorder_mbytes(k: Kernel, nchwc: tuple[int, int] | None) -> float
     skip_input = k.op == "conv" and k.groups == 1 and k.input_shape[0] < block
     c_in = -(-k.input_shape[0] // block) * block
     n_in = 0 if skip_input else c_in * math.prod(k.input_shape[1:])
-    out = _out_elements(k)
-    if k.op == "conv":
-        c = k.out_channels or k.input_shape[0]
-        out = out // c * (-(-c // block) * block)
+    out_shape = k.output_shape  # (C, H, W), or (C,) after global pooling
+    out = -(-out_shape[0] // block) * block * math.prod(out_shape[1:])
     return 4.0 * (n_in + out) / 1e6
 
 

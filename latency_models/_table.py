@@ -96,7 +96,7 @@ def device_info(*, name: str, description: str = "", threads: int = 1, runtime: 
             runtime_version = onnxruntime.__version__
         except ImportError:  # a table built from published numbers needs no runtime
             runtime_version = "unknown"
-    if isinstance(nchwc, str) and nchwc == "detect":
+    if nchwc == "detect":
         nchwc = None
         if runtime == "onnxruntime" and execution_provider == "CPUExecutionProvider":
             from latency_models._layout import nchwc_layout
