@@ -3,13 +3,16 @@
 At one input size (``--input-size``, the user's resolution): profile the built-in spaces (fbnet, mobilenet,
 shufflenet; ``--spaces``) within ``--budget-min`` minutes; add OTHER torchvision models (``--extra``, e.g. a
 ResNet-34 for a ResNet's plain 3x3 convolutions) with ``latency_models.profile_models``; time ``--n`` random
-held-out models per space (a different seed, never in the table: checked) and the torchvision exports to
-predict (``--torchvision``, never profiled); fit the predictor two ways: on the table as measured
+held-out models per space (a different seed, never in the table: checked; a random width per layer), ``--n-float``
+held-out whole float32 models per space (what a search ships where no quantisation pays) and the torchvision
+exports to predict (``--torchvision``, never profiled); fit the predictor two ways: on the table as measured
 (``reference_exponent=0``) and with the machine-state correction (``reference_exponent="auto"``: every row put
 on the table's reference scale with the exponent the fit's leave-one-out error chooses); report n, the share
 within ±5 % / ±10 %, RMSPE and Spearman, per space and for the torchvision models, against the latencies as
 measured, put on the predictor's scale by the reference timed beside each (``LatencyPredictor.on_scale``),
-and with one scalar for the machine's state taken out (the median of predicted/measured, reported).
+and with one scalar for the machine's state taken out (the median of predicted/measured, reported). When the
+table's calibration models include uniform-precision ones (profiles since 2026-12-03), the report also fits
+the same table on its random-width calibration models only and on the same number half uniform, side by side.
 
     python experiments/predictor_local.py --input-size 32 --budget-min 6 --n 30 \\
         --name predictor_local_32
@@ -18,7 +21,8 @@ Writes ``experiments/results/NAME.json`` and ``.md`` (the tables under ``experim
 The load average before, between and after is recorded: on a shared machine it decides how noisy timings are.
 
 ``--rescore NAME`` times nothing: it fits and scores again on the tables a previous run committed under
-``experiments/results/NAME/`` (``table.json.gz``, ``held.json.gz``, ``torchvision.json``), keeping that run's
+``experiments/results/NAME/`` (``table.json.gz``, ``held.json.gz``, ``held_float.json`` when the run timed
+it, ``torchvision.json``), keeping that run's
 command, duration and load averages. A table measured before tables recorded ONNX Runtime's blocked layout
 (``device["nchwc"]``, which the predictor's layout terms use) gets this machine's when it was measured on the
 same CPU with the same ONNX Runtime version (noted in the JSON and the report).
@@ -125,8 +129,43 @@ def _with_layout(table: LatencyTable, meta: dict) -> LatencyTable:
     return table
 
 
+def _uniform(row) -> bool | None:
+    """Whether a calibration model row has one bit width in all its layers (None: not a space's candidate)."""
+    if not row.candidate:
+        return None
+    return len({k.bits for k in row.kernels if k.op in ("conv", "linear")}) == 1
+
+
+def _calibration_ab(table: LatencyTable, groups: dict[str, list]) -> list[dict]:
+    """The calibration set's composition, side by side on one table: fitted on its calibration models with a
+    random width per layer only (what profiles drew before uniform-precision models), and on the same number
+    of rows, half of them uniform-precision models; the other models (``--extra``) in both. Scored on the
+    predictor's scale."""
+    mixed = [r for r in table.model_rows if _uniform(r) is False]
+    uniform = [r for r in table.model_rows if _uniform(r) is True]
+    other = [r for r in table.model_rows if _uniform(r) is None]
+    half = min(len(mixed) // 2, len(uniform))
+    if half < 8:
+        return []
+    out = []
+    for label, rows in ((f"random widths only: {len(mixed)} models", mixed),
+                        (f"{len(mixed) - half} random widths + {half} uniform", mixed[:len(mixed) - half] + uniform[:half])):
+        sub = LatencyTable(device=table.device, protocol=table.protocol, kernel_rows=table.kernel_rows,
+                           model_rows=rows + other)
+        pred = LatencyPredictor.fit(sub)
+        scores = {}
+        for group, rs in groups.items():
+            if rs:
+                s = _scores(pred, rs, 1.0)
+                errors = [r["predicted_ms"] / float(pred.on_scale(r["measured_ms"], r["reference_ms"])) - 1
+                          for r in s["rows"]] if "on_scale" in s else [r["predicted_ms"] / r["measured_ms"] - 1 for r in s["rows"]]
+                scores[group] = {**s.get("on_scale", s["as_measured"]), "median_error": float(np.median(errors))}
+        out.append({"calibration": label, "reference_exponent": pred.reference_exponent, "scores": scores})
+    return out
+
+
 def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable, space_names: list[str],
-           meta: dict) -> None:
+           meta: dict, held_float: LatencyTable | None = None) -> None:
     """Fit both ways, score, write ``NAME.json`` and ``NAME.md``, print the table."""
     work = RESULTS / name
     t0 = time.time()
@@ -143,9 +182,14 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
     res: dict = {}
     # one scalar per fit, taken over every held-out model of the spaces, applied to all groups
     scalars = {fit: _scalar(p, held.model_rows) for fit, p in fits.items()}
+    floats = held_float.model_rows if held_float is not None else []
     for label, rows in [*((s, [r for r in held.model_rows if r.source == s]) for s in space_names),
-                        ("spaces, all", held.model_rows), ("torchvision", tv.model_rows)]:
+                        ("spaces, all", held.model_rows),
+                        *((f"{s}, float32", [r for r in floats if r.source == s]) for s in space_names if floats),
+                        *((("spaces, float32, all", floats),) if floats else ()), ("torchvision", tv.model_rows)]:
         res[label] = {fit: _scores(p, rows, scalars[fit]) for fit, p in fits.items()}
+    ab = _calibration_ab(table, {"spaces, random widths": held.model_rows, "spaces, float32": floats,
+                                 "torchvision": tv.model_rows})
     ref = table.reference_ms
     state = fits["state"]
     result = {
@@ -153,7 +197,7 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
         "kernel_rows": len(table.kernel_rows), "model_rows": len(table.model_rows),
         "fit_seconds": {"as_measured": t_plain, "state": t_state},
         "reference_exponent": state.reference_exponent, "fit_info": {f: p.fit_info for f, p in fits.items()},
-        "one_scalar": scalars, "results": res,
+        "one_scalar": scalars, "results": res, "calibration_ab": ab,
         "targets": {"spaces": {"within_10": 0.95, "within_5": 0.80}, "torchvision": {"within_10": 0.90}},
     }
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -187,6 +231,16 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
                 lines.append(f"| {label} | {m['n']} | {med:.2f} | {fit} | {how}{extra} | "
                              f"{100 * m['within_5']:.1f}% | {100 * m['within_10']:.1f}% | {100 * m['rmspe']:.1f}% | "
                              f"{m['spearman']:.3f} |")
+    if ab:
+        lines += ["", "The calibration set's composition, side by side on this table (same kernel rows and other models; "
+                      "each fit chooses its exponent; on the predictor's scale; median error is predicted / measured - 1):", "",
+                  "| calibration models | exponent | " + " | ".join(f"{g}: within ±10% (±5%), RMSPE, median error"
+                                                           for g in ab[0]["scores"]) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in ab[0]["scores"]) + " |"]
+        for a in ab:
+            lines.append(f"| {a['calibration']} | {a['reference_exponent']:g} | " + " | ".join(
+                f"{100 * m['within_10']:.1f}% ({100 * m['within_5']:.1f}%), {100 * m['rmspe']:.1f}%, "
+                f"{100 * m['median_error']:+.1f}%" for m in a["scores"].values()) + " |")
     tv_rows = {fit: {r["source"]: r for r in res["torchvision"][fit]["rows"]} for fit in fits}
     if tv.model_rows:
         lines += ["", "Models outside the spaces, one by one (never profiled; `error` is predicted / measured - 1):", "",
@@ -223,6 +277,8 @@ def main() -> None:
     ap.add_argument("--spaces", default="fbnet,mobilenet,shufflenet")
     ap.add_argument("--budget-min", type=float, default=6.0)
     ap.add_argument("--n", type=int, default=30, help="held-out models per space")
+    ap.add_argument("--n-float", type=int, default=None,
+                    help="held-out whole float32 models per space (default: --n; 0: none)")
     ap.add_argument("--torchvision", default="mobilenet_v2,shufflenet_v2_x1_0,mnasnet1_0,resnet18",
                     help="torchvision models to predict (never profiled); e.g. add mobilenet_v3_small,"
                          "efficientnet_b0,regnet_y_400mf for squeeze-and-excitation, hard-swish and swish")
@@ -238,18 +294,22 @@ def main() -> None:
                          "--input-size, --spaces, --n, --torchvision) against the table of experiments/results/NAME/")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    args.n_float = args.n if args.n_float is None else args.n_float
     if args.rescore:
         work = RESULTS / args.rescore
         old = json.loads((RESULTS / f"{args.rescore}.json").read_text())
         table = _read(RESULTS / old.get("table_from", args.rescore), "table.json")  # a --retime run's is its source's
         held, tv = _read(work, "held.json"), _read(work, "torchvision.json")
+        has_float = (work / "held_float.json").exists() or (work / "held_float.json.gz").exists()
+        held_float = _read(work, "held_float.json") if has_float else None
         meta = {k: old[k] for k in ("command", "finished_utc", "profile_minutes", "held_out_overlap_with_table",
                                     "load_average_before_between_after", "table_from") if k in old}
         meta["extra"] = old.get("extra", "resnet34" if "--extra resnet34" in old["command"] else "")
         meta["rescored"] = f"python experiments/predictor_local.py --rescore {args.rescore}"
         meta["rescored_utc"] = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
         table = _with_layout(table, meta)
-        report(args.rescore, table, held, tv, list(dict.fromkeys(r.source for r in held.model_rows)), meta)
+        report(args.rescore, table, held, tv, list(dict.fromkeys(r.source for r in held.model_rows)), meta,
+               held_float)
         return
     name = args.name or (f"{args.retime}_retime" if args.retime else f"predictor_local_{args.input_size}")
     work = RESULTS / name
@@ -281,6 +341,8 @@ def main() -> None:
         t_profile = time.time() - t0
     loads.append(_load())
     held = measure_spaces(space_objs, n=args.n, device_name="karumi-dev-x86", out=work / "held.json")
+    held_float = (measure_spaces(space_objs, n=args.n_float, device_name="karumi-dev-x86", bits=32,
+                                 out=work / "held_float.json") if args.n_float else None)
     tv_models = [WorkloadModel(onnx=str(p), kernels=tuple(kernels_from_onnx(str(p))[0]), source=p.stem)
                  for p in tv_paths]
     tv = measure_models(tv_models, device_name="karumi-dev-x86", out=work / "torchvision.json")
@@ -290,18 +352,18 @@ def main() -> None:
     if overlap:
         raise SystemExit(f"{overlap} held-out models are in the table: not a held-out test")
     meta = {
-        "command": (f"python experiments/predictor_local.py --retime {args.retime} --input-size {size} --n {args.n} "
+        "command": (f"python experiments/predictor_local.py --retime {args.retime} --input-size {size} --n {args.n} --n-float {args.n_float} "
                     f"--spaces {args.spaces} --torchvision {args.torchvision} --name {name} (table: "
                     f"`{old['command']}`)") if args.retime else
                    (f"python experiments/predictor_local.py --input-size {size} "
                     f"--budget-min {args.budget_min:g} --n {args.n} --spaces {args.spaces} "
-                    f"--torchvision {args.torchvision} --extra {args.extra} --name {name}"),
+                    f"--n-float {args.n_float} --torchvision {args.torchvision} --extra {args.extra} --name {name}"),
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "profile_minutes": t_profile / 60.0, "held_out_overlap_with_table": overlap,
         "load_average_before_between_after": loads, "extra": ", ".join(extra_names),
         **({"table_from": args.retime} if args.retime else {}),
     }
-    report(name, table, held, tv, [s.name for s in space_objs], meta)
+    report(name, table, held, tv, [s.name for s in space_objs], meta, held_float)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from latency_models import PROTOCOL_NAME, LatencyPredictor, LatencyTable, cpu_na
 from search._cache import cache_dir
 from search._errors import InputError
 from search._objective import predict_latency
-from search._profiling import profile_spaces
+from search._profiling import CALIBRATION, profile_spaces
 
 if TYPE_CHECKING:
     import optuna
@@ -66,7 +66,8 @@ class Device:
 
 def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
     """What identifies a local profile: CPU, runtime version, threads, space and options, timing protocol
-    (a table measured under an older protocol is profiled again, not mixed)."""
+    (a table measured under an older protocol is profiled again, not mixed) and the calibration models'
+    design (:data:`search._profiling.CALIBRATION`)."""
     import platform
 
     import onnxruntime
@@ -79,6 +80,7 @@ def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
         "runtime_version": onnxruntime.__version__,
         "threads": int(threads),
         "protocol": PROTOCOL_NAME,
+        "calibration": CALIBRATION,
         "space": space.name,
         "options": options,
     }

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Sequence
 
-from latency_models import (LatencyPredictor, LatencyTable, Progress, WorkloadModel, measure_models, profile,
-                            write_workload)
+from latency_models import (BITS, LatencyPredictor, LatencyTable, Progress, WorkloadModel, measure_models,
+                            profile, write_workload)
 from spaces import SearchSpace, get_space
 
 __all__ = ["kernel_pool", "main", "measure_spaces", "profile_spaces", "space_models", "write_space_workload"]
@@ -41,17 +41,39 @@ def kernel_pool(spaces: Sequence[SearchSpace], *, n_per_space: int = POOL_CANDID
     return pool
 
 
-def _model(space: SearchSpace, rng: Any) -> WorkloadModel:
-    cand = space.sample(rng)
+#: Bit widths of the uniform-precision calibration models, in turn (float32 every second one).
+UNIFORM_BITS = (32, 8, 32, 16, 32, 4)
+#: Which calibration models a profile times (part of the search's device-cache key: a profile of random
+#: per-layer widths only, as before, is profiled again rather than reused).
+CALIBRATION = "random-and-uniform-widths/1"
+
+
+def _model(space: SearchSpace, rng: Any, bits: int | None = None) -> WorkloadModel:
+    cand = space.sample(rng) if bits is None else space.sample(rng, bits=(bits,))
     return WorkloadModel(onnx=space.onnx(cand), kernels=tuple(space.kernels(cand)), candidate=cand.to_dict(),
                          source=space.name)
 
 
+def calibration_bits(j: int, n_spaces: int) -> int | None:
+    """The bit width of every layer of the j-th calibration model, or None for random widths per layer.
+
+    The spaces take turns; every second turn draws a uniform-precision model (widths in turn from
+    :data:`UNIFORM_BITS`), the others a random width per layer. What a search ships (a float model on a
+    device that rewards no quantisation, a uniform compression from the search's starts) and models from
+    elsewhere (float exports) run without the quantise / dequantise nodes between layers that random widths
+    put in almost every model, and run differently in context: a profile of random widths only never sees
+    them whole."""
+    turn = j // n_spaces
+    return None if turn % 2 == 0 else UNIFORM_BITS[(turn // 2) % len(UNIFORM_BITS)]
+
+
 def space_models(spaces: Sequence[SearchSpace], *, seed: int = 0) -> Callable[[int], WorkloadModel]:
-    """``models(j)``: the j-th calibration model, a random candidate of the spaces in turn (deterministic)."""
+    """``models(j)``: the j-th calibration model, a random candidate of the spaces in turn (deterministic);
+    every second turn all its layers share one bit width (:func:`calibration_bits`)."""
     import numpy as np
 
-    return lambda j: _model(spaces[j % len(spaces)], np.random.default_rng([seed, 7, j]))
+    n = len(spaces)
+    return lambda j: _model(spaces[j % n], np.random.default_rng([seed, 7, j]), calibration_bits(j, n))
 
 
 def _space_options(spaces: Sequence[SearchSpace]) -> dict[str, Any]:
@@ -63,10 +85,11 @@ def _space_options(spaces: Sequence[SearchSpace]) -> dict[str, Any]:
 
 
 class _HeldOut(SequenceABC):
-    """``n`` random models per space, exported when first asked for (a held-out set can be long)."""
+    """``n`` random models per space, exported when first asked for (a held-out set can be long); with
+    ``bits``, every layer at that width."""
 
-    def __init__(self, spaces: Sequence[SearchSpace], n: int, seed: int) -> None:
-        self.spaces, self.n, self.seed = list(spaces), n, seed
+    def __init__(self, spaces: Sequence[SearchSpace], n: int, seed: int, bits: int | None = None) -> None:
+        self.spaces, self.n, self.seed, self.bits = list(spaces), n, seed, bits
 
     def __len__(self) -> int:
         return self.n * len(self.spaces)
@@ -76,7 +99,7 @@ class _HeldOut(SequenceABC):
 
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return _model(self.spaces[i % len(self.spaces)], np.random.default_rng([self.seed, i]))
+        return _model(self.spaces[i % len(self.spaces)], np.random.default_rng([self.seed, i]), self.bits)
 
 
 def profile_spaces(spaces: Sequence[SearchSpace], *, device_name: str, out: str | pathlib.Path,
@@ -114,12 +137,17 @@ def write_space_workload(spaces: Sequence[SearchSpace], folder: str | pathlib.Pa
 
 def measure_spaces(spaces: Sequence[SearchSpace], *, n: int, device_name: str, out: str | pathlib.Path | None = None,
                    threads: int = 1, seed: int = 1_000_003, timing: dict[str, Any] | None = None,
+                   bits: int | None = None,
                    on_progress: Callable[[float, float, str], None] | None = None) -> LatencyTable:
-    """Time ``n`` random whole models per space (held-out data: the seed differs from the profile's)."""
+    """Time ``n`` random whole models per space (held-out data: the seed differs from the profile's); with
+    ``bits`` (e.g. 32: whole float models, what a search ships where no quantisation pays) every layer of
+    every model at that width, else a random width per layer."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer")
+    if bits is not None and (isinstance(bits, bool) or bits not in BITS):
+        raise ValueError(f"bits={bits!r} is not allowed; allowed: one of {BITS}")
     spaces = list(spaces)
-    return measure_models(_HeldOut(spaces, n, seed), device_name=device_name, out=out, threads=threads,
+    return measure_models(_HeldOut(spaces, n, seed, bits), device_name=device_name, out=out, threads=threads,
                           timing=timing, spaces=[s.name for s in spaces], on_progress=on_progress)
 
 
@@ -174,7 +202,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     space_objs = _spaces(args)
     with Progress(args.n * len(args.space), "measuring", unit="model") as bar:
         table = measure_spaces(space_objs, n=args.n, device_name=args.device_name, out=args.out,
-                               threads=args.threads, seed=args.seed, on_progress=bar.report)
+                               threads=args.threads, seed=args.seed, bits=args.bits, on_progress=bar.report)
     print(f"{args.out}: {len(table.model_rows)} whole models timed")
     return 0
 
@@ -212,6 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--device-name", default="this-machine")
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--seed", type=int, default=1_000_003)
+    m.add_argument("--bits", type=int, default=None,
+                   help="every layer at this bit width (32: whole float models); default a random width per layer")
     m.set_defaults(func=_cmd_measure)
     return ap
 

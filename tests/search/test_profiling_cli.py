@@ -43,6 +43,8 @@ def test_the_device_cache_is_keyed_by_the_timing_protocol():
     fp = fingerprint(get_space("mobilenet", input_size=48), threads=1)
     assert fp["protocol"] == PROTOCOL_NAME == "karumi-interleaved/2"
     assert fp["options"]["input_size"] == 48
+    # profiles of random per-layer widths only (before uniform-precision calibration models) are not reused
+    assert fp["calibration"] == "random-and-uniform-widths/1"
 
 
 def test_the_prune_space_profile_is_keyed_by_the_teachers_architecture_not_its_weights():
@@ -68,3 +70,39 @@ def test_the_prune_space_profile_is_keyed_by_the_teachers_architecture_not_its_w
     c = builtin_teacher(in_channels=1, num_classes=10)
     c.conv1.stride = (2, 2)
     assert fp(c) != fp(a)
+
+
+def test_calibration_models_include_whole_float_and_uniform_models():
+    """Every second turn of the spaces is a uniform-precision model, float32 every second one of those: a
+    profile of random per-layer widths alone never times a model without quantise / dequantise nodes."""
+    from search._profiling import UNIFORM_BITS, calibration_bits, space_models
+    from spaces import get_space
+
+    spaces = [get_space("mobilenet"), get_space("shufflenet")]
+    make = space_models(spaces, seed=3)
+    widths = []
+    for j in range(12):
+        m = make(j)
+        assert m.source == spaces[j % 2].name
+        widths.append({k.bits for k in m.kernels if k.op in ("conv", "linear")})
+    assert [calibration_bits(j, 2) for j in range(12)] == [None, None, 32, 32, None, None, 8, 8, None, None, 32, 32]
+    assert widths[2] == widths[3] == widths[10] == {32} and widths[6] == widths[7] == {8}
+    assert all(len(w) > 1 for j, w in enumerate(widths) if calibration_bits(j, 2) is None)
+    assert UNIFORM_BITS.count(32) * 2 == len(UNIFORM_BITS)
+    # deterministic: the same seed gives the same models
+    assert make(6).candidate == space_models(spaces, seed=3)(6).candidate
+
+
+def test_measure_whole_float_models_and_a_bad_width_is_one_line(tmp_path, capsys):
+    from latency_models import LatencyTable
+
+    out = tmp_path / "float.json"
+    assert main(["measure", "--space", "mobilenet", "--input-size", "16", "--n", "2", "--bits", "32",
+                 "--out", str(out)]) == 0
+    rows = LatencyTable.load(out).model_rows
+    assert len(rows) == 2 and all(r.latency_ms > 0 for r in rows)
+    assert {k.bits for r in rows for k in r.kernels if k.op in ("conv", "linear")} == {32}
+    capsys.readouterr()  # the progress lines of the run above
+    assert main(["measure", "--space", "mobilenet", "--n", "1", "--bits", "3", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bits=3 is not allowed" in err[0] and "(1, 2, 4, 8, 16, 32)" in err[0]
