@@ -20,6 +20,7 @@ whether a context factor fitted on the spaces' convolutions (log ratio on log we
 over to the exports. Every compared convolution is in the JSON.
 
     python experiments/in_context_kernels.py --input-size 128 --n 6 --name in_context_kernels_128
+    python experiments/in_context_kernels.py --input-size 128 --n 6 --bits 32 --name in_context_kernels_128_fp32
 """
 
 from __future__ import annotations
@@ -46,9 +47,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from _common import loadavg, write_json  # noqa: E402
 
 import spaces  # noqa: E402
-from latency_models import Kernel  # noqa: E402
-from latency_models._microgen import kernel_graph  # noqa: E402
-from latency_models._onnx_graph import kernels_from_onnx  # noqa: E402
+from latency_models import BITS, Kernel, kernel_graph, kernels_from_onnx  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 _CONV_OPS = ("Conv", "FusedConv")
@@ -118,8 +117,10 @@ def _kind(sig: tuple) -> str:
     return f"depthwise k{ks}" if g == cin == cout else f"grouped k{ks}"
 
 
-def _models(size: int, n: int, tv_names: list[str], folder: pathlib.Path) -> list[tuple[str, str, bytes]]:
-    """(group, name, ONNX bytes): ``n`` random models per built-in space (their own seed) and the exports."""
+def _models(size: int, n: int, tv_names: list[str], folder: pathlib.Path,
+            bits: int | None = None) -> list[tuple[str, str, bytes]]:
+    """(group, name, ONNX bytes): ``n`` random models per built-in space (their own seed; with ``bits``, every
+    layer at that width) and the exports."""
     import onnx
 
     out = []
@@ -127,7 +128,7 @@ def _models(size: int, n: int, tv_names: list[str], folder: pathlib.Path) -> lis
         space = spaces.get_space(space_name, input_size=size)
         rng = np.random.default_rng([20261202, size])
         for i in range(n):
-            model = space.onnx(space.sample(rng))
+            model = space.onnx(space.sample(rng) if bits is None else space.sample(rng, bits=(bits,)))
             data = model if isinstance(model, bytes) else (
                 pathlib.Path(model).read_bytes() if isinstance(model, (str, os.PathLike)) else model.SerializeToString())
             out.append(("spaces", f"{space_name}_{i}", data))
@@ -154,16 +155,22 @@ def main() -> None:
                                               "efficientnet_b0,mobilenet_v3_small,regnet_y_400mf")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=200, help="profiled runs per session")
+    ap.add_argument("--bits", type=int, default=None,
+                    help="every layer of the spaces' models at this width (32: whole float models); default a random "
+                         "width per layer, as the predictor's calibration models drew before 2026-12-03")
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.input_size < 16 or args.n < 0 or args.rounds < 1 or args.runs < 8:
         raise SystemExit("--input-size must be >= 16, --n >= 0, --rounds >= 1 and --runs >= 8")
+    if args.bits is not None and args.bits not in BITS:
+        raise SystemExit(f"--bits {args.bits} is not allowed; allowed: one of {BITS}")
     name = args.name or f"in_context_kernels_{args.input_size}"
     loads = [loadavg()]
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        models = _models(args.input_size, args.n, [s for s in args.torchvision.split(",") if s], pathlib.Path(tmp))
+        models = _models(args.input_size, args.n, [s for s in args.torchvision.split(",") if s], pathlib.Path(tmp),
+                         args.bits)
         kernels: dict[str, dict[tuple, Kernel]] = {}
         for _, mname, data in models:  # the kernel listing (activation, padding) for each signature
             ks, _ = kernels_from_onnx(__import__("onnx").load_from_string(data))
@@ -245,7 +252,8 @@ def main() -> None:
                                      "median_ratio": float(np.median(a[:, 0] / a[:, 1]))}
     result = {
         "command": (f"python experiments/in_context_kernels.py --input-size {args.input_size} --n {args.n} "
-                    f"--torchvision {args.torchvision} --rounds {args.rounds} --runs {args.runs} --name {name}"),
+                    f"--torchvision {args.torchvision} --rounds {args.rounds} --runs {args.runs}"
+                    + (f" --bits {args.bits}" if args.bits else "") + f" --name {name}"),
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "minutes": (time.time() - started) / 60.0, "load_average_before_after": loads,
         "onnxruntime": __import__("onnxruntime").__version__, "float_conv_nodes_not_compared": unmatched,
