@@ -221,6 +221,16 @@ def _kernel_list(model: Any, where: str) -> list[Kernel]:
     )
 
 
+def _measured_models(rows: Sequence[Any]) -> dict[tuple[Kernel, ...], float]:
+    """The median latency of each distinct whole model among ``rows`` that is not a space's candidate (timed
+    into the table by ``profile_models``: a teacher, other models)."""
+    by: dict[tuple[Kernel, ...], list[float]] = {}
+    for r in rows:
+        if not r.candidate:
+            by.setdefault(tuple(r.kernels), []).append(float(r.latency_ms))
+    return {ks: float(np.median(v)) for ks, v in by.items()}
+
+
 def _nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int = 200) -> np.ndarray:
     """Non-negative least squares, min ||a x - b|| with x >= 0 (Lawson and Hanson's active-set method)."""
     n = a.shape[1]
@@ -261,7 +271,8 @@ class LatencyPredictor:
                  min_model_ms: float = 0.0, fit_info: Mapping[str, Any] | None = None,
                  prior: Sequence["LatencyPredictor"] = (), prior_weights: Sequence[float] = (),
                  own_weight: float = 1.0, blend_intercept_ms: float = 0.0, reference_ms: float | None = None,
-                 reference_exponent: float = 0.0) -> None:
+                 reference_exponent: float = 0.0,
+                 measured_models: Mapping[tuple[Kernel, ...], float] | None = None) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -295,6 +306,11 @@ class LatencyPredictor:
         #: (0: the rows were taken as measured); see :meth:`on_scale`
         self.reference_ms = None if reference_ms is None else float(reference_ms)
         self.reference_exponent = float(reference_exponent)
+        #: whole models outside the spaces that the table timed (``profile_models``: a teacher, other
+        #: models), by their kernel list: the same model given as ONNX is predicted at its measured latency
+        #: (the median of its rows, on the predictor's scale)
+        self.measured_models = {tuple(ks): float(v) for ks, v in (measured_models or {}).items()}
+        self._measured_lengths = {len(ks) for ks in self.measured_models}
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
 
@@ -522,7 +538,8 @@ class LatencyPredictor:
                    intercept_ms=intercept0 + float(coef[0]) * 1.0, theta0=theta0, family_mult=fam_mult,
                    lut_ms=lut_ms, gene_ms=gene_ms, gene_mean_ms=gene_mean, t_floor_ms=floor,
                    family_count_ms=fam_count_ms, transition_ms=trans_ms,
-                   kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info)
+                   kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info,
+                   measured_models=_measured_models(rows))
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -632,7 +649,9 @@ class LatencyPredictor:
         ``genes`` (``candidate.genes``) refine a predictor fitted on model rows that recorded their
         candidates' genes (a per-gene-value lookup table, e.g. from a published benchmark); other predictors
         ignore them. ONNX operators without a kernel raise an :class:`UnknownOperatorWarning` naming them and
-        count as 0 ms: the prediction then covers the known kernels only.
+        count as 0 ms: the prediction then covers the known kernels only. An ONNX model that the table timed
+        whole outside the spaces (``profile_models``: a teacher, other models) is predicted at its measured
+        latency on the predictor's scale, not by the fit.
         """
         return float(self.predict_many([model], genes=None if genes is None else [genes])[0])
 
@@ -645,9 +664,11 @@ class LatencyPredictor:
         than every measured one is never predicted at or below 0 ms by an extrapolating intercept.
         """
         lists = []
+        files = []  # whole models given as ONNX
         for i, model in enumerate(models):
             if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "ModelProto":
                 lists.append(self._onnx_kernels(model))
+                files.append(i)
             else:
                 lists.append(_kernel_list(model, f"models[{i}]"))
         if genes is not None and len(genes) != len(lists):
@@ -671,6 +692,13 @@ class LatencyPredictor:
                 if w > 0:
                     out += w * p.predict_many(lists, genes=gs)
             out = np.maximum(out, self.min_model_ms)
+        # An ONNX model the table timed whole is its own best prediction. (Kernel lists, the spaces'
+        # candidates, keep the fitted value, which the compiled path of the spaces reproduces.)
+        for i in files:
+            if len(lists[i]) in self._measured_lengths:
+                v = self.measured_models.get(tuple(lists[i]))
+                if v is not None:
+                    out[i] = v
         return out
 
     @staticmethod
@@ -714,6 +742,8 @@ class LatencyPredictor:
             "reference_ms": self.reference_ms,
             "reference_exponent": self.reference_exponent,
             "fit_info": self.fit_info,
+            "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
+                                for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
                          "prior_weights": self.prior_weights, "prior": [p.to_dict() for p in self.prior]}
             if self.prior else None,
@@ -737,7 +767,9 @@ class LatencyPredictor:
                        t_floor_ms=data["t_floor_ms"], family_count_ms=data["family_count_ms"],
                        transition_ms=data["transition_ms"], kernel_model=KernelModel.from_dict(km) if km else None,
                        min_model_ms=data.get("min_model_ms", 0.0), fit_info=data.get("fit_info"),
-                       reference_ms=data.get("reference_ms"), reference_exponent=data.get("reference_exponent", 0.0))
+                       reference_ms=data.get("reference_ms"), reference_exponent=data.get("reference_exponent", 0.0),
+                       measured_models={tuple(Kernel.from_dict(k) for k in m["kernels"]): m["latency_ms"]
+                                        for m in data.get("measured_models") or []})
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

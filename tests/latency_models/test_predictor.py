@@ -349,3 +349,34 @@ def test_a_costly_activation_has_its_own_family_and_falls_back_to_the_plain_conv
     assert model.predict([swish])[0] == pytest.approx(0.40, rel=0.15)
     # a scale reads its input and the (C, 1, 1) factors, and writes its output
     assert physical([Kernel("scale", (8, 4, 4))])[0, 1] == pytest.approx((2 * 8 * 16 + 8) * 4 / 1e6)
+
+
+
+def test_an_onnx_model_timed_whole_outside_the_spaces_is_predicted_at_its_measurement(synthetic, tmp_path):
+    """profile_models times a teacher whole: the predictor returns its measured latency (the median of its
+    rows) for that ONNX model, in predict and predict_many, after a JSON round trip too; its kernel list, and
+    the space's candidates, keep the fitted value (which the spaces' compiled path reproduces)."""
+    pytest.importorskip("torch")
+    from latency_models import kernels_from_onnx
+    from spaces.compress import export_onnx
+
+    cands, kernels, y = synthetic
+    table = _measured("synthetic", spaces.get_space("mobilenet"), cands[:60], y[:60])
+    teacher = export_onnx(spaces.builtin_teacher(in_channels=3, num_classes=10), (3, 32, 32))
+    outside = kernels_from_onnx(teacher)[0]
+    truth = 1.7 * _true_ms(outside)  # runs slower than the space's models suggest
+    for f in (1.0, 1.1, 0.9):
+        table.add_model(outside, f * truth, source="teacher:x")
+    pred = LatencyPredictor.fit(table)
+    fitted = pred.predict(outside)
+    assert fitted != pytest.approx(truth, rel=1e-6)  # the fit alone does not give it
+    assert pred.predict(teacher) == pytest.approx(truth, rel=1e-12)
+    path = tmp_path / "teacher.onnx"
+    path.write_bytes(teacher.SerializeToString())
+    np.testing.assert_allclose(pred.predict_many([kernels[61], str(path), outside]),
+                               [pred.predict(kernels[61]), truth, fitted], rtol=1e-12)
+    pred.save(tmp_path / "p.json")
+    back = LatencyPredictor.load(tmp_path / "p.json")
+    assert back.predict(str(path)) == pytest.approx(truth, rel=1e-12)
+    np.testing.assert_array_equal(back.predict_many(kernels[100:140]), pred.predict_many(kernels[100:140]))
+    assert tuple(kernels[0]) not in pred.measured_models  # the space's candidates are never looked up
