@@ -14,7 +14,7 @@ import logging
 import pathlib
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import onnx
 
@@ -208,7 +208,7 @@ class _Job:
         as predicted."""
         budget = float(self.opts.budget_ms)
         graph = self._teacher_graph()
-        teacher_ms = self._teacher_ms()
+        teacher_ms = self._teacher_ms(kernels_from_onnx(graph)[0])
         self.teacher_known = model_name(graph, "teacher") in self.device.model_sources
         self.search_budget_ms = budget
         if not self.teacher_known:
@@ -387,21 +387,17 @@ class _Job:
             self.device = add_models(self.device, [graph], names=[model_name(graph, "teacher")],
                                      on_progress=bar.report)
 
-    def _teacher_ms(self) -> float:
-        """The teacher's latency on the device: its measurement when the table timed it whole (the predictor
-        returns it for the ONNX graph), else the fit's extrapolation."""
-        import warnings
-
-        from latency_models import UnknownOperatorWarning
-
-        with warnings.catch_warnings():  # unknown operators count 0 ms, as in the kernel listing
-            warnings.simplefilter("ignore", UnknownOperatorWarning)
-            return float(self.device.predictor.predict(self._teacher_graph()))
+    def _teacher_ms(self, kernels: Sequence[Any]) -> float:
+        """The teacher's latency on the device: its measurement when the table timed it whole (what the
+        predictor returns for its ONNX graph), else the fit's extrapolation."""
+        pred = self.device.predictor
+        measured = pred.measured_models.get(tuple(kernels))
+        return float(measured) if measured is not None else float(pred.predict(kernels))
 
     def _teacher_entry(self) -> ParetoEntry:
         path = self._teacher_onnx()
         kernels, _unknown = kernels_from_onnx(self._teacher_graph())
-        latency = self._teacher_ms()
+        latency = self._teacher_ms(kernels)
         return ParetoEntry(trial=None, candidate={"teacher": str(self.opts.teacher), "onnx": path.name},
                            accuracy=float(self.teacher.val_accuracy), latency_ms=latency,
                            size_bytes=int(round(sum(k.weight_bytes for k in kernels))),
