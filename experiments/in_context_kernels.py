@@ -2,10 +2,12 @@
 per-node profiler (no model of ours in between).
 
 The latency predictor sums the times of kernels each timed alone, in a one-kernel graph
-(``latency_models._microgen.kernel_graph``, the graph the profiler times), and corrects the sum with terms fitted
+(``latency_models.kernel_graph``, the graph the profiler times), and corrects the sum with terms fitted
 on the spaces' whole models. This experiment measures how far the kernel itself moves when it runs inside a
 model: for every model it opens an ONNX Runtime session with ``enable_profiling`` (``ORT_ENABLE_ALL``, 1 thread,
-as deployed), reads each node's time, and profiles every distinct convolution of the model alone the same way.
+the session options of a deployment) in this script's own process (torch loaded, not the timing protocol's
+ONNX-Runtime-only worker: the node times are a diagnostic, compared as ratios taken side by side), reads each
+node's time, and profiles every distinct convolution of the model alone the same way.
 Compared: float32 convolution nodes, matched to their kernel by input, weight and output shapes (a 4-bit layer
 and a float16 one also run as a float ``Conv``, behind a ``DequantizeLinear`` or ``Cast``: a shape that such a layer
 of the model shares is left out; the spaces' random models are mixed precision, so most of their time is). Both sides are ONNX Runtime's ``*_kernel_time`` of the convolution node (the reorders around a stand-alone one
@@ -41,6 +43,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -58,8 +62,6 @@ _SIZE_BINS = ((1, 16), (17, 64), (65, 256), (257, 1024), (1025, 10**9))
 def _profile(model: bytes, runs: int, tmp: str) -> tuple[list[dict], float]:
     """One profiled session: per node (in execution order) its op, shapes and median time in ms over the
     last three quarters of ``runs``; and the median ``model_run`` time in ms."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
@@ -121,8 +123,6 @@ def _models(size: int, n: int, tv_names: list[str], folder: pathlib.Path,
             bits: int | None = None) -> list[tuple[str, str, bytes]]:
     """(group, name, ONNX bytes): ``n`` random models per built-in space (their own seed; with ``bits``, every
     layer at that width) and the exports."""
-    import onnx
-
     out = []
     for space_name in ("fbnet", "mobilenet", "shufflenet"):
         space = spaces.get_space(space_name, input_size=size)
@@ -173,7 +173,7 @@ def main() -> None:
                          args.bits)
         kernels: dict[str, dict[tuple, Kernel]] = {}
         for _, mname, data in models:  # the kernel listing (activation, padding) for each signature
-            ks, _ = kernels_from_onnx(__import__("onnx").load_from_string(data))
+            ks, _ = kernels_from_onnx(onnx.load_from_string(data))
             by_sig: dict[tuple, set[Kernel]] = collections.defaultdict(set)
             for k in ks:
                 if k.op == "conv":
@@ -256,12 +256,17 @@ def main() -> None:
                     + (f" --bits {args.bits}" if args.bits else "") + f" --name {name}"),
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "minutes": (time.time() - started) / 60.0, "load_average_before_after": loads,
-        "onnxruntime": __import__("onnxruntime").__version__, "float_conv_nodes_not_compared": unmatched,
+        "onnxruntime": ort.__version__, "float_conv_nodes_not_compared": unmatched,
         "float_conv_ms_not_compared": unmatched_ms, "models": per_model, "pooled": summary,
         "transfer": _transfer(convs), "convs": convs,
     }
     write_json(RESULTS / f"{name}.json", result)
     _markdown(name, result)
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    return float(np.corrcoef(rank(a), rank(b))[0, 1])
 
 
 def _features(convs: list[dict]) -> np.ndarray:
@@ -285,12 +290,11 @@ def _transfer(convs: list[dict]) -> dict:
     w = np.sqrt([c["alone_ms"] for c in fit])
     coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
     out["coefficients"] = dict(zip(("intercept", "log_weight_mb", "log_out_mb", "depthwise"), map(float, coef)))
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     for group in ("spaces", "torchvision"):
         cs = [c for c in plain if c["group"] == group]
         if len(cs) >= 3:
-            r = [c["in_model_ms"] / c["alone_ms"] for c in cs]
-            out[f"spearman_ratio_weight_{group}"] = float(np.corrcoef(rank([c["weight_bytes"] for c in cs]), rank(r))[0, 1])
+            out[f"spearman_ratio_weight_{group}"] = _spearman([c["weight_bytes"] for c in cs],
+                                                             [c["in_model_ms"] / c["alone_ms"] for c in cs])
     per_model = []
     for mname in dict.fromkeys(c["model"] for c in plain if c["group"] == "torchvision"):
         cs = [c for c in plain if c["model"] == mname]
@@ -308,8 +312,8 @@ def _markdown(name: str, r: dict) -> None:
              f"Command: `{r['command']}`  ",
              f"Finished {r['finished_utc']} after {r['minutes']:.1f} min; ONNX Runtime {r['onnxruntime']}; load average "
              f"(1/5/15 min) before / after: {r['load_average_before_after'][0]} / {r['load_average_before_after'][1]} "
-             f"on 2 shared cores. Times are ONNX Runtime's own per-node profile (`enable_profiling`), fastest median "
-             f"over interleaved rounds.", "",
+             f"on 2 shared cores. Times are ONNX Runtime's own per-node profile (`enable_profiling`) in the script's "
+             f"process, fastest median over interleaved rounds.", "",
              "| group | model | weights MB | run ms | nodes (sum ms) | convs in model ms | same convs alone ms | ratio | with fused add: in model / alone ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in r["models"]:
@@ -319,9 +323,8 @@ def _markdown(name: str, r: dict) -> None:
                      f"{m['conv_fused_add_in_model_ms']:.3f} / {m['conv_fused_add_alone_ms']:.3f} |")
     w = [m["weight_bytes"] for m in r["models"] if m["conv_ratio"]]
     q = [m["conv_ratio"] for m in r["models"] if m["conv_ratio"]]
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     lines += ["", f"Spearman correlation of the models' convolution ratio with their weight bytes: "
-                  f"{np.corrcoef(rank(w), rank(q))[0, 1]:.2f} ({len(w)} models)."]
+                  f"{_spearman(w, q):.2f} ({len(w)} models)."]
     lines += ["", f"Float convolution nodes left out (their shape is shared with a 4-, 8- or 16-bit layer of the model, "
                   f"whose weights also reach a float Conv node, or does not read back as one of its kernels, e.g. "
                   f"channels padded to the block): "
