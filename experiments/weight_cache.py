@@ -49,8 +49,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from experiments._common import loadavg, write_json  # noqa: E402
-from latency_models import measure_interleaved  # noqa: E402
-from latency_models._microgen import IR_VERSION, OPSET  # noqa: E402
+from latency_models import measure_interleaved, reference_model  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -80,14 +79,14 @@ def chain(channels: int, k: int, hw: int, groups: int, count: int, seed: int) ->
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, hw, hw])],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, channels, hw, hw])],
                               initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    ref = reference_model()  # the opset and IR version of the project's own graphs
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ref.opset_import[0].version)],
+                             ir_version=ref.ir_version)
 
 
 def _cold_ms(pred, kernels: list, ms_per_mb: float, cache_mb: float, compute_bound: float) -> float:
     """The cold-weights cost of one model (see the module's docstring)."""
-    from latency_models._features import physical
-
-    w = physical(kernels)[:, 2]
+    w = np.array([_weight_mb(k) for k in kernels])
     total = float(w.sum())
     ramp = min(max((total - cache_mb / 2) / (cache_mb / 2), 0.0), 1.0)
     if ramp == 0.0:
@@ -97,11 +96,20 @@ def _cold_ms(pred, kernels: list, ms_per_mb: float, cache_mb: float, compute_bou
     return ramp * float(np.sum(np.where((w > 0) & (alone < compute_bound * memory), memory, 0.0)))
 
 
+def _weight_mb(k) -> float:
+    """Megabytes of a convolution's or linear layer's weights (0 for other kernels)."""
+    if k.op == "conv":
+        return k.out_channels * k.input_shape[0] // k.groups * k.kernel_size**2 * k.bits / 8 / 1e6
+    if k.op == "linear":
+        return k.out_channels * k.input_shape[0] * k.bits / 8 / 1e6
+    return 0.0
+
+
 def apply(names: list[str], ms_per_mb: float, cache_mb: float, compute_bound: float, out_name: str) -> None:
     """Score committed predictor_local tables with and without the cold-weights cost."""
     import json
 
-    import predictor_local as pl
+    from experiments import predictor_local as pl
 
     from latency_models import LatencyPredictor, accuracy_metrics
 
@@ -154,7 +162,6 @@ def main() -> None:
     ap.add_argument("--compute-bound", type=float, default=10.0)
     args = ap.parse_args()
     if args.apply:
-        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
         apply(args.apply, args.ms_per_mb, args.cache_mb, args.compute_bound, args.name)
         return
     t0, loads = time.time(), [loadavg()]
