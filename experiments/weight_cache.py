@@ -127,15 +127,23 @@ def apply(names: list[str], ms_per_mb: float, cache_mb: float, compute_bound: fl
             cold = np.array([_cold_ms(pred, list(r.kernels), ms_per_mb, cache_mb, compute_bound) for r in rows])
             before, after = accuracy_metrics(predicted, measured), accuracy_metrics(predicted + cold, measured)
             per_model = [{"model": r.source.rsplit("/", 1)[-1], "error_before": float(p / m - 1),
-                          "error_after": float((p + c) / m - 1), "cold_ms": float(c)}
+                          "error_after": float((p + c) / m - 1), "cold_ms": float(c),
+                          "beyond_range": pred.beyond_range(list(r.kernels))}
                          for r, p, m, c in zip(rows, predicted, measured, cold)]
             results.append({"table": name, "group": group, "before": before, "after": after,
                             "models_with_cost": int((cold > 0).sum()), "per_model": per_model if "export" in group else None})
             lines.append(f"| {name} | {group} ({len(rows)}) | {int((cold > 0).sum())} | {before['within_10']:.1%} / "
                          f"{before['rmspe']:.1%} | {after['within_10']:.1%} / {after['rmspe']:.1%} |")
             if "export" in group:
-                lines.append("| | " + ", ".join(f"{d['model']}: {d['error_before']:+.0%} → {d['error_after']:+.0%}"
+                lines.append("| | " + ", ".join(f"{d['model']}{' (flagged)' if d['beyond_range'] else ''}: "
+                                                 f"{d['error_before']:+.0%} → {d['error_after']:+.0%}"
                                                  for d in per_model) + " | | | |")
+                flagged = [abs(d["error_before"]) for d in per_model if d["beyond_range"]]
+                other = [abs(d["error_before"]) for d in per_model if not d["beyond_range"]]
+                lines.append(f"| | flagged by `LatencyPredictor.beyond_range` (more weights than the fifth heaviest "
+                             f"fitted model, `heaviest_weight_mb` {', '.join(f'{w:.1f}' for w in pred.heaviest_weight_mb)}): "
+                             f"{len(flagged)}, mean \\|error\\| before {np.mean(flagged) if flagged else float('nan'):.0%}; "
+                             f"not flagged: {len(other)}, {np.mean(other) if other else float('nan'):.0%} | | | |")
     command = "python experiments/weight_cache.py " + " ".join(sys.argv[1:])
     write_json(RESULTS / f"{out_name}.json", {"command": command, "ms_per_mb": ms_per_mb, "cache_mb": cache_mb,
                                               "compute_bound": compute_bound, "results": results})

@@ -18,6 +18,7 @@ from latency_models._worker import PROTOCOL_NAME
 __all__ = [
     "ACTIVATIONS",
     "BITS",
+    "CalibrationRangeWarning",
     "KERNEL_OPS",
     "Kernel",
     "LatencyPredictor",
@@ -52,6 +53,7 @@ __all__ = [
 _LAZY = {
     "LatencyPredictor": "latency_models._predictor",
     "UnknownOperatorWarning": "latency_models._predictor",
+    "CalibrationRangeWarning": "latency_models._predictor",
     "SegmentPredictor": "latency_models._segments",
     "SegmentSummary": "latency_models._segments",
     "WorkloadModel": "latency_models._profile",

@@ -57,7 +57,7 @@ from latency_models._kernel_model import KernelModel
 from latency_models._layout import BLOCKED, PLAIN, layout_state, standalone_reorder_mbytes
 from latency_models._table import LatencyTable, read_json
 
-__all__ = ["LatencyPredictor", "UnknownOperatorWarning"]
+__all__ = ["CalibrationRangeWarning", "LatencyPredictor", "UnknownOperatorWarning"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,19 @@ REFERENCE_EXPONENTS = (0.0, 1.0, 2.0, 3.0, 4.0)
 _EXPONENT_STEP = 0.5
 #: Fewest distinct reference timings among the model rows for the exponent to be chosen from the data.
 MIN_STATE_REFERENCES = 8
+#: A model given as ONNX with more weights than all but this many of the fitted whole models is flagged
+#: (:class:`CalibrationRangeWarning`).
+MIN_COVERING_ROWS = 5
 
 
 class UnknownOperatorWarning(UserWarning):
     """An ONNX model contains operators the predictor has no kernel for (they are predicted as 0 ms)."""
+
+
+class CalibrationRangeWarning(UserWarning):
+    """A model given as ONNX has more megabytes of weights than (nearly) every whole model the predictor was
+    fitted on: its prediction extrapolates. On a CPU, a model whose weights outgrow the cache reads them from
+    memory on every run, which kernels timed alone never do (``experiments/weight_cache.py``)."""
 
 
 def _ridge_loo(xt: np.ndarray, yt: np.ndarray, pen: np.ndarray) -> tuple[np.ndarray, float]:
@@ -231,6 +240,12 @@ def _measured_models(rows: Sequence[Any]) -> dict[tuple[Kernel, ...], float]:
     return {ks: float(np.median(v)) for ks, v in by.items()}
 
 
+def _heaviest(rows: Sequence[Any], weight_mb: np.ndarray) -> list[float]:
+    """The megabytes of weights of the :data:`MIN_COVERING_ROWS` heaviest distinct models among ``rows``."""
+    by_model = {tuple(r.kernels): float(w) for r, w in zip(rows, weight_mb)}
+    return sorted(by_model.values())[-MIN_COVERING_ROWS:]
+
+
 def _nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int = 200) -> np.ndarray:
     """Non-negative least squares, min ||a x - b|| with x >= 0 (Lawson and Hanson's active-set method)."""
     n = a.shape[1]
@@ -272,7 +287,8 @@ class LatencyPredictor:
                  prior: Sequence["LatencyPredictor"] = (), prior_weights: Sequence[float] = (),
                  own_weight: float = 1.0, blend_intercept_ms: float = 0.0, reference_ms: float | None = None,
                  reference_exponent: float = 0.0,
-                 measured_models: Mapping[tuple[Kernel, ...], float] | None = None) -> None:
+                 measured_models: Mapping[tuple[Kernel, ...], float] | None = None,
+                 heaviest_weight_mb: Sequence[float] | None = None) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -311,6 +327,10 @@ class LatencyPredictor:
         #: (the median of its rows, on the predictor's scale)
         self.measured_models = {tuple(ks): float(v) for ks, v in (measured_models or {}).items()}
         self._measured_lengths = {len(ks) for ks in self.measured_models}
+        #: the megabytes of weights of the :data:`MIN_COVERING_ROWS` heaviest whole models the predictor was
+        #: fitted on, ascending (None: not recorded, a predictor saved before they were): an ONNX model heavier
+        #: than the lightest of them is flagged with a :class:`CalibrationRangeWarning`
+        self.heaviest_weight_mb = None if heaviest_weight_mb is None else sorted(float(w) for w in heaviest_weight_mb)
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
 
@@ -539,7 +559,8 @@ class LatencyPredictor:
                    lut_ms=lut_ms, gene_ms=gene_ms, gene_mean_ms=gene_mean, t_floor_ms=floor,
                    family_count_ms=fam_count_ms, transition_ms=trans_ms,
                    kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info,
-                   measured_models=_measured_models(rows))
+                   measured_models=_measured_models(rows),
+                   heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]))
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -665,10 +686,12 @@ class LatencyPredictor:
         """
         lists = []
         files = []  # whole models given as ONNX
+        labels: dict[int, str] = {}
         for i, model in enumerate(models):
             if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "ModelProto":
                 lists.append(self._onnx_kernels(model))
                 files.append(i)
+                labels[i] = str(model) if isinstance(model, (str, os.PathLike)) else f"models[{i}]"
             else:
                 lists.append(_kernel_list(model, f"models[{i}]"))
         if genes is not None and len(genes) != len(lists):
@@ -694,12 +717,40 @@ class LatencyPredictor:
             out = np.maximum(out, self.min_model_ms)
         # An ONNX model the table timed whole is its own best prediction. (Kernel lists, the spaces'
         # candidates, keep the fitted value, which the compiled path of the spaces reproduces.)
+        beyond = []
         for i in files:
             if len(lists[i]) in self._measured_lengths:
                 v = self.measured_models.get(tuple(lists[i]))
                 if v is not None:
                     out[i] = v
+                    continue
+            note = self._beyond(lists[i])
+            if note:
+                beyond.append(f"{labels[i]}: {note}")
+        if beyond:
+            warnings.warn("; ".join(beyond) + ": the prediction extrapolates beyond the models it was fitted on "
+                          "(weights beyond the cache cost time that kernels timed alone do not show)",
+                          CalibrationRangeWarning, stacklevel=3)
         return out
+
+    def beyond_range(self, model: "Sequence[Kernel] | str | os.PathLike[str] | Any") -> str | None:
+        """Why ``model`` (kernels, an ONNX path or ``ModelProto``) lies beyond the whole models the predictor was
+        fitted on, or None: more megabytes of weights than the :data:`MIN_COVERING_ROWS` heaviest of them
+        (:attr:`heaviest_weight_mb`). :meth:`predict` warns with this text for models given as ONNX."""
+        if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "ModelProto":
+            return self._beyond(self._onnx_kernels(model))
+        return self._beyond(_kernel_list(model, "model"))
+
+    def _beyond(self, kernels: Sequence[Kernel]) -> str | None:
+        heaviest = self.heaviest_weight_mb
+        if not heaviest or not kernels:
+            return None
+        mb = float(physical(list(kernels))[:, 2].sum())
+        heavier = sum(1 for w in heaviest if w >= mb)
+        if heavier == len(heaviest):
+            return None
+        return (f"{mb:.1f} MB of weights, more than all but {heavier} of the whole models the predictor was fitted "
+                f"on (the {len(heaviest)} heaviest: {', '.join(f'{w:.1f}' for w in heaviest)} MB)")
 
     @staticmethod
     def _onnx_kernels(model: Any) -> list[Kernel]:
@@ -742,6 +793,7 @@ class LatencyPredictor:
             "reference_ms": self.reference_ms,
             "reference_exponent": self.reference_exponent,
             "fit_info": self.fit_info,
+            "heaviest_weight_mb": self.heaviest_weight_mb,
             "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
                                 for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
@@ -769,7 +821,8 @@ class LatencyPredictor:
                        min_model_ms=data.get("min_model_ms", 0.0), fit_info=data.get("fit_info"),
                        reference_ms=data.get("reference_ms"), reference_exponent=data.get("reference_exponent", 0.0),
                        measured_models={tuple(Kernel.from_dict(k) for k in m["kernels"]): m["latency_ms"]
-                                        for m in data.get("measured_models") or []})
+                                        for m in data.get("measured_models") or []},
+                       heaviest_weight_mb=data.get("heaviest_weight_mb"))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

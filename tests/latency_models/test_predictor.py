@@ -380,3 +380,58 @@ def test_an_onnx_model_timed_whole_outside_the_spaces_is_predicted_at_its_measur
     assert back.predict(str(path)) == pytest.approx(truth, rel=1e-12)
     np.testing.assert_array_equal(back.predict_many(kernels[100:140]), pred.predict_many(kernels[100:140]))
     assert tuple(kernels[0]) not in pred.measured_models  # the space's candidates are never looked up
+
+
+def test_an_onnx_model_heavier_than_the_fitted_models_is_flagged(synthetic, tmp_path):
+    """A model given as ONNX with more megabytes of weights than all but a few of the fitted whole models gets
+    one CalibrationRangeWarning naming it and the numbers; a light one, a model the table timed whole, kernel
+    lists and a predictor saved before the field was recorded get none."""
+    pytest.importorskip("torch")
+    import warnings
+
+    import onnx
+
+    from latency_models import CalibrationRangeWarning, kernels_from_onnx
+    from spaces.compress import export_onnx
+
+    cands, kernels, y = synthetic
+    space = spaces.get_space("mobilenet")
+    pred = LatencyPredictor.fit(_measured("synthetic", space, cands[:60], y[:60]))
+    heaviest = pred.heaviest_weight_mb
+    assert len(heaviest) == 5 and heaviest == sorted(heaviest)
+    assert heaviest[-1] == pytest.approx(max(physical(k)[:, 2].sum() for k in kernels[:60]))
+    light = space.onnx(min(cands[60:], key=lambda c: physical(space.kernels(c))[:, 2].sum()))
+    heavy = export_onnx(spaces.builtin_teacher(in_channels=3, num_classes=10), (3, 32, 32))
+    heavy_mb = physical(kernels_from_onnx(heavy)[0])[:, 2].sum()
+    assert heavy_mb > heaviest[0]  # the test's premise: the teacher is heavier than the 5th heaviest model
+    path = tmp_path / "heavy.onnx"
+    onnx.save(heavy, str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred.predict_many([light, kernels[0]])
+        pred.predict(kernels_from_onnx(heavy)[0])  # a kernel list: the spaces' hot path, never checked
+    assert not [w for w in caught if issubclass(w.category, CalibrationRangeWarning)]
+    with pytest.warns(CalibrationRangeWarning) as caught:
+        pred.predict_many([str(path), light])
+    [warning] = [w for w in caught if issubclass(w.category, CalibrationRangeWarning)]
+    message = str(warning.message)
+    assert str(path) in message and f"{heavy_mb:.1f} MB of weights" in message and "extrapolates" in message
+    assert "models[1]" not in message
+    assert pred.beyond_range(str(path)) in message and pred.beyond_range(kernels_from_onnx(heavy)[0]) in message
+    assert pred.beyond_range(light) is None and pred.beyond_range(kernels[0]) is None
+    # the field survives JSON; a predictor saved without it flags nothing
+    pred.save(tmp_path / "p.json")
+    assert LatencyPredictor.load(tmp_path / "p.json").heaviest_weight_mb == heaviest
+    data = pred.to_dict()
+    del data["heaviest_weight_mb"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LatencyPredictor.from_dict(data).predict(str(path))
+    assert not [w for w in caught if issubclass(w.category, CalibrationRangeWarning)]
+    # a model the table timed whole is its own measurement: not flagged
+    table = _measured("synthetic", space, cands[:60], y[:60])
+    table.add_model(kernels_from_onnx(heavy)[0], 1.0, source="teacher:x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert LatencyPredictor.fit(table).predict(heavy) == pytest.approx(1.0)
+    assert not [w for w in caught if issubclass(w.category, CalibrationRangeWarning)]
