@@ -77,8 +77,8 @@ REFERENCE_EXPONENTS = (0.0, 1.0, 2.0, 3.0, 4.0)
 _EXPONENT_STEP = 0.5
 #: Fewest distinct reference timings among the model rows for the exponent to be chosen from the data.
 MIN_STATE_REFERENCES = 8
-#: A model given as ONNX with more weights than all but this many of the fitted whole models is flagged
-#: (:class:`CalibrationRangeWarning`).
+#: A model given as ONNX is flagged (:class:`CalibrationRangeWarning`) when fewer than this many distinct whole
+#: models the predictor was fitted on have as many megabytes of weights.
 MIN_COVERING_ROWS = 5
 
 
@@ -672,7 +672,9 @@ class LatencyPredictor:
         ignore them. ONNX operators without a kernel raise an :class:`UnknownOperatorWarning` naming them and
         count as 0 ms: the prediction then covers the known kernels only. An ONNX model that the table timed
         whole outside the spaces (``profile_models``: a teacher, other models) is predicted at its measured
-        latency on the predictor's scale, not by the fit.
+        latency on the predictor's scale, not by the fit; any other ONNX model with more weights than the
+        fitted whole models (:meth:`beyond_range`) raises a :class:`CalibrationRangeWarning`: its prediction
+        extrapolates.
         """
         return float(self.predict_many([model], genes=None if genes is None else [genes])[0])
 
