@@ -9,7 +9,9 @@
 - ``Add`` of two equal feature maps (+ ``Relu``) -> ``add``; ``Concat`` of feature maps on channels -> ``concat``;
 - ``Split`` into equal channel parts, or ``Slice`` nodes that partition the channels of one tensor -> ``split``;
 - ``Reshape`` to 5-D -> ``Transpose(0, 2, 1, 3, 4)`` -> ``Reshape`` back -> ``channel_shuffle``;
-- ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``;
+- ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``
+  (a ``MaxPool`` after a ``DequantizeLinear``, on an integer tensor or before ``QuantizeLinear`` only -> at 8 bits:
+  ONNX Runtime runs it on uint8);
 - ``Neg`` of a feature map concatenated after it on channels (``Concat(x, Neg(x))``), with the following
   ``Relu`` / ``Clip(0, 6)`` -> ``crelu``;
 - activations after a conv, linear, add or scale are fused into it: ``Relu``, ``Clip(0, 6)``, ``HardSwish``,
@@ -21,9 +23,10 @@ Plumbing (``Flatten``, ``Reshape``, ``Identity``, ``Shape``, ``Constant``, ``Gat
 every node that only computes integer shape values is ignored, as are activation ``QuantizeLinear`` /
 ``DequantizeLinear`` pairs. Weight bits come from how a Conv/Gemm/MatMul weight is stored: an INT8/UINT8
 tensor behind a ``DequantizeLinear`` -> 8, INT4/UINT4 -> 4, a float16 tensor (behind a ``Cast`` or used
-directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits. Binary and ternary weights are
-stored as INT8 (ONNX Runtime runs them as int8); the model's metadata entry :data:`WEIGHT_BITS_KEY` (a JSON
-object: initializer name -> 1 or 2) says which, as ``spaces.compress.export_onnx_quantized`` writes it.
+directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits (but for ``MaxPool``, above). Binary
+and ternary weights are stored as INT8 (ONNX Runtime runs them as int8); the model's metadata entry
+:data:`WEIGHT_BITS_KEY` (a JSON object: initializer name -> 1 or 2) says which, as
+``spaces.compress.export_onnx_quantized`` writes it.
 
 Shapes come from ONNX shape inference, after folding the integer shape arithmetic that exporters emit
 (``Shape`` -> ``Gather`` -> ``Div`` ... -> ``Slice``) into constants. No torch here.
@@ -622,8 +625,20 @@ class _Reader:
         k = kernel[0]
         pad = _pad(node, k, strides[0], xs[2])
         op = "maxpool" if node.op_type == "MaxPool" else "avgpool"
-        self.kernels.append(Kernel(op, xs[1:], kernel_size=k, stride=strides[0], padding=pad))
+        bits = 8 if op == "maxpool" and self._quantised_around(node) else 32
+        self.kernels.append(Kernel(op, xs[1:], kernel_size=k, stride=strides[0], padding=pad, bits=bits))
         return True
+
+    def _quantised_around(self, node: Any) -> bool:
+        """Whether ``node`` reads a dequantised (or integer) tensor, or only quantises what it writes: ONNX
+        Runtime then moves the quantisation across a max pool and runs it on uint8 (read at 8 bits)."""
+        x = node.input[0]
+        producer = self.g.producer.get(x)
+        if self.g.is_integer(x) or (producer is not None and self.g.nodes[producer].op_type == "DequantizeLinear"):
+            return True
+        users = self.g.consumers.get(node.output[0], [])
+        return bool(users) and node.output[0] not in self.g.outputs and all(
+            self.g.nodes[u].op_type == "QuantizeLinear" for u in users)
 
 
 def kernels_from_onnx(model: "str | os.PathLike[str] | onnx.ModelProto") -> tuple[list[Kernel], list[str]]:

@@ -173,6 +173,37 @@ def test_residual_add_relu_concat_split_shuffle_and_pools():
     ]
 
 
+@pytest.mark.parametrize("before, after, bits", [(False, False, 32), (True, False, 8), (False, True, 8),
+                                                 (True, True, 8)])
+def test_a_max_pool_next_to_activation_quantisation_runs_at_8_bits(before, after, bits, tmp_path):
+    """A MaxPool after a DequantizeLinear, or whose only reader is a QuantizeLinear, reads at 8 bits: ONNX
+    Runtime moves the quantisation across it and runs it on uint8 (asserted on its optimised graph)."""
+    nodes, x = [], "x"
+    if before:
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q0"]),
+                  helper.make_node("DequantizeLinear", ["q0", "s", "z"], ["d0"])]
+        x = "d0"
+    nodes.append(helper.make_node("MaxPool", [x], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    y = "m"
+    if after:
+        nodes += [helper.make_node("QuantizeLinear", ["m", "s", "z"], ["q1"]),
+                  helper.make_node("DequantizeLinear", ["q1", "s", "z"], ["d1"])]
+        y = "d1"
+    model = _model(nodes, [_fin("x", [1, 8, 16, 16])], [_fin(y, [1, 8, 8, 8])],
+                   [_init("s", np.float32(0.05)), _init("z", np.uint8(128))])
+    kernels, unknown = kernels_from_onnx(model)
+    assert unknown == []
+    assert kernels == [Kernel("maxpool", (8, 16, 16), kernel_size=3, stride=2, bits=bits)]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": RNG.standard_normal((1, 8, 16, 16)).astype(np.float32)})[0].shape == (1, 8, 8, 8)
+    optimised = onnx.load(str(tmp_path / "optimised.onnx")).graph.node
+    producer = {o: n.op_type for n in optimised for o in n.output}
+    pool = next(n for n in optimised if n.op_type == "MaxPool")
+    assert (producer.get(pool.input[0]) == "QuantizeLinear") == (bits == 8)  # uint8 in: ORT's integer MaxPool
+
+
 def test_torch_chunk_slices_with_computed_bounds_are_a_split():
     """torch's ``chunk`` exports Shape -> Gather -> Add -> Div -> Mul -> Slice: folded, then a split."""
     torch = pytest.importorskip("torch")
