@@ -21,7 +21,7 @@ from latency_models import PROTOCOL_NAME, LatencyPredictor, LatencyTable, cpu_na
 from search._cache import cache_dir
 from search._errors import InputError
 from search._objective import predict_latency
-from search._profiling import CALIBRATION, profile_spaces
+from search._profiling import CALIBRATION, KERNEL_LISTING, profile_spaces
 
 if TYPE_CHECKING:
     import optuna
@@ -67,7 +67,8 @@ class Device:
 def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
     """What identifies a local profile: CPU, runtime version, threads, space and options, timing protocol
     (a table measured under an older protocol is profiled again, not mixed) and the calibration models'
-    design (:data:`search._profiling.CALIBRATION`)."""
+    design (:data:`search._profiling.CALIBRATION`) and how the spaces list kernels
+    (:data:`search._profiling.KERNEL_LISTING`)."""
     import platform
 
     import onnxruntime
@@ -81,6 +82,7 @@ def fingerprint(space: "SearchSpace", *, threads: int) -> dict[str, Any]:
         "threads": int(threads),
         "protocol": PROTOCOL_NAME,
         "calibration": CALIBRATION,
+        "kernel_listing": KERNEL_LISTING,
         "space": space.name,
         "options": options,
     }

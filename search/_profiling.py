@@ -46,6 +46,9 @@ UNIFORM_BITS = (32, 8, 32, 16, 32, 4)
 #: Which calibration models a profile times (part of the search's device-cache key: a profile of random
 #: per-layer widths only, as before, is profiled again rather than reused).
 CALIBRATION = "random-and-uniform-widths/1"
+#: How the spaces list a candidate's kernels, where it changed what a table's rows mean (part of the device-cache
+#: key too): "/1" lists a max pool next to a quantised layer at 8 bits (ONNX Runtime runs it on uint8).
+KERNEL_LISTING = "int8-max-pool/1"
 
 
 def _model(space: SearchSpace, rng: Any, bits: int | None = None) -> WorkloadModel:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "QDQ_BITS",
     "ConvBN",
     "DualUnit",
     "GlobalPool",
@@ -40,6 +41,8 @@ __all__ = [
     "default_stem_stride",
     "keep_channels",
     "make_divisible",
+    "pool_bits",
+    "with_pool_bits",
     "with_crelu",
 ]
 
@@ -240,15 +243,47 @@ class DualUnit:
         return _torch_classes()["DualBlock"](self.branch1.build(shape), self.branch2.build(shape), out)
 
 
+#: Bit widths whose layers quantise the activations around them (QDQ, uint8 activations).
+QDQ_BITS = (1, 2, 4, 8)
+
+
+def pool_bits(producer_bits: int, consumer_bits: int) -> int:
+    """The bits a max pool runs at between a layer of ``producer_bits`` and one of ``consumer_bits``: 8 when
+    either quantises its activations (:data:`QDQ_BITS`: a ``DequantizeLinear`` before the pool or a
+    ``QuantizeLinear`` after it), 32 otherwise. ONNX Runtime moves that quantisation across the pool and runs
+    it on uint8, 4 to 21 times slower than in float on this x86 CPU (``experiments/results/int8_maxpool.md``)."""
+    return 8 if producer_bits in QDQ_BITS or consumer_bits in QDQ_BITS else 32
+
+
+def with_pool_bits(kernels: list[Kernel]) -> list[Kernel]:
+    """``kernels`` with every ``maxpool`` at :func:`pool_bits` of the weight layers next to it in the list (the
+    kernel before it and the one after it, when they are ``conv`` / ``linear``): a chain of layers, as a
+    plain CNN's export lists them."""
+    out = list(kernels)
+    for i, k in enumerate(kernels):
+        if k.op != "maxpool":
+            continue
+        before = kernels[i - 1].bits if i and kernels[i - 1].op in ("conv", "linear") else 32
+        after = kernels[i + 1].bits if i + 1 < len(kernels) and kernels[i + 1].op in ("conv", "linear") else 32
+        bits = pool_bits(before, after)
+        if bits != k.bits:
+            out[i] = dataclasses.replace(k, bits=bits)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class MaxPool:
+    """Max pooling; ``bits`` is what it runs at (:func:`pool_bits` of its neighbours: 8 or 32)."""
+
     name: str
     kernel_size: int
     stride: int
     padding: int
+    bits: int = 32
 
     def kernels(self, shape: Shape) -> tuple[Shape, list[Kernel]]:
-        k = _kernel("maxpool", shape, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+        k = _kernel("maxpool", shape, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    bits=self.bits)
         return k.output_shape, [k]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from latency_models import Kernel, kernels_from_onnx
 from spaces._base import Architecture, Layer, SearchSpace, Suggest, check_unknown
+from spaces._plan import QDQ_BITS, with_pool_bits
 from spaces._registry import register_space
 from spaces.compress import (
     export_onnx,
@@ -128,6 +129,7 @@ class CompressedTeacher:
         out = list(kernels)
         for i, b in zip(weighted, bits):
             out[i] = dataclasses.replace(out[i], bits=b)
+        out = with_pool_bits(out)  # a max pool next to a quantised layer runs at 8 bits
         return out[-1].output_shape, out
 
     def build(self, shape: tuple[int, ...]) -> "torch.nn.Module":
@@ -279,20 +281,23 @@ class PruneSpace(SearchSpace):
     def _latency_segments(self, genes: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> list[Any]:
         """One segment per conv / linear kernel of the compressed teacher (with the kernels after it; the
         first also with those before it). The first is keyed by the rank and prune ratios, which decide every
-        kernel's shape (the state after it), each by its bits (a factorised layer's two kernels share them)."""
+        kernel's shape (the state after it), each by its bits (a factorised layer's two kernels share them) and
+        whether the next layer quantises (a max pool between them runs at 8 bits then: ``with_pool_bits``)."""
         ranks = tuple(genes["rank_ratios"])
         expanded: Sequence[int] = bits
         if any(r < 1.0 for r in ranks):
             factorised = {self._layer_pos[name] for name, r in zip(self._lowrank, ranks) if r < 1.0}
             expanded = [b for j, b in enumerate(bits) for _ in range(2 if j in factorised else 1)]
-        return [("teacher", ranks, tuple(ratios), expanded[0], len(expanded)), *enumerate(expanded[1:], 1)]
+        nxt = [8 if b in QDQ_BITS else 32 for b in expanded[1:]] + [32]
+        return [("teacher", ranks, tuple(ratios), expanded[0], len(expanded), nxt[0]),
+                *zip(range(1, len(expanded)), expanded[1:], nxt[1:])]
 
     def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
         if key[0] == "teacher":
-            _, ranks, ratios, b, n_bits = key
+            _, ranks, ratios, b, n_bits, b_next = key
             state, j = (ranks, ratios), 0
         else:
-            j, b = key
+            j, b, b_next = key
         kernels = self._float_kernels(CompressedTeacher("", self, state[0], state[1], ()))
         weighted = [i for i, k in enumerate(kernels) if k.op in ("conv", "linear")]
         if j == 0 and len(weighted) != n_bits:
@@ -301,6 +306,10 @@ class PruneSpace(SearchSpace):
         stop = weighted[j + 1] if j + 1 < len(weighted) else len(kernels)
         out = list(kernels[start:stop])
         out[weighted[j] - start] = dataclasses.replace(out[weighted[j] - start], bits=b)
+        if stop < len(kernels):  # the next layer decides the bits of a max pool just before it
+            out = with_pool_bits([*out, dataclasses.replace(kernels[stop], bits=b_next)])[:-1]
+        else:
+            out = with_pool_bits(out)
         return state, out
 
     # ----------------------------------------------------------------- models (cached per instance)

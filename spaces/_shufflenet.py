@@ -51,11 +51,13 @@ from spaces._plan import (
     GlobalPool,
     Linear,
     MaxPool,
+    QDQ_BITS,
     Seq,
     SplitUnit,
     _kernel,
     keep_channels,
     make_divisible,
+    pool_bits,
 )
 from spaces._registry import register_space
 
@@ -123,7 +125,7 @@ class ShuffleNetSpace(StudentSpace):
 
     # ----------------------------------------------------------------- plan
     def _plan(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> Seq:
-        stem = self._stem(ratios[0], bits[0])
+        stem = self._stem(ratios[0], bits[0], bits[1])
         cin = stem[0].cout
         stages, i = [], 1
         for s, (w, kernels) in enumerate(zip(arch["widths"], arch["kernel_sizes"])):
@@ -138,10 +140,12 @@ class ShuffleNetSpace(StudentSpace):
         return with_crelu(Seq("", (*stem, Seq("stages", tuple(stages)), *self._tail(cin, ratios[-2], bits[-2], bits[-1]))),
                           arch.get("crelu", 0))
 
-    def _stem(self, r: float, b: int) -> tuple[Any, ...]:
+    def _stem(self, r: float, b: int, b_next: int) -> tuple[Any, ...]:
+        """The stem convolution (at ``b`` bits), and its max pool with a stride-2 stem, which runs at
+        :func:`pool_bits` of the stem and the first unit (``b_next`` bits)."""
         stem: tuple[Any, ...] = (ConvBN("stem", self.in_channels, keep_channels(STEM_CHANNELS, r, self.channel_multiple), 3,
                                         self.stem_stride, bits=b),)
-        return (*stem, MaxPool("stem_pool", 3, 2, 1)) if self.stem_stride == 2 else stem
+        return (*stem, MaxPool("stem_pool", 3, 2, 1, bits=pool_bits(b, b_next))) if self.stem_stride == 2 else stem
 
     def _branch_width(self, s: int, w: float, r_first: float) -> int:
         """Channels of one branch of stage ``s`` (half its width), pruned by the ratio of its first unit."""
@@ -178,9 +182,10 @@ class ShuffleNetSpace(StudentSpace):
 
     # ----------------------------------------------------------------- compiled latency (spaces._compiled)
     def _latency_segments(self, arch: Mapping[str, Any], ratios: Sequence[float], bits: Sequence[int]) -> list[Any]:
-        """Stem, each unit, then head, pool and classifier. A stage's first unit is keyed by its stage and
-        width; a later unit keeps its input width (the state), which is twice its branch width."""
-        keys: list[Any] = [("stem", ratios[0], bits[0], arch.get("crelu", 0))]
+        """Stem, each unit, then head, pool and classifier. The stem is keyed with the first unit's bits too
+        (its max pool's bits follow them); a stage's first unit by its stage and width; a later unit keeps its
+        input width (the state), which is twice its branch width."""
+        keys: list[Any] = [("stem", ratios[0], bits[0], arch.get("crelu", 0), bits[1])]  # + the first unit's bits
         append, i = keys.append, 1
         for s, w, ks in zip(range(len(BRANCH_CHANNELS)), arch["widths"], arch["kernel_sizes"]):
             append(("first", s, w, ks[0], ratios[i], bits[i]))
@@ -204,8 +209,8 @@ class ShuffleNetSpace(StudentSpace):
     def _segment_kernels(self, key: tuple[Any, ...], state: Any) -> tuple[Any, list[Kernel]]:
         """Kernels of one segment; the state is (shape, CReLUs left) after the previous segment."""
         if key[0] == "stem":
-            _, r, b, crelu = key
-            shape, left, nodes = self.input_shape, crelu, self._stem(r, b)
+            _, r, b, crelu, b_next = key
+            shape, left, nodes = self.input_shape, crelu, self._stem(r, b, b_next)
         else:
             shape, left = state
             if key[0] == "first":
@@ -225,7 +230,7 @@ class ShuffleNetSpace(StudentSpace):
     #: convolutions, branch-2 1x1, depthwise and 1x1 (+ concat, shuffle) convolutions; a later unit's split
     #: (+ 1x1), depthwise and 1x1 (+ concat, shuffle); the head convolution; pooling and the classifier
     (_STEM, _B1_DW, _B1_PW, _B2_PW1, _B2_DW, _B2_PW2, _U_PW1, _U_DW, _U_PW2, _HEAD,
-     _POOL_CLASSIFIER) = range(11)
+     _POOL_CLASSIFIER, _STEM_Q) = range(12)  # _STEM_Q: a stem whose max pool runs at 8 bits
 
     def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
                        bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -294,9 +299,11 @@ class ShuffleNetSpace(StudentSpace):
         last = lay0 + nu + 1  # the head's layer
         head = keep_channels_array(np.full(n, HEAD_CHANNELS), r[last], m)
         s_last = int(size_out_a[-1])
+        # a stride-2 stem's max pool runs at 8 bits when the stem or the first unit quantises (pool_bits)
+        pool_q = (np.isin(b[lay0], QDQ_BITS) | np.isin(bu[u0], QDQ_BITS)) if self.stem_stride == 2 else np.zeros(n, bool)
         even = lambda c: (c % 2 == 0) & (c >= 2)  # noqa: E731
         packed = [
-            (c0, even(stem), dict(kind=self._STEM, size=self.input_size, cin=self.in_channels, cout=stem,
+            (c0, even(stem), dict(kind=np.where(pool_q, self._STEM_Q, self._STEM), size=self.input_size, cin=self.in_channels, cout=stem,
                                   kernel_size=3, stride=self.stem_stride, bits=b[lay0])),
             (at_f, None, dict(kind=self._B1_DW, size=h_in, cin=cin_first, cout=cin_first, kernel_size=k_f,
                               stride=2, bits=b_f)),
@@ -340,9 +347,10 @@ class ShuffleNetSpace(StudentSpace):
         if kind == self._POOL_CLASSIFIER:
             out, kernels = GlobalPool("pool").kernels(shape)
             return kernels + Linear("classifier", ci, co, bits=b).kernels(out)[1]
-        if kind == self._STEM:
+        if kind in (self._STEM, self._STEM_Q):
             out, kernels = ConvBN("stem", ci, co, k, st, bits=b, crelu=crelu).kernels(shape)
-            return kernels + (MaxPool("stem_pool", 3, 2, 1).kernels(out)[1] if self.stem_stride == 2 else [])
+            pool = MaxPool("stem_pool", 3, 2, 1, bits=8 if kind == self._STEM_Q else 32)
+            return kernels + (pool.kernels(out)[1] if self.stem_stride == 2 else [])
         if kind in (self._B1_DW, self._B2_DW, self._U_DW):
             return ConvBN("dw", ci, ci, k, st, groups=ci, activation="none", bits=b).kernels(shape)[1]
         node = ConvBN("conv", ci, co, 1, bits=b, crelu=crelu)

@@ -45,6 +45,8 @@ def test_the_device_cache_is_keyed_by_the_timing_protocol():
     assert fp["options"]["input_size"] == 48
     # profiles of random per-layer widths only (before uniform-precision calibration models) are not reused
     assert fp["calibration"] == "random-and-uniform-widths/1"
+    # tables whose rows list max pools next to quantised layers at 32 bits (before they were read at 8) neither
+    assert fp["kernel_listing"] == "int8-max-pool/1"
 
 
 def test_the_prune_space_profile_is_keyed_by_the_teachers_architecture_not_its_weights():

@@ -171,6 +171,41 @@ def test_kernels_match_the_quantised_export_bit_for_bit(space):
         assert kernels == space.kernels(cand)
 
 
+@pytest.mark.parametrize("name, options", [("shufflenet", {"stem_stride": 2, "input_size": 32}),
+                                           ("prune", {"input_size": 16})])
+def test_a_max_pool_next_to_a_quantised_layer_is_listed_at_8_bits(name, options):
+    """ShuffleNet's stem pool (between the stem and the first unit) and the built-in teacher's pools (between
+    two convolutions) run at 8 bits when a neighbour quantises (1-8 bits), else 32, as the quantised export
+    reads back: the predictor then prices ONNX Runtime's uint8 max pool, not the float one."""
+    import torch
+
+    from spaces._plan import QDQ_BITS
+    from spaces.compress import export_onnx_quantized
+    from spaces.compress._quant import _INT_BITS
+
+    assert QDQ_BITS == _INT_BITS
+    space = _space_or_skip(name, **options)
+    n = len(space.candidate().bits)
+    calibration = [torch.randn(2, *space.input_shape, generator=torch.Generator().manual_seed(0))]
+    # (bits before the first pool, bits after it) -> the pool's bits; every other layer at 32
+    cases = {(32, 32): 32, (8, 32): 8, (16, 4): 8, (16, 16): 32, (32, 2): 8}
+    before = 0 if name == "shufflenet" else 1  # shufflenet: stem | pool | first unit; teacher: conv2 | pool1 | conv3
+    seen = set()
+    for (b0, b1), want in cases.items():
+        bits = [32] * n
+        bits[before], bits[before + 1] = b0, b1
+        cand = space.candidate(bits=bits)
+        pools = [k for k in space.kernels(cand) if k.op == "maxpool"]
+        assert pools[0].bits == want, (b0, b1)
+        assert all(k.bits == 32 for k in pools[1:])
+        proto = export_onnx_quantized(space.build(cand), space.module_bits(cand), space.input_shape,
+                                      calibration=calibration)
+        kernels, unknown = kernels_from_onnx(proto)
+        assert unknown == [] and kernels == space.kernels(cand), (b0, b1)
+        seen.add(want)
+    assert seen == {8, 32}
+
+
 def test_module_bits_match_the_built_modules_and_kernels(space):
     from torch import nn
 
