@@ -112,7 +112,7 @@ def apply(name: str, out_name: str) -> None:
               "table": name, "reference_exponent": now.reference_exponent, "pool_kernel_rows_at_8_bits": pools8,
               "model_rows_with_a_pool_at_8_bits": rows8, "scores": scores, "shufflenet_pool_at_8_bits": per_model}
     write_json(RESULTS / f"{out_name}.json", result)
-    lines = [f"# Max pools at 8 bits in the predictor: listed as they run, against read at 32 bits", "",
+    lines = ["# Max pools at 8 bits in the predictor: listed as they run, against read at 32 bits", "",
              f"Command: `{command}` ({result['finished_utc']}; times nothing)  ",
              f"Table `{name}`: {len(table.kernel_rows)} kernel rows ({pools8} of them 8-bit max pools), "
              f"{len(table.model_rows)} model rows ({rows8} with an 8-bit pool); both fits at the machine-state "
@@ -180,7 +180,7 @@ def main() -> None:
               "minutes": (time.time() - t0) / 60, "load_average_before_after": load,
               "reference_ms_median": float(np.median(refs)), "rows": rows}
     write_json(RESULTS / f"{args.name}.json", result)
-    lines = [f"# A max pool at 8 bits (uint8 in ONNX Runtime) against float32 and float16", "",
+    lines = ["# A max pool at 8 bits (uint8 in ONNX Runtime) against float32 and float16", "",
              f"Command: `{command}`  ",
              f"Finished {result['finished_utc']}, {result['minutes']:.1f} min; load average (1/5/15 min) before / "
              f"after: {load[0]} / {load[1]} on 2 shared cores; protocol reference median "

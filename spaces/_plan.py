@@ -22,6 +22,7 @@ import math
 from typing import TYPE_CHECKING, Any, Union
 
 from latency_models import Kernel
+from spaces.compress._quant import _INT_BITS
 
 if TYPE_CHECKING:
     import torch
@@ -243,8 +244,8 @@ class DualUnit:
         return _torch_classes()["DualBlock"](self.branch1.build(shape), self.branch2.build(shape), out)
 
 
-#: Bit widths whose layers quantise the activations around them (QDQ, uint8 activations).
-QDQ_BITS = (1, 2, 4, 8)
+#: Bit widths whose layers quantise the activations around them (QDQ, uint8 activations): the quantiser's own.
+QDQ_BITS = _INT_BITS
 
 
 def pool_bits(producer_bits: int, consumer_bits: int) -> int:
