@@ -6,6 +6,11 @@ The log-ratio of measured to physical latency is then interpolated from the near
 same family (inverse-distance weights over log-scale shape descriptors). A kernel that was measured
 returns its measured latency. Families with too few rows fall back to the same kernels without their costly
 activation (``conv_dw_k3/b32+hardswish`` -> ``conv_dw_k3/b32``), then to the operator's rows, then to all rows.
+
+On a device whose ONNX Runtime blocks float convolutions (``nchwc``, see :mod:`latency_models._layout`), a float
+kernel that runs the plain NCHW path instead (a grouped convolution with 8 channels per group, a depthwise one
+with 122 channels) takes its neighbours from kernels on its own path first: the two paths differ by up to 4x at
+equal MACs, and a neighbour from the other path would carry the other's correction.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import numpy as np
 
 from latency_models._features import family, kernel_key, physical, shape_features
 from latency_models._kernel import Kernel
+from latency_models._layout import plain_path
 
 __all__ = ["KernelModel"]
 
 _MIN_ROWS = 4
 _NEIGHBOURS = 4
+#: Distance (in the family's scaled shape units, where neighbours lie about 0.5-2 apart) added between kernels
+#: on different layout paths: a neighbour on the other path counts only when its own path has none near.
+_PATH_GAP = 4.0
 
 
 def _nnls_relative(phi: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -48,15 +57,20 @@ def _nnls_relative(phi: np.ndarray, t: np.ndarray) -> np.ndarray:
 class KernelModel:
     """Latency of single kernels, fitted on kernel rows (milliseconds)."""
 
-    def __init__(self, kernels: Sequence[Kernel], latencies_ms: Sequence[float]) -> None:
+    def __init__(self, kernels: Sequence[Kernel], latencies_ms: Sequence[float], *,
+                 nchwc: tuple[int, int] | None = None) -> None:
+        """``nchwc``: the device's blocked layout, (block, channel alignment) (``device["nchwc"]`` of a table
+        measured on it), or None where it has none or it is unknown."""
         if len(kernels) == 0:
             raise ValueError("KernelModel needs at least one kernel row")
+        self.nchwc = tuple(nchwc) if nchwc else None
         self.kernels = list(kernels)
         self.latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
         self.exact = {kernel_key(k): float(t) for k, t in zip(self.kernels, self.latencies_ms)}
         fams = [family(k) for k in self.kernels]
         self._phi = physical(self.kernels)
         self._z = shape_features(self.kernels)
+        self._path = self._paths(self.kernels)
         self._coef: dict[str, np.ndarray] = {}
         self._groups: dict[str, np.ndarray] = {}
         by_fam: dict[str, list[int]] = {}
@@ -88,6 +102,12 @@ class KernelModel:
             return "op:" + k.op
         return "all"
 
+    def _paths(self, kernels: Sequence[Kernel]) -> np.ndarray:
+        """1.0 for float kernels on the plain NCHW path of a blocking device, else 0.0."""
+        if not self.nchwc:
+            return np.zeros(len(kernels))
+        return np.array([1.0 if plain_path(k, self.nchwc) else 0.0 for k in kernels])
+
     def uncertainty(self, kernels: Sequence[Kernel]) -> np.ndarray:
         """Expected relative error of :meth:`predict` for each kernel (for adaptive sampling).
 
@@ -97,7 +117,7 @@ class KernelModel:
         if not hasattr(self, "_loo_abs"):
             self._loo_abs = np.abs(self.loo_errors())
         out = np.zeros(len(kernels))
-        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels)):
+        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels), self._paths(kernels)):
             w = 1.0 / (dn + 0.05) ** 2
             err = (w * self._loo_abs[rows][nn]).sum(1) / w.sum(1)
             out[sl] = err + 0.05 * dn.min(1) + (0.5 if name != family(kernels[sl[0]]) else 0.0)
@@ -106,7 +126,7 @@ class KernelModel:
                 out[i] = 0.0
         return out
 
-    def _neighbours(self, kernels: Sequence[Kernel], z: np.ndarray, *, exclude_self: bool = False):
+    def _neighbours(self, kernels: Sequence[Kernel], z: np.ndarray, path: np.ndarray, *, exclude_self: bool = False):
         """Per group and chunk: (group name, kernel indices, group rows, neighbour positions, distances)."""
         groups: dict[str, list[int]] = {}
         for i, k in enumerate(kernels):
@@ -121,6 +141,8 @@ class KernelModel:
                 sl = idx_a[start:start + 2048]
                 zq = z[sl] / scale
                 d = np.sqrt(np.maximum((zq**2).sum(1)[:, None] + zr2[None, :] - 2.0 * zq @ zr.T, 0.0))
+                if self.nchwc:
+                    d = d + _PATH_GAP * (path[sl][:, None] != self._path[rows][None, :])
                 if exclude_self:
                     d = np.where(d < 1e-3, np.inf, d)
                 kk = min(_NEIGHBOURS, d.shape[1])
@@ -133,7 +155,8 @@ class KernelModel:
         if len(kernels) == 0:
             return out
         phi = physical(kernels)
-        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels), exclude_self=not exact):
+        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels), self._paths(kernels),
+                                                       exclude_self=not exact):
             lin = phi[sl] @ self._coef[name]
             w = np.where(np.isfinite(dn), 1.0 / (dn + 0.05) ** 2, 0.0)
             corr = (w * self._log_ratio[rows][nn]).sum(1) / np.maximum(w.sum(1), 1e-12)
@@ -155,6 +178,6 @@ class KernelModel:
         return {"rows": [[k.to_dict(), float(t)] for k, t in zip(self.kernels, self.latencies_ms)]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "KernelModel":
+    def from_dict(cls, data: Mapping[str, Any], *, nchwc: tuple[int, int] | None = None) -> "KernelModel":
         rows = data["rows"]
-        return cls([Kernel.from_dict(r[0]) for r in rows], [float(r[1]) for r in rows])
+        return cls([Kernel.from_dict(r[0]) for r in rows], [float(r[1]) for r in rows], nchwc=nchwc)

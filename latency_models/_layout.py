@@ -31,7 +31,7 @@ import tempfile
 
 from latency_models._kernel import Kernel
 
-__all__ = ["BLOCKED", "PLAIN", "layout_state", "nchwc_layout", "standalone_reorder_mbytes"]
+__all__ = ["BLOCKED", "PLAIN", "layout_state", "nchwc_layout", "plain_path", "standalone_reorder_mbytes"]
 
 #: Layout state of float kernels in ONNX Runtime's channel-blocked layout (the float32 bit width: a model's
 #: input state, so a first convolution that reads the NCHW input directly costs no change).
@@ -72,6 +72,12 @@ def layout_state(k: Kernel, nchwc: tuple[int, int] | None) -> int:
     if k.op in _FOLLOWERS:
         return 0
     return BLOCKED if _blocked(k, nchwc) else PLAIN
+
+
+def plain_path(k: Kernel, nchwc: tuple[int, int] | None) -> bool:
+    """Whether ``k`` is a float convolution or pool that the blocking device ``nchwc`` runs on its plain NCHW
+    path (not blocked: a separate, often slower implementation); False without a blocked layout."""
+    return bool(nchwc) and k.bits in (16, 32) and k.op in ("conv", "maxpool", "avgpool") and not _blocked(k, nchwc)
 
 
 def standalone_reorder_mbytes(k: Kernel, nchwc: tuple[int, int] | None) -> float:

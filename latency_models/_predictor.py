@@ -444,7 +444,8 @@ class LatencyPredictor:
             raise ValueError("table has no rows: nothing to fit")
         kernel_model = None
         if table.kernel_rows:
-            kernel_model = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows])
+            kernel_model = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows],
+                                       nchwc=_nchwc(table.device))
         mode = "kernels" if kernel_model is not None else "models"
         if not table.model_rows:  # stand-alone kernel times, summed
             return cls(device=table.device, protocol=table.protocol, mode=mode, intercept_ms=0.0,
@@ -819,7 +820,7 @@ class LatencyPredictor:
                        intercept_ms=data["intercept_ms"], theta0=data["theta0"], family_mult=data["family_mult"],
                        lut_ms=data["lut_ms"], gene_ms=data["gene_ms"], gene_mean_ms=data["gene_mean_ms"],
                        t_floor_ms=data["t_floor_ms"], family_count_ms=data["family_count_ms"],
-                       transition_ms=data["transition_ms"], kernel_model=KernelModel.from_dict(km) if km else None,
+                       transition_ms=data["transition_ms"], kernel_model=KernelModel.from_dict(km, nchwc=_nchwc(data["device"])) if km else None,
                        min_model_ms=data.get("min_model_ms", 0.0), fit_info=data.get("fit_info"),
                        reference_ms=data.get("reference_ms"), reference_exponent=data.get("reference_exponent", 0.0),
                        measured_models={tuple(Kernel.from_dict(k) for k in m["kernels"]): m["latency_ms"]
