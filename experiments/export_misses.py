@@ -4,7 +4,7 @@ Target 2 of issue 12 (torchvision exports within ±10 %) is missed mostly by und
 MNASNet 1.0, ShuffleNetV2 1.0 and RegNetY-400MF at -15 to -30 % on the committed 128-px table. This experiment
 splits each export's prediction into the contributions the fitted predictor gives its kernels (the per-kernel
 terms the predictor sums: stand-alone time through the physical stage, family multiplier, per-kernel cost and
-lookup table; the bit-width and layout transitions and the constant are listed apart), grouped by kind of
+lookup table: ``LatencyPredictor.contributions``; the transitions and the constant are listed apart), grouped by kind of
 kernel, and sets them beside ONNX Runtime's own per-node profile of the same model (``enable_profiling``,
 ``ORT_ENABLE_ALL``, 1 thread) grouped the same way, and beside the kernel model's stand-alone time of the same
 kernels. The node times are a diagnosis taken in this script's process (torch loaded, profiling on), not a
@@ -14,7 +14,7 @@ fastest of ``--rounds`` profiled sessions of ``--runs`` runs (median over the la
 The predictor is the committed one of a ``predictor_local.py`` run (``experiments/results/NAME/table.predictor
 .json``, the ``state`` fit that run scored), so the contributions are exactly what that run predicted; the
 exports are rebuilt as that run built them (torchvision, random weights, 10 classes, at the table's input size).
-Also reported: the fitted family multipliers and per-kernel costs of the families these exports use.
+Also reported: the fitted family multipliers and per-kernel costs of the float32 families.
 
     python experiments/export_misses.py --table predictor_local_128_maxpool --name export_misses_128
 """
@@ -41,7 +41,6 @@ from in_context_kernels import _profile  # noqa: E402
 from predictor_local import RESULTS, _read, _torchvision  # noqa: E402
 
 from latency_models import Kernel, LatencyPredictor, kernels_from_onnx  # noqa: E402
-from latency_models._features import family  # noqa: E402
 
 #: ONNX Runtime node op types and what kind of kernel of ours they run (convolutions are split below).
 _NODE_KINDS = {"Concat": "concat", "Split": "split", "Transpose": "channel_shuffle", "MaxPool": "maxpool",
@@ -94,17 +93,15 @@ def main() -> None:
             if unknown:
                 raise SystemExit(f"{name}: operators the reader does not map: {unknown}")
             total = float(pred.predict(kernels))
-            contributions = [rec[0] for rec in pred._records(kernels)]  # what the prediction sums per kernel
+            _, contributions, rest = pred.contributions(kernels)  # what the prediction sums, and the rest
             alone = pred.kernel_model.predict(kernels)
             kinds: dict = collections.defaultdict(lambda: {"kernels": 0, "predicted_ms": 0.0, "alone_ms": 0.0,
-                                                           "nodes": 0, "ort_ms": 0.0, "families": set()})
+                                                           "nodes": 0, "ort_ms": 0.0})
             for k, c, a in zip(kernels, contributions, alone):
                 row = kinds[_kernel_kind(k)]
                 row["kernels"] += 1
                 row["predicted_ms"] += float(c)
                 row["alone_ms"] += float(a)
-                row["families"].add(family(k))
-            rest = total - sum(contributions)  # constant, bit-width and layout transitions
             best = None
             for _ in range(args.rounds):
                 nodes, run_ms = _profile(path.read_bytes(), args.runs, tmp)
@@ -121,11 +118,11 @@ def main() -> None:
                 "measured_ms": row.latency_ms if row else None,
                 "measured_on_scale_ms": float(pred.on_scale(row.latency_ms, row.reference_ms)) if row else None,
                 "ort_run_ms": run_ms, "ort_node_sum_ms": sum(n["ms"] for n in nodes),
-                "kinds": {kind: {**v, "families": sorted(v["families"])} for kind, v in sorted(kinds.items())},
+                "kinds": dict(sorted(kinds.items())),
             }
             print(f"{name}: predicted {total:.3f} ms, ORT node sum {out['models'][name]['ort_node_sum_ms']:.3f} ms",
                   flush=True)
-    fams = sorted({f for m in out["models"].values() for v in m["kinds"].values() for f in v["families"]})
+    fams = sorted(f for f in pred.family_mult if f.endswith("/b32"))  # the exports are float32
     out["families"] = {f: {"multiplier": pred.family_mult.get(f, 1.0), "per_kernel_ms": pred.family_count_ms.get(f, 0.0)}
                        for f in fams}
     out["theta0"] = [float(v) for v in pred.theta0]
@@ -150,13 +147,13 @@ def _markdown(name: str, r: dict) -> None:
                   f"Predicted {m['predicted_ms']:.3f} ms ({m['constant_and_transitions_ms']:+.3f} of it constant and "
                   f"transitions); {meas}; ONNX Runtime profile: run {m['ort_run_ms']:.3f} ms, nodes "
                   f"{m['ort_node_sum_ms']:.3f} ms.", "",
-                  "| kind | kernels | predicted ms | alone ms | ORT nodes | ORT ms | families |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| kind | kernels | predicted ms | alone ms | ORT nodes | ORT ms |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for kind, v in m["kinds"].items():
             lines.append(f"| {kind} | {v['kernels']} | {v['predicted_ms']:.3f} | {v['alone_ms']:.3f} | {v['nodes']} | "
-                         f"{v['ort_ms']:.3f} | {', '.join(v['families'])} |")
+                         f"{v['ort_ms']:.3f} |")
         lines.append("")
-    lines += ["Fitted terms of these families (contribution = physical stage of the stand-alone time x multiplier + "
+    lines += ["Fitted terms of the float32 families (contribution = physical stage of the stand-alone time x multiplier + "
               f"per-kernel ms + lookup table; physical stage theta0 = {[round(v, 5) for v in r['theta0']]}: stand-alone "
               "ms, 1, stand-alone reorder MB):", "", "| family | multiplier | per-kernel ms |", "| --- | --- | --- |"]
     lines += [f"| {f} | {v['multiplier']:+.3f} | {v['per_kernel_ms']:+.4f} |" for f, v in r["families"].items()]

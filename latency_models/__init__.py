@@ -20,6 +20,7 @@ __all__ = [
     "BITS",
     "CalibrationRangeWarning",
     "KERNEL_OPS",
+    "KernelModel",
     "Kernel",
     "LatencyPredictor",
     "LatencyTable",
@@ -41,6 +42,7 @@ __all__ = [
     "measure_models",
     "measure_onnx",
     "nchwc_layout",
+    "plain_path",
     "profile",
     "profile_models",
     "profile_workload",
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "KernelModel": "latency_models._kernel_model",
+    "plain_path": "latency_models._layout",
     "LatencyPredictor": "latency_models._predictor",
     "UnknownOperatorWarning": "latency_models._predictor",
     "CalibrationRangeWarning": "latency_models._predictor",

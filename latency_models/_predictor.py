@@ -736,6 +736,30 @@ class LatencyPredictor:
                           CalibrationRangeWarning, stacklevel=3)
         return out
 
+    def contributions(self, model: "Sequence[Kernel] | str | os.PathLike[str] | Any") -> tuple[list[Kernel], np.ndarray, float]:
+        """Where the fitted prediction of one model (kernels, an ONNX path or ``ModelProto``) goes:
+        ``(kernels, ms, rest_ms)``, the model's kernels in order, the milliseconds the fit gives each (its
+        stand-alone time through the physical stage, family multiplier, per-kernel cost and lookup table) and the
+        rest (the constant, bit-width and layout transitions, gene terms at their mean), which add up to the
+        fitted prediction. That is :meth:`predict` before its floor (:attr:`min_model_ms`) and before a model the
+        table timed whole is answered with its measurement. A contribution can be negative: the fitted terms are
+        deviations, not times.
+
+        Raises:
+            ValueError: for a predictor blended with other devices' (``fit(table, prior=[...])``): its prediction
+                is a blend of whole-model predictions, with no per-kernel split.
+        """
+        if self.prior:
+            raise ValueError("this predictor is blended with other devices' predictors (fit with prior=...): its "
+                             "prediction has no per-kernel split; allowed: a predictor fitted without prior")
+        if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "ModelProto":
+            kernels = self._onnx_kernels(model)
+        else:
+            kernels = _kernel_list(model, "model")
+        recs = self._records(kernels)
+        ms = np.array([r[0] for r in recs], dtype=np.float64)
+        return kernels, ms, float(self._sum(recs) + self._gene_ms(None) - ms.sum())
+
     def beyond_range(self, model: "Sequence[Kernel] | str | os.PathLike[str] | Any") -> str | None:
         """Why ``model`` (kernels, an ONNX path or ``ModelProto``) lies beyond the whole models the predictor was
         fitted on, or None: more megabytes of weights than the :data:`MIN_COVERING_ROWS` heaviest of them

@@ -197,3 +197,18 @@ def test_a_plain_path_kernel_is_corrected_from_plain_path_neighbours():
     pred = LatencyPredictor.fit(table)
     assert pred.kernel_model.nchwc == (16, 4)
     assert LatencyPredictor.from_dict(pred.to_dict()).kernel_model.nchwc == (16, 4)
+
+
+def test_contributions_add_up_to_the_fitted_prediction():
+    """Per-kernel milliseconds and the rest (constant, layout and bit-width transitions) sum to the prediction;
+    a blended predictor has no per-kernel split and says so."""
+    table, held = _table((16, 4))
+    pred = LatencyPredictor.fit(table)
+    for ks, _ in held:
+        kernels, ms, rest = pred.contributions(ks)
+        assert kernels == ks and ms.shape == (len(ks),)
+        assert float(ms.sum()) + rest == pytest.approx(pred.predict(ks), rel=1e-9)
+        assert rest != pytest.approx(0.0, abs=1e-9)  # the reorders around the plain shuffles are in the rest
+    blended = LatencyPredictor.fit(table, prior=[pred])
+    with pytest.raises(ValueError, match="no per-kernel split"):
+        blended.contributions(held[0][0])
