@@ -8,7 +8,7 @@ held-out models of the spaces and the torchvision exports on the predictor's sca
 constant, hence a record here and not an experiment of the public API. From the repository root:
 
     python experiments/results/layout_paths/evaluate.py \\
-        predictor_local_128_maxpool,predictor_local_128_uniform,predictor_local_128_layout > experiments/results/layout_paths/evaluate.txt
+        predictor_local_128_maxpool,predictor_local_128_uniform,predictor_local_128_layout,predictor_local_128_paths > experiments/results/layout_paths/evaluate.txt
 """
 
 from __future__ import annotations
