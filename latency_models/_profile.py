@@ -171,9 +171,8 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
                 else:
                     from latency_models._kernel_model import KernelModel
 
-                    nchwc = table.device.get("nchwc")
                     km = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows],
-                                     nchwc=tuple(nchwc) if nchwc else None)
+                                     nchwc=table.device.get("nchwc"))  # KernelModel makes the JSON list a tuple
                     pred = km.predict(todo)
                     score = km.uncertainty(todo) * pred * np.array([pool[k] for k in todo])
                     order = np.argsort(-score)[:_ROUND]
