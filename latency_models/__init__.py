@@ -24,6 +24,7 @@ __all__ = [
     "Kernel",
     "LatencyPredictor",
     "LatencyTable",
+    "OutsideModel",
     "PROTOCOL_NAME",
     "Progress",
     "SegmentPredictor",
@@ -54,6 +55,7 @@ __all__ = [
 
 _LAZY = {
     "KernelModel": "latency_models._kernel_model",
+    "OutsideModel": "latency_models._outside",
     "plain_path": "latency_models._layout",
     "LatencyPredictor": "latency_models._predictor",
     "UnknownOperatorWarning": "latency_models._predictor",

@@ -55,6 +55,7 @@ from latency_models._features import family, kernel_key, physical
 from latency_models._kernel import Kernel
 from latency_models._kernel_model import KernelModel
 from latency_models._layout import BLOCKED, PLAIN, layout_state, standalone_reorder_mbytes
+from latency_models._outside import OutsideModel, fit_outside, kernel_features
 from latency_models._table import LatencyTable, read_json
 
 __all__ = ["CalibrationRangeWarning", "LatencyPredictor", "UnknownOperatorWarning"]
@@ -97,6 +98,12 @@ def _ridge_loo(xt: np.ndarray, yt: np.ndarray, pen: np.ndarray) -> tuple[np.ndar
 
     Solved in the primal (p x p) or the dual (n x n) form, whichever is smaller.
     """
+    coef, loo = _ridge_loo_residuals(xt, yt, pen)
+    return coef, float(np.mean(loo**2))
+
+
+def _ridge_loo_residuals(xt: np.ndarray, yt: np.ndarray, pen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_ridge_loo`'s solution and its exact leave-one-out residual of every row."""
     n, p = xt.shape
     if p <= n:
         a = xt.T @ xt + np.diag(pen)
@@ -116,8 +123,7 @@ def _ridge_loo(xt: np.ndarray, yt: np.ndarray, pen: np.ndarray) -> tuple[np.ndar
         coef = xd.T @ (m @ yt)
         h = np.diag(k @ m)
     resid = yt - xt @ coef
-    loo = resid / np.maximum(1.0 - h, 1e-9)
-    return coef, float(np.mean(loo**2))
+    return coef, resid / np.maximum(1.0 - h, 1e-9)
 
 
 def _kernel_counts(rows: Sequence[Any]) -> tuple[list[Kernel], np.ndarray]:
@@ -288,7 +294,7 @@ class LatencyPredictor:
                  own_weight: float = 1.0, blend_intercept_ms: float = 0.0, reference_ms: float | None = None,
                  reference_exponent: float = 0.0,
                  measured_models: Mapping[tuple[Kernel, ...], float] | None = None,
-                 heaviest_weight_mb: Sequence[float] | None = None) -> None:
+                 heaviest_weight_mb: Sequence[float] | None = None, outside: OutsideModel | None = None) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -331,13 +337,19 @@ class LatencyPredictor:
         #: fitted on, ascending (None: not recorded, a predictor saved before they were): an ONNX model heavier
         #: than the lightest of them is flagged with a :class:`CalibrationRangeWarning`
         self.heaviest_weight_mb = None if heaviest_weight_mb is None else sorted(float(w) for w in heaviest_weight_mb)
+        if outside is not None and kernel_model is None:
+            raise ValueError("an outside model needs a kernel_model (kernel rows)")
+        #: the few-parameter model of whole models outside the spaces and its gate (see ``fit(outside_models=...)``),
+        #: or None
+        self.outside = outside
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
+        self._outside_cache: dict[Kernel, np.ndarray] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
 
     # ----------------------------------------------------------------- fitting
     @classmethod
     def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = (),
-            reference_exponent: float | str = "auto") -> "LatencyPredictor":
+            reference_exponent: float | str = "auto", outside_models: bool = True) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -350,13 +362,19 @@ class LatencyPredictor:
         shared 2-core VM the fit chose 3 and 3.5 (whole models moved that many times as much as the reference,
         in log), at 96 px 1: it depends on the models and on what else the machine runs.
 
+        ``outside_models``: when the table timed at least :data:`~latency_models._outside.MIN_OUTSIDE_MODELS`
+        whole models outside the spaces (``profile_models``), also fit a few-parameter model on those alone and
+        blend it in for the models that resemble them more than the spaces' candidates, if cross-validation on
+        the table's rows says it helps (:mod:`latency_models._outside`; :attr:`outside` is None otherwise, and
+        ``fit_info["outside_models"]`` says why). ``False``: never.
+
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
         and this table's own, weighted to fit the table's model rows (see the module's docstring). The prior
         predictors must accept the same models (kernel lists of the same space, and the candidates' genes
         when they were fitted on genes); they are saved inside this predictor.
         """
-        own, table = cls._fit_on_scale(table, reference_exponent)
+        own, table = cls._fit_on_scale(table, reference_exponent, outside_models)
         prior = list(prior)
         if not prior:
             return own
@@ -379,7 +397,7 @@ class LatencyPredictor:
             keep = [rows[i] for i in perm if i not in held]
             sub = LatencyTable(device=table.device, protocol=table.protocol, kernel_rows=table.kernel_rows,
                                model_rows=keep)
-            own_cv[fold] = cls._fit(sub).predict_many([lists[i] for i in fold], genes=[genes[i] for i in fold])
+            own_cv[fold] = cls._fit(sub, outside_models).predict_many([lists[i] for i in fold], genes=[genes[i] for i in fold])
         cols = [own_cv] + [p.predict_many(lists, genes=genes) for p in prior]
         a = np.column_stack(cols + [np.ones(n), -np.ones(n)]) / y[:, None]  # relative error, intercept free
         w = _nnls(a, np.ones(n))
@@ -397,7 +415,8 @@ class LatencyPredictor:
         return own
 
     @classmethod
-    def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str) -> tuple["LatencyPredictor", LatencyTable]:
+    def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str,
+                      outside_models: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -421,7 +440,7 @@ class LatencyPredictor:
         def attempt(b: float) -> float:
             if b not in fits:
                 scaled = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
-                fits[b] = (cls._fit(scaled), scaled)
+                fits[b] = (cls._fit(scaled, outside_models), scaled)
             err = fits[b][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -439,7 +458,7 @@ class LatencyPredictor:
         return own, scaled
 
     @classmethod
-    def _fit(cls, table: LatencyTable) -> "LatencyPredictor":
+    def _fit(cls, table: LatencyTable, outside_models: bool = True) -> "LatencyPredictor":
         if not table.kernel_rows and not table.model_rows:
             raise ValueError("table has no rows: nothing to fit")
         kernel_model = None
@@ -548,19 +567,30 @@ class LatencyPredictor:
                 trans_ms[t] = trans_ms.get(t, 0.0) + crossing_ms
         gene_ms = {g: float(d * g_scale) for g, d in zip(gene_names, d_gene) if lams[3] < 1e6 and abs(d) > 1e-12}
         gene_mean = float(np.mean([sum(gene_ms.get(g, 0.0) for g in gs) for gs in genes])) if gene_ms else 0.0
+        outside, outside_info = None, None
+        if outside_models and kernel_model is not None:
+            # the main fit's exact leave-one-out prediction of every row, for the outside model's cross-validation
+            pen = np.array([_TINY if g == 0 else lams[g] for g in groups]) * n / 20.0
+            _, loo = _ridge_loo_residuals(xb, yt, pen)
+            ids: dict[tuple[Kernel, ...], int] = {}
+            model_ids = np.array([ids.setdefault(tuple(r.kernels), len(ids)) for r in rows])
+            feats = counts @ kernel_features(kernel_model, ukernels, nchwc)
+            outside, outside_info = fit_outside(feats, y, np.array([not r.candidate for r in rows]), model_ids, 1.0 - loo)
         info = {
             "model_rows": n, "kernel_rows": len(table.kernel_rows), "distinct_kernels": len(ukernels),
             "lambda_physical": lam_phys, "lambda_family": lams[1], "lambda_kernel": lams[2], "lambda_gene": lams[3],
             "lambda_overhead": lams[4],
             "loo_rmspe_physical": float(np.sqrt(err1)), "loo_rmspe": float(np.sqrt(best_err)),
         }
+        if outside_info is not None:
+            info["outside_models"] = outside_info
         logger.info("fitted latency predictor (%s mode): %s", mode, info)
         return cls(device=table.device, protocol=table.protocol, mode=mode,
                    intercept_ms=intercept0 + float(coef[0]) * 1.0, theta0=theta0, family_mult=fam_mult,
                    lut_ms=lut_ms, gene_ms=gene_ms, gene_mean_ms=gene_mean, t_floor_ms=floor,
                    family_count_ms=fam_count_ms, transition_ms=trans_ms,
                    kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info,
-                   measured_models=_measured_models(rows),
+                   measured_models=_measured_models(rows), outside=outside,
                    heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]))
 
     # ----------------------------------------------------------------- predicting
@@ -708,6 +738,8 @@ class LatencyPredictor:
         for i, (ks, e) in enumerate(zip(lists, extra)):
             out[i] = total(recs[pos:pos + len(ks)]) + e
             pos += len(ks)
+        if self.outside is not None:  # models that resemble the table's other models more than its candidates
+            out = self.outside.blend(out, self._outside_sums(lists))
         # The intercept fitted from a few whole models can be negative; a model smaller than any of them
         # must still cost a positive time: never below a fraction of the fastest model measured.
         out = np.maximum(out, self.min_model_ms)
@@ -743,7 +775,8 @@ class LatencyPredictor:
         rest (the constant, bit-width and layout transitions, gene terms at their mean), which add up to the
         fitted prediction. That is :meth:`predict` before its floor (:attr:`min_model_ms`) and before a model the
         table timed whole is answered with its measurement. A contribution can be negative: the fitted terms are
-        deviations, not times.
+        deviations, not times. With an :attr:`outside` model, each kernel's share of it is blended in with the
+        model's gate weight (its constant goes to the rest).
 
         Raises:
             ValueError: for a predictor blended with other devices' (``fit(table, prior=[...])``): its prediction
@@ -758,7 +791,40 @@ class LatencyPredictor:
             kernels = _kernel_list(model, "model")
         recs = self._records(kernels)
         ms = np.array([r[0] for r in recs], dtype=np.float64)
-        return kernels, ms, float(self._sum(recs) + self._gene_ms(None) - ms.sum())
+        rest = float(self._sum(recs) + self._gene_ms(None) - ms.sum())
+        if self.outside is not None:  # the blend, split the same way: the outside model's intercept goes to the rest
+            feats = self._outside_features(kernels)
+            share = float(self.outside.share(feats.sum(0, keepdims=True))[0])
+            c = self.outside.coef
+            ms = (1.0 - share) * ms + share * (feats[:, :3] @ c[:3])
+            rest = (1.0 - share) * rest + share * float(c[3])
+        return kernels, ms, rest
+
+    def outside_weight(self, models: Iterable[Any]) -> np.ndarray:
+        """The weight the :attr:`outside` model gets in each model's prediction (kernel lists, ONNX paths or
+        ``ModelProto``, as :meth:`predict_many`): the gate's probability that the model is of the kind of the table's
+        whole models outside the spaces; 0 for every model without an outside model."""
+        lists = [self._onnx_kernels(m) if isinstance(m, (str, os.PathLike)) or type(m).__name__ == "ModelProto"
+                 else _kernel_list(m, f"models[{i}]") for i, m in enumerate(models)]
+        if self.outside is None:
+            return np.zeros(len(lists))
+        return self.outside.share(self._outside_sums(lists))
+
+    def _outside_features(self, kernels: Sequence[Kernel]) -> np.ndarray:
+        """The outside model's additive features of each kernel (kernels x 4), cached by kernel."""
+        cache = self._outside_cache
+        new = [k for k in dict.fromkeys(kernels) if k not in cache]
+        if new:
+            for k, f in zip(new, kernel_features(self.kernel_model, new, self._nchwc)):
+                cache[k] = f
+        return np.array([cache[k] for k in kernels]).reshape(len(kernels), 4)
+
+    def _outside_sums(self, lists: Sequence[Sequence[Kernel]]) -> np.ndarray:
+        """The outside model's features of whole models (models x 4): their kernels' features summed."""
+        flat = [k for ks in lists for k in ks]
+        feats = self._outside_features(flat)
+        row = np.repeat(np.arange(len(lists)), [len(ks) for ks in lists])
+        return np.stack([np.bincount(row, weights=feats[:, j], minlength=len(lists)) for j in range(4)], axis=1)
 
     def beyond_range(self, model: "Sequence[Kernel] | str | os.PathLike[str] | Any") -> str | None:
         """Why ``model`` (kernels, an ONNX path or ``ModelProto``) lies beyond the whole models the predictor was
@@ -821,6 +887,7 @@ class LatencyPredictor:
             "reference_exponent": self.reference_exponent,
             "fit_info": self.fit_info,
             "heaviest_weight_mb": self.heaviest_weight_mb,
+            "outside": self.outside.to_dict() if self.outside is not None else None,
             "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
                                 for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
@@ -849,7 +916,8 @@ class LatencyPredictor:
                        reference_ms=data.get("reference_ms"), reference_exponent=data.get("reference_exponent", 0.0),
                        measured_models={tuple(Kernel.from_dict(k) for k in m["kernels"]): m["latency_ms"]
                                         for m in data.get("measured_models") or []},
-                       heaviest_weight_mb=data.get("heaviest_weight_mb"))
+                       heaviest_weight_mb=data.get("heaviest_weight_mb"),
+                       outside=OutsideModel.from_dict(data["outside"]) if data.get("outside") else None)
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

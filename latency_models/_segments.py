@@ -16,8 +16,9 @@ A model is then predicted from its segment ids alone: the summaries are combined
 segments (from the last bits of the previous segment that has a weight layer to the next one's first bits),
 vectorised with numpy over a whole batch, so that predicting a model costs no Python work per kernel. The
 result equals ``predictor.predict_many`` of the concatenated kernel lists up to float rounding (sums are
-taken in another order), including the floor ``min_model_ms``, the gene terms and the blend with prior
-predictors (each prior is summarised the same way). Nothing here knows where the segments come from.
+taken in another order), including the floor ``min_model_ms``, the gene terms, the outside model's blend (each
+segment also sums its kernels' outside features) and the blend with prior predictors (each prior is summarised
+the same way). Nothing here knows where the segments come from.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["SegmentPredictor", "SegmentSummary"]
 
 #: The methods that make a LatencyPredictor's numbers: a subclass overriding one is not compiled.
-_PREDICTING = ("predict_many", "predict", "_records", "_sum", "_tr", "_gene_ms", "_onnx_kernels")
+_PREDICTING = ("predict_many", "predict", "_records", "_sum", "_tr", "_gene_ms", "_onnx_kernels", "_outside_features",
+               "_outside_sums")
 #: Bits index the dense transition tables, so they must stay below this.
 _BITS_LIMIT = 64
 
@@ -106,6 +108,8 @@ class SegmentPredictor:
         self._first_bits = np.zeros(64, dtype=np.intp)
         self._first_mel = np.zeros(64)
         self._last_bits = np.zeros(64, dtype=np.intp)
+        #: with an outside model (``predictor.outside``): each segment's summed outside features (segments x 4)
+        self._outside = np.zeros((64, 4)) if predictor.outside is not None else None
         t0 = np.zeros((_BITS_LIMIT, _BITS_LIMIT))
         t1 = np.zeros((_BITS_LIMIT, _BITS_LIMIT))
         for (a, b), (c0, c1) in predictor._tr.items():
@@ -152,15 +156,19 @@ class SegmentPredictor:
         start, stop = self._n, self._n + len(summaries)
         if stop > len(self._contrib):
             size = max(stop, 2 * len(self._contrib))
-            for name in ("_contrib", "_first_bits", "_first_mel", "_last_bits"):
+            for name in ("_contrib", "_first_bits", "_first_mel", "_last_bits", "_outside"):
                 old = getattr(self, name)
-                new = np.zeros(size, dtype=old.dtype)
+                if old is None:
+                    continue
+                new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
                 new[:start] = old[:start]
                 setattr(self, name, new)
         if summaries:
             c, fb, fm, lb = zip(*summaries)
             self._contrib[start:stop], self._first_bits[start:stop] = c, fb
             self._first_mel[start:stop], self._last_bits[start:stop] = fm, lb
+        if self._outside is not None and segments:
+            self._outside[start:stop] = self.predictor._outside_sums(segments)
         self._n = stop
         return list(range(start, stop))
 
@@ -208,6 +216,11 @@ class SegmentPredictor:
         out = p.intercept_ms + total
         if p.gene_ms:
             out += np.array([p._gene_ms(None if genes is None else genes[i]) for i in range(n)])
+        if self._outside is not None:
+            of = self._outside[ids]
+            feats = np.stack([np.bincount(layout.row, weights=of[:, j], minlength=n) for j in range(4)], axis=1) \
+                if len(ids) else np.zeros((n, 4))
+            out = p.outside.blend(out, feats)
         out = np.maximum(out, p.min_model_ms)
         if p.prior:
             out = p.own_weight * out + p.blend_intercept_ms
