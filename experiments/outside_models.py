@@ -13,6 +13,12 @@ times nothing, and scores:
   table) of the ``predictor_local.py`` run, on the predictor's scale.
 
     python experiments/outside_models.py --tables predictor_local_128_paths,predictor_local_128_maxpool,predictor_local_128_uniform,predictor_local_96_se --name outside_models
+
+``--base RUN --add V1,V2,... --as NEW`` first copies the tables of ``predictor_local.py`` run RUN to
+``experiments/results/NEW/`` and adds the named models (:data:`VARIANTS`: torchvision architectures at other widths
+than the exports', so other models, never the ones predicted) to its table with ``latency_models.profile_models``
+(this times them, under the protocol: run it alone on the machine), then scores NEW like the others (name it in
+``--tables`` too).
 """
 
 from __future__ import annotations
@@ -39,6 +45,54 @@ from _common import loadavg, write_json  # noqa: E402
 from predictor_local import RESULTS, _read, _with_layout  # noqa: E402
 
 from latency_models import LatencyPredictor, LatencyTable, accuracy_metrics  # noqa: E402
+
+
+#: Other models of the exports' kinds: torchvision architectures at widths no export has (random weights, 10 classes).
+VARIANTS = {
+    "mobilenet_v2_w050": lambda tv: tv.models.MobileNetV2(width_mult=0.5, num_classes=10),
+    "mobilenet_v2_w075": lambda tv: tv.models.MobileNetV2(width_mult=0.75, num_classes=10),
+    "mobilenet_v3_small_w075": lambda tv: tv.models.mobilenet_v3_small(weights=None, num_classes=10, width_mult=0.75),
+    "mobilenet_v3_small_w125": lambda tv: tv.models.mobilenet_v3_small(weights=None, num_classes=10, width_mult=1.25),
+    "mnasnet0_35": lambda tv: tv.models.MNASNet(alpha=0.35, num_classes=10),
+    "shufflenet_v2_c72": lambda tv: tv.models.ShuffleNetV2([4, 8, 4], [24, 72, 144, 288, 1024], num_classes=10),
+    "shufflenet_v2_c88": lambda tv: tv.models.ShuffleNetV2([4, 8, 4], [24, 88, 176, 352, 1024], num_classes=10),
+}
+
+
+def _add_variants(base: str, names: list[str], new: str) -> dict:
+    """Copy run ``base``'s tables to ``new`` and add the ``names`` of :data:`VARIANTS` with ``profile_models``."""
+    import gzip
+    import shutil
+
+    import torch
+    import torchvision
+
+    from latency_models import profile_models
+    from spaces.compress import export_onnx
+
+    src, dst = RESULTS / base, RESULTS / new
+    (dst / "onnx").mkdir(parents=True, exist_ok=True)
+    for f in ("table.json", "held.json", "held_float.json", "torchvision.json"):
+        if (src / f).is_file():
+            shutil.copyfile(src / f, dst / f)
+        elif (src / (f + ".gz")).is_file():
+            (dst / f).write_bytes(gzip.decompress((src / (f + ".gz")).read_bytes()))
+    size = int(_read(dst, "table.json").protocol["space_options"]["input_size"])
+    torch.set_num_threads(1)
+    paths = []
+    for n in names:
+        path = dst / "onnx" / f"{n}_{size}.onnx"
+        export_onnx(VARIANTS[n](torchvision).eval(), (3, size, size), str(path))
+        paths.append(path)
+    loads, t0 = [loadavg()], time.time()
+    profile_models([str(p) for p in paths], out=dst / "table.json", names=[p.stem for p in paths])
+    loads.append(loadavg())
+    for f in ("table.json", "held.json", "held_float.json"):  # committed gzipped, as predictor_local.py's
+        if (dst / f).is_file():
+            (dst / (f + ".gz")).write_bytes(gzip.compress((dst / f).read_bytes(), mtime=0))
+            (dst / f).unlink()
+    return {"base": base, "added": names, "profile_models_minutes": (time.time() - t0) / 60,
+            "load_average_before_after": loads}
 
 
 def _has(folder: pathlib.Path, name: str) -> bool:
@@ -89,16 +143,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tables", required=True, help="comma-separated predictor_local.py runs under experiments/results")
     ap.add_argument("--name", default="outside_models")
+    ap.add_argument("--base", default=None, help="a predictor_local.py run whose tables --add copies")
+    ap.add_argument("--add", default="", help=f"models to add to a copy of --base's table; allowed: {', '.join(VARIANTS)}")
+    ap.add_argument("--as", dest="as_", default=None, help="the name of the copy with --add's models")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore")
     names = [t for t in args.tables.split(",") if t]
+    added = None
+    if args.add or args.base or args.as_:
+        add = [a for a in args.add.split(",") if a]
+        bad = [a for a in add if a not in VARIANTS]
+        if bad or not add:
+            raise SystemExit(f"--add {args.add!r} is not allowed; allowed: a comma-separated list of {', '.join(VARIANTS)}")
+        if not args.base or not args.as_ or not _has(RESULTS / args.base, "table.json"):
+            raise SystemExit("--add needs --base RUN (a predictor_local.py run committed under experiments/results) "
+                             "and --as NEW")
+        added = _add_variants(args.base, add, args.as_)
     for t in names:
-        if not _has(RESULTS / t, "table.json"):
+        if t != args.as_ and not _has(RESULTS / t, "table.json"):
             raise SystemExit(f"--tables: {t!r} has no experiments/results/{t}/table.json; allowed: runs of "
                              "predictor_local.py committed there")
     started, loads = time.time(), [loadavg()]
-    report: dict = {"command": f"python experiments/outside_models.py --tables {args.tables} --name {args.name}",
+    command = f"python experiments/outside_models.py --tables {args.tables} --name {args.name}" + (
+        f" --base {args.base} --add {args.add} --as {args.as_}" if added else "")
+    report: dict = {"command": command, "added": added,
                     "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "tables": {}}
     md = [f"# The outside model blended in, and not ({args.name})", "",
           f"Command: `{report['command']}`  ", ""]
@@ -150,9 +219,13 @@ def main() -> None:
     loads.append(loadavg())
     report["minutes"] = (time.time() - started) / 60
     report["load_average_before_after"] = loads
-    md.insert(3, f"Started {report['started_utc']}, {report['minutes']:.1f} min; times nothing (fits committed "
-                 f"tables); load average before / after: {loads[0]} / {loads[1]}. Errors are predicted / measured - 1 "
-                 "on the predictor's scale.")
+    md.insert(3, f"Started {report['started_utc']}, {report['minutes']:.1f} min; "
+                 + (f"`{added['base']}`'s tables copied to `{args.as_}` and {', '.join(added['added'])} added to its "
+                    f"table with `profile_models` ({added['profile_models_minutes']:.1f} min, load average "
+                    f"{added['load_average_before_after'][0]} / {added['load_average_before_after'][1]}); the rest"
+                    if added else "")
+                 + f" times nothing (fits committed tables); load average before / after: {loads[0]} / {loads[1]}. "
+                 "Errors are predicted / measured - 1 on the predictor's scale.")
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     write_json(RESULTS / f"{args.name}.json", report)
     print(f"wrote {RESULTS / (args.name + '.md')}")

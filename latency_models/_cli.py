@@ -22,7 +22,8 @@ __all__ = ["main"]
 SPACE_COMMANDS = ("profile", "measure")
 
 
-def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str] = ()):  # noqa: ANN202
+def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str] = (),  # noqa: ANN202
+                    outside_models: bool = True):
     from latency_models._predictor import LatencyPredictor
     from latency_models._table import LatencyTable, read_json
 
@@ -32,11 +33,12 @@ def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str
             raise ValueError(f"--prior applies to a table being fitted; {what} {path} is a fitted predictor")
         return LatencyPredictor.from_dict(data)
     priors = [_load_predictor(p, what="--prior") for p in prior]
-    return LatencyPredictor.fit(LatencyTable.from_dict(data), prior=priors)  # a table: fit on the fly
+    return LatencyPredictor.fit(LatencyTable.from_dict(data), prior=priors,  # a table: fit on the fly
+                                outside_models=outside_models)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    pred = _load_predictor(args.table, what="table", prior=args.prior)
+    pred = _load_predictor(args.table, what="table", prior=args.prior, outside_models=not args.no_outside_models)
     pred.save(args.out)
     info = pred.fit_info
     line = (f"{args.out}: {pred.mode} mode, {info.get('model_rows', 0)} model rows, {info.get('kernel_rows', 0)} "
@@ -46,6 +48,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         weights = ", ".join(f"{d or '?'} {w:.3g}" for d, w in zip(tr["prior_devices"], tr["prior_weights"]))
         line += (f"; blended: own {tr['own_weight']:.3g}, {weights} (cross-validated RMSPE of the table alone "
                  f"{100 * tr['cv_rmspe_own']:.1f}%, of the blend in sample {100 * tr['rmspe_blend']:.1f}%)")
+    out = info.get("outside_models")
+    if out:
+        blended = out["cv_rmspe_by_gate_penalty"].get(format(out.get("gate_penalty", 0), "g"))
+        line += f"; {out['models']} models outside the spaces: " + (
+            f"blended in by a gate (cross-validated RMSPE {100 * out['cv_rmspe_own']:.1f}% -> {100 * blended:.1f}%)"
+            if out["chosen"] == "blend" else out["chosen"])
     print(line + pred.state_note())
     return 0
 
@@ -92,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("table", help="latency table JSON")
     f.add_argument("--out", required=True, help="predictor JSON to write")
     f.add_argument("--prior", action="append", default=[], metavar="PREDICTOR", help=prior_help)
+    f.add_argument("--no-outside-models", action="store_true",
+                   help="never blend in the fit of the table's whole models outside the spaces (profile_models)")
     f.set_defaults(func=_cmd_fit)
     e = sub.add_parser("evaluate", help="score a predictor (or a table, fitted on the fly) on measured models")
     e.add_argument("--predictor", required=True)

@@ -113,3 +113,16 @@ def test_a_bad_outside_model_is_refused():
         OutsideModel(coef=[1.0, 2.0], gate=[0.0] * 10, z_mean=[0, 0, 0], z_scale=[1, 1, 1])
     with pytest.raises(ValueError, match="missing the field 'gate'"):
         OutsideModel.from_dict({"coef": [1, 0, 0, 0]})
+
+
+def test_fit_command_says_whether_it_blends_and_can_be_told_not_to(tmp_path, capsys):
+    from latency_models._cli import main as cli_main
+
+    _table(np.random.default_rng(3), 12).save(tmp_path / "t.json")
+    assert cli_main(["fit", str(tmp_path / "t.json"), "--out", str(tmp_path / "p.json")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "12 models outside the spaces: blended in by a gate (cross-validated RMSPE" in line, line
+    assert LatencyPredictor.load(tmp_path / "p.json").outside is not None
+    assert cli_main(["fit", str(tmp_path / "t.json"), "--out", str(tmp_path / "q.json"), "--no-outside-models"]) == 0
+    assert "outside the spaces" not in capsys.readouterr().out
+    assert LatencyPredictor.load(tmp_path / "q.json").outside is None
