@@ -149,9 +149,11 @@ def fit_outside(feats: np.ndarray, y: np.ndarray, outside: np.ndarray, model_ids
     outside = np.asarray(outside, dtype=bool)
     models_out = np.unique(model_ids[outside])
     info: dict[str, Any] = {"models": int(len(models_out))}
-    if len(models_out) < MIN_OUTSIDE_MODELS or outside.all():
-        info["chosen"] = f"no blend: fewer than {MIN_OUTSIDE_MODELS} models outside the spaces" if outside.any() or \
-            len(models_out) < MIN_OUTSIDE_MODELS else "no blend: no candidate rows"
+    if len(models_out) < MIN_OUTSIDE_MODELS:
+        info["chosen"] = f"no blend: fewer than {MIN_OUTSIDE_MODELS} models outside the spaces"
+        return None, info
+    if outside.all():
+        info["chosen"] = "no blend: no candidates of the spaces among the rows"
         return None, info
     x = _design(feats)
     # the outside model's prediction of every row, fitted without that row's model

@@ -19,6 +19,11 @@ alone, not inside a model), and the changes of layout between consecutive kernel
 are priced like the bit-width changes: per change and per million elements crossing, with one shared cost per
 element in the physical stage.
 
+Models of another make. When the table timed at least eight whole models outside the spaces (``profile_models``),
+a four-parameter physical model fitted on those alone is blended in, weighted by a logistic gate that tells such
+models from the spaces' candidates, if cross-validation on the table's rows says it helps
+(:mod:`latency_models._outside`).
+
 Everything is fitted by ridge regression in relative error; the strengths of the two penalties (per-family
 deviations, per-kernel lookup table) are chosen by exact leave-one-out cross-validation on the given rows,
 so the physical prior dominates with few rows and the lookup table takes over as rows accumulate.

@@ -77,11 +77,16 @@ def test_models_of_another_make_are_predicted_from_their_own_fit():
     np.testing.assert_allclose(pred.predict_many(new_cands), plain.predict_many(new_cands), rtol=0.02)
 
 
-def test_no_blend_with_few_models_outside_the_spaces():
+def test_no_blend_with_few_models_outside_the_spaces_or_no_candidates():
     table = _table(np.random.default_rng(1), MIN_OUTSIDE_MODELS - 1)
     pred = LatencyPredictor.fit(table)
     assert pred.outside is None
     assert pred.fit_info["outside_models"]["chosen"].startswith("no blend: fewer than")
+    table = _table(np.random.default_rng(1), 10)
+    table.model_rows = [r for r in table.model_rows if not r.candidate]
+    pred = LatencyPredictor.fit(table)
+    assert pred.outside is None and pred.fit_info["outside_models"]["chosen"] == \
+        "no blend: no candidates of the spaces among the rows"
 
 
 def test_the_blend_is_kept_through_json_segments_and_contributions(tmp_path):
