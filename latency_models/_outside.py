@@ -85,16 +85,31 @@ def _sigmoid(eta: np.ndarray) -> np.ndarray:
 
 
 def _logistic(x: np.ndarray, t: np.ndarray, lam: float) -> np.ndarray:
-    """Ridge-penalised logistic regression of ``t`` (0/1) on ``x`` (intercept unpenalised), by Newton's method."""
+    """Ridge-penalised logistic regression of ``t`` (0/1) on ``x`` (intercept unpenalised), by Newton's method with
+    step halving, so that the penalised loss never rises (well-separated classes cannot make it diverge)."""
     pen = np.full(x.shape[1], lam)
     pen[0] = 1e-9
+
+    def loss(w: np.ndarray) -> float:
+        eta = x @ w
+        return float(np.sum(np.logaddexp(0.0, eta) - t * eta) + 0.5 * np.sum(pen * w * w))
+
     w = np.zeros(x.shape[1])
+    current = loss(w)
     for _ in range(100):
         p = _sigmoid(x @ w)
         grad = x.T @ (p - t) + pen * w
         hess = (x * (p * (1.0 - p))[:, None]).T @ x + np.diag(pen)
-        step = np.linalg.solve(hess, grad)
-        w -= step
+        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        for _half in range(30):
+            trial = w - step
+            value = loss(trial)
+            if np.isfinite(value) and value <= current:
+                break
+            step = step / 2.0
+        else:
+            break
+        w, current = trial, value
         if np.abs(step).max() < 1e-10:
             break
     return w

@@ -131,3 +131,15 @@ def test_fit_command_says_whether_it_blends_and_can_be_told_not_to(tmp_path, cap
     assert cli_main(["fit", str(tmp_path / "t.json"), "--out", str(tmp_path / "q.json"), "--no-outside-models"]) == 0
     assert "outside the spaces" not in capsys.readouterr().out
     assert LatencyPredictor.load(tmp_path / "q.json").outside is None
+
+
+def test_the_gate_converges_on_perfectly_separated_rows():
+    from latency_models._outside import _gate_x, _logistic, _sigmoid
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(200, 3))
+    t = (z[:, 0] > 0.5).astype(float)  # a clean cut: unpenalised, the weights would grow without bound
+    for lam in (1e-6, 0.1, 10.0):
+        w = _logistic(_gate_x(z), t, lam)
+        p = _sigmoid(_gate_x(z) @ w)
+        assert np.isfinite(w).all() and ((p > 0.5) == (t > 0.5)).mean() > 0.95
