@@ -30,7 +30,6 @@ import numpy as np
 
 from latency_models._features import physical
 from latency_models._kernel import Kernel
-from latency_models._layout import standalone_reorder_mbytes
 
 __all__ = ["OutsideModel", "MIN_OUTSIDE_MODELS", "GATE_PENALTIES"]
 
@@ -41,15 +40,15 @@ GATE_PENALTIES = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0)
 _RIDGE = 1e-6
 
 
-def kernel_features(kernel_model: Any, kernels: Sequence[Kernel], nchwc: tuple[int, int] | None) -> np.ndarray:
+def kernel_features(kernels: Sequence[Kernel], phi: np.ndarray) -> np.ndarray:
     """Per kernel, the additive features of a whole model: (time alone ms, 1, MB its stand-alone graph reorders,
-    MB of weights)."""
+    MB of weights), from the predictor's physical features ``phi`` of the same kernels (time alone, 1[, reorder
+    MB on a device with a blocked layout])."""
     kernels = list(kernels)
     if not kernels:
         return np.zeros((0, 4))
-    alone = np.asarray(kernel_model.predict(kernels), dtype=np.float64)
-    reorder = np.array([standalone_reorder_mbytes(k, nchwc) for k in kernels]) if nchwc else np.zeros(len(kernels))
-    return np.stack([alone, np.ones(len(kernels)), reorder, physical(kernels)[:, 2]], axis=1)
+    reorder = phi[:, 2] if phi.shape[1] > 2 else np.zeros(len(kernels))
+    return np.stack([phi[:, 0], np.ones(len(kernels)), reorder, physical(kernels)[:, 2]], axis=1)
 
 
 def _design(feats: np.ndarray) -> np.ndarray:

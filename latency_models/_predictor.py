@@ -342,8 +342,8 @@ class LatencyPredictor:
         #: fitted on, ascending (None: not recorded, a predictor saved before they were): an ONNX model heavier
         #: than the lightest of them is flagged with a :class:`CalibrationRangeWarning`
         self.heaviest_weight_mb = None if heaviest_weight_mb is None else sorted(float(w) for w in heaviest_weight_mb)
-        if outside is not None and kernel_model is None:
-            raise ValueError("an outside model needs a kernel_model (kernel rows)")
+        if outside is not None and mode != "kernels":
+            raise ValueError("an outside model needs mode='kernels' (a kernel_model from kernel rows)")
         #: the few-parameter model of whole models outside the spaces and its gate (see ``fit(outside_models=...)``),
         #: or None
         self.outside = outside
@@ -579,7 +579,7 @@ class LatencyPredictor:
             _, loo = _ridge_loo_residuals(xb, yt, pen)
             ids: dict[tuple[Kernel, ...], int] = {}
             model_ids = np.array([ids.setdefault(tuple(r.kernels), len(ids)) for r in rows])
-            feats = counts @ kernel_features(kernel_model, ukernels, nchwc)
+            feats = counts @ kernel_features(ukernels, phi_u)
             outside, outside_info = fit_outside(feats, y, np.array([not r.candidate for r in rows]), model_ids, 1.0 - loo)
         info = {
             "model_rows": n, "kernel_rows": len(table.kernel_rows), "distinct_kernels": len(ukernels),
@@ -622,6 +622,8 @@ class LatencyPredictor:
         if todo:
             new = list(todo)
             phi = _phi(self.kernel_model if self.mode == "kernels" else None, new, self._nchwc)
+            if self.outside is not None:  # the outside model's features come from the same stand-alone times
+                self._outside_cache.update(zip(new, kernel_features(new, phi)))
             t_hat = phi @ self.theta0
             t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
             lut = self.lut_ms
@@ -816,12 +818,11 @@ class LatencyPredictor:
         return self.outside.share(self._outside_sums(lists))
 
     def _outside_features(self, kernels: Sequence[Kernel]) -> np.ndarray:
-        """The outside model's additive features of each kernel (kernels x 4), cached by kernel."""
+        """The outside model's additive features of each kernel (kernels x 4), cached by kernel (:meth:`_records`
+        fills the cache as it predicts a kernel)."""
         cache = self._outside_cache
-        new = [k for k in dict.fromkeys(kernels) if k not in cache]
-        if new:
-            for k, f in zip(new, kernel_features(self.kernel_model, new, self._nchwc)):
-                cache[k] = f
+        if any(k not in cache for k in kernels):
+            self._records(list(kernels))
         return np.array([cache[k] for k in kernels]).reshape(len(kernels), 4)
 
     def _outside_sums(self, lists: Sequence[Sequence[Kernel]]) -> np.ndarray:
