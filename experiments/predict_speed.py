@@ -1,7 +1,8 @@
 """How fast ``LatencyPredictor.predict_many`` is: candidates per second, with and without kernel listing.
 
 A predictor fitted on the committed table ``experiments/results/predictor_local_idle/table.json.gz`` (fbnet,
-mobilenet and shufflenet at 32x32); ``--n`` random candidates of the three spaces in turn:
+mobilenet and shufflenet at 32x32; ``--table NAME``: another ``predictor_local.py`` run's, the spaces at its input
+size, e.g. one whose predictor blends in its outside model); ``--n`` random candidates of the three spaces in turn:
 
 - ``kernels()``: ``space.kernels(candidate)`` alone (the spaces' plan and kernel listing);
 - ``cold``: ``predict_many`` on those kernel lists, a fresh predictor (every kernel new to its cache);
@@ -24,22 +25,28 @@ The compiled predictions are checked against the kernel lists' (``max_rel_diff_c
 
     python experiments/predict_speed.py --n 5000 --warm 30000 --n-large 30000
 
-Writes ``experiments/results/predict_speed.json``.
+    python experiments/predict_speed.py --n 5000 --warm 30000 --n-large 30000 \
+        --table predictor_local_128_paths_variants --name predict_speed_128_blend
+
+Writes ``experiments/results/predict_speed.json`` (``NAME.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import pathlib
+import sys
 import time
 
 import numpy as np
 
 import spaces
-from latency_models import LatencyPredictor, LatencyTable
+from latency_models import LatencyPredictor
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from predictor_local import _read, _with_layout  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -49,10 +56,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--warm", type=int, default=30000, help="candidates that warm the compiled evaluators' memo")
     ap.add_argument("--n-large", type=int, default=30000, help="fresh candidates timed after --warm")
+    ap.add_argument("--table", default="predictor_local_idle",
+                    help="the committed predictor_local.py run whose table the predictor is fitted on; the spaces "
+                         "are built at its input size")
+    ap.add_argument("--name", default="predict_speed", help="results name")
     args = ap.parse_args()
-    raw = gzip.decompress((RESULTS / "predictor_local_idle" / "table.json.gz").read_bytes())
-    table = LatencyTable.from_dict(json.loads(raw))
-    sp = [spaces.get_space(s) for s in ("fbnet", "mobilenet", "shufflenet")]
+    table = _with_layout(_read(RESULTS / args.table, "table.json"), {})
+    size = int(table.protocol.get("space_options", {}).get("input_size", 32))
+    sp = [spaces.get_space(s, input_size=size) for s in ("fbnet", "mobilenet", "shufflenet")]
     rng = np.random.default_rng(5)
     cands = [sp[i % 3].sample(rng) for i in range(args.n)]
     load0 = [round(v, 2) for v in os.getloadavg()]
@@ -106,7 +117,11 @@ def main() -> None:
     check = large[:300]
     max_rel = max(max_rel, float(np.max(np.abs(
         compiled(check) / pred.predict_many([sp[i % 3].kernels(c) for i, c in enumerate(check)]) - 1.0))))
-    out = {"command": f"python experiments/predict_speed.py --n {n} --warm {args.warm} --n-large {args.n_large}",
+    out = {"command": f"python experiments/predict_speed.py --n {n} --warm {args.warm} --n-large {args.n_large}"
+                      + (f" --table {args.table}" if args.table != "predictor_local_idle" else "")
+                      + (f" --name {args.name}" if args.name != "predict_speed" else ""),
+           "table": args.table, "input_size": size,
+           "outside_model_blended": pred.outside is not None,
            "kernels_per_candidate": float(np.mean([len(k) for k in lists])),
            "per_second": {"kernels()": n / t_k, "predict_many_cold": n / t_cold, "predict_many_warm": n / t_warm,
                           "fresh_candidates_incl_kernels()": n / t_fresh,
@@ -117,7 +132,7 @@ def main() -> None:
            "compiled_segments_per_space": {s.name: ev.segments for s, ev in zip(sp, evaluators)},
            "max_rel_diff_compiled": max_rel,
            "target_per_second": 1e5, "loadavg_before_after": [load0, [round(v, 2) for v in os.getloadavg()]]}
-    (RESULTS / "predict_speed.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 
 

@@ -225,14 +225,19 @@ class MobileNetSpace(StudentSpace):
         """One code per convolution (see :mod:`spaces._codes`), the channel counts of a whole batch computed
         with numpy as :meth:`_plan` computes them one candidate at a time."""
         m, n = self.channel_multiple, len(arch)
-        widths, crelus, depths, exps, ksizes = [], [], [], [], []
-        flat = chain.from_iterable
+        widths = [genes["width"] for genes in arch]
+        crelus = [genes.get("crelu", 0) for genes in arch]
+        depths: list[int] = []
+        exps: list[int] = []
+        ksizes: list[int] = []
+        add_depths, add_exps, add_ksizes = depths.extend, exps.extend, ksizes.extend  # bound once: the hot loop
         for genes in arch:
-            widths.append(genes["width"])
-            crelus.append(genes.get("crelu", 0))
-            depths.extend(genes["depths"])
-            exps.extend(flat(genes["expansions"]))
-            ksizes.extend(flat(genes["kernel_sizes"]))
+            add_depths(genes["depths"])
+            for stage in genes["expansions"]:
+                add_exps(stage)
+            for stage in genes["kernel_sizes"]:
+                add_ksizes(stage)
+        flat = chain.from_iterable
         n_stages = len(STAGES)
         d = np.array(depths, dtype=np.intp)
         nb = d.reshape(n, n_stages).sum(1)  # blocks per candidate
