@@ -129,6 +129,24 @@ def _with_layout(table: LatencyTable, meta: dict) -> LatencyTable:
     return table
 
 
+def _run_record(name: str) -> dict:
+    """The record of the run that made the tables of ``experiments/results/NAME/``: its ``NAME.json``, or for a
+    folder that ``outside_models.py --base RUN --add ... --as NAME`` made, RUN's with the models it added."""
+    path = RESULTS / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    for made in sorted(RESULTS.glob("outside_models*.json")):
+        rec = json.loads(made.read_text())
+        added = rec.get("added")
+        if added and rec.get("command", "").endswith(f"--as {name}"):
+            base = _run_record(added["base"])
+            return {**base, "command": f"{base['command']}`, then `{rec['command']}",
+                    "profile_minutes": base["profile_minutes"] + added["profile_models_minutes"],
+                    "extra": ", ".join([*(s for s in base["extra"].split(", ") if s), *added["added"]])}
+    raise SystemExit(f"error: no record of the run {name!r}: neither experiments/results/{name}.json nor an "
+                     f"outside_models*.json that made it (--as {name})")
+
+
 def _uniform(row) -> bool | None:
     """Whether a calibration model row has one bit width in all its layers (None: not a space's candidate)."""
     if not row.candidate:
@@ -291,7 +309,8 @@ def main() -> None:
                     help="time nothing: fit and score again on the tables of experiments/results/NAME/")
     ap.add_argument("--retime", metavar="NAME", default=None,
                     help="profile nothing: time the held-out models and the torchvision exports again (same "
-                         "--input-size, --spaces, --n, --torchvision) against the table of experiments/results/NAME/")
+                         "--input-size, --spaces, --n, --torchvision) against the table of experiments/results/NAME/ "
+                         "(also one that outside_models.py --as NAME made)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     args.n_float = args.n if args.n_float is None else args.n_float
@@ -325,7 +344,7 @@ def main() -> None:
     tv_paths = _torchvision(tv_names, size, onnx_dir)
     loads = [_load()]
     if args.retime:  # the table of an earlier run, as it was
-        old = json.loads((RESULTS / f"{args.retime}.json").read_text())
+        old = _run_record(args.retime)
         table = _with_layout(_read(RESULTS / args.retime, "table.json"), {})
         if table.protocol.get("space_options", {}).get("input_size") != size:
             raise SystemExit(f"--input-size {size} differs from the table of {args.retime}")
