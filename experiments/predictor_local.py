@@ -147,6 +147,27 @@ def _run_record(name: str) -> dict:
                      f"outside_models*.json that made it (--as {name})")
 
 
+def _exists(folder: pathlib.Path, name: str) -> bool:
+    return (folder / name).is_file() or (folder / (name + ".gz")).is_file()
+
+
+def _timed_twice(pred: LatencyPredictor, first: list, second: list, key) -> dict | None:
+    """The same models in two timings (matched by ``key``), both on ``pred``'s scale: how far the second timing
+    is from the first, and whether ``pred``'s errors are the same on both (a model's error that survives a
+    re-timing is the predictor's, not the timing's)."""
+    by = {key(r): r for r in first}
+    pairs = [(by[key(r)], r) for r in second if key(r) in by]
+    if len(pairs) < 3:
+        return None
+    a = np.array([float(pred.on_scale(x.latency_ms, x.reference_ms)) for x, _ in pairs])
+    b = np.array([float(pred.on_scale(y.latency_ms, y.reference_ms)) for _, y in pairs])
+    p = pred.predict_many([list(y.kernels) for _, y in pairs])
+    d, ea, eb = np.abs(b / a - 1), np.log(p / a), np.log(p / b)
+    return {"n": len(pairs), "retime_within_5": float((d <= 0.05).mean()), "retime_within_10": float((d <= 0.10).mean()),
+            "sd_log_retime_over_first": float(np.log(b / a).std()), "sd_log_error_first": float(ea.std()),
+            "sd_log_error_second": float(eb.std()), "error_correlation": float(np.corrcoef(ea, eb)[0, 1])}
+
+
 def _uniform(row) -> bool | None:
     """Whether a calibration model row has one bit width in all its layers (None: not a space's candidate)."""
     if not row.candidate:
@@ -210,12 +231,29 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
                                  "torchvision": tv.model_rows})
     ref = table.reference_ms
     state = fits["state"]
+    twice: dict = {}
+    if "table_from" in meta:  # a --retime run: the first timings are its source run's
+        src = RESULTS / meta["table_from"]
+        cand = lambda r: json.dumps(r.candidate, sort_keys=True)  # noqa: E731
+        groups = [("held.json", cand, [*((s_, lambda r, s_=s_: r.source == s_) for s_ in space_names),
+                                       ("spaces, all", lambda r: True)], held.model_rows)]
+        if held_float is not None and _exists(src, "held_float.json"):
+            groups.append(("held_float.json", cand, [("spaces, float32, all", lambda r: True)], held_float.model_rows))
+        groups.append(("torchvision.json", lambda r: r.source, [("torchvision", lambda r: True)], tv.model_rows))
+        for fname, key, labels, rows in groups:
+            if not _exists(src, fname):
+                continue
+            first = _read(src, fname).model_rows
+            for label, keep in labels:
+                t2 = _timed_twice(state, [r for r in first if keep(r)], [r for r in rows if keep(r)], key)
+                if t2:
+                    twice[label] = t2
     result = {
         **meta, "device": table.device, "protocol": table.protocol, "table_reference_ms": ref,
         "kernel_rows": len(table.kernel_rows), "model_rows": len(table.model_rows),
         "fit_seconds": {"as_measured": t_plain, "state": t_state},
         "reference_exponent": state.reference_exponent, "fit_info": {f: p.fit_info for f, p in fits.items()},
-        "one_scalar": scalars, "results": res, "calibration_ab": ab,
+        "one_scalar": scalars, "results": res, "calibration_ab": ab, "timed_twice": twice,
         "targets": {"spaces": {"within_10": 0.95, "within_5": 0.80}, "torchvision": {"within_10": 0.90}},
     }
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -259,6 +297,17 @@ def report(name: str, table: LatencyTable, held: LatencyTable, tv: LatencyTable,
             lines.append(f"| {a['calibration']} | {a['reference_exponent']:g} | " + " | ".join(
                 f"{100 * m['within_10']:.1f}% ({100 * m['within_5']:.1f}%), {100 * m['rmspe']:.1f}%, "
                 f"{100 * m['median_error']:+.1f}%" for m in a["scores"].values()) + " |")
+    if twice:
+        lines += ["", f"The same models timed twice: in `{meta['table_from']}`'s run and in this one, both on the state "
+                      "fit's scale. A predictor's error that stays when the model is timed again is the predictor's; "
+                      "one that moves is the timing's:", "",
+                  "| models | n | re-timed within ±5 % (±10 %) of the first | sd of log(second / first) | "
+                  "sd of the state fit's log error, first / second | correlation of its errors |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for label, t2 in twice.items():
+            lines.append(f"| {label} | {t2['n']} | {100 * t2['retime_within_5']:.1f} % ({100 * t2['retime_within_10']:.1f} %) | "
+                         f"{100 * t2['sd_log_retime_over_first']:.1f} % | {100 * t2['sd_log_error_first']:.1f} % / "
+                         f"{100 * t2['sd_log_error_second']:.1f} % | {t2['error_correlation']:.2f} |")
     tv_rows = {fit: {r["source"]: r for r in res["torchvision"][fit]["rows"]} for fit in fits}
     if tv.model_rows:
         lines += ["", "Models outside the spaces, one by one (never profiled; `error` is predicted / measured - 1):", "",
