@@ -44,8 +44,10 @@ def kernel_pool(spaces: Sequence[SearchSpace], *, n_per_space: int = POOL_CANDID
 #: Bit widths of the uniform-precision calibration models, in turn (float32 every second one).
 UNIFORM_BITS = (32, 8, 32, 16, 32, 4)
 #: Which calibration models a profile times (part of the search's device-cache key: a profile of random
-#: per-layer widths only, as before, is profiled again rather than reused).
-CALIBRATION = "random-and-uniform-widths/1"
+#: per-layer widths only, as before, is profiled again rather than reused). "/2": the untrained calibration
+#: models are exported with drawn BatchNorm statistics (distinct biases, as trained models have; with zero
+#: biases ONNX Runtime ran float16 layers off the blocked path: ``spaces._base._drawn_statistics``).
+CALIBRATION = "random-and-uniform-widths/2"
 #: How the spaces list a candidate's kernels, where it changed what a table's rows mean (part of the device-cache
 #: key too): "/1" lists a max pool next to a quantised layer at 8 bits (ONNX Runtime runs it on uint8).
 KERNEL_LISTING = "int8-max-pool/1"

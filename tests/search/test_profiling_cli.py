@@ -44,7 +44,7 @@ def test_the_device_cache_is_keyed_by_the_timing_protocol():
     assert fp["protocol"] == PROTOCOL_NAME == "karumi-interleaved/2"
     assert fp["options"]["input_size"] == 48
     # profiles of random per-layer widths only (before uniform-precision calibration models) are not reused
-    assert fp["calibration"] == "random-and-uniform-widths/1"
+    assert fp["calibration"] == "random-and-uniform-widths/2"
     # tables whose rows list max pools next to quantised layers at 32 bits (before they were read at 8) neither
     assert fp["kernel_listing"] == "int8-max-pool/1"
 
