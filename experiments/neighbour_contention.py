@@ -95,12 +95,13 @@ def _models(size: int) -> tuple[list[str], list[pathlib.Path]]:
     return names, paths
 
 
-def _footprint(path: pathlib.Path) -> dict[str, float]:
-    """Bytes a model's kernels touch: the largest one kernel's input + output + weights, and the sum."""
+def _footprint(model) -> dict[str, float]:
+    """Bytes a model's kernels touch (an ONNX path or ``ModelProto``): the largest one kernel's input + output +
+    weights, and the sum."""
     from latency_models import kernels_from_onnx
 
     per = []
-    for k in kernels_from_onnx(str(path))[0]:
+    for k in kernels_from_onnx(model)[0]:
         elem = 1 if k.bits <= 8 else (2 if k.bits == 16 else 4)
         act = (int(np.prod(k.input_shape)) + int(np.prod(k.output_shape))) * elem
         per.append(act + float(k.weight_bytes))
@@ -117,7 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.rounds < 2:
         raise SystemExit(f"error: --rounds={args.rounds}; allowed: 2 or more")
-    from latency_models import measure_interleaved
+    from latency_models import measure_interleaved, reference_model, spearman
 
     names, paths = _models(args.size)
     feats = [_footprint(p) for p in paths]
@@ -169,7 +170,7 @@ def main() -> None:
         "models": names_all,
         "latency_ms_none": [*none_ms.tolist(), float(np.median(ref["none"]))],
         "slowdown": slow,
-        "footprint": [*feats, _footprint_reference()],
+        "footprint": [*feats, _footprint(reference_model())],
         "history_run": args.history, "history_over_none": history,
         "rounds": {h: {"latency_ms": lat[h], "reference_ms": ref[h]} for h in NEIGHBOURS},
     }
@@ -208,30 +209,13 @@ def main() -> None:
     out["remeasured_same_neighbour"] = again
     stream = np.array(slow["stream"])[models_only] - 1
     ws = np.log([feats[i]["working_set_bytes"] for i in models_only])
-    out["spearman_stream_slowdown_vs_working_set"] = float(_spearman(stream, ws))
+    out["spearman_stream_slowdown_vs_working_set"] = float(spearman(stream, ws))
     if history:
         hi = [names.index(n) for n in history]
         hv = np.array([history[names[i]] for i in hi])
-        out["spearman_history_vs"] = {h: float(_spearman(hv, np.array(slow[h])[hi])) for h in NEIGHBOURS if h != "none"}
+        out["spearman_history_vs"] = {h: float(spearman(hv, np.array(slow[h])[hi])) for h in NEIGHBOURS if h != "none"}
     write_json(RESULTS / f"{args.name}.json", out)
     _report(args.name, out)
-
-
-def _footprint_reference() -> dict[str, float]:
-    import tempfile
-
-    from latency_models import reference_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp) / "reference.onnx"
-        path.write_bytes(reference_model().SerializeToString())
-        return _footprint(path)
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from latency_models import spearman
-
-    return spearman(np.asarray(a, float), np.asarray(b, float))
 
 
 def _report(name: str, out: dict) -> None:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import loadavg, write_json  # noqa: E402
-from predictor_local import RESULTS, _read, _with_layout  # noqa: E402
+from predictor_local import RESULTS, _exists, _read, _with_layout  # noqa: E402
 
 from latency_models import LatencyPredictor, LatencyTable, accuracy_metrics  # noqa: E402
 
@@ -93,10 +93,6 @@ def _add_variants(base: str, names: list[str], new: str) -> dict:
             (dst / f).unlink()
     return {"base": base, "added": names, "profile_models_minutes": (time.time() - t0) / 60,
             "load_average_before_after": loads}
-
-
-def _has(folder: pathlib.Path, name: str) -> bool:
-    return (folder / name).is_file() or (folder / (name + ".gz")).is_file()
 
 
 def _on_scale(pred: LatencyPredictor, rows: list) -> np.ndarray:
@@ -156,12 +152,12 @@ def main() -> None:
         bad = [a for a in add if a not in VARIANTS]
         if bad or not add:
             raise SystemExit(f"--add {args.add!r} is not allowed; allowed: a comma-separated list of {', '.join(VARIANTS)}")
-        if not args.base or not args.as_ or not _has(RESULTS / args.base, "table.json"):
+        if not args.base or not args.as_ or not _exists(RESULTS / args.base, "table.json"):
             raise SystemExit("--add needs --base RUN (a predictor_local.py run committed under experiments/results) "
                              "and --as NEW")
         added = _add_variants(args.base, add, args.as_)
     for t in names:
-        if t != args.as_ and not _has(RESULTS / t, "table.json"):
+        if t != args.as_ and not _exists(RESULTS / t, "table.json"):
             raise SystemExit(f"--tables: {t!r} has no experiments/results/{t}/table.json; allowed: runs of "
                              "predictor_local.py committed there")
     started, loads = time.time(), [loadavg()]
@@ -190,7 +186,7 @@ def main() -> None:
         md += ["| models (never in the table) | within ±10 %: without -> with | within ±5 % | RMSPE % | outside model's "
                "weight: median / max |", "| --- | --- | --- | --- | --- |"]
         for label, fname in groups:
-            if not _has(work, fname):
+            if not _exists(work, fname):
                 continue
             rows = _read(work, fname).model_rows
             (a, ea), (b, eb) = _score(without, rows), _score(with_, rows)

@@ -148,6 +148,7 @@ def _run_record(name: str) -> dict:
 
 
 def _exists(folder: pathlib.Path, name: str) -> bool:
+    """Whether ``folder`` holds ``name`` as it is or gzipped (as :func:`_read` reads it)."""
     return (folder / name).is_file() or (folder / (name + ".gz")).is_file()
 
 
@@ -368,8 +369,7 @@ def main() -> None:
         old = json.loads((RESULTS / f"{args.rescore}.json").read_text())
         table = _read(RESULTS / old.get("table_from", args.rescore), "table.json")  # a --retime run's is its source's
         held, tv = _read(work, "held.json"), _read(work, "torchvision.json")
-        has_float = (work / "held_float.json").exists() or (work / "held_float.json.gz").exists()
-        held_float = _read(work, "held_float.json") if has_float else None
+        held_float = _read(work, "held_float.json") if _exists(work, "held_float.json") else None
         meta = {k: old[k] for k in ("command", "finished_utc", "profile_minutes", "held_out_overlap_with_table",
                                     "load_average_before_between_after", "table_from") if k in old}
         meta["extra"] = old.get("extra", "resnet34" if "--extra resnet34" in old["command"] else "")
