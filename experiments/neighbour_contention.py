@@ -1,6 +1,6 @@
 """What a busy neighbour core does to the protocol's timings, and what the reference workload sees of it.
 
-The protocol (``karumi-interleaved/2``) times a small reference model beside every measurement, so that rows
+The protocol (``karumi-interleaved/2``, since then ``/3``) times a small reference model beside every measurement, so that rows
 taken minutes apart can be put on one scale. On this 2-core VM the same models re-timed minutes apart can
 differ by 15-25 % even on the reference's scale (``timing_noise.py``, and the torchvision exports of
 ``predictor_local.py`` re-timed). This experiment makes the other core busy on purpose, with the kinds of work a
@@ -118,7 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.rounds < 2:
         raise SystemExit(f"error: --rounds={args.rounds}; allowed: 2 or more")
-    from latency_models import measure_interleaved, reference_model, spearman
+    from latency_models import PROTOCOL_NAME, measure_interleaved, reference_model, spearman
 
     names, paths = _models(args.size)
     feats = [_footprint(p) for p in paths]
@@ -165,7 +165,7 @@ def main() -> None:
                    + (f" --size {args.size}" if args.size != 128 else "")
                    + (f" --history {args.history}" if args.history else "")
                    + (f" --name {args.name}" if args.name != "neighbour_contention" else ""),
-        "started_utc": started, "seconds": seconds, "loadavg_before": load0, "loadavg_after": loadavg(),
+        "started_utc": started, "protocol": PROTOCOL_NAME, "seconds": seconds, "loadavg_before": load0, "loadavg_after": loadavg(),
         "neighbours": {h: c for h, c in NEIGHBOURS.items()},
         "models": names_all,
         "latency_ms_none": [*none_ms.tolist(), float(np.median(ref["none"]))],
@@ -224,7 +224,7 @@ def _report(name: str, out: dict) -> None:
              f"Command: `{out['command']}`  ",
              f"Started {out['started_utc']}, {out['seconds'] / 60:.1f} min; load average before / after: "
              f"{out['loadavg_before']} / {out['loadavg_after']} on 2 shared cores; every measurement one worker timing "
-             "all models interleaved (protocol karumi-interleaved/2), the neighbour a process of its own. Slowdown: "
+             f"all models interleaved (protocol {out.get('protocol', 'karumi-interleaved/2')}), the neighbour a process of its own. Slowdown: "
              "latency with the neighbour / latency with none in the same round, median over rounds.", "",
              "| model | ms, no neighbour | working set MB | " + " | ".join(f"{h} slowdown" for h in hs)
              + (" | committed run / now |" if out["history_over_none"] else " |"),

@@ -1,4 +1,4 @@
-"""Targets 1 and 2 of issue 12: this CPU, protocol karumi-interleaved/2, models of the spaces and beyond.
+"""Targets 1 and 2 of issue 12: this CPU, the project's timing protocol (named in each result), models of the spaces and beyond.
 
 At one input size (``--input-size``, the user's resolution): profile the built-in spaces (fbnet, mobilenet,
 shufflenet; ``--spaces``) within ``--budget-min`` minutes; add OTHER torchvision models (``--extra``, e.g. a

@@ -72,7 +72,7 @@ def main() -> None:
     import torch
 
     import spaces
-    from latency_models import measure_interleaved
+    from latency_models import PROTOCOL_NAME, measure_interleaved
 
     torch.set_num_threads(1)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -115,12 +115,12 @@ def main() -> None:
                       + (f" --seeds {args.seeds}" if args.seeds != 2 else "")
                       + (f" --name {args.name}" if args.name != "shared_bias" else ""),
            "started_utc": started, "seconds": time.time() - t0, "loadavg_before": load0, "loadavg_after": loadavg(),
-           "models": models, "rounds_latency_ms": [r.tolist() for r in lat]}
+           "protocol": PROTOCOL_NAME, "models": models, "rounds_latency_ms": [r.tolist() for r in lat]}
     write_json(RESULTS / f"{args.name}.json", out)
     lines = [f"# Zero biases in an untrained export ({args.name})", "",
              f"Command: `{out['command']}`  ",
              f"Started {started}, {out['seconds'] / 60:.1f} min; load average before / after: {load0} / "
-             f"{out['loadavg_after']} on 2 shared cores; protocol karumi-interleaved/2, every round one worker timing "
+             f"{out['loadavg_after']} on 2 shared cores; protocol {out['protocol']}, every round one worker timing "
              "all models interleaved, median of the rounds. `zero`: the export before (initial BatchNorm statistics, "
              "every folded bias zero); `drawn`: `space.onnx(candidate)` now. Off the blocked path: convolutions of "
              "ONNX Runtime's optimised graph whose bias comes from a Cast.", "",

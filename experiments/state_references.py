@@ -1,6 +1,6 @@
 """Does a memory-bound reference workload track the machine's state where the protocol's reference does not?
 
-The timing protocol (``karumi-interleaved/2``) times a small reference model beside every measurement and puts
+The timing protocol (``karumi-interleaved/2``, now ``/3``) times a small reference model beside every measurement and puts
 rows taken minutes apart on one scale by it (``LatencyPredictor.on_scale``). That reference holds a few kilobytes
 of weights: it stays in the cache whatever else the machine runs. ``experiments/weight_cache.py`` found
 weight-bound convolutions running 1.5-3.2x slower once a model's weights pass the cache, and models with many

@@ -1,4 +1,4 @@
-"""The noise floor of the timing protocol karumi-interleaved/2: the same models re-timed in fresh workers.
+"""The noise floor of the project's timing protocol (named in each result): the same models re-timed in fresh workers.
 
 Models of realistic size (0.4-50 ms on one core): candidates of the built-in spaces at 32 to 224 px,
 exported once (``--export``, torch needed). Then (``--time``, alone on the machine) ``--rounds``

@@ -1,7 +1,7 @@
 """Timing one ONNX model in this process (CPU, pinned threads, median of runs): a quick look.
 
 The project's measurements (profiles, ``measure``, the search's re-measurement) use the protocol
-``karumi-interleaved/2`` instead (:func:`latency_models.measure_interleaved`): a worker process with only
+``karumi-interleaved/3`` instead (:func:`latency_models.measure_interleaved`): a worker process with only
 ONNX Runtime and numpy loaded, interleaved warm blocks, a low quantile and a reference workload.
 """
 

@@ -105,7 +105,7 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
             space_options: Mapping[str, Any] | None = None, on_progress: OnProgress | None = None) -> LatencyTable:
     """Profile this machine within ``budget_min`` minutes and return the table (also saved at ``out``).
 
-    Every latency is taken under the protocol ``karumi-interleaved/2`` (:func:`measure_interleaved`): kernels
+    Every latency is taken under the protocol ``karumi-interleaved/3`` (:func:`measure_interleaved`): kernels
     and whole models timed in batches by a worker process with only ONNX Runtime and numpy loaded, each row
     with the reference workload's latency of its batch (``reference_ms``).
 
@@ -284,7 +284,7 @@ def measure_models(models: Sequence[WorkloadModel], *, device_name: str, out: st
                    on_progress: OnProgress | None = None) -> LatencyTable:
     """Time whole models end to end (held-out evaluation data): a table of model rows only.
 
-    Under the protocol ``karumi-interleaved/2``, a few models at a time interleaved in one worker process,
+    Under the protocol ``karumi-interleaved/3``, a few models at a time interleaved in one worker process,
     each row with the reference's latency of its batch. Writes ``out`` after every batch and continues an
     existing file (the first rows it holds are the first models of ``models``, which must come in the same
     order).

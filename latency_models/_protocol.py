@@ -1,4 +1,4 @@
-"""The timing protocol ``karumi-interleaved/2``, host side: run the worker on ONNX models, read its figures.
+"""The timing protocol ``karumi-interleaved/3``, host side: run the worker on ONNX models, read its figures.
 
 Every latency the project records (a profile's kernel and model rows, ``measure``, the search's
 re-measurement of its exports) is taken by :func:`measure_interleaved`: the models are timed together in a
@@ -6,7 +6,10 @@ fresh worker process that loads only ONNX Runtime and numpy (``latency_models/_w
 docstring for the protocol), interleaved in warm blocks, each model's latency the 20 % quantile of its
 runs, and a fixed reference model (:func:`reference_model`, built with ``onnx.helper``) timed in every
 block. Each :class:`Timing` carries the reference's latency of its own measurement, so figures taken
-minutes apart can be put on one scale (``latency_ms / reference_ms * table_reference_ms``).
+minutes apart can be put on one scale (``latency_ms / reference_ms * table_reference_ms``). A job whose
+reference ran slow (the machine's slow state) is timed again in the same worker, up to
+``settle_attempts`` attempts, until its reference is within ``settle_tolerance`` of the fastest reference of
+this process's recent jobs (:data:`_FLOOR_JOBS`), which the host passes to the worker as its floor.
 
 Needs numpy, onnx and onnxruntime only.
 """
@@ -14,6 +17,7 @@ Needs numpy, onnx and onnxruntime only.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -32,14 +36,24 @@ REFERENCE_NAME = "karumi-reference/1"
 #: The worker script (standard library, numpy and onnxruntime only).
 WORKER_PATH = pathlib.Path(__file__).with_name("_worker.py")
 _WORKER_TIMEOUT_S = 3600
+#: The floor a job's reference is settled against: the fastest kept reference of this many recent jobs (of the
+#: same reference, threads and interpreter) in this process. Recent, not all: a machine that drifts slower
+#: over tens of minutes must not be held to a speed it no longer reaches.
+_FLOOR_JOBS = 8
+_recent: dict[tuple[str, int, str], list[float]] = {}  # key -> kept references, oldest first
 
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """One model's latency under the protocol and the reference's latency in the same measurement (ms)."""
+    """One model's latency under the protocol and the reference's latency in the same measurement (ms).
+
+    ``attempt_references_ms``: the reference of each attempt of the job (the kept one is the fastest);
+    ``first_attempt_ms``: the model's latency in the first attempt (what a job without settling reports)."""
 
     latency_ms: float
     reference_ms: float
+    attempt_references_ms: tuple[float, ...] = ()
+    first_attempt_ms: float | None = None
 
 
 def protocol_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -61,6 +75,11 @@ def protocol_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any
             raise ValueError(f"{key}={p[key]!r} must be a non-negative number of milliseconds")
     if not isinstance(p["quantile"], (int, float)) or not 0.0 <= float(p["quantile"]) <= 0.5:
         raise ValueError(f"quantile={p['quantile']!r} must be a number in [0, 0.5]")
+    if isinstance(p["settle_attempts"], bool) or not isinstance(p["settle_attempts"], int) or p["settle_attempts"] < 1:
+        raise ValueError(f"settle_attempts={p['settle_attempts']!r} must be a positive integer (1: no settling)")
+    tol = p["settle_tolerance"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 <= float(tol) <= 1.0:
+        raise ValueError(f"settle_tolerance={tol!r} must be a number in [0, 1] (a fraction of the reference)")
     return p
 
 
@@ -119,7 +138,7 @@ def _as_path(model: Any, folder: pathlib.Path, i: int) -> str:
 
 def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: str | os.PathLike[str] | None = None,
                         timing: Mapping[str, Any] | None = None, python: str | None = None) -> list[Timing]:
-    """Time ``models`` (ONNX paths or ``ModelProto``) together under ``karumi-interleaved/2``; one
+    """Time ``models`` (ONNX paths or ``ModelProto``) together under ``karumi-interleaved/3``; one
     :class:`Timing` per model, in order.
 
     Args:
@@ -145,8 +164,13 @@ def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: s
             ref = pathlib.Path(reference)
             if not ref.is_file():
                 raise ValueError(f"reference={str(ref)!r} does not exist")
+        # the floor is kept per reference workload (by content: a profile writes the default one to a file)
+        key = (hashlib.sha1(ref.read_bytes()).hexdigest(), int(threads), python or sys.executable)
+        recent = _recent.setdefault(key, [])
+        floor = min(recent) if recent else None
         job, out = folder / "job.json", folder / "out.json"
-        job.write_text(json.dumps({**params, "models": paths, "reference": str(ref)}), encoding="utf-8")
+        job.write_text(json.dumps({**params, "models": paths, "reference": str(ref), "reference_floor_ms": floor}),
+                       encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = "1"
@@ -157,4 +181,8 @@ def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: s
             raise ValueError(f"the timing worker failed on {len(paths)} model(s): {tail[0]}")
         result = json.loads(out.read_text(encoding="utf-8"))
     ref_ms = float(result["reference_ms"])
-    return [Timing(float(ms), ref_ms) for ms in result["latency_ms"]]
+    recent.append(ref_ms)
+    del recent[:-_FLOOR_JOBS]
+    attempts = tuple(float(r) for r in result.get("attempt_references_ms", (ref_ms,)))
+    first = result.get("attempt_latency_ms", [result["latency_ms"]])[0]
+    return [Timing(float(ms), ref_ms, attempts, float(f)) for ms, f in zip(result["latency_ms"], first)]

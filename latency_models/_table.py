@@ -34,7 +34,7 @@ FORMAT_VERSION = 1
 
 
 def default_protocol(**timing: Any) -> dict[str, Any]:
-    """The measurement protocol every profile and re-measurement uses (``karumi-interleaved/2``), as a table
+    """The measurement protocol every profile and re-measurement uses (``karumi-interleaved/3``), as a table
     records it: its name, the reference workload's name and the timing parameters (``timing`` overrides
     them; see :func:`latency_models._protocol.protocol_params`). ``threads`` is recorded in the device."""
     from latency_models._protocol import PROTOCOL_NAME, REFERENCE_NAME, protocol_params

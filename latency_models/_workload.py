@@ -10,7 +10,7 @@ The host (which can import the search spaces, hence torch) writes a folder::
 The device, with only numpy, onnx and onnxruntime installed, runs
 ``python -m latency_models profile-workload DIR --out table.json``: the kernels' one-layer graphs are
 built there with ``onnx.helper`` (:func:`latency_models.kernel_graph`) and everything is timed with the
-protocol ``karumi-interleaved/2``, adaptive kernel sampling included, into a latency table that the
+protocol ``karumi-interleaved/3``, adaptive kernel sampling included, into a latency table that the
 predictor (also torch-free) fits and predicts from.
 """
 

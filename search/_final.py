@@ -151,7 +151,7 @@ def measurement_description(device: Any) -> str:
 
 
 def measure_side_by_side(paths: Sequence[str | pathlib.Path], *, threads: int = 1) -> list[float]:
-    """Milliseconds of each ONNX file, timed together under the protocol ``karumi-interleaved/2``
+    """Milliseconds of each ONNX file, timed together under the protocol ``karumi-interleaved/3``
     (:func:`latency_models.measure_interleaved`): interleaved in warm blocks in one ONNX-Runtime-only
     process, so that a machine drifting during the comparison shifts every file alike."""
     return [t.latency_ms for t in measure_interleaved([str(p) for p in paths], threads=threads)]

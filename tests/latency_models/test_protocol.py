@@ -1,4 +1,4 @@
-"""The timing protocol karumi-interleaved/2: worker process, reference workload, one scale."""
+"""The timing protocol karumi-interleaved/3: worker process, reference workload, one scale."""
 
 from __future__ import annotations
 
@@ -82,3 +82,62 @@ def test_a_table_of_the_old_protocol_is_not_continued():
     assert timing_params(LatencyTable(device=device_info(name="x")).protocol)["quantile"] == 0.2
     with pytest.raises(ValueError, match="profile the device again"):
         timing_params({"warmup_runs": 10, "timed_runs": 50, "statistic": "median"})
+
+
+def _worker(tmp_path, **job):
+    ref = tmp_path / "ref.onnx"
+    ref.write_bytes(reference_model().SerializeToString())
+    small = tmp_path / "k.onnx"
+    small.write_bytes(kernel_graph(Kernel("conv", (8, 16, 16), out_channels=8, kernel_size=3)).SerializeToString())
+    path, out = tmp_path / "job.json", tmp_path / "out.json"
+    path.write_text(json.dumps({"models": [str(small)], "reference": str(ref), "blocks": 2, **job}))
+    subprocess.run([sys.executable, "-I", str(WORKER_PATH), str(path), str(out)], check=True, timeout=120)
+    return json.loads(out.read_text())
+
+
+def test_worker_settles_a_slow_reference_and_keeps_the_fastest_attempt(tmp_path):
+    # a floor no attempt reaches: every attempt is made and the one with the fastest reference is kept
+    res = _worker(tmp_path, reference_floor_ms=1e-6, settle_attempts=3)
+    refs = res["attempt_references_ms"]
+    assert len(refs) == 3 and len(res["attempt_latency_ms"]) == 3
+    assert res["reference_ms"] == min(refs) == refs[res["kept_attempt"]]
+    assert res["latency_ms"] == res["attempt_latency_ms"][res["kept_attempt"]]
+    # a floor every attempt reaches: one attempt
+    assert len(_worker(tmp_path, reference_floor_ms=1e6)["attempt_references_ms"]) == 1
+    # no floor known: a second attempt to compare with, at most settle_attempts
+    assert 2 <= len(_worker(tmp_path, settle_attempts=4)["attempt_references_ms"]) <= 4
+    # settle_attempts=1: no settling (the /2 protocol's single attempt)
+    assert len(_worker(tmp_path, settle_attempts=1)["attempt_references_ms"]) == 1
+
+
+def test_the_host_passes_its_recent_fastest_reference_as_the_floor(tmp_path, monkeypatch):
+    from latency_models import _protocol
+
+    monkeypatch.setattr(_protocol, "_recent", {})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(kernel_graph(Kernel("conv", (8, 16, 16), out_channels=8)).SerializeToString())
+    first = measure_interleaved([str(path)], timing={"blocks": 2})[0]
+    assert len(first.attempt_references_ms) >= 2  # no floor yet in this process
+    assert first.reference_ms == min(first.attempt_references_ms) and first.first_attempt_ms > 0
+    (floors,) = _protocol._recent.values()
+    assert floors == [first.reference_ms]
+    jobs = []
+    real_run = subprocess.run
+
+    def spy(cmd, **kw):
+        jobs.append(json.loads(open(cmd[-2]).read()))
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(_protocol.subprocess, "run", spy)
+    for _ in range(_protocol._FLOOR_JOBS + 2):
+        measure_interleaved([str(path)], timing={"blocks": 1, "settle_attempts": 1})
+    assert jobs[0]["reference_floor_ms"] == first.reference_ms
+    (floors,) = _protocol._recent.values()
+    assert len(floors) == _protocol._FLOOR_JOBS  # only recent jobs: a machine that drifts slower is not held back
+    before = list(floors)
+    measure_interleaved([str(path)], timing={"blocks": 1, "settle_attempts": 1})
+    assert jobs[-1]["reference_floor_ms"] == min(before)
+    with pytest.raises(ValueError, match="settle_attempts"):
+        protocol_params({"settle_attempts": 0})
+    with pytest.raises(ValueError, match="settle_tolerance"):
+        protocol_params({"settle_tolerance": -0.1})

@@ -27,7 +27,7 @@ def test_device_metadata_is_recorded():
         assert field in d
     assert d["runtime"] == "onnxruntime" and d["execution_provider"] == "CPUExecutionProvider"
     proto = _table().protocol
-    assert proto["name"] == "karumi-interleaved/2" and proto["reference"] == "karumi-reference/1"
+    assert proto["name"] == "karumi-interleaved/3" and proto["reference"] == "karumi-reference/1"
     assert proto["warmup"] >= 10 and proto["blocks"] >= 5 and proto["quantile"] == 0.2
 
 

@@ -84,13 +84,13 @@ def test_device_profiles_a_workload_in_a_venv_without_torch(tmp_path):
            "--device-name", "edge", "--budget-min", "0.3"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=device, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "2 model rows" in out.stdout and "karumi-interleaved/2" in out.stdout, out.stdout
+    assert "2 model rows" in out.stdout and "karumi-interleaved/3" in out.stdout, out.stdout
     check = textwrap.dedent(f"""
         import importlib.util, json, sys
         assert importlib.util.find_spec("torch") is None, "torch is installed in the device venv"
         from latency_models import Kernel, LatencyPredictor, LatencyTable
         t = LatencyTable.load(r"{tmp_path}/t.json")
-        assert t.protocol["name"] == "karumi-interleaved/2" and t.protocol["space_options"] == {{"input_size": 16}}
+        assert t.protocol["name"] == "karumi-interleaved/3" and t.protocol["space_options"] == {{"input_size": 16}}
         assert t.protocol["spaces"] == ["toy"] and len(t.kernel_rows) == 4 and len(t.model_rows) == 2
         assert all(r.reference_ms > 0 for r in t.model_rows + t.kernel_rows)
         p = LatencyPredictor.load(r"{tmp_path}/t.predictor.json")

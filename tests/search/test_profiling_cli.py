@@ -41,7 +41,7 @@ def test_the_device_cache_is_keyed_by_the_timing_protocol():
     from spaces import get_space
 
     fp = fingerprint(get_space("mobilenet", input_size=48), threads=1)
-    assert fp["protocol"] == PROTOCOL_NAME == "karumi-interleaved/2"
+    assert fp["protocol"] == PROTOCOL_NAME == "karumi-interleaved/3"
     assert fp["options"]["input_size"] == 48
     # profiles of random per-layer widths only (before uniform-precision calibration models) are not reused
     assert fp["calibration"] == "random-and-uniform-widths/2"
