@@ -4,10 +4,11 @@ The held-out models of a committed ``predictor_local.py`` run (its candidates, e
 ``space.onnx``), timed ``--rounds`` times in a fresh order each round, a few models per worker job as
 ``measure_models`` times them. Every job settles (the protocol's step 4: an attempt whose reference is more
 than ``settle_tolerance`` above the fastest recent reference is repeated, the fastest kept), and each
-``Timing`` also carries the first attempt's latency: what the same job reported under ``/2``. Both are
-compared side by side from the same jobs: for every model and every pair of rounds, how far apart the two
+``Timing`` carries the model's latency in every attempt: the first is what the same job reported under ``/2``.
+Compared side by side from the same jobs: for every model and every pair of rounds, how far apart the two
 timings are, as measured and on the reference's scale (``latency * (table_reference / reference) ** e``,
-``e`` the exponent the run's state fit chose). The cost: attempts per job and seconds.
+``e`` the exponent the run's state fit chose), for a job stopped after 1 (no settling), 2, 4 and
+``--attempts`` attempts, read from the same jobs. The cost: attempts per job and seconds.
 
     python experiments/settled_timing.py --run predictor_local_128_bias_b --rounds 5
 
@@ -122,6 +123,8 @@ def main() -> None:
     ap.add_argument("--spaces", default="mobilenet,shufflenet", help="which of its spaces (comma-separated)")
     ap.add_argument("--float", action="store_true", help="its float32 held-out models as well (held_float)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--attempts", type=int, default=None,
+                    help="settle_attempts for this run (default: the protocol's); every k up to it is reported")
     ap.add_argument("--name", default="settled_timing")
     ap.add_argument("--check", metavar="RUN", default=None,
                     help="time nothing: which disagreeing re-timings of the --retime run RUN settling would have repeated")
@@ -149,9 +152,12 @@ def main() -> None:
         raise SystemExit(f"error: no held-out models of {wanted} in {args.run}; allowed: its spaces")
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     load0, t0 = loadavg(), time.time()
-    params = default_protocol()
+    params = default_protocol(**({"settle_attempts": args.attempts} if args.attempts else {}))
+    most = int(params["settle_attempts"])
     n, rng = len(rows), np.random.default_rng(20261204)
-    settled, first, refs, first_refs = (np.zeros((args.rounds, n)) for _ in range(4))
+    # per round and model: the reference and this model's latency in every attempt of its job
+    att_ref = [[()] * n for _ in range(args.rounds)]
+    att_lat = [[()] * n for _ in range(args.rounds)]
     attempts: list[int] = []
     seconds: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,55 +172,74 @@ def main() -> None:
             for j in range(0, n, CHUNK):
                 idx = order[j:j + CHUNK]
                 t = time.perf_counter()
-                res = measure_interleaved([paths[i] for i in idx], threads=1)
+                res = measure_interleaved([paths[i] for i in idx], threads=1,
+                                          timing={"settle_attempts": most})
                 seconds.append(time.perf_counter() - t)
                 attempts.append(len(res[0].attempt_references_ms))
                 for i, tm in zip(idx, res):
-                    settled[rd, i], first[rd, i] = tm.latency_ms, tm.first_attempt_ms
-                    refs[rd, i], first_refs[rd, i] = tm.reference_ms, tm.attempt_references_ms[0]
+                    att_ref[rd][i], att_lat[rd][i] = tm.attempt_references_ms, tm.attempt_latency_ms
             print(f"round {rd + 1}/{args.rounds}: {time.time() - t0:.0f} s", flush=True)
+
+    def kept(k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Latency and reference of every timing had the job stopped after at most k attempts (the fastest
+        reference of those kept; the attempts a job made do not depend on k, only where it stops)."""
+        lat, ref = np.zeros((args.rounds, n)), np.zeros((args.rounds, n))
+        for rd in range(args.rounds):
+            for i in range(n):
+                refs_k = att_ref[rd][i][:k]
+                a = int(np.argmin(refs_k))
+                lat[rd, i], ref[rd, i] = att_lat[rd][i][a], refs_k[a]
+        return lat, ref
 
     def scale(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
         return x * (table_ref / ref) ** exponent
 
+    ks = sorted({k for k in (1, 2, 4, most) if k <= most})
+    label = {k: "1 attempt (no settling)" if k == 1 else f"at most {k} attempts" for k in ks}
+    variants = {k: kept(k) for k in ks}
     groups = {g: np.array([lab == g for lab in labels]) for g in dict.fromkeys(labels)}
     groups["all"] = np.ones(n, dtype=bool)
+    agreement = {}
+    for g, m in groups.items():
+        agreement[g] = {}
+        for k in ks:
+            lat, ref = variants[k]
+            agreement[g][f"{label[k]}, as measured"] = _agreement(lat[:, m])
+            agreement[g][f"{label[k]}, on the reference's scale"] = _agreement(scale(lat, ref)[:, m])
     out = {"command": f"python experiments/settled_timing.py --run {args.run} --rounds {args.rounds}"
                       + (f" --spaces {args.spaces}" if args.spaces != "mobilenet,shufflenet" else "")
                       + (" --float" if args.float else "")
+                      + (f" --attempts {args.attempts}" if args.attempts else "")
                       + (f" --name {args.name}" if args.name != "settled_timing" else ""),
            "protocol": PROTOCOL_NAME, "settle_tolerance": params["settle_tolerance"],
-           "settle_attempts": params["settle_attempts"], "started_utc": started, "seconds": time.time() - t0,
+           "settle_attempts": most, "started_utc": started, "seconds": time.time() - t0,
            "loadavg_before": load0, "loadavg_after": loadavg(), "exponent": exponent,
            "table_reference_ms": table_ref, "models": labels,
            "jobs": len(attempts), "attempts_per_job": np.bincount(attempts).tolist(),
-           "job_seconds_median": float(np.median(seconds)),
-           "agreement": {g: {"first attempt, as measured": _agreement(first[:, m]),
-                             "first attempt, on the reference's scale": _agreement(scale(first, first_refs)[:, m]),
-                             "settled, as measured": _agreement(settled[:, m]),
-                             "settled, on the reference's scale": _agreement(scale(settled, refs)[:, m])}
-                         for g, m in groups.items()},
-           "latency_ms": {"settled": settled.tolist(), "first_attempt": first.tolist(),
-                          "reference_settled": refs.tolist(), "reference_first": first_refs.tolist()}}
+           "job_seconds_median": float(np.median(seconds)), "agreement": agreement,
+           "attempt_references_ms": [[list(x) for x in row] for row in att_ref],
+           "attempt_latency_ms": [[list(x) for x in row] for row in att_lat]}
     write_json(RESULTS / f"{args.name}.json", out)
-    more = sum(k * c for k, c in enumerate(out["attempts_per_job"])) / max(len(attempts), 1)
+    mean = sum(k * c for k, c in enumerate(out["attempts_per_job"])) / max(len(attempts), 1)
+    first_refs = np.array([[x[0] for x in row] for row in att_ref])
     lines = [f"# Settling: the same models timed {args.rounds} times ({args.name})", "",
              f"Command: `{out['command']}`  ",
              f"Started {started}, {out['seconds'] / 60:.1f} min; load average before / after: {load0} / "
              f"{out['loadavg_after']} on 2 shared cores; protocol {PROTOCOL_NAME} (settle_tolerance "
-             f"{params['settle_tolerance']:g}, at most {params['settle_attempts']} attempts), {CHUNK} models per worker "
-             f"job, 1 thread. The held-out models of `{args.run}`; every pair of rounds of every model compared. "
-             f"`first attempt`: the job's first attempt (what the job reported without settling); `settled`: the "
-             f"attempt kept. On the reference's scale: latency x ({table_ref:.4f} / reference) ** {exponent:g}.", "",
+             f"{params['settle_tolerance']:g}, at most {most} attempts), {CHUNK} models per worker job, 1 thread. "
+             f"The held-out models of `{args.run}`; every pair of rounds of every model compared. `1 attempt`: each "
+             f"job's first attempt (what it reported without settling); `at most k attempts`: the attempt the job "
+             f"would have kept had it stopped after k (the same jobs: settling's gain side by side). On the "
+             f"reference's scale: latency x ({table_ref:.4f} / reference) ** {exponent:g}.", "",
              f"Jobs: {len(attempts)}, attempts per job {dict((k, c) for k, c in enumerate(out['attempts_per_job']) if c)} "
-             f"(mean {more:.2f}); median job {out['job_seconds_median']:.2f} s. References of the first attempts: "
-             f"{np.min(first_refs):.4f}-{np.max(first_refs):.4f} ms; of the kept attempts: {np.min(refs):.4f}-"
-             f"{np.max(refs):.4f} ms.", "",
+             f"(mean {mean:.2f}); median job {out['job_seconds_median']:.2f} s. References of the first attempts: "
+             f"{first_refs.min():.4f}-{first_refs.max():.4f} ms; of the kept attempts: {variants[most][1].min():.4f}-"
+             f"{variants[most][1].max():.4f} ms.", "",
              "| models | n | timing | pairs | within ±2 % | within ±5 % | within ±10 % | median | 90th pct | worst |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for g, m in groups.items():
-        for label, a in out["agreement"][g].items():
-            lines.append(f"| {g} | {int(m.sum())} | {label} | {a['pairs']} | {100 * a['within_2']:.1f} % | "
+        for lab, a in out["agreement"][g].items():
+            lines.append(f"| {g} | {int(m.sum())} | {lab} | {a['pairs']} | {100 * a['within_2']:.1f} % | "
                          f"{100 * a['within_5']:.1f} % | {100 * a['within_10']:.1f} % | {a['median_pct']:.1f} % | "
                          f"{a['p90_pct']:.1f} % | {a['worst_pct']:.1f} % |")
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")

@@ -48,12 +48,17 @@ class Timing:
     """One model's latency under the protocol and the reference's latency in the same measurement (ms).
 
     ``attempt_references_ms``: the reference of each attempt of the job (the kept one is the fastest);
-    ``first_attempt_ms``: the model's latency in the first attempt (what a job without settling reports)."""
+    ``attempt_latency_ms``: this model's latency in each attempt."""
 
     latency_ms: float
     reference_ms: float
     attempt_references_ms: tuple[float, ...] = ()
-    first_attempt_ms: float | None = None
+    attempt_latency_ms: tuple[float, ...] = ()
+
+    @property
+    def first_attempt_ms(self) -> float:
+        """The model's latency in the job's first attempt: what the job reported without settling."""
+        return self.attempt_latency_ms[0] if self.attempt_latency_ms else self.latency_ms
 
 
 def protocol_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -184,5 +189,6 @@ def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: s
     recent.append(ref_ms)
     del recent[:-_FLOOR_JOBS]
     attempts = tuple(float(r) for r in result.get("attempt_references_ms", (ref_ms,)))
-    first = result.get("attempt_latency_ms", [result["latency_ms"]])[0]
-    return [Timing(float(ms), ref_ms, attempts, float(f)) for ms, f in zip(result["latency_ms"], first)]
+    per_attempt = result.get("attempt_latency_ms", [result["latency_ms"]])
+    return [Timing(float(ms), ref_ms, attempts, tuple(float(a[i]) for a in per_attempt))
+            for i, ms in enumerate(result["latency_ms"])]

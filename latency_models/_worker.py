@@ -26,7 +26,7 @@ The protocol, for the models of one job and a fixed reference model:
 
 JOB.json: ``{"models": [path, ...], "reference": path, "threads": 1, "warmup": 10, "warmup_ms": 20,
 "blocks": 7, "block_ms": 10, "min_runs": 3, "max_runs": 50, "quantile": 0.2, "seed": 0,
-"settle_tolerance": 0.03, "settle_attempts": 4, "reference_floor_ms": null}``.
+"settle_tolerance": 0.03, "settle_attempts": 8, "reference_floor_ms": null}``.
 OUT.json: ``{"protocol": "karumi-interleaved/3", "latency_ms": [...], "reference_ms": float,
 "runs": [...], "attempt_references_ms": [...], "kept_attempt": int, "seconds": float}``.
 """
@@ -46,7 +46,7 @@ import time  # noqa: E402
 PROTOCOL_NAME = "karumi-interleaved/3"
 #: The protocol's parameters (a job may override them; the table records what was used).
 DEFAULTS = {"threads": 1, "warmup": 10, "warmup_ms": 20.0, "blocks": 7, "block_ms": 10.0, "min_runs": 3,
-            "max_runs": 50, "quantile": 0.2, "seed": 0, "settle_tolerance": 0.03, "settle_attempts": 4}
+            "max_runs": 50, "quantile": 0.2, "seed": 0, "settle_tolerance": 0.03, "settle_attempts": 8}
 
 _DTYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

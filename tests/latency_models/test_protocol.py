@@ -119,6 +119,9 @@ def test_the_host_passes_its_recent_fastest_reference_as_the_floor(tmp_path, mon
     first = measure_interleaved([str(path)], timing={"blocks": 2})[0]
     assert len(first.attempt_references_ms) >= 2  # no floor yet in this process
     assert first.reference_ms == min(first.attempt_references_ms) and first.first_attempt_ms > 0
+    assert len(first.attempt_latency_ms) == len(first.attempt_references_ms)
+    kept = first.attempt_references_ms.index(first.reference_ms)
+    assert first.latency_ms == first.attempt_latency_ms[kept] and first.first_attempt_ms == first.attempt_latency_ms[0]
     (floors,) = _protocol._recent.values()
     assert floors == [first.reference_ms]
     jobs = []
