@@ -28,7 +28,8 @@ JOB.json: ``{"models": [path, ...], "reference": path, "threads": 1, "warmup": 1
 "blocks": 7, "block_ms": 10, "min_runs": 3, "max_runs": 50, "quantile": 0.2, "seed": 0,
 "settle_tolerance": 0.03, "settle_attempts": 8, "reference_floor_ms": null}``.
 OUT.json: ``{"protocol": "karumi-interleaved/3", "latency_ms": [...], "reference_ms": float,
-"runs": [...], "attempt_references_ms": [...], "kept_attempt": int, "seconds": float}``.
+"runs": [...], "attempt_references_ms": [...], "attempt_latency_ms": [[...], ...], "kept_attempt": int,
+"seconds": float}``.
 """
 
 from __future__ import annotations
