@@ -471,9 +471,11 @@ class LatencyPredictor:
             kernel_model = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows],
                                        nchwc=_nchwc(table.device))
         mode = "kernels" if kernel_model is not None else "models"
-        if not table.model_rows:  # stand-alone kernel times, summed
+        if not table.model_rows:  # stand-alone kernel times, summed (one coefficient per column of _phi)
+            theta0 = np.zeros(3 if kernel_model is not None and _nchwc(table.device) else 2)
+            theta0[0] = 1.0
             return cls(device=table.device, protocol=table.protocol, mode=mode, intercept_ms=0.0,
-                       theta0=np.array([1.0, 0.0]), kernel_model=kernel_model,
+                       theta0=theta0, kernel_model=kernel_model,
                        fit_info={"model_rows": 0, "kernel_rows": len(table.kernel_rows)})
 
         rows = table.model_rows

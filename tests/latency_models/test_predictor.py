@@ -435,3 +435,16 @@ def test_an_onnx_model_heavier_than_the_fitted_models_is_flagged(synthetic, tmp_
         warnings.simplefilter("always")
         assert LatencyPredictor.fit(table).predict(heavy) == pytest.approx(1.0)
     assert not [w for w in caught if issubclass(w.category, CalibrationRangeWarning)]
+
+
+@pytest.mark.parametrize("nchwc", [None, [16, 4]])
+def test_kernel_rows_only_predict_their_sum_with_or_without_a_blocked_layout(nchwc):
+    # a profile cut short before any whole model (a tiny --profile-min): the stand-alone times, summed
+    t = LatencyTable(device={**device_info(name="x"), "nchwc": nchwc})
+    kernels = [Kernel("conv", (c, 16, 16), out_channels=c, kernel_size=3) for c in (8, 16, 24, 32, 40, 48)]
+    for k in kernels:
+        t.add_kernel(k, 0.01 * k.input_shape[0])
+    pred = LatencyPredictor.fit(t)
+    got = pred.predict(kernels[1:3])
+    assert got == pytest.approx(float(pred.kernel_model.predict(kernels[1:3]).sum()))
+    assert got > 0
