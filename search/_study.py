@@ -3,14 +3,17 @@
 The driver (:func:`run_study`) receives its collaborators: the study (which holds the sampler and the
 storage), the search space and the :class:`~search._objective.SearchContext` (predictor, budget, proxy
 evaluator). Each finished trial is committed to the storage as it ends, so a run killed outright loses
-only the trials that were running; Ctrl-C fails the running trial cleanly and returns.
+only the trials that were running; Ctrl-C fails the running trial cleanly and returns (:class:`_CtrlC`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -140,17 +143,67 @@ class StudyOutcome:
     seconds: float
 
 
+class _CtrlC:
+    """Ctrl-C (SIGINT) during ``study.optimize``, never in the middle of a storage write.
+
+    A KeyboardInterrupt raised inside Optuna's storage calls (a trial's attributes, the sampler reading the
+    study, the tell) can leave a SQLite connection holding its lock; Optuna then fails the trial through
+    another connection of the same process, which waits out the busy timeout and ends the run with
+    "database is locked" instead of the results so far (seen in ``test_sigint_writes_results_so_far``).
+    So: while a candidate is being evaluated (training, no storage call), Ctrl-C interrupts at once and the
+    trial is failed cleanly; anywhere else it asks the study to stop and the trial in progress fails at the
+    start of its evaluation (or the study ends after it). A second Ctrl-C interrupts at once, wherever it
+    lands. Installed only where Ctrl-C is Python's default (the main thread, SIGINT not ignored).
+    """
+
+    def __init__(self, study: "optuna.Study") -> None:
+        self.study, self.requested, self.evaluating = study, False, False
+
+    def _handler(self, _signum: int, _frame: Any) -> None:
+        if self.evaluating or self.requested:
+            self.requested = True
+            raise KeyboardInterrupt
+        self.requested = True
+        with contextlib.suppress(RuntimeError):  # outside the optimize loop: nothing to stop
+            self.study.stop()
+
+    @contextlib.contextmanager
+    def installed(self) -> Any:
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield self
+            return
+        signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextlib.contextmanager
+    def evaluation(self) -> Any:
+        """Where Ctrl-C may interrupt at once (no storage call inside); one already requested does so now."""
+        if self.requested:
+            raise KeyboardInterrupt
+        self.evaluating = True
+        try:
+            yield
+        finally:
+            self.evaluating = False
+
+
 class _Objective:
     def __init__(self, *, space: "SearchSpace", context: SearchContext, run_id: str, set_constraint: bool,
-                 sample_kwargs: dict[str, Any], evaluate: Callable[..., TrialResult]) -> None:
+                 sample_kwargs: dict[str, Any], evaluate: Callable[..., TrialResult], ctrl_c: _CtrlC) -> None:
         self.space, self.context, self.run_id = space, context, run_id
         self.set_constraint, self.sample_kwargs, self.evaluate = set_constraint, sample_kwargs, evaluate
+        self.ctrl_c = ctrl_c
 
     def __call__(self, trial: "optuna.Trial") -> tuple[float, float, float]:
         trial.set_user_attr(RUN_ATTR, self.run_id)
         candidate = self.space.sample(trial, **self.sample_kwargs)
         trial.set_user_attr("candidate", candidate.to_dict())
-        result = self.evaluate(candidate, context=self.context)
+        with self.ctrl_c.evaluation():
+            result = self.evaluate(candidate, context=self.context)
         for key, value in result.to_dict().items():
             trial.set_user_attr(key, value)
         if self.set_constraint:
@@ -180,9 +233,10 @@ def run_study(study: "optuna.Study", *, space: "SearchSpace", context: SearchCon
         logger.info("marked %d trial(s) left running by an interrupted run as failed", stale)
     done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
     remaining = max(0, n_trials - done)
+    ctrl_c = _CtrlC(study)
     objective = _Objective(space=space, context=context, run_id=run_id,
                            set_constraint=not getattr(study.sampler, "_constraints_func", None),
-                           sample_kwargs=dict(sample_kwargs or {}), evaluate=evaluate)
+                           sample_kwargs=dict(sample_kwargs or {}), evaluate=evaluate, ctrl_c=ctrl_c)
 
     def report_failure(_study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
         if trial.state == TrialState.FAIL:
@@ -200,12 +254,14 @@ def run_study(study: "optuna.Study", *, space: "SearchSpace", context: SearchCon
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
             # a trial whose training diverges (NaN) or fails is recorded as FAIL and the study goes on
-            study.optimize(objective, n_trials=remaining, timeout=timeout_s, callbacks=callbacks,
-                           gc_after_trial=False, catch=(ValueError, RuntimeError, FloatingPointError))
+            with ctrl_c.installed():
+                study.optimize(objective, n_trials=remaining, timeout=timeout_s, callbacks=callbacks,
+                               gc_after_trial=False, catch=(ValueError, RuntimeError, FloatingPointError))
         except KeyboardInterrupt:
             interrupted = True
         finally:
             optuna.logging.set_verbosity(verbosity)
+        interrupted = interrupted or ctrl_c.requested
     done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
     return StudyOutcome(finished=done - finished_before, interrupted=interrupted,
                         seconds=time.perf_counter() - start)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -104,10 +105,15 @@ def run_cli(args: list[str], *, env_cache: pathlib.Path, cwd: pathlib.Path | Non
 
 
 def popen_cli(args: list[str], *, env_cache: pathlib.Path) -> subprocess.Popen[str]:
-    """``python -m search ARGS`` started in the background (quiet), with the test cache."""
+    """``python -m search ARGS`` started in the background (quiet), with the test cache.
+
+    Its SIGINT is the default (Ctrl-C), as in a terminal: a test suite started in the background by a
+    non-interactive shell (``pytest &``, ``nohup``) inherits SIGINT ignored, and Python would then ignore
+    the tests' Ctrl-C too."""
     env = {**os.environ, "KARUMI_CACHE": str(env_cache), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "search", "-q", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def completed_trials(db: pathlib.Path) -> dict[int, tuple[float, ...]]:

@@ -444,3 +444,62 @@ def test_seed_study_enqueues_the_fastest_where_tight_then_the_starts_within_the_
     study = optuna.create_study()
     assert seed_study(study, space, predict, budget_ms=0.09, trials=40, fastest=fastest, starts=False) == []
     assert waiting(study) == [{"marker": 1}]  # tight (0.09 < 2 x 0.05), no starts asked
+
+
+@pytest.mark.parametrize("where", ["evaluation", "storage_call"])
+def test_ctrl_c_fails_the_running_trial_and_never_breaks_into_a_storage_call(tmp_path, where):
+    """Ctrl-C while a candidate trains interrupts at once; Ctrl-C inside one of Optuna's storage calls lets the
+    call finish (a KeyboardInterrupt there can leave SQLite locked: the run then died with "database is
+    locked") and fails the trial at the start of its evaluation. Either way: one trial complete, one failed,
+    none left running, the study reports itself interrupted, Ctrl-C is Python's again afterwards."""
+    import os
+    import signal
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from search import SearchContext
+    from search._objective import TrialResult
+    from search._study import RUN_ATTR, open_study, run_study
+
+    study = open_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s",
+                       sampler=optuna.samplers.RandomSampler(seed=0))
+    ctx = SearchContext(space=_space(), predictor=MacsPredictor(), budget_ms=1e9, evaluator=CountingEvaluator())
+    evaluations, storage = [], {"calls": 0, "returned_after_signal": False}
+
+    def evaluate(candidate, *, context):
+        evaluations.append(candidate)
+        if where == "evaluation" and len(evaluations) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # interrupted here
+            raise AssertionError("Ctrl-C during an evaluation did not interrupt it")
+        return TrialResult(accuracy=0.5, latency_ms=1.0, size_bytes=10, feasible=True, trained=True, seconds=0.0)
+
+    real = study._storage.set_trial_user_attr
+
+    def set_user_attr(trial_id, key, value):  # the run's id is the first storage call of a trial's objective
+        storage["calls"] += key == RUN_ATTR
+        if where == "storage_call" and key == RUN_ATTR and storage["calls"] == 2:  # the second trial's
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between these bytecodes
+                pass
+            real(trial_id, key, value)
+            storage["returned_after_signal"] = True
+            return
+        real(trial_id, key, value)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whoever runs pytest
+    try:
+        study._storage.set_trial_user_attr = set_user_attr
+        outcome = run_study(study, space=ctx.space, context=ctx, run_id="r", n_trials=5, evaluate=evaluate)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert outcome.interrupted and outcome.finished == 1
+    assert states == [TrialState.COMPLETE, TrialState.FAIL]
+    assert len(evaluations) == (2 if where == "evaluation" else 1)
+    if where == "storage_call":
+        assert storage["returned_after_signal"]
+
