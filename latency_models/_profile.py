@@ -164,10 +164,8 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
                 if not todo:
                     break
                 if len(table.kernel_rows) < _FIRST_BATCH:
-                    weights = np.array([pool[k] for k in todo])
-                    n = min(_FIRST_BATCH - len(table.kernel_rows), len(todo))
-                    pick = rng.choice(len(todo), size=n, replace=False, p=weights / weights.sum())
-                    batch = [todo[i] for i in pick]
+                    batch = _first_batch(todo, pool, min(_FIRST_BATCH - len(table.kernel_rows), len(todo)), rng,
+                                         covered=measured)
                 else:
                     from latency_models._kernel_model import KernelModel
 
@@ -206,6 +204,34 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
         finally:
             save()
     return table
+
+
+def _first_batch(todo: Sequence[Kernel], pool: Mapping[Kernel, float], n: int, rng: Any, *,
+                 covered: set[Kernel]) -> list[Kernel]:
+    """The first ``n`` kernels to time: the most frequent kernel of every (operator, bit width) and then of
+    every family (:func:`~latency_models._features.family`) the pool holds and ``covered`` lacks, in that
+    order, then kernels drawn at random by frequency. Timed first, so that a profile cut short (a small
+    budget, a slow machine, an interrupted run) still holds a kernel of each kind its space uses: without
+    one, a search refuses the table ("no kernels like the space's"), and a family's predictions rest on no
+    measurement at all."""
+    import numpy as np
+
+    from latency_models._features import family
+
+    by_freq = sorted(todo, key=lambda k: -pool[k])
+    first: dict[Kernel, None] = {}
+    for key in (lambda k: (k.op, k.bits), family):
+        seen = {key(k) for k in covered}
+        for k in by_freq:
+            if len(first) < n and key(k) not in seen:
+                seen.add(key(k))
+                first[k] = None
+    rest = [k for k in todo if k not in first]
+    if len(first) < n and rest:
+        weights = np.array([pool[k] for k in rest])
+        pick = rng.choice(len(rest), size=min(n - len(first), len(rest)), replace=False, p=weights / weights.sum())
+        first.update((rest[i], None) for i in pick)
+    return list(first)
 
 
 def profile_models(models: Sequence[Any], *, out: str | os.PathLike[str], names: Sequence[str] | None = None,

@@ -103,6 +103,23 @@ def test_short_real_profile_writes_and_resumes(tmp_path):
     assert 0 < pred.predict(space.kernels(cand)) < 1000
 
 
+def test_a_profile_cut_short_holds_a_kernel_of_every_kind_its_pool_has(tmp_path):
+    """The first kernels timed are the most frequent one of every (operator, bits) and of every family, so a
+    profile that ends after one chunk (a tiny budget, an interrupted run) still covers its space: a search
+    refuses a table without its space's (operator, bits) pairs, and a family with no row is a guess."""
+    spaces = pytest.importorskip("spaces")
+    search = pytest.importorskip("search")
+    from latency_models._features import family
+
+    space = spaces.get_space("mobilenet", input_size=16, in_channels=1, num_classes=10)
+    pool = search.kernel_pool([space], n_per_space=40)
+    table = profile(pool, None, device_name="ci", out=tmp_path / "t.json", budget_min=0.001)
+    timed = [r.kernel for r in table.kernel_rows]
+    assert len(timed) < len(pool) / 4  # cut short
+    assert {(k.op, k.bits) for k in timed} == {(k.op, k.bits) for k in pool}
+    assert {family(k) for k in timed} == {family(k) for k in pool}
+
+
 def test_kernel_only_profile_of_a_pool(tmp_path):
     t = profile(_tiny_pool(), None, device_name="ci", out=tmp_path / "t.json", budget_min=0.03)
     assert len(t.kernel_rows) >= 1 and not t.model_rows  # no models: no whole models
