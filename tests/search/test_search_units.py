@@ -503,3 +503,20 @@ def test_ctrl_c_fails_the_running_trial_and_never_breaks_into_a_storage_call(tmp
     if where == "storage_call":
         assert storage["returned_after_signal"]
 
+
+def test_float_variant_is_the_same_architecture_at_32_bits():
+    from search import fastest_candidate
+    from search._device import float_variant
+
+    space = _space()
+    predict = lambda cands: MacsPredictor().predict_many([space.kernels(c) for c in cands])  # noqa: E731
+    cand, _, params = fastest_candidate(space, predict, search=("arch", "bits"), bits=(8, 32))
+    if all(b == 32 for b in cand.bits):  # the MACs stand-in does not see bits: make one layer narrower
+        params = {**params, next(k for k in params if k.startswith("bits_")): 8}
+    variant, vparams = float_variant(space, params, search=("arch", "bits"), bits=(8, 32))
+    assert all(b == 32 for b in variant.bits) and len(variant.bits) == len(cand.bits)
+    assert {k: v for k, v in vparams.items() if not k.startswith("bits_")} == \
+        {k: v for k, v in params.items() if not k.startswith("bits_")}
+    assert [k.macs for k in space.kernels(variant)] == [k.macs for k in space.kernels(cand)]
+    assert float_variant(space, params, search=("arch", "bits"), bits=(4, 8)) is None  # 32 not allowed
+    assert float_variant(space, vparams, search=("arch", "bits"), bits=(8, 32)) is None  # at 32 already
