@@ -6,7 +6,8 @@ their kernels). ``latency_models`` never imports the spaces; it times what it is
 
 Plan, within a wall-clock budget:
 
-1. Kernels (about 30 % of the budget): a first random batch (frequent kernels first), then rounds of
+1. Kernels (about 30 % of the budget): a first batch (the most frequent kernel of every operator and bit
+   width and of every family first, then kernels drawn by frequency), then rounds of
    adaptive sampling: fit the per-kernel model, and measure the pool kernels whose expected error in
    milliseconds (leave-one-out error of their measured neighbours x predicted latency x frequency) is the
    largest, as nn-Meter and LitePred do.
