@@ -58,7 +58,7 @@ import numpy as np
 
 from latency_models._features import family, kernel_key, physical
 from latency_models._kernel import Kernel
-from latency_models._kernel_model import KernelModel
+from latency_models._kernel_model import CHANNEL_ALIGNMENT, KernelModel
 from latency_models._layout import BLOCKED, PLAIN, layout_state, standalone_reorder_mbytes
 from latency_models._outside import OutsideModel, fit_outside, kernel_features
 from latency_models._table import LatencyTable, read_json
@@ -354,7 +354,8 @@ class LatencyPredictor:
     # ----------------------------------------------------------------- fitting
     @classmethod
     def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = (),
-            reference_exponent: float | str = "auto", outside_models: bool = True) -> "LatencyPredictor":
+            reference_exponent: float | str = "auto", outside_models: bool = True,
+            channel_alignment: int | None = CHANNEL_ALIGNMENT) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -373,13 +374,17 @@ class LatencyPredictor:
         the table's rows says it helps (:mod:`latency_models._outside`; :attr:`outside` is None otherwise, and
         ``fit_info["outside_models"]`` says why). ``False``: never.
 
+        ``channel_alignment``: the kernel model's (:class:`~latency_models.KernelModel`): convolutions whose
+        channels are not a multiple of it take neighbours of their own kind (None: any neighbour, as before
+        2026-12-04).
+
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
         and this table's own, weighted to fit the table's model rows (see the module's docstring). The prior
         predictors must accept the same models (kernel lists of the same space, and the candidates' genes
         when they were fitted on genes); they are saved inside this predictor.
         """
-        own, table = cls._fit_on_scale(table, reference_exponent, outside_models)
+        own, table = cls._fit_on_scale(table, reference_exponent, outside_models, channel_alignment)
         prior = list(prior)
         if not prior:
             return own
@@ -402,7 +407,7 @@ class LatencyPredictor:
             keep = [rows[i] for i in perm if i not in held]
             sub = LatencyTable(device=table.device, protocol=table.protocol, kernel_rows=table.kernel_rows,
                                model_rows=keep)
-            own_cv[fold] = cls._fit(sub, outside_models).predict_many([lists[i] for i in fold], genes=[genes[i] for i in fold])
+            own_cv[fold] = cls._fit(sub, outside_models, channel_alignment).predict_many([lists[i] for i in fold], genes=[genes[i] for i in fold])
         cols = [own_cv] + [p.predict_many(lists, genes=genes) for p in prior]
         a = np.column_stack(cols + [np.ones(n), -np.ones(n)]) / y[:, None]  # relative error, intercept free
         w = _nnls(a, np.ones(n))
@@ -420,8 +425,8 @@ class LatencyPredictor:
         return own
 
     @classmethod
-    def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str,
-                      outside_models: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
+    def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str, outside_models: bool = True,
+                      channel_alignment: int | None = CHANNEL_ALIGNMENT) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -445,7 +450,7 @@ class LatencyPredictor:
         def attempt(b: float) -> float:
             if b not in fits:
                 scaled = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
-                fits[b] = (cls._fit(scaled, outside_models), scaled)
+                fits[b] = (cls._fit(scaled, outside_models, channel_alignment), scaled)
             err = fits[b][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -463,13 +468,14 @@ class LatencyPredictor:
         return own, scaled
 
     @classmethod
-    def _fit(cls, table: LatencyTable, outside_models: bool = True) -> "LatencyPredictor":
+    def _fit(cls, table: LatencyTable, outside_models: bool = True,
+             channel_alignment: int | None = CHANNEL_ALIGNMENT) -> "LatencyPredictor":
         if not table.kernel_rows and not table.model_rows:
             raise ValueError("table has no rows: nothing to fit")
         kernel_model = None
         if table.kernel_rows:
             kernel_model = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows],
-                                       nchwc=_nchwc(table.device))
+                                       nchwc=_nchwc(table.device), channel_alignment=channel_alignment)
         mode = "kernels" if kernel_model is not None else "models"
         if not table.model_rows:  # stand-alone kernel times, summed (one coefficient per column of _phi)
             theta0 = np.zeros(3 if kernel_model is not None and _nchwc(table.device) else 2)

@@ -448,3 +448,29 @@ def test_kernel_rows_only_predict_their_sum_with_or_without_a_blocked_layout(nch
     got = pred.predict(kernels[1:3])
     assert got == pytest.approx(float(pred.kernel_model.predict(kernels[1:3]).sum()))
     assert got > 0
+
+
+def test_kernel_model_takes_neighbours_of_its_own_channel_alignment():
+    """int8 depthwise convolutions here step through 16 channels at a time: 24 or 40 channels is not between
+    16 and 32 or 32 and 48. A kernel model whose neighbours mixed the two kinds missed both by ~25 % on this
+    CPU; an unmeasured unaligned kernel now follows the unaligned ones."""
+    from latency_models._kernel_model import CHANNEL_ALIGNMENT, KernelModel
+
+    def dw(c, hw):
+        return Kernel(op="conv", input_shape=(c, hw, hw), out_channels=c, kernel_size=5, groups=c, bits=8)
+
+    def law(k):  # unaligned channel counts cost 1.6x per MAC
+        c = k.input_shape[0]
+        return 1e-6 * k.macs * (1.6 if c % CHANNEL_ALIGNMENT else 1.0) + 0.002
+
+    train = [dw(c, hw) for c in (16, 24, 32, 48, 56, 64, 80, 88, 96, 112, 120) for hw in (8, 16, 32)]
+    km = KernelModel(train, [law(k) for k in train])
+    unseen = [dw(40, 16), dw(72, 32), dw(104, 8), dw(40, 32)]
+    for k in unseen:
+        assert km.predict([k])[0] == pytest.approx(law(k), rel=0.1), k
+    mixed = KernelModel(train, [law(k) for k in train], channel_alignment=None)  # any neighbour: pulled to aligned
+    assert all(mixed.predict([k])[0] < 0.85 * law(k) for k in unseen)
+    again = KernelModel.from_dict(mixed.to_dict())
+    assert again.channel_alignment is None and list(again.predict(unseen)) == list(mixed.predict(unseen))
+    with pytest.raises(ValueError, match="channel_alignment=0 must be a positive integer or None"):
+        KernelModel(train, [law(k) for k in train], channel_alignment=0)
