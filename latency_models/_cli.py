@@ -87,6 +87,9 @@ def _cmd_profile_workload(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
           f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min (protocol {table.protocol.get('name')}, reference "
           f"{table.reference_ms:.4f} ms); predictor written to {pred_path}{pred.state_note()}")
+    warning = table.state_warning()
+    if warning:
+        print(f"warning: {warning}")
     return 0
 
 

@@ -24,13 +24,20 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from latency_models._kernel import Kernel
 
-__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "cpu_name", "default_protocol", "device_info", "read_json",
-           "timing_params"]
+__all__ = ["LatencyTable", "KernelRow", "ModelRow", "FORMAT_VERSION", "REFERENCE_SPREAD_WARN", "cpu_name",
+           "default_protocol", "device_info", "read_json", "timing_params"]
 
 logger = logging.getLogger(__name__)
 
 #: Version of the table's JSON layout; a file with another version is refused.
 FORMAT_VERSION = 1
+#: A profile whose rows' references spread more than this (90th over 10th percentile) was taken while the
+#: machine's state changed for long stretches: :meth:`LatencyTable.state_warning` says so. On this VM's ten
+#: committed 128-, 96- and 32-px tables, those at 1.007-1.012 predicted held-out random-width models within ±10 %
+#: for 81.7-83.3 %, those at 1.061-1.146 for 51-78 % (``experiments/results/channel_alignment.md``).
+REFERENCE_SPREAD_WARN = 1.05
+#: Fewest rows with a reference for the spread to be judged.
+_MIN_SPREAD_ROWS = 20
 
 
 def default_protocol(**timing: Any) -> dict[str, Any]:
@@ -382,6 +389,29 @@ class LatencyTable:
         """The table's reference latency: the median of its rows' ``reference_ms`` (None if no row has one)."""
         refs = [r.reference_ms for r in (*self.kernel_rows, *self.model_rows) if r.reference_ms is not None]
         return float(statistics.median(refs)) if refs else None
+
+    def reference_spread(self) -> float | None:
+        """How much the machine's state moved while the table's rows were timed: the 90th percentile of the
+        rows' ``reference_ms`` over the 10th (1.0: one state throughout), for the kernel rows and for the model
+        rows (each with at least 20 references), whichever moved more; None when neither has 20."""
+        spreads = []
+        for rows in (self.kernel_rows, self.model_rows):
+            refs = sorted(r.reference_ms for r in rows if r.reference_ms is not None)
+            if len(refs) >= _MIN_SPREAD_ROWS:
+                q = statistics.quantiles(refs, n=10, method="inclusive")
+                spreads.append(q[-1] / q[0])
+        return float(max(spreads)) if spreads else None
+
+    def state_warning(self) -> str | None:
+        """One line when the rows were timed in states that differ by more than :data:`REFERENCE_SPREAD_WARN`
+        (a slow stretch longer than the protocol's settling attempts reached the table), else None."""
+        spread = self.reference_spread()
+        if spread is None or spread <= REFERENCE_SPREAD_WARN:
+            return None
+        return (f"the machine's speed changed while profiling: the rows' reference timings spread "
+                f"{100 * (spread - 1):.1f} % (90th over 10th percentile; at most "
+                f"{100 * (REFERENCE_SPREAD_WARN - 1):.0f} % in the tables that predicted best here); rows timed in a "
+                "slow stretch predict worse: profile again (a new --out) when the machine is quieter")
 
     def on_reference_scale(self, reference_ms: float | None = None, *, exponent: float = 1.0) -> "LatencyTable":
         """A copy whose latencies are put on one scale, ``latency_ms * (reference_ms / row.reference_ms) **

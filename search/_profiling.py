@@ -200,6 +200,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     pred.save(pred_path)
     print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
           f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min; predictor written to {pred_path}{pred.state_note()}")
+    warning = table.state_warning()
+    if warning:
+        print(f"warning: {warning}")
     return 0
 
 

@@ -112,3 +112,22 @@ def test_from_measurements_with_candidates_and_kernel_lists():
         LatencyTable.from_measurements(device="phone", kernels=[space.kernels(cand)], latencies_ms=[1.0, 2.0])
     with pytest.raises(ValueError, match=r"candidates\[0\]"):
         LatencyTable.from_measurements(device="phone", kernels=[[K1]], candidates=[42], latencies_ms=[1.0])
+
+
+def test_a_table_timed_across_a_long_slow_stretch_says_so():
+    """The rows' references tell how much the machine's state moved during the profile: one state -> no
+    warning; a fifth of the kernel rows in a state 10 % slower -> one line saying to profile again."""
+    from latency_models import REFERENCE_SPREAD_WARN
+
+    def table(slow_share: float, n: int = 50) -> LatencyTable:
+        t = LatencyTable(device={"name": "d"})
+        for i in range(n):
+            k = Kernel(op="conv", input_shape=(8, 8, 8), out_channels=8 + 8 * i)
+            t.add_kernel(k, 0.1, reference_ms=0.25 * (1.10 if i < slow_share * n else 1.0) * (1 + 1e-4 * i))
+        return t
+
+    steady, slow = table(0.0), table(0.2)
+    assert steady.reference_spread() == pytest.approx(1.0, abs=0.01) and steady.state_warning() is None
+    assert slow.reference_spread() > REFERENCE_SPREAD_WARN
+    assert "profile again" in slow.state_warning() and "spread 9.9 %" in slow.state_warning()
+    assert table(0.2, n=10).reference_spread() is None and table(0.2, n=10).state_warning() is None  # too few rows
