@@ -211,6 +211,9 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     if not table.kernel_rows and not table.model_rows:  # run again to continue it with a larger budget
         raise InputError(f"--profile-min {profile_min:g}: the profile of this machine for the {space.name} space "
                          f"measured nothing in that time (a busy machine?); give it more minutes")
+    warning = table.state_warning()
+    if warning:
+        logger.warning("%s (the cached profile is %s: delete that folder to profile again)", warning, folder)
     predictor = LatencyPredictor.fit(table)
     tmp = pred_path.with_suffix(".tmp.json")
     predictor.save(tmp)
