@@ -116,11 +116,14 @@ def popen_cli(args: list[str], *, env_cache: pathlib.Path) -> subprocess.Popen[s
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def completed_trials(db: pathlib.Path) -> dict[int, tuple[float, ...]]:
-    """Trial number -> objective values of the COMPLETE trials in a run's SQLite study (read-only)."""
+def completed_trials(db: pathlib.Path, *, after_kill: bool = False) -> dict[int, tuple[float, ...]]:
+    """Trial number -> objective values of the COMPLETE trials in a run's SQLite study (read-only).
+    ``after_kill``: the run was killed, possibly inside a transaction; its hot journal is rolled back by a
+    read-write connection (a read-only one cannot, and would read as no trials)."""
     if not db.is_file():
         return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    con = (sqlite3.connect(str(db), timeout=30) if after_kill else
+           sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30))
     try:
         rows = con.execute(
             "SELECT t.number, v.objective, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "

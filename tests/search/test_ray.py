@@ -120,16 +120,19 @@ def test_killed_ray_run_resumes_with_tuner_restore(tmp_path: pathlib.Path, tiny_
            "--profile-min", "0.1", "--ray-address", "local", "--workers", "1", "-q"]
     db = f"sqlite:///{out / 'study.db'}"
 
-    def complete() -> dict[int, list[float]]:
+    def complete(after_kill: bool = False) -> dict[int, list[float]]:
         """The run's complete trials, read from its SQLite file read-only: opening it through Optuna while the
-        run creates it races the run's own schema set-up (both stamp the alembic version)."""
+        run creates it races the run's own schema set-up (both stamp the alembic version). ``after_kill``: no
+        writer is left, and a run killed inside a transaction leaves a hot journal that only a read-write
+        connection rolls back (a read-only one fails, which would read as no trials)."""
         import sqlite3
 
         path = out / "study.db"
         if not path.is_file():
             return {}
         try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+            con = (sqlite3.connect(str(path), timeout=30.0) if after_kill else
+                   sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0))
             try:
                 rows = con.execute("SELECT t.number, v.objective, v.value FROM trials t JOIN trial_values v "
                                    "ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'").fetchall()
@@ -151,7 +154,7 @@ def test_killed_ray_run_resumes_with_tuner_restore(tmp_path: pathlib.Path, tiny_
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         first.wait()
-    before = complete()
+    before = complete(after_kill=True)
     assert 1 <= len(before) < trials
 
     resumed = subprocess.run([sys.executable, "-m", "search", "--resume", str(out), "-q"], env=env,

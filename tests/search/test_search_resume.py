@@ -49,7 +49,7 @@ def test_sigkill_then_resume_loses_no_finished_trial(tmp_path, search_cache, mob
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    before = completed_trials(out / "study.db")
+    before = completed_trials(out / "study.db", after_kill=True)
     assert 2 <= len(before) < TRIALS
     assert not (out / "pareto.json").exists()  # killed outright: nothing was written at the end
 
