@@ -303,6 +303,17 @@ class _ChoiceTrial:
         pass
 
 
+def _sample_kwargs(search: tuple[str, ...] | None, bits: tuple[int, ...] | None,
+                   genes: tuple[str, ...]) -> dict[str, Any]:
+    """``space.sample`` keyword arguments for the given parts, bits and genes (those given only)."""
+    kwargs: dict[str, Any] = {} if search is None else {"search": search}
+    if bits is not None:
+        kwargs["bits"] = bits
+    if genes:
+        kwargs["genes"] = tuple(genes)
+    return kwargs
+
+
 def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]], "np.ndarray"], *,
                       search: tuple[str, ...] | None = None, bits: tuple[int, ...] | None = None,
                       genes: tuple[str, ...] = (), seed: int = 0, starts: int = 32,
@@ -316,11 +327,7 @@ def fastest_candidate(space: "SearchSpace", predict: Callable[[list["Candidate"]
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    kwargs: dict[str, Any] = {} if search is None else {"search": search}
-    if bits is not None:
-        kwargs["bits"] = bits
-    if genes:
-        kwargs["genes"] = tuple(genes)
+    kwargs = _sample_kwargs(search, bits, genes)
 
     def draw(fixed: Mapping[str, Any]) -> tuple["Candidate", _ChoiceTrial]:
         trial = _ChoiceTrial(fixed, rng)
@@ -362,11 +369,7 @@ def float_variant(space: "SearchSpace", params: Mapping[str, Any], *, search: tu
     fixed = {name: (32 if name.startswith("bits_") else value) for name, value in params.items()}
     if fixed == dict(params):
         return None
-    kwargs: dict[str, Any] = {} if search is None else {"search": search}
-    if bits is not None:
-        kwargs["bits"] = bits
-    if genes:
-        kwargs["genes"] = tuple(genes)
+    kwargs = _sample_kwargs(search, bits, genes)
     trial = _ChoiceTrial(fixed, np.random.default_rng(0))
     candidate = space.sample(trial, **kwargs)
     return candidate, dict(trial.params)

@@ -160,10 +160,9 @@ class _CtrlC:
         self.study, self.requested, self.evaluating = study, False, False
 
     def _handler(self, _signum: int, _frame: Any) -> None:
-        if self.evaluating or self.requested:
-            self.requested = True
+        again, self.requested = self.requested, True
+        if self.evaluating or again:
             raise KeyboardInterrupt
-        self.requested = True
         with contextlib.suppress(RuntimeError):  # outside the optimize loop: nothing to stop
             self.study.stop()
 
