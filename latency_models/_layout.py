@@ -14,6 +14,11 @@ of its input and one of its output. A kernel timed alone pays both reorders ever
   costs (the bit-width changes between layers): ``BLOCKED`` (32) for blocked float32 kernels, ``PLAIN`` (33)
   for float32 kernels that need NCHW, the bit width for float16 and quantised weight layers, 0 for kernels that
   run in whatever layout they are given (adds, activations) and for other float16 or quantised kernels. The costs of ``32>33`` and ``33>32`` are the reorders.
+  An 8-bit max pool has a state of its own, ``INT8_POOL`` (9), blocked layout or not: ONNX Runtime runs it on
+  uint8 channels-last (``NhwcMaxPool``, about as fast as a float pool) when it reads an int8 convolution's
+  output (``QLinearConv`` runs channels-last and its layout is carried through the pool), and with its generic
+  NCHW uint8 ``MaxPool`` otherwise, 10-20x slower than a float pool (``experiments/int8_maxpool.py``): the
+  transitions into the pool price which of the two runs.
 
 The rule follows the transformer's source (a float convolution is blocked when it is dense with fewer input
 channels than the block or a multiple of the alignment; depthwise with a multiple of the alignment; grouped with
@@ -29,15 +34,21 @@ import math
 import os
 import tempfile
 
-from latency_models._kernel import Kernel
+from latency_models._kernel import INT_BITS, Kernel
 
-__all__ = ["BLOCKED", "PLAIN", "layout_state", "nchwc_layout", "plain_path", "standalone_reorder_mbytes"]
+__all__ = ["BLOCKED", "INT8_POOL", "PLAIN", "layout_state", "nchwc_layout", "plain_path", "standalone_reorder_mbytes"]
 
 #: Layout state of float kernels in ONNX Runtime's channel-blocked layout (the float32 bit width: a model's
 #: input state, so a first convolution that reads the NCHW input directly costs no change).
 BLOCKED = 32
 #: Layout state of float kernels that need plain NCHW.
 PLAIN = 33
+#: Layout state of a max pool at 8 bits (see the module's docstring). Measured on this CPU in the held-out
+#: ShuffleNet models of a 128-px profile (``experiments/results/int8_pool_state.md``, ONNX Runtime's profiler): the
+#: 8-bit stem pool ran as ``MaxPool`` in 0.14-0.43 ms (8 to 24 x 64 x 64) after a float32, float16 or int4
+#: convolution and as ``NhwcMaxPool`` in 0.014-0.018 ms after an int8 one; read as layout-transparent, the
+#: predictor missed two such models by -15 and -17 %.
+INT8_POOL = 9
 #: Operators that run in whatever layout their input has.
 _FOLLOWERS = frozenset({"add", "act"})
 _POOLS = frozenset({"maxpool", "avgpool", "global_avgpool"})
@@ -59,14 +70,17 @@ def _blocked(k: Kernel, nchwc: tuple[int, int]) -> bool:
     return False
 
 
-def layout_state(k: Kernel, nchwc: tuple[int, int] | None) -> int:
+def layout_state(k: Kernel, nchwc: tuple[int, int] | None, *, int8_pool: bool = True) -> int:
     """The layout state ``k`` leaves its output in (see the module's docstring); 0: layout-transparent.
 
     ``nchwc``: (block, channel alignment) of the device (:func:`nchwc_layout`). Without one (None: no blocked
-    layout on the device) a weight layer's state is its bit width and every other kernel is transparent: the
-    predictor's bit-width transitions alone.
+    layout on the device) a weight layer's state is its bit width, an 8-bit max pool's :data:`INT8_POOL`, and
+    every other kernel is transparent. ``int8_pool=False``: 8-bit max pools are transparent too (as predictors
+    fitted before they had a state of their own read them).
     """
     weight = k.op in ("conv", "linear")
+    if int8_pool and k.op == "maxpool" and k.bits in INT_BITS:
+        return INT8_POOL
     if not nchwc or k.bits != 32:  # quantised and float16 layers keep their bits (their casts and quantisers
         return k.bits if weight else 0  # are the transitions that matter; QLinearConv runs NHWC)
     if k.op in _FOLLOWERS:

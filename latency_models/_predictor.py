@@ -200,20 +200,22 @@ def _gene_features(genes: Any) -> list[str]:
     return out
 
 
-def _transitions(kernels: Sequence[Kernel], nchwc: tuple[int, int] | None) -> dict[str, float]:
+def _transitions(kernels: Sequence[Kernel], nchwc: tuple[int, int] | None, *,
+                 int8_pool: bool = True) -> dict[str, float]:
     """Bit-width and layout changes between consecutive kernels that have a state, in graph order.
 
     A kernel's state (:func:`~latency_models._layout.layout_state`) is its bit width for weight layers (conv /
     linear); on a device with a blocked layout (``nchwc``) float kernels have the state ``32`` (blocked) or
-    ``33`` (plain NCHW) instead, and the other kernels too, except the layout-transparent ones (add, act).
-    ``"a>b"`` counts the changes from state a to state b, ``"a>b:mel"`` the millions of activation elements
-    crossing them: the quantise / dequantise / cast nodes a mixed-precision graph adds, and the layout
-    reorders ONNX Runtime inserts.
+    ``33`` (plain NCHW) instead, and the other kernels too, except the layout-transparent ones (add, act); an
+    8-bit max pool has the state ``9`` (``int8_pool``: which of ONNX Runtime's two uint8 pools runs depends on
+    what feeds it, see :data:`~latency_models._layout.INT8_POOL`). ``"a>b"`` counts the changes from state a to
+    state b, ``"a>b:mel"`` the millions of activation elements crossing them: the quantise / dequantise / cast
+    nodes a mixed-precision graph adds, the layout reorders ONNX Runtime inserts, and which pool runs.
     """
     out: dict[str, float] = {}
     prev = 32  # the model input is float32 (a first convolution reads it in NCHW directly)
     for k in kernels:
-        state = layout_state(k, nchwc)
+        state = layout_state(k, nchwc, int8_pool=int8_pool)
         if not state:
             continue
         if state != prev:
@@ -299,7 +301,8 @@ class LatencyPredictor:
                  own_weight: float = 1.0, blend_intercept_ms: float = 0.0, reference_ms: float | None = None,
                  reference_exponent: float = 0.0,
                  measured_models: Mapping[tuple[Kernel, ...], float] | None = None,
-                 heaviest_weight_mb: Sequence[float] | None = None, outside: OutsideModel | None = None) -> None:
+                 heaviest_weight_mb: Sequence[float] | None = None, outside: OutsideModel | None = None,
+                 int8_pool_state: bool = True) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -347,6 +350,9 @@ class LatencyPredictor:
         #: the few-parameter model of whole models outside the spaces and its gate (see ``fit(outside_models=...)``),
         #: or None
         self.outside = outside
+        #: whether an 8-bit max pool is a state of the transitions (:data:`~latency_models._layout.INT8_POOL`);
+        #: False for predictors saved before it was, which read such pools as layout-transparent
+        self.int8_pool_state = bool(int8_pool_state)
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._outside_cache: dict[Kernel, np.ndarray] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
@@ -355,7 +361,7 @@ class LatencyPredictor:
     @classmethod
     def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = (),
             reference_exponent: float | str = "auto", outside_models: bool = True,
-            channel_alignment: int | None = CHANNEL_ALIGNMENT) -> "LatencyPredictor":
+            channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -378,13 +384,19 @@ class LatencyPredictor:
         channels are not a multiple of it take neighbours of their own kind (None: any neighbour, as before
         2026-12-04).
 
+        ``int8_pool_state``: an 8-bit max pool is a state of the bit-width and layout transitions, so that what
+        feeds it prices which of ONNX Runtime's two uint8 pools runs (:data:`~latency_models._layout.INT8_POOL`);
+        False: it is layout-transparent, as before 2026-12-05.
+
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
         and this table's own, weighted to fit the table's model rows (see the module's docstring). The prior
         predictors must accept the same models (kernel lists of the same space, and the candidates' genes
         when they were fitted on genes); they are saved inside this predictor.
         """
-        own, table = cls._fit_on_scale(table, reference_exponent, outside_models, channel_alignment)
+        options = {"outside_models": outside_models, "channel_alignment": channel_alignment,
+                   "int8_pool_state": bool(int8_pool_state)}
+        own, table = cls._fit_on_scale(table, reference_exponent, **options)
         prior = list(prior)
         if not prior:
             return own
@@ -407,7 +419,8 @@ class LatencyPredictor:
             keep = [rows[i] for i in perm if i not in held]
             sub = LatencyTable(device=table.device, protocol=table.protocol, kernel_rows=table.kernel_rows,
                                model_rows=keep)
-            own_cv[fold] = cls._fit(sub, outside_models, channel_alignment).predict_many([lists[i] for i in fold], genes=[genes[i] for i in fold])
+            own_cv[fold] = cls._fit(sub, **options).predict_many([lists[i] for i in fold],
+                                                                 genes=[genes[i] for i in fold])
         cols = [own_cv] + [p.predict_many(lists, genes=genes) for p in prior]
         a = np.column_stack(cols + [np.ones(n), -np.ones(n)]) / y[:, None]  # relative error, intercept free
         w = _nnls(a, np.ones(n))
@@ -426,7 +439,8 @@ class LatencyPredictor:
 
     @classmethod
     def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str, outside_models: bool = True,
-                      channel_alignment: int | None = CHANNEL_ALIGNMENT) -> tuple["LatencyPredictor", LatencyTable]:
+                      channel_alignment: int | None = CHANNEL_ALIGNMENT,
+                      int8_pool_state: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -450,7 +464,7 @@ class LatencyPredictor:
         def attempt(b: float) -> float:
             if b not in fits:
                 scaled = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
-                fits[b] = (cls._fit(scaled, outside_models, channel_alignment), scaled)
+                fits[b] = (cls._fit(scaled, outside_models, channel_alignment, int8_pool_state), scaled)
             err = fits[b][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -469,7 +483,7 @@ class LatencyPredictor:
 
     @classmethod
     def _fit(cls, table: LatencyTable, outside_models: bool = True,
-             channel_alignment: int | None = CHANNEL_ALIGNMENT) -> "LatencyPredictor":
+             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True) -> "LatencyPredictor":
         if not table.kernel_rows and not table.model_rows:
             raise ValueError("table has no rows: nothing to fit")
         kernel_model = None
@@ -494,7 +508,7 @@ class LatencyPredictor:
         nchwc = _nchwc(table.device)
         phi_u = _phi(kernel_model, ukernels, nchwc)
 
-        trans = [_transitions(r.kernels, nchwc) for r in rows]
+        trans = [_transitions(r.kernels, nchwc, int8_pool=int8_pool_state) for r in rows]
         # stage 1: a global physical model, few parameters, relative error (rows divided by y). With a blocked
         # layout, the reorders at its boundaries are physical too: one shared cost per million elements
         # crossing (either way), so that per-family terms do not carry them to models of other proportions.
@@ -604,7 +618,8 @@ class LatencyPredictor:
                    family_count_ms=fam_count_ms, transition_ms=trans_ms,
                    kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info,
                    measured_models=_measured_models(rows), outside=outside,
-                   heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]))
+                   heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]),
+                   int8_pool_state=int8_pool_state)
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -640,7 +655,7 @@ class LatencyPredictor:
                 f = family(k)
                 c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
                           + (lut.get(key, 0.0) if lut else 0.0))
-                state = layout_state(k, self._nchwc)
+                state = layout_state(k, self._nchwc, int8_pool=self.int8_pool_state)
                 cache[k] = rec = (c, state, math.prod(k.input_shape) / 1e6 if state else 0.0)
                 for i in where:
                     recs[i] = rec
@@ -902,6 +917,7 @@ class LatencyPredictor:
             "fit_info": self.fit_info,
             "heaviest_weight_mb": self.heaviest_weight_mb,
             "outside": self.outside.to_dict() if self.outside is not None else None,
+            "int8_pool_state": self.int8_pool_state,
             "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
                                 for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
@@ -931,7 +947,8 @@ class LatencyPredictor:
                        measured_models={tuple(Kernel.from_dict(k) for k in m["kernels"]): m["latency_ms"]
                                         for m in data.get("measured_models") or []},
                        heaviest_weight_mb=data.get("heaviest_weight_mb"),
-                       outside=OutsideModel.from_dict(data["outside"]) if data.get("outside") else None)
+                       outside=OutsideModel.from_dict(data["outside"]) if data.get("outside") else None,
+                       int8_pool_state=data.get("int8_pool_state", False))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 
