@@ -198,7 +198,12 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     if pred_path.is_file():
         try:
             predictor = LatencyPredictor.load(pred_path)
-            sources = _sources(LatencyTable.load(table_path)) if table_path.is_file() else frozenset()
+            table = LatencyTable.load(table_path) if table_path.is_file() else None
+            if table is not None and not predictor.int8_pool_state:  # saved before 8-bit pools had a state
+                logger.info("fitting the cached predictor %s again from its table (saved by an older karumi)", pred_path)
+                predictor = LatencyPredictor.fit(table)
+                predictor.save(pred_path)  # atomic: a temporary file, then a rename
+            sources = _sources(table)
             return Device(predictor=predictor, local=True, description=desc, source=pred_path, threads=threads,
                           model_sources=sources)
         except (ValueError, KeyError, TypeError, OSError) as exc:

@@ -108,3 +108,37 @@ def test_measure_whole_float_models_and_a_bad_width_is_one_line(tmp_path, capsys
     assert main(["measure", "--space", "mobilenet", "--n", "1", "--bits", "3", "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bits=3 is not allowed" in err[0] and "(1, 2, 4, 8, 16, 32)" in err[0]
+
+
+def test_a_cached_predictor_saved_before_8bit_pools_had_a_state_is_fitted_again(tmp_path):
+    """A search that finds this machine's profile cached by an older karumi (its predictor read 8-bit max pools
+    as layout-transparent) fits the predictor again from the cached table, instead of profiling again."""
+    import hashlib
+    import json
+
+    from latency_models import Kernel, LatencyPredictor, LatencyTable, device_info
+    from search._device import fingerprint, resolve_device
+    from spaces import get_space
+
+    space = get_space("shufflenet", input_size=64)
+    fp = fingerprint(space, threads=1)
+    digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    folder = tmp_path / "devices" / f"shufflenet-{digest}"
+    folder.mkdir(parents=True)
+    table = LatencyTable(device=device_info(name="local"))
+    convs = [Kernel(op="conv", input_shape=(c, 16, 16), out_channels=c, kernel_size=1, bits=b)
+             for c in (8, 16, 24) for b in (8, 32)]
+    pool = Kernel(op="maxpool", input_shape=(8, 32, 32), kernel_size=3, stride=2, bits=8)
+    for k in [*convs, pool]:
+        table.add_kernel(k, 0.01 + 1e-6 * k.macs)
+    for i in range(8):
+        ks = [convs[i % 6], pool, convs[(i + 1) % 6]]
+        table.add_model(ks, 0.05 + 0.01 * i, source="shufflenet")
+    table.save(folder / "table.json")
+    old = LatencyPredictor.fit(table, int8_pool_state=False).to_dict()
+    del old["int8_pool_state"]
+    (folder / "predictor.json").write_text(json.dumps(old))
+
+    device = resolve_device("local", space, cache=tmp_path)
+    assert device.predictor.int8_pool_state and not device.profiled_now
+    assert json.loads((folder / "predictor.json").read_text())["int8_pool_state"] is True
