@@ -3,9 +3,9 @@
 An 8-bit max pool (the ShuffleNet stem's, between quantise / dequantise nodes) runs in one of two ways in ONNX
 Runtime: channels-last (``NhwcMaxPool``) when an int8 convolution (``QLinearConv``, channels-last itself) feeds
 it, and with the generic NCHW uint8 ``MaxPool`` otherwise, 10-20x slower than a float pool
-(``int8_maxpool.py``). A kernel timed alone runs the slow one. Since 2026-12-05 the predictor gives such a pool
-a transition state of its own (``latency_models._layout.INT8_POOL``), so that the transitions into it price
-which one runs; ``LatencyPredictor.fit(table, int8_pool_state=False)`` reads it as layout-transparent, as before.
+(``int8_maxpool.py``). A kernel timed alone runs the slow one. Since 2026-12-04 (evening) the predictor gives
+such a pool a transition state of its own (``latency_models._layout.INT8_POOL``), so that the transitions into it
+price which one runs; ``LatencyPredictor.fit(table, int8_pool_state=False)`` reads it as layout-transparent, as before.
 
 For each committed ``predictor_local.py`` table named (times nothing): the predictor fitted both ways (each
 choosing its machine-state exponent), scored on the run's held-out models on the predictor's scale (random

@@ -386,7 +386,7 @@ class LatencyPredictor:
 
         ``int8_pool_state``: an 8-bit max pool is a state of the bit-width and layout transitions, so that what
         feeds it prices which of ONNX Runtime's two uint8 pools runs (:data:`~latency_models._layout.INT8_POOL`);
-        False: it is layout-transparent, as before 2026-12-05.
+        False: it is layout-transparent, as before 2026-12-04 (evening).
 
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
