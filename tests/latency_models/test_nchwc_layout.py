@@ -15,7 +15,8 @@ from latency_models._layout import (BLOCKED, PLAIN, _blocked, layout_state, nchw
 from latency_models._predictor import _transitions
 
 
-def _optimised_domains(kernel: Kernel, tmp_path) -> list[str]:
+def _optimised_nodes(model, tmp_path) -> list:
+    """The nodes of ``model`` (an ``onnx.ModelProto``) after the installed ONNX Runtime's optimiser."""
     import onnx
     import onnxruntime as ort
 
@@ -24,8 +25,12 @@ def _optimised_domains(kernel: Kernel, tmp_path) -> list[str]:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.optimized_model_filepath = path
     opts.log_severity_level = 3
-    ort.InferenceSession(kernel_graph(kernel).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return [n.domain for n in onnx.load(path).graph.node]
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return list(onnx.load(path).graph.node)
+
+
+def _optimised_domains(kernel: Kernel, tmp_path) -> list[str]:
+    return [n.domain for n in _optimised_nodes(kernel_graph(kernel), tmp_path)]
 
 
 def _kernels() -> list[Kernel]:
@@ -257,20 +262,11 @@ def test_an_8bit_pool_runs_channels_last_only_after_an_int8_convolution(tmp_path
     """ONNX Runtime carries a QLinearConv's channels-last layout through an 8-bit max pool (NhwcMaxPool) and
     runs the pool with its generic NCHW uint8 kernel after anything else: the pool's own transition state
     tells the two apart."""
-    import onnx
-    import onnxruntime as ort
-
     from latency_models import kernels_from_onnx
     from latency_models._layout import INT8_POOL
 
     model = _conv_pool(int8_conv)
-    path = os.path.join(tmp_path, "opt.onnx")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.optimized_model_filepath = path
-    opts.log_severity_level = 3
-    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(path).graph.node]
+    ops = [n.op_type for n in _optimised_nodes(model, tmp_path)]
     assert ("NhwcMaxPool" in ops) == int8_conv and ("MaxPool" in ops) != int8_conv, ops
 
     kernels, unknown = kernels_from_onnx(model)
