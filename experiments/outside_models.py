@@ -56,6 +56,12 @@ VARIANTS = {
     "mnasnet0_35": lambda tv: tv.models.MNASNet(alpha=0.35, num_classes=10),
     "shufflenet_v2_c72": lambda tv: tv.models.ShuffleNetV2([4, 8, 4], [24, 72, 144, 288, 1024], num_classes=10),
     "shufflenet_v2_c88": lambda tv: tv.models.ShuffleNetV2([4, 8, 4], [24, 88, 176, 352, 1024], num_classes=10),
+    # RegNetX / RegNetY-200MF of the RegNet paper (Radosavovic et al., 2020, table of the models): 8 channels per
+    # group, as RegNetY-400MF has (torchvision's other RegNets in the profile have 16 or more)
+    "regnet_x_200mf": lambda tv: tv.models.RegNet(tv.models.regnet.BlockParams.from_init_params(
+        depth=13, w_0=24, w_a=36.44, w_m=2.49, group_width=8), num_classes=10),
+    "regnet_y_200mf": lambda tv: tv.models.RegNet(tv.models.regnet.BlockParams.from_init_params(
+        depth=13, w_0=24, w_a=36.44, w_m=2.49, group_width=8, se_ratio=0.25), num_classes=10),
 }
 
 
