@@ -1,7 +1,9 @@
-"""Command line: ``python -m latency_models fit | evaluate | profile-workload | profile | measure``.
+"""Command line: ``python -m latency_models fit | evaluate | profile-workload | add-models | profile | measure``.
 
-``fit``, ``evaluate`` and ``profile-workload`` need this package alone (numpy, onnx, onnxruntime): the latter times
-a workload folder written by ``python -m search profile --write-workload DIR`` on a device without torch. ``profile`` and ``measure`` with ``--space`` need the search spaces
+``fit``, ``evaluate``, ``profile-workload`` and ``add-models`` need this package alone (numpy, onnx, onnxruntime):
+``profile-workload`` times a workload folder written by ``python -m search profile --write-workload DIR`` on a
+device without torch; ``add-models`` times ONNX models of the user's own kind into a table (their kernels the table
+lacks, and each whole model), so that the predictor knows models outside the spaces. ``profile`` and ``measure`` with ``--space`` need the search spaces
 (sampling candidates and exporting them needs torch), which this package never imports: they are run by
 ``python -m search profile`` / ``python -m search measure``, with the same flags, which this command hands
 over to in a child process.
@@ -93,6 +95,40 @@ def _cmd_profile_workload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add_models(args: argparse.Namespace) -> int:
+    from latency_models._outside import MIN_OUTSIDE_MODELS
+    from latency_models._predictor import LatencyPredictor
+    from latency_models._profile import profile_models
+    from latency_models._progress import Progress
+    from latency_models._table import LatencyTable
+
+    names = args.name or None
+    if names is not None and len(names) != len(args.models):
+        raise ValueError(f"--name given {len(names)} times for {len(args.models)} models; allowed: none, or one per model")
+    for m in args.models:
+        if not pathlib.Path(m).is_file():
+            raise ValueError(f"model {m!r} does not exist; allowed: ONNX files")
+    if not pathlib.Path(args.table).is_file():
+        raise ValueError(f"table {args.table!r} does not exist: profile the device first "
+                         "(python -m latency_models profile, or profile-workload)")
+    before = LatencyTable.load(args.table)
+    with Progress(None, f"timing {len(args.models)} model(s) into {args.table}", unit="graphs") as bar:
+        table = profile_models(args.models, out=args.table, names=names, on_progress=bar.report)
+    outside = len({r.source for r in table.model_rows if not r.candidate})
+    pred_path = pathlib.Path(args.table).with_suffix(".predictor.json")
+    pred = LatencyPredictor.fit(table)
+    pred.save(pred_path)
+    added = len(table.model_rows) - len(before.model_rows)
+    line = (f"{args.table}: +{len(table.kernel_rows) - len(before.kernel_rows)} kernel rows, +{added} model rows"
+            f"{'' if added else ' (all already in the table)'}; {outside} models outside the spaces in the table; "
+            f"predictor written to {pred_path}")
+    if outside < MIN_OUTSIDE_MODELS:
+        line += (f" (with {MIN_OUTSIDE_MODELS} or more models outside the spaces, a fit of those alone is blended in "
+                 "for models like them)")
+    print(line + pred.state_note())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m latency_models", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--description", default="")
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(func=_cmd_profile_workload)
+    a = sub.add_parser("add-models", help="time ONNX models of your own kind into a table (other models like the "
+                       "ones you will predict, never those), then fit its predictor again; needs no torch")
+    a.add_argument("table", help="the table JSON to add to (from profile or profile-workload); saved in place")
+    a.add_argument("models", nargs="+", help="ONNX files")
+    a.add_argument("--name", action="append", default=[], help="the row's name, one per model in order "
+                   "(default: the file name); a model already in the table under its name is skipped")
+    a.set_defaults(func=_cmd_add_models)
     for name, text in (("profile", "time kernels and whole models of the given spaces on this machine"),
                        ("measure", "time N random whole models per space (held-out evaluation data)")):
         sub.add_parser(name, help=f"{text} (run by 'python -m search {name}'; see its --help)", add_help=False)

@@ -134,6 +134,40 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capfd):
     assert "no-such-space" in capfd.readouterr().err
 
 
+def test_cli_add_models_times_a_users_models_into_a_table_and_refits(tmp_path, capfd):
+    """``python -m latency_models add-models TABLE a.onnx b.onnx``: each model's missing kernels and the whole
+    model timed into the table, the predictor fitted again next to it; a second call times nothing; bad input is
+    one line and exit 2, the table untouched."""
+    import onnx
+
+    out = tmp_path / "t.json"
+    profile(_tiny_pool(), None, device_name="ci", out=out, budget_min=0.02)
+    before = LatencyTable.load(out)
+    paths = []
+    for c in (12, 20):
+        k = Kernel("conv", (8, 12, 12), out_channels=c, kernel_size=3, activation="relu")
+        paths.append(tmp_path / f"mine_{c}.onnx")
+        onnx.save(kernel_graph(k), paths[-1])
+    assert cli_main(["add-models", str(out), *map(str, paths), "--name", "mine12", "--name", "mine20"]) == 0
+    printed = capfd.readouterr().out
+    assert "+2 model rows" in printed and "2 models outside the spaces" in printed, printed
+    table = LatencyTable.load(out)
+    assert [r.source for r in table.model_rows] == ["mine12", "mine20"]
+    assert {r.kernel.out_channels for r in table.kernel_rows} >= {12, 20} and len(table.kernel_rows) > len(before.kernel_rows)
+    pred = LatencyPredictor.load(tmp_path / "t.predictor.json")
+    assert pred.fit_info["model_rows"] == 2
+    assert cli_main(["add-models", str(out), *map(str, paths), "--name", "mine12", "--name", "mine20"]) == 0
+    assert "+0 kernel rows, +0 model rows (all already in the table)" in capfd.readouterr().out
+    saved = out.read_text()
+    for argv, needle in ((["add-models", str(tmp_path / "none.json"), str(paths[0])], "does not exist: profile"),
+                         (["add-models", str(out), str(tmp_path / "none.onnx")], "does not exist; allowed: ONNX files"),
+                         (["add-models", str(out), str(paths[0]), "--name", "a", "--name", "b"], "--name given 2")):
+        assert cli_main(argv) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert out.read_text() == saved
+
+
 def _squeeze_excitation_teacher():
     """A MobileNetV3-like network at 1 x 16 x 16: hard-swish, an excitation with hard-sigmoid, swish; about as
     slow as the built-in teacher (a model of a few microseconds would be all per-run overhead)."""

@@ -102,3 +102,14 @@ def test_device_profiles_a_workload_in_a_venv_without_torch(tmp_path):
     res = subprocess.run([str(py), "-c", check], capture_output=True, text=True, timeout=300, cwd=device, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.startswith("ok")
+    # a model of the user's own, timed into the device's table there (its kernels and the whole model)
+    import onnx
+
+    mine = tmp_path / "mine.onnx"
+    onnx.save(latency_models.kernel_graph(Kernel("conv", (16, 40, 40), out_channels=24, kernel_size=1)), mine)
+    cmd = [str(py), "-m", "latency_models", "add-models", str(tmp_path / "t.json"), str(mine), "--name", "mine"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=device, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "+1 model rows" in out.stdout and "3 models outside the spaces" in out.stdout, out.stdout
+    table = latency_models.LatencyTable.load(tmp_path / "t.json")
+    assert [r.source for r in table.model_rows][-1] == "mine" and len(table.kernel_rows) == 5
