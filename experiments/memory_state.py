@@ -184,16 +184,17 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--worker", str(job), str(out)], check=True)
         raw = json.loads(out.read_text())
     series = {n: np.log(np.array(v)) for n, v in raw["series"].items()}
-    refs = [n for n in models if n not in info or info[n]["kind"] != "model"]
+    refs = [n for n in models if info[n]["kind"] != "model"]
     dram = f"matmul_{max(sizes):g}mb"
     w = args.smooth
+    smoothed = {n: _smooth(x, w) for n, x in series.items()}
     rows = []
     for n, x in series.items():
-        sm = _smooth(x, w)
+        sm = smoothed[n]
         rows.append({"name": n, **info[n], "median_ms": float(np.exp(np.median(x))),
                      "p10_p90_pct": float(100 * (np.exp(np.quantile(x, 0.9) - np.quantile(x, 0.1)) - 1)),
-                     "corr": {r: float(np.corrcoef(sm, _smooth(series[r], w))[0, 1]) for r in refs},
-                     "elasticity_on_dram": float(np.polyfit(_smooth(series[dram], w), sm, 1)[0])})
+                     "corr": {r: float(np.corrcoef(sm, smoothed[r])[0, 1]) for r in refs},
+                     "elasticity_on_dram": float(np.polyfit(smoothed[dram], sm, 1)[0])})
     stamps = np.array(raw["block_start_s"])
     timeline = []
     step = max(1, int(len(stamps) / 30))
