@@ -181,7 +181,8 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
                         break
                     chunk = batch[i:i + _KERNEL_CHUNK]
                     for k, t in zip(chunk, timer.kernels(chunk)):
-                        table.add_kernel(k, t.latency_ms, reference_ms=t.reference_ms)
+                        table.add_kernel(k, t.latency_ms, reference_ms=t.reference_ms,
+                                         memory_reference_ms=t.memory_reference_ms)
                         measured.add(k)
                     tick(f"{len(table.kernel_rows)} kernels")
                     save()
@@ -198,7 +199,7 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
                     break
                 for m, t in zip(chunk, timer([m.onnx for m in chunk])):
                     table.add_model(m.kernels, t.latency_ms, candidate=m.candidate, source=m.source,
-                                    reference_ms=t.reference_ms)
+                                    reference_ms=t.reference_ms, memory_reference_ms=t.memory_reference_ms)
                 j += len(chunk)
                 tick(f"{len(table.kernel_rows)} kernels, {len(table.model_rows)} models")
                 save()
@@ -291,12 +292,14 @@ def profile_models(models: Sequence[Any], *, out: str | os.PathLike[str], names:
                 for i in range(0, len(missing), _KERNEL_CHUNK):
                     chunk = missing[i:i + _KERNEL_CHUNK]
                     for k, t in zip(chunk, timer.kernels(chunk)):
-                        table.add_kernel(k, t.latency_ms, reference_ms=t.reference_ms)
+                        table.add_kernel(k, t.latency_ms, reference_ms=t.reference_ms,
+                                         memory_reference_ms=t.memory_reference_ms)
                     done += len(chunk)
                     if on_progress is not None:
                         on_progress(done, total, name)
                 (t,) = timer([model])
-                table.add_model(kernels, t.latency_ms, source=name, reference_ms=t.reference_ms)
+                table.add_model(kernels, t.latency_ms, source=name, reference_ms=t.reference_ms,
+                                memory_reference_ms=t.memory_reference_ms)
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total, name)
@@ -332,7 +335,7 @@ def measure_models(models: Sequence[WorkloadModel], *, device_name: str, out: st
             chunk = models[j:j + _MODEL_CHUNK]
             for m, t in zip(chunk, timer([m.onnx for m in chunk])):
                 table.add_model(m.kernels, t.latency_ms, candidate=m.candidate, source=m.source,
-                                reference_ms=t.reference_ms)
+                                reference_ms=t.reference_ms, memory_reference_ms=t.memory_reference_ms)
             if path is not None:
                 table.save(path)
             if on_progress is not None:

@@ -9,7 +9,9 @@ block. Each :class:`Timing` carries the reference's latency of its own measureme
 minutes apart can be put on one scale (``latency_ms / reference_ms * table_reference_ms``). A job whose
 reference ran slow (the machine's slow state) is timed again in the same worker, up to
 ``settle_attempts`` attempts, until its reference is within ``settle_tolerance`` of the fastest reference of
-this process's recent jobs (:data:`_FLOOR_JOBS`), which the host passes to the worker as its floor.
+this process's recent jobs (:data:`_FLOOR_JOBS`), which the host passes to the worker as its floor. A memory
+probe (a memory-bound vector-matrix product over 16 MiB) is timed in the same blocks and reported as
+``Timing.memory_reference_ms``: the machine's memory state, which the compute-bound reference does not see.
 
 Needs numpy, onnx and onnxruntime only.
 """
@@ -48,12 +50,15 @@ class Timing:
     """One model's latency under the protocol and the reference's latency in the same measurement (ms).
 
     ``attempt_references_ms``: the reference of each attempt of the job (the kept one is the fastest);
-    ``attempt_latency_ms``: this model's latency in each attempt."""
+    ``attempt_latency_ms``: this model's latency in each attempt; ``memory_reference_ms``: the memory probe's
+    latency in the kept attempt (None when the probe was off), ``attempt_memory_references_ms`` in each."""
 
     latency_ms: float
     reference_ms: float
     attempt_references_ms: tuple[float, ...] = ()
     attempt_latency_ms: tuple[float, ...] = ()
+    memory_reference_ms: float | None = None
+    attempt_memory_references_ms: tuple[float, ...] = ()
 
     @property
     def first_attempt_ms(self) -> float:
@@ -82,6 +87,9 @@ def protocol_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any
         raise ValueError(f"quantile={p['quantile']!r} must be a number in [0, 0.5]")
     if isinstance(p["settle_attempts"], bool) or not isinstance(p["settle_attempts"], int) or p["settle_attempts"] < 1:
         raise ValueError(f"settle_attempts={p['settle_attempts']!r} must be a positive integer (1: no settling)")
+    mb = p["memory_probe_mb"]
+    if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 0.0 <= float(mb) <= 1024.0:
+        raise ValueError(f"memory_probe_mb={mb!r} must be a number of MiB in [0, 1024] (0: no memory probe)")
     tol = p["settle_tolerance"]
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 <= float(tol) <= 1.0:
         raise ValueError(f"settle_tolerance={tol!r} must be a number in [0, 1] (a fraction of the reference)")
@@ -190,5 +198,8 @@ def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: s
     del recent[:-_FLOOR_JOBS]
     attempts = tuple(float(r) for r in result.get("attempt_references_ms", (ref_ms,)))
     per_attempt = result.get("attempt_latency_ms", [result["latency_ms"]])
-    return [Timing(float(ms), ref_ms, attempts, tuple(float(a[i]) for a in per_attempt))
+    memory = result.get("memory_reference_ms")
+    memory = None if memory is None else float(memory)
+    memory_attempts = tuple(float(m) for m in result.get("attempt_memory_references_ms", ()))
+    return [Timing(float(ms), ref_ms, attempts, tuple(float(a[i]) for a in per_attempt), memory, memory_attempts)
             for i, ms in enumerate(result["latency_ms"])]

@@ -72,7 +72,9 @@ def timing_params(protocol: Mapping[str, Any]) -> dict[str, Any]:
     if protocol.get("name") != PROTOCOL_NAME:
         raise ValueError(f"the table was measured under protocol {protocol.get('name', 'karumi/1 (unnamed)')!r}, "
                          f"not {PROTOCOL_NAME!r}: profile the device again (its rows are not comparable)")
-    return {k: protocol[k] for k in DEFAULTS if k in protocol and k != "threads"}
+    params = {k: protocol[k] for k in DEFAULTS if k in protocol and k != "threads"}
+    params.setdefault("memory_probe_mb", 0)  # a table timed before the memory probe continues without it
+    return params
 
 
 def cpu_name() -> str:
@@ -147,14 +149,14 @@ def _check_latency(value: Any, where: str) -> float:
     return value
 
 
-def _reference(row: Mapping[str, Any], where: str) -> float | None:
-    value = row.get("reference_ms")
+def _reference(row: Mapping[str, Any], where: str, field: str = "reference_ms") -> float | None:
+    value = row.get(field)
     if value is None:
         return None
     try:
         return _check_latency(value, where)
     except ValueError as exc:
-        raise ValueError(str(exc).replace("'latency_ms'", "'reference_ms'")) from None
+        raise ValueError(str(exc).replace("'latency_ms'", repr(field))) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,11 +166,14 @@ class KernelRow:
     kernel: Kernel
     latency_ms: float
     reference_ms: float | None = None  # the reference workload's latency in the same measurement
+    memory_reference_ms: float | None = None  # the protocol's memory probe in the same measurement
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kernel": self.kernel.to_dict(), "latency_ms": self.latency_ms}
         if self.reference_ms is not None:
             d["reference_ms"] = self.reference_ms
+        if self.memory_reference_ms is not None:
+            d["memory_reference_ms"] = self.memory_reference_ms
         return d
 
 
@@ -181,11 +186,14 @@ class ModelRow:
     candidate: Mapping[str, Any] | None = None
     source: str = ""
     reference_ms: float | None = None  # the reference workload's latency in the same measurement
+    memory_reference_ms: float | None = None  # the protocol's memory probe in the same measurement
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kernels": [k.to_dict() for k in self.kernels], "latency_ms": self.latency_ms}
         if self.reference_ms is not None:
             d["reference_ms"] = self.reference_ms
+        if self.memory_reference_ms is not None:
+            d["memory_reference_ms"] = self.memory_reference_ms
         if self.candidate is not None:
             d["candidate"] = dict(self.candidate)
         if self.source:
@@ -225,25 +233,31 @@ class LatencyTable:
         self.extra: dict[str, Any] = dict(extra or {})
 
     # ----------------------------------------------------------------- building
-    def add_kernel(self, kernel: Kernel, latency_ms: float, *, reference_ms: float | None = None) -> KernelRow:
-        """Append a kernel row (latency checked); ``reference_ms``: the reference's latency beside it."""
+    def add_kernel(self, kernel: Kernel, latency_ms: float, *, reference_ms: float | None = None,
+                   memory_reference_ms: float | None = None) -> KernelRow:
+        """Append a kernel row (latency checked); ``reference_ms``, ``memory_reference_ms``: the reference's and
+        the memory probe's latencies beside it."""
         if not isinstance(kernel, Kernel):
             raise ValueError(f"kernel={kernel!r} must be a latency_models.Kernel")
         where = f"kernel row {len(self.kernel_rows)}"
         ref = None if reference_ms is None else _check_latency(reference_ms, where + " reference")
-        row = KernelRow(kernel, _check_latency(latency_ms, where), ref)
+        mem = None if memory_reference_ms is None else _check_latency(memory_reference_ms, where + " memory reference")
+        row = KernelRow(kernel, _check_latency(latency_ms, where), ref, mem)
         self.kernel_rows.append(row)
         return row
 
     def add_model(self, kernels: Sequence[Kernel], latency_ms: float, *, candidate: Mapping[str, Any] | None = None,
-                  source: str = "", reference_ms: float | None = None) -> ModelRow:
-        """Append a model row (latency and kernels checked); ``reference_ms``: the reference's latency beside it."""
+                  source: str = "", reference_ms: float | None = None,
+                  memory_reference_ms: float | None = None) -> ModelRow:
+        """Append a model row (latency and kernels checked); ``reference_ms``, ``memory_reference_ms``: the
+        reference's and the memory probe's latencies beside it."""
         where = f"model row {len(self.model_rows)}"
         kernels = tuple(kernels)
         if not kernels or not all(isinstance(k, Kernel) for k in kernels):
             raise ValueError(f"{where}: field 'kernels' must be a non-empty list of latency_models.Kernel")
         ref = None if reference_ms is None else _check_latency(reference_ms, where + " reference")
-        row = ModelRow(kernels, _check_latency(latency_ms, where), candidate, source, ref)
+        mem = None if memory_reference_ms is None else _check_latency(memory_reference_ms, where + " memory reference")
+        row = ModelRow(kernels, _check_latency(latency_ms, where), candidate, source, ref, mem)
         self.model_rows.append(row)
         return row
 
@@ -350,7 +364,8 @@ class LatencyTable:
             if "kernel" not in row:
                 raise ValueError(f"{where}: field 'kernel' is missing")
             table.kernel_rows.append(KernelRow(_kernel_from(row["kernel"], f"{where}: field 'kernel'"),
-                                               _check_latency(row.get("latency_ms"), where), _reference(row, where)))
+                                               _check_latency(row.get("latency_ms"), where), _reference(row, where),
+                                               _reference(row, where, "memory_reference_ms")))
         for i, row in enumerate(mrows):
             where = f"model row {i}"
             if not isinstance(row, Mapping):
@@ -363,7 +378,8 @@ class LatencyTable:
             if cand is not None and not isinstance(cand, Mapping):
                 raise ValueError(f"{where}: field 'candidate' must be a JSON object or absent")
             table.model_rows.append(ModelRow(ks, _check_latency(row.get("latency_ms"), where), cand,
-                                             str(row.get("source", "")), _reference(row, where)))
+                                             str(row.get("source", "")), _reference(row, where),
+                                             _reference(row, where, "memory_reference_ms")))
         return table
 
     def validate(self) -> "LatencyTable":

@@ -23,13 +23,21 @@ The protocol, for the models of one job and a fixed reference model:
    above the fastest reference known (the job's ``reference_floor_ms``, which the host takes from its recent
    jobs, or this job's own attempts), up to ``settle_attempts`` attempts; the attempt with the fastest
    reference is the result. Without a floor the job makes at least two attempts.
+5. The memory probe (``memory_probe_mb``, default 16; 0: none). The reference above is compute-bound and
+   stays in the core's cache; it does not see the machine's *memory* state (the share of the last-level
+   cache and of DRAM bandwidth that neighbours leave), which moves a model whose weights do not fit in the
+   core's cache by 6-12 % in stretches of 10-60 s while the reference moves < 1 %
+   (``experiments/results/memory_state.md``). A float32 vector-matrix product over ``memory_probe_mb`` MiB
+   of fixed weights (numpy, one BLAS thread: memory-bound) is timed in every block like the reference and
+   reported beside it (``memory_reference_ms``), so each row records the memory state it was timed in.
+   Settling does not wait on it: its slow stretches outlast a job.
 
 JOB.json: ``{"models": [path, ...], "reference": path, "threads": 1, "warmup": 10, "warmup_ms": 20,
 "blocks": 7, "block_ms": 10, "min_runs": 3, "max_runs": 50, "quantile": 0.2, "seed": 0,
-"settle_tolerance": 0.03, "settle_attempts": 8, "reference_floor_ms": null}``.
+"settle_tolerance": 0.03, "settle_attempts": 8, "memory_probe_mb": 16, "reference_floor_ms": null}``.
 OUT.json: ``{"protocol": "karumi-interleaved/3", "latency_ms": [...], "reference_ms": float,
 "runs": [...], "attempt_references_ms": [...], "attempt_latency_ms": [[...], ...], "kept_attempt": int,
-"seconds": float}``.
+"memory_reference_ms": float or null, "attempt_memory_references_ms": [...], "seconds": float}``.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ import time  # noqa: E402
 PROTOCOL_NAME = "karumi-interleaved/3"
 #: The protocol's parameters (a job may override them; the table records what was used).
 DEFAULTS = {"threads": 1, "warmup": 10, "warmup_ms": 20.0, "blocks": 7, "block_ms": 10.0, "min_runs": 3,
-            "max_runs": 50, "quantile": 0.2, "seed": 0, "settle_tolerance": 0.03, "settle_attempts": 8}
+            "max_runs": 50, "quantile": 0.2, "seed": 0, "settle_tolerance": 0.03, "settle_attempts": 8,
+            "memory_probe_mb": 16}
 
 _DTYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -85,6 +94,22 @@ def _feeds(session) -> dict:  # noqa: ANN001
     return feeds
 
 
+def _memory_probe(megabytes: float):  # noqa: ANN202
+    """The memory probe's call, ``run(None, feeds)`` like a session's: a float32 vector-matrix product over
+    ``megabytes`` MiB of fixed weights, memory-bound on one BLAS thread."""
+    import numpy as np
+
+    n = max(int(math.sqrt(megabytes * 2**20 / 4)), 1)
+    rng = np.random.default_rng(20261205)
+    w = rng.standard_normal((n, n), dtype=np.float32)
+    x = rng.standard_normal(n, dtype=np.float32)
+
+    def run(_outputs, _feeds):  # noqa: ANN001, ANN202
+        return np.dot(w, x)
+
+    return run
+
+
 def _quantile(values: list[float], q: float) -> float:
     """The ``q`` quantile with linear interpolation (numpy's default), in the values' unit."""
     xs = sorted(values)
@@ -107,6 +132,9 @@ def run_job(job: dict) -> dict:
     for s in sessions:
         run, feeds = s.run, _feeds(s)
         calls.append((run, feeds))
+    n_models, probe = len(paths) - 1, float(p["memory_probe_mb"])
+    if probe > 0:
+        calls.append((_memory_probe(probe), {}))
     clock = time.perf_counter
     estimate = []
     for run, feeds in calls:  # warm-up: at least `warmup` runs and `warmup_ms`
@@ -140,18 +168,20 @@ def run_job(job: dict) -> dict:
     attempts: list[tuple[list[float], list[int]]] = []
     while len(attempts) < most:
         attempts.append(attempt())
-        ref = attempts[-1][0][-1]
-        fastest = min(a[0][-1] for a in attempts)
+        ref = attempts[-1][0][n_models]
+        fastest = min(a[0][n_models] for a in attempts)
         if floor is None and len(attempts) == 1:
             continue  # nothing to compare with yet: a second attempt
         if ref <= (1.0 + tolerance) * (fastest if floor is None else min(float(floor), fastest)):
             break
-    kept = min(range(len(attempts)), key=lambda a: attempts[a][0][-1])
+    kept = min(range(len(attempts)), key=lambda a: attempts[a][0][n_models])
     lat, runs = attempts[kept]
     loaded = sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")} - set(sys.stdlib_module_names))
-    return {"protocol": PROTOCOL_NAME, "params": p, "latency_ms": lat[:-1], "reference_ms": lat[-1],
-            "runs": runs[:-1], "attempt_references_ms": [a[0][-1] for a in attempts], "kept_attempt": kept,
-            "attempt_latency_ms": [a[0][:-1] for a in attempts],
+    memory = [a[0][n_models + 1] for a in attempts] if probe > 0 else []
+    return {"protocol": PROTOCOL_NAME, "params": p, "latency_ms": lat[:n_models], "reference_ms": lat[n_models],
+            "runs": runs[:n_models], "attempt_references_ms": [a[0][n_models] for a in attempts], "kept_attempt": kept,
+            "attempt_latency_ms": [a[0][:n_models] for a in attempts],
+            "memory_reference_ms": memory[kept] if memory else None, "attempt_memory_references_ms": memory,
             "seconds": time.perf_counter() - start, "loaded": loaded}
 
 

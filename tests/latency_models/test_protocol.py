@@ -144,3 +144,39 @@ def test_the_host_passes_its_recent_fastest_reference_as_the_floor(tmp_path, mon
         protocol_params({"settle_attempts": 0})
     with pytest.raises(ValueError, match="settle_tolerance"):
         protocol_params({"settle_tolerance": -0.1})
+
+
+def test_the_memory_probe_is_timed_beside_every_model_and_recorded_on_rows(tmp_path):
+    res = _worker(tmp_path, settle_attempts=2, reference_floor_ms=1e-6)
+    probes = res["attempt_memory_references_ms"]
+    assert res["params"]["memory_probe_mb"] == 16 and len(probes) == 2 and all(ms > 0 for ms in probes)
+    assert res["memory_reference_ms"] == probes[res["kept_attempt"]]  # the kept attempt's, beside its latencies
+    assert len(res["latency_ms"]) == 1  # the probe is not reported as a model
+    assert set(res["loaded"]) <= {"numpy", "onnxruntime", "cython_runtime"}, res["loaded"]
+    # the probe's work grows with its size: 64 MiB of weights read per run against 1 MiB
+    small = _worker(tmp_path, memory_probe_mb=1, settle_attempts=1)["memory_reference_ms"]
+    large = _worker(tmp_path, memory_probe_mb=64, settle_attempts=1)["memory_reference_ms"]
+    assert large > 8 * small, (small, large)
+    off = _worker(tmp_path, memory_probe_mb=0, settle_attempts=1)
+    assert off["memory_reference_ms"] is None and off["attempt_memory_references_ms"] == []
+    with pytest.raises(ValueError, match="memory_probe_mb"):
+        protocol_params({"memory_probe_mb": -1})
+    # through the host: each Timing carries it, a profile's rows record it and a table keeps it
+    k = Kernel("conv", (8, 16, 16), out_channels=8)
+    (t,) = measure_interleaved([kernel_graph(k)], timing={"blocks": 2})
+    assert t.memory_reference_ms and len(t.attempt_memory_references_ms) == len(t.attempt_references_ms)
+    table = LatencyTable(device=device_info(name="x"))
+    table.add_kernel(k, t.latency_ms, reference_ms=t.reference_ms, memory_reference_ms=t.memory_reference_ms)
+    table.add_model([k], 2.0, reference_ms=0.5, memory_reference_ms=0.3)
+    table.save(tmp_path / "t.json")
+    back = LatencyTable.load(tmp_path / "t.json")
+    assert back.kernel_rows[0].memory_reference_ms == t.memory_reference_ms
+    assert back.model_rows[0].memory_reference_ms == 0.3
+    assert back.on_reference_scale().model_rows[0].memory_reference_ms == 0.3  # the compute scale leaves it
+    with pytest.raises(ValueError, match="memory_reference_ms"):
+        LatencyTable.from_dict({**back.to_dict(), "model_rows": [{**back.to_dict()["model_rows"][0],
+                                                                 "memory_reference_ms": "slow"}]})
+    # a table profiled before the probe is continued without it (its rows stay comparable); a new one has it
+    old = {k: v for k, v in LatencyTable(device=device_info(name="x")).protocol.items() if k != "memory_probe_mb"}
+    assert timing_params(old)["memory_probe_mb"] == 0
+    assert timing_params(LatencyTable(device=device_info(name="x")).protocol)["memory_probe_mb"] == 16
