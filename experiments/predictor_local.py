@@ -354,6 +354,9 @@ def main() -> None:
                     help="OTHER torchvision models added with profile_models (kernels the spaces never produce: "
                          "resnet34 for plain 3x3 convolutions; e.g. mobilenet_v3_large, efficientnet_b1 for the "
                          "activations and excitations of SE models)")
+    ap.add_argument("--memory-probe-mb", type=float, default=None,
+                    help="the protocol's memory probe for every timing of the run (default: the protocol's, 16 MiB; "
+                         "0: none, as tables before 2026-12-05 were timed)")
     ap.add_argument("--name", default=None, help="results name (default predictor_local_<input size>)")
     ap.add_argument("--rescore", metavar="NAME", default=None,
                     help="time nothing: fit and score again on the tables of experiments/results/NAME/")
@@ -391,6 +394,7 @@ def main() -> None:
     onnx_dir = work / "onnx"
     onnx_dir.mkdir(exist_ok=True)
     tv_paths = _torchvision(tv_names, size, onnx_dir)
+    timing = {} if args.memory_probe_mb is None else {"memory_probe_mb": args.memory_probe_mb}
     loads = [_load()]
     if args.retime:  # the table of an earlier run, as it was
         old = _run_record(args.retime)
@@ -402,30 +406,31 @@ def main() -> None:
         extra_paths = _torchvision(extra_names, size, onnx_dir)
         t0 = time.time()
         table = profile_spaces(space_objs, device_name="karumi-dev-x86", out=work / "table.json", threads=1,
-                               budget_min=args.budget_min, description="2-core shared dev VM")
+                               budget_min=args.budget_min, description="2-core shared dev VM", timing=timing)
         if extra_paths:
             table = profile_models([str(p) for p in extra_paths], out=work / "table.json",
                                    names=[p.stem for p in extra_paths])
         t_profile = time.time() - t0
     loads.append(_load())
-    held = measure_spaces(space_objs, n=args.n, device_name="karumi-dev-x86", out=work / "held.json")
+    held = measure_spaces(space_objs, n=args.n, device_name="karumi-dev-x86", out=work / "held.json", timing=timing)
     held_float = (measure_spaces(space_objs, n=args.n_float, device_name="karumi-dev-x86", bits=32,
-                                 out=work / "held_float.json") if args.n_float else None)
+                                 out=work / "held_float.json", timing=timing) if args.n_float else None)
     tv_models = [WorkloadModel(onnx=str(p), kernels=tuple(kernels_from_onnx(str(p))[0]), source=p.stem)
                  for p in tv_paths]
-    tv = measure_models(tv_models, device_name="karumi-dev-x86", out=work / "torchvision.json")
+    tv = measure_models(tv_models, device_name="karumi-dev-x86", out=work / "torchvision.json", timing=timing)
     loads.append(_load())
     seen = {json.dumps(r.candidate, sort_keys=True) for r in table.model_rows}
     overlap = sum(json.dumps(r.candidate, sort_keys=True) in seen for r in held.model_rows)
+    probe = f" --memory-probe-mb {args.memory_probe_mb:g}" if timing else ""
     if overlap:
         raise SystemExit(f"{overlap} held-out models are in the table: not a held-out test")
     meta = {
         "command": (f"python experiments/predictor_local.py --retime {args.retime} --input-size {size} --n {args.n} --n-float {args.n_float} "
-                    f"--spaces {args.spaces} --torchvision {args.torchvision} --name {name} (table: "
+                    f"--spaces {args.spaces} --torchvision {args.torchvision} --name {name}{probe} (table: "
                     f"`{old['command']}`)") if args.retime else
                    (f"python experiments/predictor_local.py --input-size {size} "
                     f"--budget-min {args.budget_min:g} --n {args.n} --spaces {args.spaces} "
-                    f"--n-float {args.n_float} --torchvision {args.torchvision} --extra {args.extra} --name {name}"),
+                    f"--n-float {args.n_float} --torchvision {args.torchvision} --extra {args.extra} --name {name}{probe}"),
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "profile_minutes": t_profile / 60.0, "held_out_overlap_with_table": overlap,
         "load_average_before_between_after": loads, "extra": ", ".join(extra_names),
