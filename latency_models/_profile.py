@@ -73,7 +73,10 @@ def _open_table(out: pathlib.Path, *, device_name: str, description: str, thread
         if table.device.get("name") != device_name:
             raise ValueError(f"out={str(out)!r} holds device {table.device.get('name')!r}, not {device_name!r}: "
                              "use another --out or the same --device-name")
-        if table.protocol != protocol or table.device.get("threads") != threads:
+        # a table profiled before the memory probe is continued without it (``timing_params`` of its protocol)
+        same = table.protocol == protocol or ("memory_probe_mb" not in table.protocol and table.protocol == {
+            k: v for k, v in protocol.items() if k != "memory_probe_mb"})
+        if not same or table.device.get("threads") != threads:
             raise ValueError(f"out={str(out)!r} was measured under another protocol or thread count "
                              f"({table.protocol.get('name', 'karumi/1')}, threads={table.device.get('threads')}); "
                              "use another --out")
@@ -154,7 +157,7 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
         table.save(out)
 
     with tempfile.TemporaryDirectory(prefix="karumi-profile-") as tmp:
-        timer = _Timer(threads, timing_params(protocol), pathlib.Path(tmp))
+        timer = _Timer(threads, timing_params(table.protocol), pathlib.Path(tmp))
         try:
             # ------------------------------------------------------------ kernels
             measured = {r.kernel for r in table.kernel_rows}
@@ -328,7 +331,7 @@ def measure_models(models: Sequence[WorkloadModel], *, device_name: str, out: st
     else:
         table = LatencyTable(device=device_info(name=device_name, threads=threads), protocol=protocol)
     with tempfile.TemporaryDirectory(prefix="karumi-measure-") as tmp:
-        timer = _Timer(threads, timing_params(protocol), pathlib.Path(tmp))
+        timer = _Timer(threads, timing_params(table.protocol), pathlib.Path(tmp))
         n = len(models)
         while len(table.model_rows) < n:
             j = len(table.model_rows)

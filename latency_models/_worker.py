@@ -30,7 +30,8 @@ The protocol, for the models of one job and a fixed reference model:
    (``experiments/results/memory_state.md``). A float32 vector-matrix product over ``memory_probe_mb`` MiB
    of fixed weights (numpy, one BLAS thread: memory-bound) is timed in every block like the reference and
    reported beside it (``memory_reference_ms``), so each row records the memory state it was timed in.
-   Settling does not wait on it: its slow stretches outlast a job.
+   Settling does not wait on it (yet: waiting at 5 % would lift weight-heavy models' re-timings within
+   ±2 % from 73 to 82 % of pairs at three times the attempts, ``experiments/results/memory_settling.md``).
 
 JOB.json: ``{"models": [path, ...], "reference": path, "threads": 1, "warmup": 10, "warmup_ms": 20,
 "blocks": 7, "block_ms": 10, "min_runs": 3, "max_runs": 50, "quantile": 0.2, "seed": 0,

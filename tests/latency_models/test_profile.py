@@ -241,3 +241,22 @@ def test_profile_models_adds_an_outside_model_once_and_the_predictor_learns_it(t
         opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     with pytest.raises(ValueError, match="Tanh"):
         profile_models([odd], out=out, names=["odd"])
+
+
+def test_a_table_profiled_before_the_memory_probe_is_continued_without_it(tmp_path):
+    out = tmp_path / "t.json"
+    t1 = profile(_tiny_pool(), None, device_name="ci", out=out, budget_min=0.01)
+    assert t1.protocol["memory_probe_mb"] == 16 and all(r.memory_reference_ms for r in t1.kernel_rows)
+    # the same table as an older version wrote it: no probe in its protocol, none on its rows
+    old = t1.to_dict()
+    del old["protocol"]["memory_probe_mb"]
+    for row in old["kernel_rows"]:
+        row.pop("memory_reference_ms")
+    old_table = LatencyTable.from_dict(old)
+    old_table.kernel_rows = old_table.kernel_rows[:1]
+    old_table.save(out)
+    t2 = profile(_tiny_pool(), None, device_name="ci", out=out, budget_min=1.0)
+    assert len(t2.kernel_rows) > 1 and "memory_probe_mb" not in t2.protocol
+    assert all(r.memory_reference_ms is None for r in t2.kernel_rows)  # timed as the rows it continues
+    with pytest.raises(ValueError, match="another protocol"):  # any other difference is still refused
+        profile(_tiny_pool(), None, device_name="ci", out=out, budget_min=1.0, timing={"blocks": 3})
