@@ -97,6 +97,26 @@ def _walk(refs: list[float], mems: list[float], floor_ref: float | None, floor_m
     return made, min(near, key=lambda a: mems[a])
 
 
+def _settled(ref_a: np.ndarray, mem_a: np.ndarray, lat_a: np.ndarray, jobs: list[tuple[int, np.ndarray]],
+             tol: float, mem_tol: float | None) -> tuple[np.ndarray, float]:
+    """Each model's latency in every round had its jobs, in the order they ran, settled by the rule (the floors
+    the host keeps from the :data:`FLOOR_JOBS` jobs before), and the mean attempts a job would have made."""
+    kept_refs: list[float] = []
+    kept_mems: list[float] = []
+    lat = np.zeros(ref_a.shape[:2])
+    made_all = []
+    for rd, idx in jobs:
+        refs, mems = list(ref_a[rd, idx[0]]), list(mem_a[rd, idx[0]])  # one job: its models share its attempts
+        floor_ref = min(kept_refs[-FLOOR_JOBS:]) if kept_refs else None
+        floor_mem = min(kept_mems[-FLOOR_JOBS:]) if kept_mems else None
+        made, keep = _walk(refs, mems, floor_ref, floor_mem, tol, mem_tol)
+        made_all.append(made)
+        kept_refs.append(refs[keep])
+        kept_mems.append(mems[keep])
+        lat[rd, idx] = lat_a[rd, idx, keep]
+    return lat, float(np.mean(made_all))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="predictor_local_128_memory", help="the predictor_local.py run whose "
@@ -116,7 +136,7 @@ def main() -> None:
     ref_a = np.zeros((args.rounds, n, args.attempts))
     mem_a = np.zeros_like(ref_a)
     lat_a = np.zeros_like(ref_a)
-    job_of = np.zeros((args.rounds, n), dtype=int)
+    jobs: list[tuple[int, np.ndarray]] = []  # (round, its models) in the order the jobs ran
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
         onnx_dir = RESULTS / args.run / "onnx"  # the run's exports (made again when missing)
@@ -124,7 +144,6 @@ def main() -> None:
         paths = [str(p) for p in _torchvision(names, size, onnx_dir)]
         reference = folder / "reference.onnx"
         reference.write_bytes(reference_model().SerializeToString())
-        jobs = 0
         for rd in range(args.rounds):
             order = rng.permutation(n)
             for j in range(0, n, CHUNK):
@@ -134,15 +153,9 @@ def main() -> None:
                     ref_a[rd, i] = res["attempt_references_ms"]
                     mem_a[rd, i] = res["attempt_memory_references_ms"]
                     lat_a[rd, i] = [a[slot] for a in res["attempt_latency_ms"]]
-                    job_of[rd, i] = jobs
-                jobs += 1
+                jobs.append((rd, idx))
             print(f"round {rd + 1}/{args.rounds}: {time.time() - t0:.0f} s", flush=True)
     tol = float(default_protocol()["settle_tolerance"])
-    # the jobs in the order they ran, each with its attempts' references and probes
-    order_jobs = sorted({(job_of[rd, i], rd, i) for rd in range(args.rounds) for i in range(n)})
-    first_of: dict[int, tuple[int, int]] = {}
-    for jb, rd, i in order_jobs:
-        first_of.setdefault(jb, (rd, i))
     rules: dict[str, float | None] = {"reference settling": None, **{f"reference and probe, {int(t * 100)} %": t
                                                                      for t in TOLERANCES}}
     picked: dict[str, np.ndarray] = {"first attempt": lat_a[:, :, 0],
@@ -153,24 +166,7 @@ def main() -> None:
     cost: dict[str, float] = {"first attempt": 1.0, "all attempts, fastest reference": float(args.attempts),
                               "all attempts, fastest probe": float(args.attempts)}
     for rule, mem_tol in rules.items():
-        kept_refs: list[float] = []
-        kept_mems: list[float] = []
-        lat = np.zeros((args.rounds, n))
-        made_all = []
-        for jb in sorted(first_of):
-            rd, i0 = first_of[jb]
-            refs, mems = list(ref_a[rd, i0]), list(mem_a[rd, i0])
-            floor_ref = min(kept_refs[-FLOOR_JOBS:]) if kept_refs else None
-            floor_mem = min(kept_mems[-FLOOR_JOBS:]) if kept_mems else None
-            made, keep = _walk(refs, mems, floor_ref, floor_mem, tol, mem_tol)
-            made_all.append(made)
-            kept_refs.append(refs[keep])
-            kept_mems.append(mems[keep])
-            for i in range(n):
-                if job_of[rd, i] == jb:
-                    lat[rd, i] = lat_a[rd, i, keep]
-        picked[rule] = lat
-        cost[rule] = float(np.mean(made_all))
+        picked[rule], cost[rule] = _settled(ref_a, mem_a, lat_a, jobs, tol, mem_tol)
     picked["fastest attempt of each model"] = lat_a.min(axis=2)
     cost["fastest attempt of each model"] = float(args.attempts)
     agreement = {rule: {"all": _agreement(lat), **{names[i]: _agreement(lat[:, [i]]) for i in range(n)}}

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 from latency_models._kernel import Kernel
 from latency_models._microgen import kernel_graph
 from latency_models._protocol import Timing, measure_interleaved, reference_model
-from latency_models._table import LatencyTable, default_protocol, device_info, timing_params
+from latency_models._table import LatencyTable, continues, default_protocol, device_info, timing_params
 
 __all__ = ["WorkloadModel", "profile", "profile_models", "measure_models"]
 
@@ -73,10 +73,7 @@ def _open_table(out: pathlib.Path, *, device_name: str, description: str, thread
         if table.device.get("name") != device_name:
             raise ValueError(f"out={str(out)!r} holds device {table.device.get('name')!r}, not {device_name!r}: "
                              "use another --out or the same --device-name")
-        # a table profiled before the memory probe is continued without it (``timing_params`` of its protocol)
-        same = table.protocol == protocol or ("memory_probe_mb" not in table.protocol and table.protocol == {
-            k: v for k, v in protocol.items() if k != "memory_probe_mb"})
-        if not same or table.device.get("threads") != threads:
+        if not continues(table.protocol, protocol) or table.device.get("threads") != threads:
             raise ValueError(f"out={str(out)!r} was measured under another protocol or thread count "
                              f"({table.protocol.get('name', 'karumi/1')}, threads={table.device.get('threads')}); "
                              "use another --out")

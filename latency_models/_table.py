@@ -60,6 +60,17 @@ def default_protocol(**timing: Any) -> dict[str, Any]:
     }
 
 
+#: Timing parameters the protocol gained after tables were written, each with the value a table that lacks it was
+#: timed under: such a table is continued with that value, so its new rows are timed as its old ones were.
+ADDED_PARAMS: dict[str, Any] = {"memory_probe_mb": 0}
+
+
+def continues(table_protocol: Mapping[str, Any], protocol: Mapping[str, Any]) -> bool:
+    """Whether a table recorded under ``table_protocol`` may be continued by a run of ``protocol``: the same
+    protocol, up to the :data:`ADDED_PARAMS` the table predates."""
+    return dict(table_protocol) == {k: v for k, v in protocol.items() if k in table_protocol or k not in ADDED_PARAMS}
+
+
 def timing_params(protocol: Mapping[str, Any]) -> dict[str, Any]:
     """The timing parameters recorded in a table's ``protocol`` (to measure more rows the same way).
 
@@ -72,9 +83,7 @@ def timing_params(protocol: Mapping[str, Any]) -> dict[str, Any]:
     if protocol.get("name") != PROTOCOL_NAME:
         raise ValueError(f"the table was measured under protocol {protocol.get('name', 'karumi/1 (unnamed)')!r}, "
                          f"not {PROTOCOL_NAME!r}: profile the device again (its rows are not comparable)")
-    params = {k: protocol[k] for k in DEFAULTS if k in protocol and k != "threads"}
-    params.setdefault("memory_probe_mb", 0)  # a table timed before the memory probe continues without it
-    return params
+    return {**ADDED_PARAMS, **{k: protocol[k] for k in DEFAULTS if k in protocol and k != "threads"}}
 
 
 def cpu_name() -> str:
