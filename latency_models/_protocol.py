@@ -11,7 +11,10 @@ reference ran slow (the machine's slow state) is timed again in the same worker,
 ``settle_attempts`` attempts, until its reference is within ``settle_tolerance`` of the fastest reference of
 this process's recent jobs (:data:`_FLOOR_JOBS`), which the host passes to the worker as its floor. A memory
 probe (a memory-bound vector-matrix product over 16 MiB) is timed in the same blocks and reported as
-``Timing.memory_reference_ms``: the machine's memory state, which the compute-bound reference does not see.
+``Timing.memory_reference_ms``: the machine's memory state, which the compute-bound reference does not see. With
+``memory_settle_tolerance`` (off by default: it did not pay, measured), a job holding a model file of at least
+``memory_settle_mb`` MiB settles on the probe too, against the fastest kept probe of the same recent jobs
+(``Timing.memory_settled`` says whether it did).
 
 Needs numpy, onnx and onnxruntime only.
 """
@@ -43,6 +46,7 @@ _WORKER_TIMEOUT_S = 3600
 #: over tens of minutes must not be held to a speed it no longer reaches.
 _FLOOR_JOBS = 8
 _recent: dict[tuple[str, int, str], list[float]] = {}  # key -> kept references, oldest first
+_recent_memory: dict[tuple[str, int, str, float], list[float]] = {}  # key and probe size -> kept probes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,8 @@ class Timing:
 
     ``attempt_references_ms``: the reference of each attempt of the job (the kept one is the fastest);
     ``attempt_latency_ms``: this model's latency in each attempt; ``memory_reference_ms``: the memory probe's
-    latency in the kept attempt (None when the probe was off), ``attempt_memory_references_ms`` in each."""
+    latency in the kept attempt (None when the probe was off), ``attempt_memory_references_ms`` in each;
+    ``memory_settled``: whether the job also settled on the probe (it held a model of ``memory_settle_mb``)."""
 
     latency_ms: float
     reference_ms: float
@@ -59,6 +64,7 @@ class Timing:
     attempt_latency_ms: tuple[float, ...] = ()
     memory_reference_ms: float | None = None
     attempt_memory_references_ms: tuple[float, ...] = ()
+    memory_settled: bool = False
 
     @property
     def first_attempt_ms(self) -> float:
@@ -93,6 +99,14 @@ def protocol_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any
     tol = p["settle_tolerance"]
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 <= float(tol) <= 1.0:
         raise ValueError(f"settle_tolerance={tol!r} must be a number in [0, 1] (a fraction of the reference)")
+    tol = p["memory_settle_tolerance"]
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 <= tol <= 1.0):
+        raise ValueError(f"memory_settle_tolerance={tol!r} must be a number in [0, 1] (a fraction of the memory "
+                         "probe) or None (no settling on the memory)")
+    mb = p["memory_settle_mb"]
+    if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 0.0 <= float(mb) <= 1e6:
+        raise ValueError(f"memory_settle_mb={mb!r} must be a non-negative number of MiB (the model file size from "
+                         "which a job settles on the memory probe)")
     return p
 
 
@@ -181,9 +195,11 @@ def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: s
         key = (hashlib.sha1(ref.read_bytes()).hexdigest(), int(threads), python or sys.executable)
         recent = _recent.setdefault(key, [])
         floor = min(recent) if recent else None
+        recent_memory = _recent_memory.setdefault((*key, float(params["memory_probe_mb"])), [])
+        memory_floor = min(recent_memory) if recent_memory else None
         job, out = folder / "job.json", folder / "out.json"
-        job.write_text(json.dumps({**params, "models": paths, "reference": str(ref), "reference_floor_ms": floor}),
-                       encoding="utf-8")
+        job.write_text(json.dumps({**params, "models": paths, "reference": str(ref), "reference_floor_ms": floor,
+                                   "memory_floor_ms": memory_floor}), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = "1"
@@ -200,6 +216,10 @@ def measure_interleaved(models: Sequence[Any], *, threads: int = 1, reference: s
     per_attempt = result.get("attempt_latency_ms", [result["latency_ms"]])
     memory = result.get("memory_reference_ms")
     memory = None if memory is None else float(memory)
+    if memory is not None:
+        recent_memory.append(memory)
+        del recent_memory[:-_FLOOR_JOBS]
     memory_attempts = tuple(float(m) for m in result.get("attempt_memory_references_ms", ()))
-    return [Timing(float(ms), ref_ms, attempts, tuple(float(a[i]) for a in per_attempt), memory, memory_attempts)
-            for i, ms in enumerate(result["latency_ms"])]
+    settled = bool(result.get("memory_settled", False))
+    return [Timing(float(ms), ref_ms, attempts, tuple(float(a[i]) for a in per_attempt), memory, memory_attempts,
+                   settled) for i, ms in enumerate(result["latency_ms"])]

@@ -11,7 +11,7 @@ import pytest
 from latency_models import (PROTOCOL_NAME, Kernel, LatencyTable, Timing, kernel_graph, measure_interleaved,
                             reference_model)
 from latency_models._protocol import WORKER_PATH, protocol_params
-from latency_models._table import device_info, timing_params
+from latency_models._table import default_protocol, device_info, timing_params
 
 
 def test_worker_times_models_with_only_onnxruntime_and_numpy_loaded(tmp_path):
@@ -180,3 +180,52 @@ def test_the_memory_probe_is_timed_beside_every_model_and_recorded_on_rows(tmp_p
     old = {k: v for k, v in LatencyTable(device=device_info(name="x")).protocol.items() if k != "memory_probe_mb"}
     assert timing_params(old)["memory_probe_mb"] == 0
     assert timing_params(LatencyTable(device=device_info(name="x")).protocol)["memory_probe_mb"] == 16
+
+
+def test_a_job_holding_a_heavy_model_settles_on_the_memory_probe_too(tmp_path, monkeypatch):
+    # a memory floor no attempt reaches, a reference floor every attempt reaches: only the probe keeps the job going
+    slow = dict(reference_floor_ms=1e6, memory_floor_ms=1e-6, settle_attempts=3)
+    res = _worker(tmp_path, memory_settle_mb=0, memory_settle_tolerance=0.05, **slow)  # every file counts as heavy
+    refs, probes, kept = res["attempt_references_ms"], res["attempt_memory_references_ms"], res["kept_attempt"]
+    assert res["memory_settled"] and len(refs) == len(probes) == 3
+    near = [a for a in range(3) if refs[a] <= (1 + res["params"]["settle_tolerance"]) * min(refs)]
+    assert kept in near and probes[kept] == min(probes[a] for a in near)  # the fastest memory state of the fast ones
+    assert res["memory_reference_ms"] == probes[kept] and res["latency_ms"] == res["attempt_latency_ms"][kept]
+    # a model file below memory_settle_mb (the default 8 MiB; this one has a few kilobytes), or settling off
+    for job in ({"memory_settle_tolerance": 0.05}, {"memory_settle_mb": 0, "memory_settle_tolerance": None},
+                {"memory_settle_mb": 0, "memory_probe_mb": 0, "memory_settle_tolerance": 0.05}):
+        res = _worker(tmp_path, **slow, **job)
+        assert not res["memory_settled"] and len(res["attempt_references_ms"]) == 1, job
+    # a memory floor every attempt reaches: one attempt
+    res = _worker(tmp_path, reference_floor_ms=1e6, memory_floor_ms=1e6, memory_settle_mb=0,
+                  memory_settle_tolerance=0.05)
+    assert res["memory_settled"] and len(res["attempt_references_ms"]) == 1
+    # the host passes the fastest kept probe of its recent jobs as the floor, and says the job settled on it
+    from latency_models import _protocol
+
+    monkeypatch.setattr(_protocol, "_recent", {})
+    monkeypatch.setattr(_protocol, "_recent_memory", {})
+    jobs = []
+    real_run = subprocess.run
+
+    def spy(cmd, **kw):
+        jobs.append(json.loads(open(cmd[-2]).read()))
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(_protocol.subprocess, "run", spy)
+    graph = kernel_graph(Kernel("conv", (8, 16, 16), out_channels=8))
+    on = {"blocks": 1, "memory_settle_mb": 0, "memory_settle_tolerance": 0.05}
+    first, second = (measure_interleaved([graph], timing=on)[0] for _ in range(2))
+    assert jobs[0]["memory_floor_ms"] is None and jobs[1]["memory_floor_ms"] == first.memory_reference_ms
+    assert first.memory_settled and second.memory_settled
+    assert not measure_interleaved([graph], timing={"blocks": 1})[0].memory_settled  # off by default
+    assert not measure_interleaved([graph], timing={"blocks": 1, "memory_settle_tolerance": 0.05})[0].memory_settled
+    for bad in ({"memory_settle_tolerance": -0.1}, {"memory_settle_tolerance": "5%"}, {"memory_settle_mb": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            protocol_params(bad)
+    # a table timed before the setting existed is continued without it; one timed with it, with it
+    old = {k: v for k, v in LatencyTable(device=device_info(name="x")).protocol.items()
+           if not k.startswith("memory_settle")}
+    assert timing_params(old)["memory_settle_tolerance"] is None
+    table = LatencyTable(device=device_info(name="x"), protocol=default_protocol(memory_settle_tolerance=0.05))
+    assert timing_params(table.protocol)["memory_settle_tolerance"] == 0.05
