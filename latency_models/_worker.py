@@ -178,8 +178,8 @@ def run_job(job: dict) -> dict:
     floor, mem_floor = job.get("reference_floor_ms"), job.get("memory_floor_ms")
     tolerance, most = float(p["settle_tolerance"]), int(p["settle_attempts"])
     mem_tolerance = p["memory_settle_tolerance"]
-    on_memory = (mem_tolerance is not None and probe > 0
-                 and max(os.path.getsize(path) for path in paths[:n_models]) >= float(p["memory_settle_mb"]) * 2**20)
+    largest = max((os.path.getsize(path) for path in paths[:n_models]), default=0)
+    on_memory = mem_tolerance is not None and probe > 0 and largest >= float(p["memory_settle_mb"]) * 2**20
     attempts: list[tuple[list[float], list[int]]] = []
     while len(attempts) < most:
         attempts.append(attempt())
