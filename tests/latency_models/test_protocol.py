@@ -110,6 +110,21 @@ def test_worker_settles_a_slow_reference_and_keeps_the_fastest_attempt(tmp_path)
     assert len(_worker(tmp_path, settle_attempts=1)["attempt_references_ms"]) == 1
 
 
+def _spy_jobs(monkeypatch) -> list[dict]:
+    """The job files the host writes for the worker, as they are run (the list fills as jobs run)."""
+    from latency_models import _protocol
+
+    jobs = []
+    real_run = subprocess.run
+
+    def spy(cmd, **kw):
+        jobs.append(json.loads(open(cmd[-2]).read()))
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(_protocol.subprocess, "run", spy)
+    return jobs
+
+
 def test_the_host_passes_its_recent_fastest_reference_as_the_floor(tmp_path, monkeypatch):
     from latency_models import _protocol
 
@@ -124,14 +139,7 @@ def test_the_host_passes_its_recent_fastest_reference_as_the_floor(tmp_path, mon
     assert first.latency_ms == first.attempt_latency_ms[kept] and first.first_attempt_ms == first.attempt_latency_ms[0]
     (floors,) = _protocol._recent.values()
     assert floors == [first.reference_ms]
-    jobs = []
-    real_run = subprocess.run
-
-    def spy(cmd, **kw):
-        jobs.append(json.loads(open(cmd[-2]).read()))
-        return real_run(cmd, **kw)
-
-    monkeypatch.setattr(_protocol.subprocess, "run", spy)
+    jobs = _spy_jobs(monkeypatch)
     for _ in range(_protocol._FLOOR_JOBS + 2):
         measure_interleaved([str(path)], timing={"blocks": 1, "settle_attempts": 1})
     assert jobs[0]["reference_floor_ms"] == first.reference_ms
@@ -205,14 +213,7 @@ def test_a_job_holding_a_heavy_model_settles_on_the_memory_probe_too(tmp_path, m
 
     monkeypatch.setattr(_protocol, "_recent", {})
     monkeypatch.setattr(_protocol, "_recent_memory", {})
-    jobs = []
-    real_run = subprocess.run
-
-    def spy(cmd, **kw):
-        jobs.append(json.loads(open(cmd[-2]).read()))
-        return real_run(cmd, **kw)
-
-    monkeypatch.setattr(_protocol.subprocess, "run", spy)
+    jobs = _spy_jobs(monkeypatch)
     graph = kernel_graph(Kernel("conv", (8, 16, 16), out_channels=8))
     on = {"blocks": 1, "memory_settle_mb": 0, "memory_settle_tolerance": 0.05}
     first, second = (measure_interleaved([graph], timing=on)[0] for _ in range(2))
