@@ -53,7 +53,8 @@ _recent_memory: dict[tuple[str, int, str, float], list[float]] = {}  # key and p
 class Timing:
     """One model's latency under the protocol and the reference's latency in the same measurement (ms).
 
-    ``attempt_references_ms``: the reference of each attempt of the job (the kept one is the fastest);
+    ``attempt_references_ms``: the reference of each attempt of the job (the kept one is the fastest, or with
+    ``memory_settled`` the one with the fastest probe among those within ``settle_tolerance`` of it);
     ``attempt_latency_ms``: this model's latency in each attempt; ``memory_reference_ms``: the memory probe's
     latency in the kept attempt (None when the probe was off), ``attempt_memory_references_ms`` in each;
     ``memory_settled``: whether the job also settled on the probe (it held a model of ``memory_settle_mb``)."""
