@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import loadavg, write_json  # noqa: E402
 from latency_models import PROTOCOL_NAME, default_protocol, measure_interleaved  # noqa: E402
-from predictor_local import _run_record, _torchvision  # noqa: E402
+from predictor_local import _run_exports  # noqa: E402
 from settled_timing import _agreement  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -54,31 +54,26 @@ def main() -> None:
         raise SystemExit(f"error: --rounds={args.rounds}; allowed: 2 or more (agreement needs two timings)")
     if not 0.0 <= args.memory_settle_tolerance <= 1.0:
         raise SystemExit(f"error: --memory-settle-tolerance={args.memory_settle_tolerance}; allowed: 0 to 1")
-    SETTINGS = {f"settling on the probe at {100 * args.memory_settle_tolerance:g} %":  # noqa: N806
+    settings = {f"settling on the probe at {100 * args.memory_settle_tolerance:g} %":
                 {"memory_settle_tolerance": args.memory_settle_tolerance},
                 "reference settling only": {"memory_settle_tolerance": None}}
-    record = _run_record(args.run)
-    size = int(record["protocol"]["space_options"]["input_size"])
+    size, names, paths = _run_exports(args.run)
     name = args.name or f"memory_settled_timing_{size}"
-    names = record["command"].split("--torchvision ")[1].split()[0].split(",")
-    onnx_dir = RESULTS / args.run / "onnx"  # the run's exports (made again when missing)
-    onnx_dir.mkdir(parents=True, exist_ok=True)
-    paths = [str(p) for p in _torchvision(names, size, onnx_dir)]
     size_bytes = [os.path.getsize(p) for p in paths]
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     load0, t0 = loadavg(), time.time()
     n, rng = len(names), np.random.default_rng(20261205)
-    lat = {s: np.zeros((args.rounds, n)) for s in SETTINGS}
-    attempts: dict[str, list[int]] = {s: [] for s in SETTINGS}
-    settled_jobs: dict[str, list[bool]] = {s: [] for s in SETTINGS}
-    seconds = dict.fromkeys(SETTINGS, 0.0)
+    lat = {s: np.zeros((args.rounds, n)) for s in settings}
+    attempts: dict[str, list[int]] = {s: [] for s in settings}
+    settled_jobs: dict[str, list[bool]] = {s: [] for s in settings}
+    seconds = dict.fromkeys(settings, 0.0)
     for rd in range(args.rounds):
-        for s in rng.permutation(list(SETTINGS)):
+        for s in rng.permutation(list(settings)):
             order = rng.permutation(n)
             t1 = time.time()
             for j in range(0, n, CHUNK):
                 idx = order[j:j + CHUNK]
-                timings = measure_interleaved([paths[i] for i in idx], timing=SETTINGS[s])
+                timings = measure_interleaved([paths[i] for i in idx], timing=settings[s])
                 lat[s][rd, idx] = [t.latency_ms for t in timings]
                 attempts[s].append(len(timings[0].attempt_references_ms))
                 settled_jobs[s].append(timings[0].memory_settled)

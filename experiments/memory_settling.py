@@ -51,7 +51,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import latency_models  # noqa: E402
 from _common import loadavg, write_json  # noqa: E402
 from latency_models import PROTOCOL_NAME, default_protocol, reference_model  # noqa: E402
-from predictor_local import _run_record, _torchvision  # noqa: E402
+from predictor_local import _run_exports  # noqa: E402
 from settled_timing import FLOOR_JOBS, _agreement  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -127,9 +127,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.rounds < 2 or args.attempts < 2:
         raise SystemExit(f"error: --rounds={args.rounds}, --attempts={args.attempts}; allowed: 2 or more each")
-    record = _run_record(args.run)
-    size = int(record["protocol"]["space_options"]["input_size"])
-    names = record["command"].split("--torchvision ")[1].split()[0].split(",")
+    size, names, paths = _run_exports(args.run)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     load0, t0 = loadavg(), time.time()
     n, rng = len(names), np.random.default_rng(20261205)
@@ -139,9 +137,6 @@ def main() -> None:
     jobs: list[tuple[int, np.ndarray]] = []  # (round, its models) in the order the jobs ran
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
-        onnx_dir = RESULTS / args.run / "onnx"  # the run's exports (made again when missing)
-        onnx_dir.mkdir(parents=True, exist_ok=True)
-        paths = [str(p) for p in _torchvision(names, size, onnx_dir)]
         reference = folder / "reference.onnx"
         reference.write_bytes(reference_model().SerializeToString())
         for rd in range(args.rounds):

@@ -147,6 +147,17 @@ def _run_record(name: str) -> dict:
                      f"outside_models*.json that made it (--as {name})")
 
 
+def _run_exports(name: str) -> tuple[int, list[str], list[str]]:
+    """The torchvision exports of the run ``name`` at its input size: (input size, model names, ONNX paths), the
+    files under ``experiments/results/NAME/onnx/`` (made again when missing)."""
+    record = _run_record(name)
+    size = int(record["protocol"]["space_options"]["input_size"])
+    names = record["command"].split("--torchvision ")[1].split()[0].split(",")
+    onnx_dir = RESULTS / name / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    return size, names, [str(p) for p in _torchvision(names, size, onnx_dir)]
+
+
 def _exists(folder: pathlib.Path, name: str) -> bool:
     """Whether ``folder`` holds ``name`` as it is or gzipped (as :func:`_read` reads it)."""
     return (folder / name).is_file() or (folder / (name + ".gz")).is_file()
