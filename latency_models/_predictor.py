@@ -144,14 +144,17 @@ def _kernel_counts(rows: Sequence[Any]) -> tuple[list[Kernel], np.ndarray]:
     return list(uniq), counts
 
 
-def _phi(kernel_model: KernelModel | None, kernels: Sequence[Kernel], nchwc: tuple[int, int] | None) -> np.ndarray:
-    """The physical features of ``kernels``: (stand-alone latency, 1) with a kernel model, and the megabytes
-    its stand-alone graph reorders when the device has a blocked layout (``nchwc``); else (MMACs, MB of
-    activations, MB of weights, 1)."""
+def _phi(kernel_model: KernelModel | None, kernels: Sequence[Kernel], nchwc: tuple[int, int] | None,
+         weight_term: bool = False) -> np.ndarray:
+    """The physical features of ``kernels``: (stand-alone latency, 1) with a kernel model, the megabytes its
+    stand-alone graph reorders when the device has a blocked layout (``nchwc``) and, last, its megabytes of
+    stored weights when ``weight_term``; else (MMACs, MB of activations, MB of weights, 1)."""
     if kernel_model is not None:
         cols = [kernel_model.predict(list(kernels)), np.ones(len(kernels))]
         if nchwc:
             cols.append(np.array([standalone_reorder_mbytes(k, nchwc) for k in kernels]))
+        if weight_term:
+            cols.append(physical(list(kernels))[:, 2])
         return np.stack(cols, axis=1)
     return physical(list(kernels))
 
@@ -302,7 +305,7 @@ class LatencyPredictor:
                  reference_exponent: float = 0.0,
                  measured_models: Mapping[tuple[Kernel, ...], float] | None = None,
                  heaviest_weight_mb: Sequence[float] | None = None, outside: OutsideModel | None = None,
-                 int8_pool_state: bool = True) -> None:
+                 int8_pool_state: bool = True, weight_term: bool = False) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -353,6 +356,9 @@ class LatencyPredictor:
         #: whether an 8-bit max pool is a state of the transitions (:data:`~latency_models._layout.INT8_POOL`);
         #: False for predictors saved before it was, which read such pools as layout-transparent
         self.int8_pool_state = bool(int8_pool_state)
+        #: whether a kernel's stand-alone time is joined by a shared cost per megabyte of its stored weights
+        #: (``fit(weight_term=True)``; kernels mode only)
+        self.weight_term = bool(weight_term) and mode == "kernels"
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._outside_cache: dict[Kernel, np.ndarray] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
@@ -361,7 +367,8 @@ class LatencyPredictor:
     @classmethod
     def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = (),
             reference_exponent: float | str = "auto", outside_models: bool = True,
-            channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True) -> "LatencyPredictor":
+            channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
+            weight_term: bool = False) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -388,6 +395,11 @@ class LatencyPredictor:
         feeds it prices which of ONNX Runtime's two uint8 pools runs (:data:`~latency_models._layout.INT8_POOL`);
         False: it is layout-transparent, as before 2026-12-04 (evening).
 
+        ``weight_term``: with kernel rows, the physical stage also prices each kernel's megabytes of stored
+        weights (one shared cost per MB, fitted on the model rows): a kernel timed alone finds its weights in
+        the cache, inside a whole model they are read again on every run. Off by default: measured on this
+        CPU's committed tables (``experiments/weight_term.py``) it helps some tables and hurts others.
+
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
         and this table's own, weighted to fit the table's model rows (see the module's docstring). The prior
@@ -395,7 +407,7 @@ class LatencyPredictor:
         when they were fitted on genes); they are saved inside this predictor.
         """
         options = {"outside_models": outside_models, "channel_alignment": channel_alignment,
-                   "int8_pool_state": bool(int8_pool_state)}
+                   "int8_pool_state": bool(int8_pool_state), "weight_term": bool(weight_term)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         prior = list(prior)
         if not prior:
@@ -440,7 +452,7 @@ class LatencyPredictor:
     @classmethod
     def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str, outside_models: bool = True,
                       channel_alignment: int | None = CHANNEL_ALIGNMENT,
-                      int8_pool_state: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
+                      int8_pool_state: bool = True, weight_term: bool = False) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -464,7 +476,7 @@ class LatencyPredictor:
         def attempt(b: float) -> float:
             if b not in fits:
                 scaled = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
-                fits[b] = (cls._fit(scaled, outside_models, channel_alignment, int8_pool_state), scaled)
+                fits[b] = (cls._fit(scaled, outside_models, channel_alignment, int8_pool_state, weight_term), scaled)
             err = fits[b][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -483,7 +495,8 @@ class LatencyPredictor:
 
     @classmethod
     def _fit(cls, table: LatencyTable, outside_models: bool = True,
-             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True) -> "LatencyPredictor":
+             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
+             weight_term: bool = False) -> "LatencyPredictor":
         if not table.kernel_rows and not table.model_rows:
             raise ValueError("table has no rows: nothing to fit")
         kernel_model = None
@@ -492,10 +505,11 @@ class LatencyPredictor:
                                        nchwc=_nchwc(table.device), channel_alignment=channel_alignment)
         mode = "kernels" if kernel_model is not None else "models"
         if not table.model_rows:  # stand-alone kernel times, summed (one coefficient per column of _phi)
-            theta0 = np.zeros(3 if kernel_model is not None and _nchwc(table.device) else 2)
+            theta0 = np.zeros(2 + bool(kernel_model is not None and _nchwc(table.device))
+                              + bool(kernel_model is not None and weight_term))
             theta0[0] = 1.0
             return cls(device=table.device, protocol=table.protocol, mode=mode, intercept_ms=0.0,
-                       theta0=theta0, kernel_model=kernel_model,
+                       theta0=theta0, kernel_model=kernel_model, weight_term=weight_term,
                        fit_info={"model_rows": 0, "kernel_rows": len(table.kernel_rows)})
 
         rows = table.model_rows
@@ -506,7 +520,7 @@ class LatencyPredictor:
         fam_names = sorted(set(fam))
         fam_idx = np.array([fam_names.index(f) for f in fam])
         nchwc = _nchwc(table.device)
-        phi_u = _phi(kernel_model, ukernels, nchwc)
+        phi_u = _phi(kernel_model, ukernels, nchwc, weight_term)
 
         trans = [_transitions(r.kernels, nchwc, int8_pool=int8_pool_state) for r in rows]
         # stage 1: a global physical model, few parameters, relative error (rows divided by y). With a blocked
@@ -601,7 +615,7 @@ class LatencyPredictor:
             _, loo = _ridge_loo_residuals(xb, yt, pen)
             ids: dict[tuple[Kernel, ...], int] = {}
             model_ids = np.array([ids.setdefault(tuple(r.kernels), len(ids)) for r in rows])
-            feats = counts @ kernel_features(ukernels, phi_u)
+            feats = counts @ kernel_features(ukernels, phi_u[:, :-1] if weight_term else phi_u)
             outside, outside_info = fit_outside(feats, y, np.array([not r.candidate for r in rows]), model_ids, 1.0 - loo)
         info = {
             "model_rows": n, "kernel_rows": len(table.kernel_rows), "distinct_kernels": len(ukernels),
@@ -619,7 +633,7 @@ class LatencyPredictor:
                    kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info,
                    measured_models=_measured_models(rows), outside=outside,
                    heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]),
-                   int8_pool_state=int8_pool_state)
+                   int8_pool_state=int8_pool_state, weight_term=weight_term)
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -644,9 +658,9 @@ class LatencyPredictor:
             recs.append(rec)
         if todo:
             new = list(todo)
-            phi = _phi(self.kernel_model if self.mode == "kernels" else None, new, self._nchwc)
+            phi = _phi(self.kernel_model if self.mode == "kernels" else None, new, self._nchwc, self.weight_term)
             if self.outside is not None:  # the outside model's features come from the same stand-alone times
-                self._outside_cache.update(zip(new, kernel_features(new, phi)))
+                self._outside_cache.update(zip(new, kernel_features(new, phi[:, :-1] if self.weight_term else phi)))
             t_hat = phi @ self.theta0
             t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
             lut = self.lut_ms
@@ -918,6 +932,7 @@ class LatencyPredictor:
             "heaviest_weight_mb": self.heaviest_weight_mb,
             "outside": self.outside.to_dict() if self.outside is not None else None,
             "int8_pool_state": self.int8_pool_state,
+            "weight_term": self.weight_term,
             "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
                                 for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
@@ -948,7 +963,8 @@ class LatencyPredictor:
                                         for m in data.get("measured_models") or []},
                        heaviest_weight_mb=data.get("heaviest_weight_mb"),
                        outside=OutsideModel.from_dict(data["outside"]) if data.get("outside") else None,
-                       int8_pool_state=data.get("int8_pool_state", False))
+                       int8_pool_state=data.get("int8_pool_state", False),
+                       weight_term=data.get("weight_term", False))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

@@ -474,3 +474,38 @@ def test_kernel_model_takes_neighbours_of_its_own_channel_alignment():
     assert again.channel_alignment is None and list(again.predict(unseen)) == list(mixed.predict(unseen))
     with pytest.raises(ValueError, match="channel_alignment=0 must be a positive integer or None"):
         KernelModel(train, [law(k) for k in train], channel_alignment=0)
+
+
+@pytest.mark.parametrize("nchwc", [None, [16, 4]])
+def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(synthetic, tmp_path, nchwc):
+    # a device where a kernel timed alone keeps its weights in the cache, and a whole model reads them again on
+    # every run: 0.3 ms per MB of stored weights beyond the kernels' stand-alone times
+    cands, kernels, y = synthetic
+    per_mb = 0.3
+    heavy = y + per_mb * np.array([physical(ks)[:, 2].sum() for ks in kernels])
+    table = LatencyTable(device={**device_info(name="synthetic"), "nchwc": nchwc})
+    seen = {}
+    for ks in kernels[:200]:
+        for k in ks:
+            seen.setdefault(k, _true_ms([k]))
+    for k, t in seen.items():
+        table.add_kernel(k, t)
+    for c, ks, t in zip(cands[:120], kernels[:120], heavy[:120]):
+        table.add_model(ks, t, candidate=c.to_dict(), source="mobilenet")
+    errors = {}
+    for weight_term in (False, True):
+        pred = LatencyPredictor.fit(table, weight_term=weight_term)
+        assert pred.weight_term is weight_term and len(pred.theta0) == 2 + bool(nchwc) + weight_term
+        errors[weight_term] = np.abs(pred.predict_many(kernels[200:]) / heavy[200:] - 1)
+    assert pred.theta0[-1] == pytest.approx(per_mb, rel=0.05)  # the cost per MB, learnt from the model rows
+    assert np.sqrt(np.mean(errors[True] ** 2)) < 0.5 * np.sqrt(np.mean(errors[False] ** 2))
+    assert np.mean(errors[True] <= 0.05) >= 0.95
+    pred.save(tmp_path / "p.json")
+    back = LatencyPredictor.load(tmp_path / "p.json")
+    assert back.weight_term is True
+    np.testing.assert_array_equal(back.predict_many(kernels[200:]), pred.predict_many(kernels[200:]))
+    old = {k: v for k, v in LatencyPredictor.fit(table).to_dict().items() if k != "weight_term"}
+    assert LatencyPredictor.from_dict(old).weight_term is False  # saved before the option: without it
+    only_kernels = LatencyTable(device=table.device, kernel_rows=table.kernel_rows)
+    summed = LatencyPredictor.fit(only_kernels, weight_term=True)  # no model rows: the stand-alone times, summed
+    assert summed.predict(kernels[0]) == pytest.approx(float(summed.kernel_model.predict(kernels[0]).sum()))
