@@ -25,7 +25,7 @@ SPACE_COMMANDS = ("profile", "measure")
 
 
 def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str] = (),  # noqa: ANN202
-                    outside_models: bool = True):
+                    outside_models: bool = True, weight_term: bool = False):
     from latency_models._predictor import LatencyPredictor
     from latency_models._table import LatencyTable, read_json
 
@@ -36,11 +36,12 @@ def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str
         return LatencyPredictor.from_dict(data)
     priors = [_load_predictor(p, what="--prior") for p in prior]
     return LatencyPredictor.fit(LatencyTable.from_dict(data), prior=priors,  # a table: fit on the fly
-                                outside_models=outside_models)
+                                outside_models=outside_models, weight_term=weight_term)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    pred = _load_predictor(args.table, what="table", prior=args.prior, outside_models=not args.no_outside_models)
+    pred = _load_predictor(args.table, what="table", prior=args.prior, outside_models=not args.no_outside_models,
+                           weight_term=args.weight_term)
     pred.save(args.out)
     info = pred.fit_info
     line = (f"{args.out}: {pred.mode} mode, {info.get('model_rows', 0)} model rows, {info.get('kernel_rows', 0)} "
@@ -52,10 +53,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                  f"{100 * tr['cv_rmspe_own']:.1f}%, of the blend in sample {100 * tr['rmspe_blend']:.1f}%)")
     out = info.get("outside_models")
     if out:
-        blended = out["cv_rmspe_by_gate_penalty"].get(format(out.get("gate_penalty", 0), "g"))
-        line += f"; {out['models']} models outside the spaces: " + (
-            f"blended in by a gate (cross-validated RMSPE {100 * out['cv_rmspe_own']:.1f}% -> {100 * blended:.1f}%)"
-            if out["chosen"] == "blend" else out["chosen"])
+        if out["chosen"] == "blend":
+            blended = out["cv_rmspe_by_gate_penalty"].get(format(out.get("gate_penalty", 0), "g"))
+            line += (f"; {out['models']} models outside the spaces: blended in by a gate (cross-validated RMSPE "
+                     f"{100 * out['cv_rmspe_own']:.1f}% -> {100 * blended:.1f}%)")
+        else:  # too few such models, or the blend did not help: said as the fit found it
+            line += f"; {out['models']} models outside the spaces: {out['chosen']}"
+    if pred.weight_term:
+        line += f"; {pred.theta0[-1]:.4g} ms per MB of weights"
     print(line + pred.state_note())
     return 0
 
@@ -141,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--prior", action="append", default=[], metavar="PREDICTOR", help=prior_help)
     f.add_argument("--no-outside-models", action="store_true",
                    help="never blend in the fit of the table's whole models outside the spaces (profile_models)")
+    f.add_argument("--weight-term", action="store_true",
+                   help="price each kernel's megabytes of weights in whole models (fit(weight_term=True); off by "
+                        "default: see experiments/results/weight_term.md)")
     f.set_defaults(func=_cmd_fit)
     e = sub.add_parser("evaluate", help="score a predictor (or a table, fitted on the fly) on measured models")
     e.add_argument("--predictor", required=True)

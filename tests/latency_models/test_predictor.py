@@ -477,7 +477,7 @@ def test_kernel_model_takes_neighbours_of_its_own_channel_alignment():
 
 
 @pytest.mark.parametrize("nchwc", [None, [16, 4]])
-def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(synthetic, tmp_path, nchwc):
+def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(synthetic, tmp_path, nchwc, capsys):
     # a device where a kernel timed alone keeps its weights in the cache, and a whole model reads them again on
     # every run: 0.3 ms per MB of stored weights beyond the kernels' stand-alone times
     cands, kernels, y = synthetic
@@ -509,3 +509,10 @@ def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(sy
     only_kernels = LatencyTable(device=table.device, kernel_rows=table.kernel_rows)
     summed = LatencyPredictor.fit(only_kernels, weight_term=True)  # no model rows: the stand-alone times, summed
     assert summed.predict(kernels[0]) == pytest.approx(float(summed.kernel_model.predict(kernels[0]).sum()))
+    from latency_models._cli import main as cli_main
+
+    table.save(tmp_path / "t.json")
+    assert cli_main(["fit", str(tmp_path / "t.json"), "--out", str(tmp_path / "q.json"), "--weight-term"]) == 0
+    assert LatencyPredictor.load(tmp_path / "q.json").weight_term is True
+    line = capsys.readouterr().out  # a profile's table: no models outside the spaces, said (this raised before)
+    assert "0 models outside the spaces: no blend" in line and "ms per MB of weights" in line, line
