@@ -49,9 +49,10 @@ def _metrics(pred: LatencyPredictor, rows: list) -> dict:
     return accuracy_metrics(predicted, np.array([r.latency_ms for r in rows]))
 
 
-def _cv(table: LatencyTable, exponent: float, weight_term: bool, folds: int) -> dict:
-    """``folds``-fold cross-validation over the table's candidates (other models stay in every fit), each row
-    scored on the full fit's reference scale."""
+def _cv(table: LatencyTable, full: LatencyPredictor, folds: int) -> dict:
+    """``folds``-fold cross-validation over the table's candidates (other models stay in every fit, each fitted
+    as ``full`` was, with its machine-state exponent), each row scored on ``full``'s reference scale; per space
+    also the correlation of the relative errors with the models' megabytes of stored weights."""
     rows = table.model_rows
     cand = np.random.default_rng(1).permutation([i for i, r in enumerate(rows) if r.candidate])
     predicted = np.full(len(rows), np.nan)
@@ -59,15 +60,17 @@ def _cv(table: LatencyTable, exponent: float, weight_term: bool, folds: int) -> 
         out = set(fold.tolist())
         sub = LatencyTable(device=table.device, protocol=table.protocol, kernel_rows=table.kernel_rows,
                            model_rows=[r for i, r in enumerate(rows) if i not in out])
-        p = LatencyPredictor.fit(sub, reference_exponent=exponent, weight_term=weight_term)
+        p = LatencyPredictor.fit(sub, reference_exponent=full.reference_exponent, weight_term=full.weight_term)
         predicted[fold] = p.predict_many([rows[i].kernels for i in fold])
-    full = LatencyPredictor.fit(table, reference_exponent=exponent, weight_term=weight_term)
     measured = full.on_scale(np.array([r.latency_ms for r in rows]), np.array([r.reference_ms for r in rows]))
+    weight_mb = np.array([sum(k.weight_bytes for k in r.kernels) / 1e6 for r in rows])
     res = {}
     for s in SPACES:
         sel = np.array([r.source == s and bool(r.candidate) for r in rows])
         if sel.any():
-            res[s] = accuracy_metrics(predicted[sel], measured[sel])
+            err = predicted[sel] / measured[sel] - 1.0
+            res[s] = {**accuracy_metrics(predicted[sel], measured[sel]),
+                      "error_vs_weight_mb_correlation": float(np.corrcoef(err, weight_mb[sel])[0, 1])}
     sel = ~np.isnan(predicted)
     res["spaces, all"] = accuracy_metrics(predicted[sel], measured[sel])
     return res
@@ -107,7 +110,7 @@ def main() -> None:
                 "reference_exponent": p.reference_exponent, "loo_rmspe": p.fit_info.get("loo_rmspe"),
                 "weight_ms_per_mb": float(p.theta0[-1]) if weight_term else None,
                 "held_out": {g: _metrics(p, rows) for g, rows in groups if rows},
-                "cv": _cv(table, p.reference_exponent, weight_term, args.folds) if args.folds else None,
+                "cv": _cv(table, p, args.folds) if args.folds else None,
             }
             print(f"{run} {label}: " + ", ".join(f"{g} {m['within_5']:.0%}/{m['within_10']:.0%}"
                                                for g, m in res[label]["held_out"].items()), flush=True)
@@ -124,7 +127,8 @@ def _markdown(out: dict, folds: int) -> str:
              "timed). `within` is the share of models within ±5 % / ±10 % as measured (no scalar taken out); "
              f"cross-validation: {folds} folds over the table's own candidates, on the full fit's reference scale.", "",
              "| run | fit | exponent | ms per MB | table LOO RMSPE | group | held-out ±5 % / ±10 % | RMSPE "
-             "| cross-validated ±5 % / ±10 % | RMSPE |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| cross-validated ±5 % / ±10 % | RMSPE | correlation of its errors with MB of weights |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run, res in out["runs"].items():
         for label, r in res.items():
             cv = r["cv"] or {}
@@ -133,7 +137,10 @@ def _markdown(out: dict, folds: int) -> str:
                 wt = "" if r["weight_ms_per_mb"] is None else f"{r['weight_ms_per_mb']:.4f}"
                 lines.append(f"| {run} | {label} | {r['reference_exponent']:g} | {wt} | {r['loo_rmspe']:.1%} | {g} "
                              f"| {m['within_5']:.1%} / {m['within_10']:.1%} | {m['rmspe']:.1%} | "
-                             + (f"{c['within_5']:.1%} / {c['within_10']:.1%} | {c['rmspe']:.1%} |" if c else "- | - |"))
+                             + (f"{c['within_5']:.1%} / {c['within_10']:.1%} | {c['rmspe']:.1%} | "
+                                if c else "- | - | ")
+                             + (f"{c['error_vs_weight_mb_correlation']:+.2f} |"
+                                if c and "error_vs_weight_mb_correlation" in c else "- |"))
     return "\n".join(lines) + "\n"
 
 
