@@ -368,7 +368,7 @@ class LatencyPredictor:
     def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = (),
             reference_exponent: float | str = "auto", outside_models: bool = True,
             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
-            weight_term: bool = False) -> "LatencyPredictor":
+            weight_term: bool = False, gene_terms: bool | None = None) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -400,6 +400,14 @@ class LatencyPredictor:
         the cache, inside a whole model they are read again on every run. Off by default: measured on this
         CPU's committed tables (``experiments/weight_term.py``) it helps some tables and hurts others.
 
+        ``gene_terms``: a cost per categorical gene value of the candidates (``candidate["genes"]``, per-layer
+        choices), learned from the model rows. None (default): only from model rows alone (a published
+        benchmark, where the genes are all there is to tell models apart); with kernel rows the kernels already
+        price each layer's choice, and a model given as kernels or ONNX has no genes, so it would be predicted
+        with their training mean (over every space of the table). True: always (as before 2026-12-05); False:
+        never. Measured (``experiments/gene_terms.py``): on a 32-px table of a second CPU the terms' mean was
+        -0.061 ms, added to every model of 0.1-1.7 ms predicted from its kernels.
+
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
         and this table's own, weighted to fit the table's model rows (see the module's docstring). The prior
@@ -407,7 +415,8 @@ class LatencyPredictor:
         when they were fitted on genes); they are saved inside this predictor.
         """
         options = {"outside_models": outside_models, "channel_alignment": channel_alignment,
-                   "int8_pool_state": bool(int8_pool_state), "weight_term": bool(weight_term)}
+                   "int8_pool_state": bool(int8_pool_state), "weight_term": bool(weight_term),
+                   "gene_terms": gene_terms}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         prior = list(prior)
         if not prior:
@@ -452,7 +461,8 @@ class LatencyPredictor:
     @classmethod
     def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str, outside_models: bool = True,
                       channel_alignment: int | None = CHANNEL_ALIGNMENT,
-                      int8_pool_state: bool = True, weight_term: bool = False) -> tuple["LatencyPredictor", LatencyTable]:
+                      int8_pool_state: bool = True, weight_term: bool = False,
+                      gene_terms: bool | None = None) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -476,7 +486,8 @@ class LatencyPredictor:
         def attempt(b: float) -> float:
             if b not in fits:
                 scaled = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
-                fits[b] = (cls._fit(scaled, outside_models, channel_alignment, int8_pool_state, weight_term), scaled)
+                fits[b] = (cls._fit(scaled, outside_models, channel_alignment, int8_pool_state, weight_term,
+                                    gene_terms), scaled)
             err = fits[b][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -496,7 +507,9 @@ class LatencyPredictor:
     @classmethod
     def _fit(cls, table: LatencyTable, outside_models: bool = True,
              channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
-             weight_term: bool = False) -> "LatencyPredictor":
+             weight_term: bool = False, gene_terms: bool | None = None) -> "LatencyPredictor":
+        if gene_terms is not None and not isinstance(gene_terms, bool):
+            raise ValueError(f"gene_terms={gene_terms!r}; allowed: None (only without kernel rows), True or False")
         if not table.kernel_rows and not table.model_rows:
             raise ValueError("table has no rows: nothing to fit")
         kernel_model = None
@@ -545,7 +558,8 @@ class LatencyPredictor:
         # cost per family and the cost of bit-width transitions between consecutive layers (the
         # quantise / dequantise / cast nodes between them); group 2: each distinct kernel seen in two or more
         # models; group 3: each categorical gene value seen in two or more models (per-layer choices).
-        genes = [_gene_features((r.candidate or {}).get("genes")) for r in rows]
+        use_genes = (kernel_model is None) if gene_terms is None else gene_terms
+        genes = [_gene_features((r.candidate or {}).get("genes")) if use_genes else [] for r in rows]
         gene_rows: dict[str, int] = {}
         for gs in genes:
             for g in set(gs):

@@ -516,3 +516,34 @@ def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(sy
     assert LatencyPredictor.load(tmp_path / "q.json").weight_term is True
     line = capsys.readouterr().out  # a profile's table: no models outside the spaces, said (this raised before)
     assert "0 models outside the spaces: no blend" in line and "ms per MB of weights" in line, line
+
+
+def test_a_profiled_predictor_prices_kernels_not_gene_values(synthetic):
+    # a device where models with one block in stage 1 pay a cost that no kernel shows: only a cost per gene value
+    # (depths[1]=1) can learn it. From model rows alone that is the way; with kernel rows a model given as kernels
+    # or ONNX has no genes and was predicted with the gene costs' training mean, so they are off unless asked for
+    cands, kernels, y = synthetic
+    hidden = np.array([0.2 * y.mean() if c.genes["depths"][1] == 1 else 0.0 for c in cands])
+    assert 0.2 < np.mean(hidden > 0) < 0.8
+    table = LatencyTable(device=device_info(name="synthetic"))
+    seen = {k: _true_ms([k]) for ks in kernels[:120] for k in ks}
+    for k, t in seen.items():
+        table.add_kernel(k, t)
+    for c, ks, t in zip(cands[:120], kernels[:120], y[:120] + hidden[:120]):
+        table.add_model(ks, t, candidate=c.to_dict(), source="mobilenet")
+    genes = [c.genes for c in cands[120:]]
+    default = LatencyPredictor.fit(table)
+    assert default.gene_ms == {} and default.gene_mean_ms == 0.0 and default.fit_info["lambda_gene"] == 1e6
+    np.testing.assert_array_equal(default.predict_many(kernels[120:], genes=genes), default.predict_many(kernels[120:]))
+    asked = LatencyPredictor.fit(table, gene_terms=True)  # as before 2026-12-05: the cost is learnt per gene value
+    assert any(g.startswith("depths[1]=") for g in asked.gene_ms) and asked.gene_mean_ms != 0.0
+    truth = y[120:] + hidden[120:]
+    err = {name: np.sqrt(np.mean((p / truth - 1) ** 2)) for name, p in (
+        ("asked, genes given", asked.predict_many(kernels[120:], genes=genes)),
+        ("default", default.predict_many(kernels[120:])))}
+    assert err["asked, genes given"] < err["default"], err
+    models_only = LatencyTable(device=table.device, model_rows=table.model_rows)
+    assert LatencyPredictor.fit(models_only).gene_ms  # a benchmark's rows alone: the genes are all there is
+    assert LatencyPredictor.fit(table, gene_terms=False).gene_ms == {}
+    with pytest.raises(ValueError, match="gene_terms='yes'; allowed: None"):
+        LatencyPredictor.fit(table, gene_terms="yes")
