@@ -49,10 +49,11 @@ def _metrics(pred: LatencyPredictor, rows: list) -> dict:
     return accuracy_metrics(predicted, np.array([r.latency_ms for r in rows]))
 
 
-def _cv(table: LatencyTable, full: LatencyPredictor, folds: int) -> dict:
+def _cv(table: LatencyTable, full: LatencyPredictor, folds: int, **options) -> dict:
     """``folds``-fold cross-validation over the table's candidates (other models stay in every fit, each fitted
-    as ``full`` was, with its machine-state exponent), each row scored on ``full``'s reference scale; per space
-    also the correlation of the relative errors with the models' megabytes of stored weights."""
+    as ``full`` was, with its machine-state exponent and the fit's other ``options``), each row scored on
+    ``full``'s reference scale; per space also the correlation of the relative errors with the models' megabytes
+    of stored weights."""
     rows = table.model_rows
     cand = np.random.default_rng(1).permutation([i for i, r in enumerate(rows) if r.candidate])
     predicted = np.full(len(rows), np.nan)
@@ -60,7 +61,8 @@ def _cv(table: LatencyTable, full: LatencyPredictor, folds: int) -> dict:
         out = set(fold.tolist())
         sub = LatencyTable(device=table.device, protocol=table.protocol, kernel_rows=table.kernel_rows,
                            model_rows=[r for i, r in enumerate(rows) if i not in out])
-        p = LatencyPredictor.fit(sub, reference_exponent=full.reference_exponent, weight_term=full.weight_term)
+        p = LatencyPredictor.fit(sub, reference_exponent=full.reference_exponent, weight_term=full.weight_term,
+                                 **options)
         predicted[fold] = p.predict_many([rows[i].kernels for i in fold])
     measured = full.on_scale(np.array([r.latency_ms for r in rows]), np.array([r.reference_ms for r in rows]))
     weight_mb = np.array([sum(k.weight_bytes for k in r.kernels) / 1e6 for r in rows])
