@@ -41,7 +41,7 @@ from _common import write_json  # noqa: E402
 from predictor_local import RESULTS, _exists, _read  # noqa: E402
 from weight_term import _cv  # noqa: E402
 
-from latency_models import LatencyPredictor, accuracy_metrics  # noqa: E402
+from latency_models import KernelModel, LatencyPredictor, LatencyTable, accuracy_metrics  # noqa: E402
 
 SPACES = ("fbnet", "mobilenet", "shufflenet")
 FITS = {"gene terms (before)": True, "without (default)": None}
@@ -58,6 +58,25 @@ def _scores(pred: LatencyPredictor, rows: list) -> dict:
     if all(g is not None for g in genes):
         out["genes_given"] = accuracy_metrics(pred.predict_many([r.kernels for r in rows], genes=genes), measured)
     return out
+
+
+def _context(table: LatencyTable, held: LatencyTable) -> dict:
+    """What makes a table harder to fit, beside the gene terms: its rows, the kernel model's leave-one-out error
+    (each kernel row predicted from the others), and the reference timed beside its rows and beside the held-out
+    models (p10 / p50 / p90, ms: a machine that changed state between the two shows here)."""
+    ks = [r.kernel for r in table.kernel_rows]
+    km = KernelModel(ks, [r.latency_ms for r in table.kernel_rows],
+                     nchwc=tuple(table.device["nchwc"]) if table.device.get("nchwc") else None)
+    loo = km.loo_errors()
+
+    def q(rows: list) -> list[float]:
+        ref = [r.reference_ms for r in rows if r.reference_ms]
+        return [round(float(v), 4) for v in np.percentile(ref, [10, 50, 90])] if ref else []
+
+    return {"kernel_rows": len(ks), "model_rows": len(table.model_rows),
+            "kernel_loo_rms": float(np.sqrt(np.mean(loo**2))), "kernel_loo_median_abs": float(np.median(np.abs(loo))),
+            "reference_ms_kernel_rows": q(table.kernel_rows), "reference_ms_model_rows": q(table.model_rows),
+            "reference_ms_held_out": q(held.model_rows)}
 
 
 def main() -> None:
@@ -86,7 +105,7 @@ def main() -> None:
             groups.append(("spaces, float32, all", _read(folder, "held_float.json").model_rows))
         if _exists(folder, "torchvision.json"):
             groups.append(("torchvision", _read(folder, "torchvision.json").model_rows))
-        res: dict = {"cpu_model": table.device.get("cpu_model")}
+        res: dict = {"cpu_model": table.device.get("cpu_model"), "table": _context(table, held)}
         for label, gene_terms in FITS.items():
             p = LatencyPredictor.fit(table, gene_terms=gene_terms)
             res[label] = {
@@ -130,6 +149,17 @@ def _markdown(out: dict, folds: int) -> str:
                              f"| {r['loo_rmspe']:.1%} | {r['gene_values']}, {r['gene_mean_ms']:+.4f} | {g} "
                              f"| {_pair(m['as_measured'])} | {m['median_error']:+.1%} | {_pair(m['on_scale'])} "
                              f"| {_pair(m.get('genes_given'))} | {_pair(cv.get(g))} |")
+    lines += ["", "The tables themselves (the kernel model's leave-one-out error over the kernel rows; the reference "
+              "timed beside the rows and beside the held-out models, p10 / p50 / p90 ms):", "",
+              "| run | CPU | kernel rows | model rows | kernel LOO rms / median abs | reference: kernel rows "
+              "| model rows | held-out models |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run, res in out["runs"].items():
+        c = res["table"]
+        lines.append(f"| {run} | {res['cpu_model']} | {c['kernel_rows']} | {c['model_rows']} "
+                     f"| {c['kernel_loo_rms']:.1%} / {c['kernel_loo_median_abs']:.1%} | "
+                     + " | ".join(" / ".join(f"{v:.3f}" for v in c[k]) for k in
+                                  ("reference_ms_kernel_rows", "reference_ms_model_rows", "reference_ms_held_out"))
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
