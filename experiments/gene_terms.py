@@ -38,12 +38,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import write_json  # noqa: E402
-from predictor_local import RESULTS, _exists, _read  # noqa: E402
-from weight_term import _cv  # noqa: E402
+from predictor_local import RESULTS  # noqa: E402
+from weight_term import SPACES, _cv, _run_tables  # noqa: E402
 
 from latency_models import KernelModel, LatencyPredictor, LatencyTable, accuracy_metrics  # noqa: E402
 
-SPACES = ("fbnet", "mobilenet", "shufflenet")
 FITS = {"gene terms (before)": True, "without (default)": None}
 
 
@@ -95,16 +94,7 @@ def main() -> None:
     out: dict = {"command": "python experiments/gene_terms.py " + " ".join(sys.argv[1:]),
                  "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "runs": {}}
     for run in [r for r in args.runs.split(",") if r]:
-        folder = RESULTS / run
-        if not _exists(folder, "table.json"):
-            sys.exit(f"error: --runs {run}: no committed table under {folder}; allowed: a predictor_local.py run")
-        table, held = _read(folder, "table.json"), _read(folder, "held.json")
-        groups = [*((s, [r for r in held.model_rows if r.source == s]) for s in SPACES),
-                  ("spaces, all", held.model_rows)]
-        if _exists(folder, "held_float.json"):
-            groups.append(("spaces, float32, all", _read(folder, "held_float.json").model_rows))
-        if _exists(folder, "torchvision.json"):
-            groups.append(("torchvision", _read(folder, "torchvision.json").model_rows))
+        table, held, groups = _run_tables(run)
         res: dict = {"cpu_model": table.device.get("cpu_model"), "table": _context(table, held)}
         for label, gene_terms in FITS.items():
             p = LatencyPredictor.fit(table, gene_terms=gene_terms)

@@ -78,6 +78,22 @@ def _cv(table: LatencyTable, full: LatencyPredictor, folds: int, **options) -> d
     return res
 
 
+def _run_tables(run: str) -> tuple[LatencyTable, LatencyTable, list[tuple[str, list]]]:
+    """A ``predictor_local.py`` run's committed table, its held-out models, and the groups they are scored in (per
+    space, all, whole float32 models and torchvision exports where the run timed them); exits with one line when
+    the run committed no table."""
+    folder = RESULTS / run
+    if not _exists(folder, "table.json"):
+        sys.exit(f"error: --runs {run}: no committed table under {folder}; allowed: a predictor_local.py run")
+    table, held = _read(folder, "table.json"), _read(folder, "held.json")
+    groups = [*((s, [r for r in held.model_rows if r.source == s]) for s in SPACES), ("spaces, all", held.model_rows)]
+    if _exists(folder, "held_float.json"):
+        groups.append(("spaces, float32, all", _read(folder, "held_float.json").model_rows))
+    if _exists(folder, "torchvision.json"):
+        groups.append(("torchvision", _read(folder, "torchvision.json").model_rows))
+    return table, held, groups
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default="predictor_local_32_memory,predictor_local_96_memory,"
@@ -94,16 +110,7 @@ def main() -> None:
     out: dict = {"command": "python experiments/weight_term.py " + " ".join(sys.argv[1:]),
                  "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "runs": {}}
     for run in [r for r in args.runs.split(",") if r]:
-        folder = RESULTS / run
-        if not _exists(folder, "table.json"):
-            sys.exit(f"error: --runs {run}: no committed table under {folder}; allowed: a predictor_local.py run")
-        table, held = _read(folder, "table.json"), _read(folder, "held.json")
-        groups = [*((s, [r for r in held.model_rows if r.source == s]) for s in SPACES),
-                  ("spaces, all", held.model_rows)]
-        if _exists(folder, "held_float.json"):
-            groups.append(("spaces, float32, all", _read(folder, "held_float.json").model_rows))
-        if _exists(folder, "torchvision.json"):
-            groups.append(("torchvision", _read(folder, "torchvision.json").model_rows))
+        table, held, groups = _run_tables(run)
         res: dict = {}
         for weight_term in (False, True):
             p = LatencyPredictor.fit(table, weight_term=weight_term)
