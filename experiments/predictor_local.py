@@ -368,6 +368,9 @@ def main() -> None:
     ap.add_argument("--memory-probe-mb", type=float, default=None,
                     help="the protocol's memory probe for every timing of the run (default: the protocol's, 16 MiB; "
                          "0: none, as tables before 2026-12-05 were timed)")
+    ap.add_argument("--kernel-settle-attempts", type=int, default=None,
+                    help="the profile's kernel jobs settle with at most this many attempts (1: not at all; default: the "
+                         "protocol's, as its whole-model jobs)")
     ap.add_argument("--name", default=None, help="results name (default predictor_local_<input size>)")
     ap.add_argument("--rescore", metavar="NAME", default=None,
                     help="time nothing: fit and score again on the tables of experiments/results/NAME/")
@@ -406,6 +409,10 @@ def main() -> None:
     onnx_dir.mkdir(exist_ok=True)
     tv_paths = _torchvision(tv_names, size, onnx_dir)
     timing = {} if args.memory_probe_mb is None else {"memory_probe_mb": args.memory_probe_mb}
+    if args.kernel_settle_attempts is not None:
+        if args.retime:
+            raise SystemExit("--kernel-settle-attempts applies to a profile; --retime profiles nothing")
+        timing["kernel_settle_attempts"] = args.kernel_settle_attempts
     loads = [_load()]
     if args.retime:  # the table of an earlier run, as it was
         old = _run_record(args.retime)
@@ -432,7 +439,9 @@ def main() -> None:
     loads.append(_load())
     seen = {json.dumps(r.candidate, sort_keys=True) for r in table.model_rows}
     overlap = sum(json.dumps(r.candidate, sort_keys=True) in seen for r in held.model_rows)
-    probe = f" --memory-probe-mb {args.memory_probe_mb:g}" if timing else ""
+    probe = f" --memory-probe-mb {args.memory_probe_mb:g}" if args.memory_probe_mb is not None else ""
+    if args.kernel_settle_attempts is not None:
+        probe += f" --kernel-settle-attempts {args.kernel_settle_attempts}"
     if overlap:
         raise SystemExit(f"{overlap} held-out models are in the table: not a held-out test")
     meta = {

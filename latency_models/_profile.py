@@ -96,8 +96,12 @@ class _Timer:
         return measure_interleaved(models, threads=self.threads, reference=self.reference, timing=self.timing)
 
     def kernels(self, kernels: Sequence[Kernel]) -> list[Timing]:
-        """One-kernel graphs of ``kernels`` timed together (callers pass at most :data:`_KERNEL_CHUNK`)."""
-        return self([kernel_graph(k) for k in kernels])
+        """One-kernel graphs of ``kernels`` timed together (callers pass at most :data:`_KERNEL_CHUNK`), with at
+        most ``kernel_settle_attempts`` attempts when the protocol sets it (else ``settle_attempts``)."""
+        attempts = self.timing.get("kernel_settle_attempts")
+        timing = self.timing if attempts is None else {**self.timing, "settle_attempts": int(attempts)}
+        return measure_interleaved([kernel_graph(k) for k in kernels], threads=self.threads, reference=self.reference,
+                                   timing=timing)
 
 
 def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel | None] | None, *, device_name: str,

@@ -14,7 +14,9 @@ probe (a memory-bound vector-matrix product over 16 MiB) is timed in the same bl
 ``Timing.memory_reference_ms``: the machine's memory state, which the compute-bound reference does not see. With
 ``memory_settle_tolerance`` (off by default: it did not pay, measured), a job holding a model file of at least
 ``memory_settle_mb`` MiB settles on the probe too, against the fastest kept probe of the same recent jobs
-(``Timing.memory_settled`` says whether it did).
+(``Timing.memory_settled`` says whether it did). ``kernel_settle_attempts`` (default None: as ``settle_attempts``)
+caps the attempts of a profile's one-kernel jobs alone (:func:`latency_models.profile`); measured on a 32-px profile
+of an Intel Xeon, 1 (no settling) doubled the kernel rows and did not improve the predictions.
 
 Needs numpy, onnx and onnxruntime only.
 """
@@ -94,6 +96,10 @@ def protocol_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any
         raise ValueError(f"quantile={p['quantile']!r} must be a number in [0, 0.5]")
     if isinstance(p["settle_attempts"], bool) or not isinstance(p["settle_attempts"], int) or p["settle_attempts"] < 1:
         raise ValueError(f"settle_attempts={p['settle_attempts']!r} must be a positive integer (1: no settling)")
+    ksa = p["kernel_settle_attempts"]
+    if ksa is not None and (isinstance(ksa, bool) or not isinstance(ksa, int) or ksa < 1):
+        raise ValueError(f"kernel_settle_attempts={ksa!r} must be a positive integer (1: kernel jobs do not settle) "
+                         "or None (as settle_attempts)")
     mb = p["memory_probe_mb"]
     if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 0.0 <= float(mb) <= 1024.0:
         raise ValueError(f"memory_probe_mb={mb!r} must be a number of MiB in [0, 1024] (0: no memory probe)")

@@ -63,7 +63,8 @@ def default_protocol(**timing: Any) -> dict[str, Any]:
 #: Timing parameters the protocol gained after tables were written, each with the value a table that lacks it was
 #: timed under: such a table is continued with that value, so its new rows are timed as its old ones were.
 #: (``memory_settle_mb`` does nothing without ``memory_settle_tolerance``; the value is the default's.)
-ADDED_PARAMS: dict[str, Any] = {"memory_probe_mb": 0, "memory_settle_tolerance": None, "memory_settle_mb": 8}
+ADDED_PARAMS: dict[str, Any] = {"memory_probe_mb": 0, "memory_settle_tolerance": None, "memory_settle_mb": 8,
+                                "kernel_settle_attempts": None}
 
 
 def continues(table_protocol: Mapping[str, Any], protocol: Mapping[str, Any]) -> bool:

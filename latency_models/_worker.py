@@ -42,10 +42,13 @@ The protocol, for the models of one job and a fixed reference model:
    at 32 px (5 %; 1.0-1.1 times the attempts), 69.9 against 66.4 % at 2 % (1.6 times the attempts)
    (``experiments/results/memory_settled_timing_*.md``).
 
+7. ``kernel_settle_attempts`` is not the worker's: a profile times its one-kernel graphs with that many attempts
+   at most instead of ``settle_attempts`` (None: the same). The worker reads only ``settle_attempts``.
+
 JOB.json: ``{"models": [path, ...], "reference": path, "threads": 1, "warmup": 10, "warmup_ms": 20,
 "blocks": 7, "block_ms": 10, "min_runs": 3, "max_runs": 50, "quantile": 0.2, "seed": 0,
 "settle_tolerance": 0.03, "settle_attempts": 8, "memory_probe_mb": 16, "memory_settle_tolerance": null,
-"memory_settle_mb": 8, "reference_floor_ms": null, "memory_floor_ms": null}``.
+"memory_settle_mb": 8, "kernel_settle_attempts": null, "reference_floor_ms": null, "memory_floor_ms": null}``.
 OUT.json: ``{"protocol": "karumi-interleaved/3", "latency_ms": [...], "reference_ms": float,
 "runs": [...], "attempt_references_ms": [...], "attempt_latency_ms": [[...], ...], "kept_attempt": int,
 "memory_reference_ms": float or null, "attempt_memory_references_ms": [...], "memory_settled": bool,
@@ -68,7 +71,8 @@ PROTOCOL_NAME = "karumi-interleaved/3"
 #: The protocol's parameters (a job may override them; the table records what was used).
 DEFAULTS = {"threads": 1, "warmup": 10, "warmup_ms": 20.0, "blocks": 7, "block_ms": 10.0, "min_runs": 3,
             "max_runs": 50, "quantile": 0.2, "seed": 0, "settle_tolerance": 0.03, "settle_attempts": 8,
-            "memory_probe_mb": 16, "memory_settle_tolerance": None, "memory_settle_mb": 8}
+            "memory_probe_mb": 16, "memory_settle_tolerance": None, "memory_settle_mb": 8,
+            "kernel_settle_attempts": None}
 
 _DTYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

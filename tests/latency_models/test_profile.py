@@ -260,3 +260,41 @@ def test_a_table_profiled_before_the_memory_probe_is_continued_without_it(tmp_pa
     assert all(r.memory_reference_ms is None for r in t2.kernel_rows)  # timed as the rows it continues
     with pytest.raises(ValueError, match="another protocol"):  # any other difference is still refused
         profile(_tiny_pool(), None, device_name="ci", out=out, budget_min=1.0, timing={"blocks": 3})
+
+
+def test_kernel_jobs_settle_with_their_own_attempts(tmp_path, monkeypatch):
+    """``kernel_settle_attempts`` caps the attempts of the profile's one-kernel jobs alone (1: none); whole-model
+    jobs keep ``settle_attempts``; the table records it, and a table written before it existed is continued as
+    it was timed (its kernel jobs settled like its model jobs)."""
+    import latency_models._profile as prof
+    from latency_models import WorkloadModel
+
+    seen: list[tuple[str, int]] = []
+    real = prof.measure_interleaved
+
+    def spy(models, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append(("kernels" if len(models) > 1 else "model", kw["timing"]["settle_attempts"]))
+        return real(models, **kw)
+
+    monkeypatch.setattr(prof, "measure_interleaved", spy)
+    k = Kernel("conv", (8, 8, 8), out_channels=8, kernel_size=3)
+    whole = WorkloadModel(onnx=kernel_graph(k), kernels=(k,), source="one")
+    out = tmp_path / "t.json"
+    t = profile(_tiny_pool(), lambda j: whole if j == 0 else None, device_name="ci", out=out, budget_min=0.2,
+                timing={"kernel_settle_attempts": 1})
+    assert t.protocol["kernel_settle_attempts"] == 1 and len(t.model_rows) == 1
+    assert ("kernels", 1) in seen and ("model", 8) in seen and ("kernels", 8) not in seen
+    # an older table: no such parameter, so its kernel jobs are continued with settle_attempts, as they were
+    old = t.to_dict()
+    del old["protocol"]["kernel_settle_attempts"]
+    old["kernel_rows"] = old["kernel_rows"][:1]
+    old["model_rows"] = []
+    LatencyTable.from_dict(old).save(out)
+    seen.clear()
+    t2 = profile(_tiny_pool(), None, device_name="ci", out=out, budget_min=1.0)
+    assert "kernel_settle_attempts" not in t2.protocol and len(t2.kernel_rows) > 1
+    assert seen and all(s == ("kernels", 8) for s in seen)
+    for bad in (0, True, 2.5, "1"):
+        with pytest.raises(ValueError, match="kernel_settle_attempts"):
+            profile(_tiny_pool(), None, device_name="ci", out=tmp_path / "bad.json", budget_min=0.1,
+                    timing={"kernel_settle_attempts": bad})
