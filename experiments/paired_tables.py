@@ -33,10 +33,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import write_json  # noqa: E402
 from predictor_local import RESULTS, _exists, _read  # noqa: E402
+from weight_term import SPACES  # noqa: E402
 
 from latency_models import KernelModel, LatencyPredictor, accuracy_metrics  # noqa: E402
-
-SPACES = ("fbnet", "mobilenet", "shufflenet")
 
 
 def _groups(run: str) -> list[tuple[str, list]]:

@@ -16,7 +16,7 @@ probe (a memory-bound vector-matrix product over 16 MiB) is timed in the same bl
 ``memory_settle_mb`` MiB settles on the probe too, against the fastest kept probe of the same recent jobs
 (``Timing.memory_settled`` says whether it did). ``kernel_settle_attempts`` (default None: as ``settle_attempts``)
 caps the attempts of a profile's one-kernel jobs alone (:func:`latency_models.profile`); measured on a 32-px profile
-of an Intel Xeon, 1 (no settling) doubled the kernel rows and did not improve the predictions.
+of an Intel Xeon, 1 (no settling) gave 1.7 times the kernel rows and did not improve the predictions.
 
 Needs numpy, onnx and onnxruntime only.
 """
