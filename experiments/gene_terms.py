@@ -59,14 +59,18 @@ def _scores(pred: LatencyPredictor, rows: list) -> dict:
     return out
 
 
+def _kernel_model(table: LatencyTable) -> KernelModel:
+    """The kernel model of ``table``'s kernel rows as measured (not on a reference scale), with its device's layout."""
+    return KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows],
+                       nchwc=tuple(table.device["nchwc"]) if table.device.get("nchwc") else None)
+
+
 def _context(table: LatencyTable, held: LatencyTable) -> dict:
     """What makes a table harder to fit, beside the gene terms: its rows, the kernel model's leave-one-out error
     (each kernel row predicted from the others), and the reference timed beside its rows and beside the held-out
     models (p10 / p50 / p90, ms: a machine that changed state between the two shows here)."""
     ks = [r.kernel for r in table.kernel_rows]
-    km = KernelModel(ks, [r.latency_ms for r in table.kernel_rows],
-                     nchwc=tuple(table.device["nchwc"]) if table.device.get("nchwc") else None)
-    loo = km.loo_errors()
+    loo = _kernel_model(table).loo_errors()
 
     def q(rows: list) -> list[float]:
         ref = [r.reference_ms for r in rows if r.reference_ms]

@@ -32,18 +32,18 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import write_json  # noqa: E402
+from gene_terms import _kernel_model  # noqa: E402
 from predictor_local import RESULTS, _exists, _read  # noqa: E402
-from weight_term import SPACES  # noqa: E402
+from weight_term import _held_groups  # noqa: E402
 
-from latency_models import KernelModel, LatencyPredictor, accuracy_metrics  # noqa: E402
+from latency_models import LatencyPredictor, accuracy_metrics  # noqa: E402
 
 
 def _groups(run: str) -> list[tuple[str, list]]:
-    held = _read(RESULTS / run, "held.json").model_rows
-    out = [*((s, [r for r in held if r.source == s]) for s in SPACES), ("spaces, all", held)]
-    if _exists(RESULTS / run, "held_float.json"):
-        out.append(("spaces, float32, all", _read(RESULTS / run, "held_float.json").model_rows))
-    return [(g, rows) for g, rows in out if rows]
+    """The non-empty groups of the spaces' held-out models a run timed (no exports: the tables are compared on the
+    models they profile)."""
+    folder = RESULTS / run
+    return [(g, rows) for g, rows in _held_groups(folder, _read(folder, "held.json"), torchvision=False) if rows]
 
 
 def main() -> None:
@@ -68,8 +68,7 @@ def main() -> None:
         table = _read(RESULTS / run, "table.json")
         pred = LatencyPredictor.fit(table)
         ks = [r.kernel for r in table.kernel_rows]
-        km = KernelModel(ks, [r.latency_ms for r in table.kernel_rows],
-                         nchwc=tuple(table.device["nchwc"]) if table.device.get("nchwc") else None)
+        km = _kernel_model(table)
         loo = km.loo_errors()
         timed = set(ks)
         res: dict = {"kernel_rows": len(ks), "model_rows": len(table.model_rows),
@@ -77,7 +76,10 @@ def main() -> None:
                      table.protocol.get("kernel_settle_attempts"), "reference_exponent": pred.reference_exponent,
                      "kernel_loo_rms": float(np.sqrt(np.mean(loo**2))),
                      "kernel_loo_median_abs": float(np.median(np.abs(loo))), "held": {}}
-        shares = []
+        shares = []  # of the first --held run's models' kernel time, the share in kernels the table timed
+        for r in dict(groups[helds[0]])["spaces, all"]:
+            t = km.predict(list(r.kernels))
+            shares.append(float(t[[k in timed for k in r.kernels]].sum() / t.sum()))
         for h in helds:
             res["held"][h] = {}
             for g, rows in groups[h]:
@@ -87,10 +89,6 @@ def main() -> None:
                 res["held"][h][g] = {"as_measured": accuracy_metrics(predicted, measured),
                                      "on_scale": accuracy_metrics(predicted, on_scale),
                                      "median_error_as_measured": float(np.median(predicted / measured - 1))}
-            if h == helds[0]:
-                for r in dict(groups[h])["spaces, all"]:
-                    t = km.predict(list(r.kernels))
-                    shares.append(float(t[[k in timed for k in r.kernels]].sum() / t.sum()))
         res["held_time_share_in_timed_kernels_median"] = float(np.median(shares))
         out["tables"][run] = res
         print(run, {h: {g: f"{m['on_scale']['within_5']:.0%}/{m['on_scale']['within_10']:.0%}"

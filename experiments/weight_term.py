@@ -86,12 +86,18 @@ def _run_tables(run: str) -> tuple[LatencyTable, LatencyTable, list[tuple[str, l
     if not _exists(folder, "table.json"):
         sys.exit(f"error: --runs {run}: no committed table under {folder}; allowed: a predictor_local.py run")
     table, held = _read(folder, "table.json"), _read(folder, "held.json")
+    return table, held, _held_groups(folder, held)
+
+
+def _held_groups(folder: pathlib.Path, held: LatencyTable, *, torchvision: bool = True) -> list[tuple[str, list]]:
+    """The groups a run's held-out timings (``held``, read from ``folder``) are scored in: per space, all, whole
+    float32 models and (``torchvision``) the exports, where the run timed them."""
     groups = [*((s, [r for r in held.model_rows if r.source == s]) for s in SPACES), ("spaces, all", held.model_rows)]
     if _exists(folder, "held_float.json"):
         groups.append(("spaces, float32, all", _read(folder, "held_float.json").model_rows))
-    if _exists(folder, "torchvision.json"):
+    if torchvision and _exists(folder, "torchvision.json"):
         groups.append(("torchvision", _read(folder, "torchvision.json").model_rows))
-    return table, held, groups
+    return groups
 
 
 def main() -> None:

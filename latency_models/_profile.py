@@ -88,20 +88,20 @@ class _Timer:
 
     def __init__(self, threads: int, timing: Mapping[str, Any], workdir: pathlib.Path) -> None:
         self.threads, self.timing = threads, dict(timing)
+        attempts = self.timing.get("kernel_settle_attempts")  # the kernel jobs' own cap, when the protocol sets one
+        self.kernel_timing = self.timing if attempts is None else {**self.timing, "settle_attempts": int(attempts)}
         self.reference = workdir / "reference.onnx"
         if not self.reference.is_file():
             self.reference.write_bytes(reference_model().SerializeToString())
 
-    def __call__(self, models: Sequence[Any]) -> list[Timing]:
-        return measure_interleaved(models, threads=self.threads, reference=self.reference, timing=self.timing)
+    def __call__(self, models: Sequence[Any], timing: Mapping[str, Any] | None = None) -> list[Timing]:
+        return measure_interleaved(models, threads=self.threads, reference=self.reference,
+                                   timing=self.timing if timing is None else timing)
 
     def kernels(self, kernels: Sequence[Kernel]) -> list[Timing]:
         """One-kernel graphs of ``kernels`` timed together (callers pass at most :data:`_KERNEL_CHUNK`), with at
         most ``kernel_settle_attempts`` attempts when the protocol sets it (else ``settle_attempts``)."""
-        attempts = self.timing.get("kernel_settle_attempts")
-        timing = self.timing if attempts is None else {**self.timing, "settle_attempts": int(attempts)}
-        return measure_interleaved([kernel_graph(k) for k in kernels], threads=self.threads, reference=self.reference,
-                                   timing=timing)
+        return self([kernel_graph(k) for k in kernels], self.kernel_timing)
 
 
 def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel | None] | None, *, device_name: str,
