@@ -16,7 +16,12 @@
   ``Sigmoid``, and swish (SiLU) as ``Mul(x, Sigmoid(x))``. ``scale`` is ``Mul`` of the (1, C, H, W) input by a
   (1, C, 1, 1) second input; ``act`` the activation alone.
 - ``add`` / ``concat`` / ``split`` / ``channel_shuffle`` / pools / ``linear`` (``Gemm``) likewise, with QDQ
-  around them at 8 or 4 bits and casts at 16 bits.
+  around them at 8 or 4 bits and casts at 16 bits; but a ``channel_shuffle`` at integer bits is one that reads
+  an int8 layer's output (see ``spaces``' kernel lists and ``kernels_from_onnx``), which ONNX Runtime holds in
+  uint8 channels-last (``QLinearConv`` runs NHWC) and shuffles with one strided uint8 ``Transpose`` merged with
+  the layout's: its graph takes a (1, H, W, C) input, quantises it and runs that transpose (0, 4, 3, 1, 2) on
+  (1, H, W, g, C/g) before reshaping to (1, C, H, W). Measured on an Intel Xeon (``experiments/results/
+  int8_shuffle.md``), it takes the in-model node's time, several times a float shuffle's.
 
 A one-kernel graph's latency includes the per-session-run overhead (input copy, dispatch): the predictor's
 model-level fit removes it.
@@ -173,6 +178,16 @@ def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:
         nodes.append(helper.make_node("Split", [xc], outs, axis=1, num_outputs=k.groups))
         ys = [from_compute(o) for o in outs]
         return _finish(k, nodes, inits, inputs, ys, half, low_bits)
+    elif k.op == "channel_shuffle" and q:  # on uint8 channels-last data, as after an int8 layer
+        c, h, wd = k.input_shape
+        g = k.groups
+        inputs = [("x", (1, h, wd, c))]
+        s, z = const(fresh("s"), np.float32(act_scale)), const(fresh("z"), np.uint8(128))
+        y = node("Reshape", [node("QuantizeLinear", [x, s, z]),
+                             const(fresh("shape"), np.array([1, h, wd, g, c // g], dtype=np.int64))])
+        y = node("Transpose", [y], perm=[0, 4, 3, 1, 2])
+        y = node("Reshape", [y, const(fresh("shape"), np.array([1, c, h, wd], dtype=np.int64))])
+        y = node("DequantizeLinear", [y, s, z])
     elif k.op == "channel_shuffle":
         c, h, wd = k.input_shape
         g = k.groups

@@ -8,7 +8,8 @@
 - ``Gemm``, or ``MatMul`` with its bias ``Add``, on a (1, features) input -> ``linear``;
 - ``Add`` of two equal feature maps (+ ``Relu``) -> ``add``; ``Concat`` of feature maps on channels -> ``concat``;
 - ``Split`` into equal channel parts, or ``Slice`` nodes that partition the channels of one tensor -> ``split``;
-- ``Reshape`` to 5-D -> ``Transpose(0, 2, 1, 3, 4)`` -> ``Reshape`` back -> ``channel_shuffle``;
+- ``Reshape`` to 5-D -> ``Transpose(0, 2, 1, 3, 4)`` -> ``Reshape`` back -> ``channel_shuffle`` (at 8 bits when it
+  shuffles what int8 convolutions wrote: ONNX Runtime runs it on uint8 channels-last);
 - ``GlobalAveragePool`` or ``ReduceMean`` over H and W -> ``global_avgpool``; ``MaxPool`` / ``AveragePool``
   (a ``MaxPool`` after a ``DequantizeLinear``, on an integer tensor or before ``QuantizeLinear`` only -> at 8 bits:
   ONNX Runtime runs it on uint8);
@@ -23,7 +24,7 @@ Plumbing (``Flatten``, ``Reshape``, ``Identity``, ``Shape``, ``Constant``, ``Gat
 every node that only computes integer shape values is ignored, as are activation ``QuantizeLinear`` /
 ``DequantizeLinear`` pairs. Weight bits come from how a Conv/Gemm/MatMul weight is stored: an INT8/UINT8
 tensor behind a ``DequantizeLinear`` -> 8, INT4/UINT4 -> 4, a float16 tensor (behind a ``Cast`` or used
-directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits (but for ``MaxPool``, above). Binary
+directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits (but for ``MaxPool`` and the shuffle, above). Binary
 and ternary weights are stored as INT8 (ONNX Runtime runs them as int8); the model's metadata entry
 :data:`WEIGHT_BITS_KEY` (a JSON object: initializer name -> 1 or 2) says which, as
 ``spaces.compress.export_onnx_quantized`` writes it.
@@ -568,8 +569,41 @@ class _Reader:
         if r is None or self.g.nodes[r].op_type != "Reshape" or self.shape(self.g.nodes[r].output[0]) != xs:
             return True
         self.done.update((t, r))
-        self.kernels.append(Kernel("channel_shuffle", xs[1:], groups=mid[1]))
+        bits = 8 if self._qlinear_output(node.input[0]) else 32
+        self.kernels.append(Kernel("channel_shuffle", xs[1:], groups=mid[1], bits=bits))
         return True
+
+    def _qlinear_output(self, tensor: str, depth: int = 0) -> bool:
+        """Whether ``tensor`` is what an int8 convolution wrote (``QLinearConv``, or a ``Conv`` on int8
+        weights behind the ``DequantizeLinear`` of its quantised output, through a fused ReLU / ReLU6), or a
+        concatenation of such tensors: ONNX Runtime holds it in uint8 channels-last, and a channel shuffle of it
+        runs as one strided uint8 transpose (read at 8 bits, see ``spaces._plan.shuffle_bits``)."""
+        producer = self.g.producer.get(tensor)
+        if producer is None or depth > 8:
+            return False
+        node = self.g.nodes[producer]
+        if node.op_type == "QLinearConv":
+            return True
+        if node.op_type == "Concat":
+            return all(self._qlinear_output(x, depth + 1) for x in node.input)
+        if node.op_type != "DequantizeLinear":
+            return False
+        q = self.g.producer.get(node.input[0])
+        if q is None or self.g.nodes[q].op_type != "QuantizeLinear":
+            return False
+        x = self.g.nodes[q].input[0]
+        for _ in range(2):  # the activation the quantiser's range clips
+            p = self.g.producer.get(x)
+            if p is None or self.g.nodes[p].op_type not in ("Relu", "Clip"):
+                break
+            x = self.g.nodes[p].input[0]
+        p = self.g.producer.get(x)
+        if p is None:
+            return False
+        conv = self.g.nodes[p]
+        if conv.op_type == "Concat":  # a quantised concatenation (of quantised inputs)
+            return all(self._qlinear_output(i, depth + 1) for i in conv.input)
+        return conv.op_type == "Conv" and self.g.weight_bits(conv.input[1]) in (1, 2, 8)
 
     def neg(self, i: int, node: Any) -> bool:
         """``Concat(x, Neg(x))`` on channels, then an activation: a CReLU."""

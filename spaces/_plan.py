@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QDQ_BITS",
+    "QLINEAR_BITS",
     "ConvBN",
     "DualUnit",
     "GlobalPool",
@@ -39,6 +40,7 @@ __all__ = [
     "Shuffle",
     "SplitUnit",
     "crelu_walk",
+    "shuffle_bits",
     "default_stem_stride",
     "keep_channels",
     "make_divisible",
@@ -170,6 +172,8 @@ class Seq:
         out, kernels = shape, []
         for child in self.children:
             out, more = child.kernels(out)
+            if isinstance(child, Shuffle) and kernels and kernels[-1].op == "conv":
+                more = _shuffled_after(more, kernels[-1].bits)
             kernels += more
         if self.residual:
             if out != shape:
@@ -233,7 +237,9 @@ class DualUnit:
         if (h1, w1) != (h2, w2):
             raise RuntimeError(f"plan error: branches of {self.name} disagree on spatial size")
         out = (c1 + c2, h1, w1)
-        return out, [*k1, *k2, _kernel("concat", out), _kernel("channel_shuffle", out, groups=2)]
+        ends = [ks[-1].bits if ks and ks[-1].op == "conv" else 32 for ks in (k1, k2)]  # (a CReLU ends in float)
+        return out, [*k1, *k2, _kernel("concat", out),
+                     _kernel("channel_shuffle", out, groups=2, bits=shuffle_bits(*ends))]
 
     def module_bits(self, prefix: str = "") -> dict[str, int]:
         path = _join(prefix, self.name)
@@ -246,6 +252,29 @@ class DualUnit:
 
 #: Bit widths whose layers quantise the activations around them (QDQ, uint8 activations): the quantiser's own.
 QDQ_BITS = _INT_BITS
+#: Bit widths whose convolutions ONNX Runtime runs as ``QLinearConv`` (int8 weights; binary and ternary ones are
+#: stored as int8), which holds its uint8 output channels-last (NHWC). 4-bit weights run a float ``Conv``.
+QLINEAR_BITS = (1, 2, 8)
+
+
+def shuffle_bits(*producer_bits: int) -> int:
+    """The bits a channel shuffle runs at after the layers of ``producer_bits`` (one, or each input of the
+    concatenation it shuffles): 8 when every one runs as ``QLinearConv`` (:data:`QLINEAR_BITS`), 32 otherwise.
+
+    The export quantises such a layer's output (and a concatenation of quantised tensors), and ONNX Runtime
+    then shuffles the uint8 NHWC tensor with one strided ``Transpose`` merged with the layout's, 3.4-4.6 ns per
+    element in the models on an Intel Xeon against 0.35-1.0 for a float shuffle alone
+    (``experiments/results/int8_shuffle.md``): a different kernel, which the profiler times as such
+    (``latency_models.kernel_graph``). After a 4-bit layer
+    (a float ``Conv``, NCHW) the shuffle runs on uint8 NCHW, about as fast as in float: it stays at 32."""
+    return 8 if producer_bits and all(b in QLINEAR_BITS for b in producer_bits) else 32
+
+
+def _shuffled_after(kernels: list[Kernel], producer_bits: int) -> list[Kernel]:
+    """A :class:`Shuffle`'s kernels at :func:`shuffle_bits` of the convolution before it."""
+    bits = shuffle_bits(producer_bits)
+    return [dataclasses.replace(k, bits=bits) if k.op == "channel_shuffle" and k.bits != bits else k
+            for k in kernels]
 
 
 def pool_bits(producer_bits: int, consumer_bits: int) -> int:

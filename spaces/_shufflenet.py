@@ -52,6 +52,7 @@ from spaces._plan import (
     Linear,
     MaxPool,
     QDQ_BITS,
+    QLINEAR_BITS,
     Seq,
     SplitUnit,
     _kernel,
@@ -230,7 +231,8 @@ class ShuffleNetSpace(StudentSpace):
     #: convolutions, branch-2 1x1, depthwise and 1x1 (+ concat, shuffle) convolutions; a later unit's split
     #: (+ 1x1), depthwise and 1x1 (+ concat, shuffle); the head convolution; pooling and the classifier
     (_STEM, _B1_DW, _B1_PW, _B2_PW1, _B2_DW, _B2_PW2, _U_PW1, _U_DW, _U_PW2, _HEAD,
-     _POOL_CLASSIFIER, _STEM_Q) = range(12)  # _STEM_Q: a stem whose max pool runs at 8 bits
+     _POOL_CLASSIFIER, _STEM_Q, _B2_PW2_Q) = range(13)  # _STEM_Q: a stem whose max pool runs at 8 bits;
+    # _B2_PW2_Q: a first unit's last branch-2 convolution whose unit's shuffle runs at 8 bits (shuffle_bits)
 
     def _segment_codes(self, arch: Sequence[Mapping[str, Any]], prune_ratios: Sequence[Sequence[float]],
                        bits: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -336,6 +338,10 @@ class ShuffleNetSpace(StudentSpace):
         n_crelu = np.array(crelus, dtype=np.int64)
         if n_crelu.any():
             codes |= first_n_per_row(eligible, count, n_crelu)
+        # a first unit shuffles at 8 bits when both branches end in an int8 1x1 convolution (no CReLU on either)
+        flags = np.int64(1)  # the CReLU flag, the codes' lowest field
+        q8 = np.isin(b_f, QLINEAR_BITS) & ((codes[at_f + 1] & flags) == 0) & ((codes[at_f + 4] & flags) == 0)
+        codes[at_f[q8] + 4] += pack(kind=np.array([self._B2_PW2_Q - self._B2_PW2]))[0]
         return codes, count
 
     def _code_kernels(self, code: int) -> list[Kernel]:
@@ -358,7 +364,8 @@ class ShuffleNetSpace(StudentSpace):
             split = (2 * ci, f["size"], f["size"])
             return [_kernel("split", split, groups=2), *node.kernels(shape)[1]]
         out, kernels = node.kernels(shape)
-        if kind in (self._B2_PW2, self._U_PW2):  # the unit ends: concat both halves, shuffle
+        if kind in (self._B2_PW2, self._B2_PW2_Q, self._U_PW2):  # the unit ends: concat both halves, shuffle
             both = (2 * out[0], out[1], out[2])
-            kernels += [_kernel("concat", both), _kernel("channel_shuffle", both, groups=2)]
+            kernels += [_kernel("concat", both),
+                        _kernel("channel_shuffle", both, groups=2, bits=8 if kind == self._B2_PW2_Q else 32)]
         return kernels

@@ -282,6 +282,29 @@ def test_an_8bit_pool_runs_channels_last_only_after_an_int8_convolution(tmp_path
             f"{conv_state}>{INT8_POOL}": 1.0, f"{conv_state}>{INT8_POOL}:mel": mel, f"{INT8_POOL}>32": 1.0})
 
 
+def test_an_8bit_shuffle_graph_runs_the_strided_uint8_transpose_of_a_model(tmp_path):
+    """A shuffle of what int8 layers wrote (listed at 8 bits) runs in a model as one uint8 transpose of the
+    channels-last tensor, (1, H, W, g, C/g) -> (1, C/g, g, H, W); its kernel graph runs that node (not the
+    NCHW shuffle of a float or 4-bit layer's output) and shuffles the channels as the model does."""
+    import onnxruntime as ort
+
+    k = Kernel("channel_shuffle", (6, 4, 5), groups=2, bits=8)
+    nodes = _optimised_nodes(kernel_graph(k), tmp_path)
+    perms = [list(a.ints) for n in nodes if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
+    assert perms == [[0, 4, 3, 1, 2]], nodes
+    assert {n.op_type for n in nodes} == {"QuantizeLinear", "Reshape", "Transpose", "DequantizeLinear"}
+    session = ort.InferenceSession(kernel_graph(k).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 4, 5, 6]  # channels-last, as the int8 layer left it
+    x = np.random.default_rng(0).uniform(-3, 3, (1, 4, 5, 6)).astype(np.float32)
+    (y,) = session.run(None, {session.get_inputs()[0].name: x})
+    xq = np.clip(np.round(x / 0.05) + 128, 0, 255).astype(np.float32) - 128  # uint8, zero point 128
+    nchw = xq.transpose(0, 3, 1, 2) * 0.05
+    shuffled = nchw.reshape(1, 2, 3, 4, 5).transpose(0, 2, 1, 3, 4).reshape(1, 6, 4, 5)
+    np.testing.assert_allclose(y, shuffled, atol=1e-6)
+    assert [n.op_type for n in _optimised_nodes(kernel_graph(Kernel("channel_shuffle", (6, 4, 5), groups=2)),
+                                                 tmp_path)].count("Transpose") == 1  # the float one: NCHW
+
+
 def test_the_predictor_prices_an_8bit_pool_by_what_feeds_it():
     """A synthetic device where an 8-bit pool costs its stand-alone time after a float or int4 convolution and
     almost nothing after an int8 one (as ONNX Runtime runs them). Fitted on models with and without a pool,

@@ -171,6 +171,40 @@ def test_kernels_match_the_quantised_export_bit_for_bit(space):
         assert kernels == space.kernels(cand)
 
 
+@pytest.mark.parametrize("name", ["shufflenet", "fbnet"])
+def test_a_shuffle_of_int8_outputs_is_listed_at_8_bits_as_the_export_reads_it(name):
+    """A channel shuffle that reads what int8 (``QLinearConv``) layers wrote runs on uint8 channels-last in ONNX
+    Runtime, a kernel of its own (``spaces._plan.shuffle_bits``): listed at 8 bits after int8 (and binary) layers, at
+    32 after 4-bit ones (a float ``Conv``) and in a ShuffleNet unit that concatenates the float identity half;
+    the quantised export reads back the same."""
+    import torch
+
+    from spaces._plan import shuffle_bits
+    from spaces.compress import export_onnx_quantized
+
+    space = get_space(name, input_size=32, num_classes=10)
+    rng = np.random.default_rng(5)
+    calibration = [torch.randn(2, *space.input_shape, generator=torch.Generator().manual_seed(0))]
+    for bits, want in (((8,), 8), ((1,), 8), ((4,), 32), ((16,), 32)):
+        cand = next(c for c in (space.sample(rng, bits=bits) for _ in range(50))
+                    if any(k.op == "channel_shuffle" for k in space.kernels(c)))  # fbnet: a grouped block
+        kernels = space.kernels(cand)
+        shuffles = [i for i, k in enumerate(kernels) if k.op == "channel_shuffle"]
+        if name == "fbnet":  # a grouped 1x1 convolution, then its shuffle
+            shuffles = [i for i in shuffles if kernels[i - 1].op == "conv"]
+        else:  # the first unit of each stage (two branches, no split) shuffles what its convolutions wrote
+            starts = [0] + [i + 1 for i in shuffles[:-1]]
+            shuffles = [i for s, i in zip(starts, shuffles) if all(k.op != "split" for k in kernels[s:i])]
+        assert shuffles, (name, bits)
+        assert {kernels[i].bits for i in shuffles} == {want}, (name, bits)
+        if want == 8 and name == "shufflenet":  # the later units concatenate a float identity half
+            assert {k.bits for k in kernels if k.op == "channel_shuffle"} == {8, 32}
+        proto = export_onnx_quantized(space.build(cand), space.module_bits(cand), space.input_shape,
+                                      calibration=calibration)
+        assert kernels_from_onnx(proto) == (kernels, [])
+    assert (shuffle_bits(8, 8), shuffle_bits(8, 4), shuffle_bits(2), shuffle_bits()) == (8, 32, 8, 32)
+
+
 @pytest.mark.parametrize("name, options", [("shufflenet", {"stem_stride": 2, "input_size": 32}),
                                            ("prune", {"input_size": 16})])
 def test_a_max_pool_next_to_a_quantised_layer_is_listed_at_8_bits(name, options):
