@@ -24,8 +24,8 @@ Plumbing (``Flatten``, ``Reshape``, ``Identity``, ``Shape``, ``Constant``, ``Gat
 every node that only computes integer shape values is ignored, as are activation ``QuantizeLinear`` /
 ``DequantizeLinear`` pairs. Weight bits come from how a Conv/Gemm/MatMul weight is stored: an INT8/UINT8
 tensor behind a ``DequantizeLinear`` -> 8, INT4/UINT4 -> 4, a float16 tensor (behind a ``Cast`` or used
-directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits (but for ``MaxPool`` and the shuffle, above). Binary
-and ternary weights are stored as INT8 (ONNX Runtime runs them as int8); the model's metadata entry
+directly) -> 16, float32 -> 32. Weightless kernels are reported at 32 bits (but for ``MaxPool`` and the shuffle,
+above). Binary and ternary weights are stored as INT8 (ONNX Runtime runs them as int8); the model's metadata entry
 :data:`WEIGHT_BITS_KEY` (a JSON object: initializer name -> 1 or 2) says which, as
 ``spaces.compress.export_onnx_quantized`` writes it.
 
@@ -576,19 +576,19 @@ class _Reader:
     def _qlinear_output(self, tensor: str, depth: int = 0) -> bool:
         """Whether ``tensor`` is what an int8 convolution wrote (``QLinearConv``, or a ``Conv`` on int8
         weights behind the ``DequantizeLinear`` of its quantised output, through a fused ReLU / ReLU6), or a
-        concatenation of such tensors: ONNX Runtime holds it in uint8 channels-last, and a channel shuffle of it
-        runs as one strided uint8 transpose (read at 8 bits, see ``spaces._plan.shuffle_bits``)."""
+        quantised concatenation of such tensors: ONNX Runtime holds it in uint8 channels-last, and a channel
+        shuffle of it runs as one strided uint8 transpose (read at 8 bits, see ``spaces._plan.shuffle_bits``)."""
         producer = self.g.producer.get(tensor)
         if producer is None or depth > 8:
             return False
         node = self.g.nodes[producer]
         if node.op_type == "QLinearConv":
             return True
-        if node.op_type == "Concat":
-            return all(self._qlinear_output(x, depth + 1) for x in node.input)
-        if node.op_type != "DequantizeLinear":
+        if node.op_type != "DequantizeLinear":  # (a concatenation left in float runs in float)
             return False
         q = self.g.producer.get(node.input[0])
+        if q is not None and self.g.nodes[q].op_type == "QLinearConv":  # the QOperator format
+            return True
         if q is None or self.g.nodes[q].op_type != "QuantizeLinear":
             return False
         x = self.g.nodes[q].input[0]
