@@ -5,11 +5,10 @@ shuffle reads such a tensor (after an FBNet grouped 1x1 convolution at 8 bits, o
 unit whose two branches end in int8 convolutions: the export quantises their concatenation), its layout pass
 merges the shuffle's transpose with the layout's into one strided uint8 ``Transpose`` of (1, H, W, g, C/g) to
 (1, C/g, g, H, W). Until 2026-12-05 the kernel lists called every shuffle a float32 one and the profiler timed it
-as such; the held-out ShuffleNet models' errors on the Intel Xeon's 32-px table correlated -0.77 with the time
-ONNX Runtime's profiler gave those transposes. Now such a shuffle is listed at 8 bits (``spaces._plan.shuffle_bits``,
+as such, several times too fast for it. Now such a shuffle is listed at 8 bits (``spaces._plan.shuffle_bits``,
 ``kernels_from_onnx``) and its kernel graph runs that transpose (``latency_models.kernel_graph``).
 
-This experiment checks the three steps on the held-out models of a committed ``predictor_local.py`` run (its
+This experiment checks them on the held-out models of a committed ``predictor_local.py`` run (its
 ``held.json`` candidates, rebuilt and listed by the current code), in this script's process (torch loaded, not the
 protocol's worker: a diagnosis, compared side by side):
 
