@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from latency_models._kernel import ACTIVATIONS, BITS, KERNEL_OPS, Kernel
+from latency_models._kernel import ACTIVATIONS, BITS, KERNEL_OPS, QLINEAR_BITS, Kernel
 from latency_models._progress import Progress
 from latency_models._table import REFERENCE_SPREAD_WARN, LatencyTable, cpu_name, default_protocol, device_info
 from latency_models._worker import PROTOCOL_NAME
@@ -26,6 +26,7 @@ __all__ = [
     "LatencyTable",
     "OutsideModel",
     "PROTOCOL_NAME",
+    "QLINEAR_BITS",
     "REFERENCE_SPREAD_WARN",
     "Progress",
     "SegmentPredictor",

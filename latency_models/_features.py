@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from latency_models._kernel import KERNEL_OPS, Kernel
+from latency_models._kernel import KERNEL_OPS, QLINEAR_BITS, Kernel
 
 __all__ = ["family", "physical", "shape_features", "kernel_key", "PHYSICAL_NAMES"]
 
@@ -39,7 +39,7 @@ def family(k: Kernel) -> str:
     they belong to the 8-bit families. An activation other than ReLU / ReLU6 adds its name (``+hardswish``):
     it costs time of its own.
     """
-    bits = 8 if k.bits in (1, 2) else k.bits
+    bits = 8 if k.bits in QLINEAR_BITS else k.bits
     if k.op == "act":
         return f"act_{k.activation}/b{bits}"
     if k.activation in _COSTLY_ACTIVATIONS:

@@ -55,6 +55,9 @@ ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "
 BITS = (1, 2, 4, 8, 16, 32)
 #: Bit widths with integer weights, a per-output-channel float32 scale and int8 activations.
 INT_BITS = (1, 2, 4, 8)
+#: Bit widths whose convolutions ONNX Runtime runs as int8 ``QLinearConv`` (binary and ternary weights are stored
+#: as int8), which holds its uint8 output channels-last (NHWC). 4-bit weights run a float ``Conv``.
+QLINEAR_BITS = (1, 2, 8)
 
 _VALID: set[tuple] = set()
 _VALID_MAX = 1_000_000

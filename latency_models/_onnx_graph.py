@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from latency_models._kernel import Kernel
+from latency_models._kernel import QLINEAR_BITS, Kernel
 
 if TYPE_CHECKING:
     import onnx
@@ -603,7 +603,7 @@ class _Reader:
         conv = self.g.nodes[p]
         if conv.op_type == "Concat":  # a quantised concatenation (of quantised inputs)
             return all(self._qlinear_output(i, depth + 1) for i in conv.input)
-        return conv.op_type == "Conv" and self.g.weight_bits(conv.input[1]) in (1, 2, 8)
+        return conv.op_type == "Conv" and self.g.weight_bits(conv.input[1]) in QLINEAR_BITS
 
     def neg(self, i: int, node: Any) -> bool:
         """``Concat(x, Neg(x))`` on channels, then an activation: a CReLU."""

@@ -21,7 +21,7 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any, Union
 
-from latency_models import Kernel
+from latency_models import QLINEAR_BITS, Kernel
 from spaces.compress._quant import _INT_BITS
 
 if TYPE_CHECKING:
@@ -252,9 +252,6 @@ class DualUnit:
 
 #: Bit widths whose layers quantise the activations around them (QDQ, uint8 activations): the quantiser's own.
 QDQ_BITS = _INT_BITS
-#: Bit widths whose convolutions ONNX Runtime runs as ``QLinearConv`` (int8 weights; binary and ternary ones are
-#: stored as int8), which holds its uint8 output channels-last (NHWC). 4-bit weights run a float ``Conv``.
-QLINEAR_BITS = (1, 2, 8)
 
 
 def shuffle_bits(*producer_bits: int) -> int:

@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("latency_models", "spaces", "search")
 #: What ``spaces`` may take from ``latency_models``: the kernel vocabulary, and the segment predictor that
 #: ``spaces.CompiledLatency`` (``space.latency_evaluator(predictor)``) feeds with its segments' kernels.
-SPACES_FROM_LATENCY = {"Kernel", "BITS", "kernels_from_onnx", "LatencyPredictor", "SegmentPredictor"}
+SPACES_FROM_LATENCY = {"Kernel", "BITS", "QLINEAR_BITS", "kernels_from_onnx", "LatencyPredictor", "SegmentPredictor"}
 
 
 def _module_name(path: pathlib.Path) -> str:
