@@ -8,7 +8,8 @@ the teacher, the device, the distillation proxy, the per-trial objective and the
 from __future__ import annotations
 
 from search._data import DATASETS, DataSet, Split, load_data
-from search._device import TIGHT_BUDGET, Device, fastest_candidate, resolve_device, seed_study, start_count, uniform_starts
+from search._device import (TIGHT_BUDGET, Device, fastest_candidate, resolve_device, seed_study, start_count,
+                            uniform_fast_ends, uniform_starts)
 from search._distill import distill_train, hint_loss, kd_loss, recalibrate_batchnorm
 from search._errors import InputError
 from search._objective import OBJECTIVES, SIZES, SearchContext, TrialResult, evaluate_candidate, predict_latency, rewarded_bits
@@ -70,6 +71,7 @@ __all__: list[str] = [
     "top1_accuracy",
     "seed_study",
     "start_count",
+    "uniform_fast_ends",
     "uniform_starts",
     "write_space_workload",
     "train_supernet",

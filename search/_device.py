@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from spaces import Candidate, SearchSpace
 
 __all__ = ["DEFAULT_PROFILE_MIN", "TIGHT_BUDGET", "Device", "add_models", "fastest_candidate", "float_variant",
-           "resolve_device", "seed_study", "start_count", "uniform_starts"]
+           "resolve_device", "seed_study", "start_count", "uniform_fast_ends", "uniform_starts"]
 
 logger = logging.getLogger(__name__)
 
@@ -440,10 +440,7 @@ def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], 
     widths = [narrow, 32] if narrow < 8 else [narrow]
     ratios = [round(i * PRUNE_RATIO_STEP, 6) for i in range(int(round(PRUNE_RATIO_MAX / PRUNE_RATIO_STEP)) + 1)] \
         if "prune" in search else [0.0]
-    default = space.candidate()
-    layers = space.layers(default)
-    grid = [[space.candidate(**dict(default.genes), prune_ratios=[r if layer.prunable else 0.0 for layer in layers],
-                             bits=[b if layer.quantisable else 32 for layer in layers]) for r in ratios] for b in widths]
+    grid = [[_uniform(space, r, b) for r in ratios] for b in widths]
     lats = np.asarray(predict([c for row in grid for c in row]), dtype=float).reshape(len(widths), len(ratios))
     fits = [np.flatnonzero(row <= budget_ms) for row in lats]
     chosen: list[tuple[int, int]] = []  # (width index, ratio index)
@@ -462,6 +459,40 @@ def uniform_starts(space: "SearchSpace", predict: Callable[[list["Candidate"]], 
             return []
         starts.append((grid[w][i], float(lats[w, i]), params))
     return starts
+
+
+def _uniform(space: "SearchSpace", ratio: float, width: int) -> "Candidate":
+    """The space's default architecture with every prunable layer pruned by ``ratio`` and every quantisable
+    layer at ``width`` bits."""
+    default = space.candidate()
+    layers = space.layers(default)
+    return space.candidate(**dict(default.genes), prune_ratios=[ratio if layer.prunable else 0.0 for layer in layers],
+                           bits=[width if layer.quantisable else 32 for layer in layers])
+
+
+def uniform_fast_ends(space: "SearchSpace", *, search: tuple[str, ...] | None = None,
+                      bits: tuple[int, ...] | None = None,
+                      genes: tuple[str, ...] = ()) -> list[tuple["Candidate", dict[str, Any]]]:
+    """The fast ends of the uniform compressions (:func:`uniform_starts`): the default architecture pruned
+    by the largest ratio, at each searched width, and their Optuna parameters. A second opinion on the
+    space's fastest model that depends on no predictor (:func:`fastest_candidate` follows one, which a short
+    profile can lead to widths or shapes the device does not reward); none when the space cannot give the
+    parameters of its default architecture."""
+    from spaces import PRUNE_RATIO_MAX, SEARCH_BITS, SEARCH_PARTS
+
+    search = tuple(SEARCH_PARTS if search is None else search)
+    bits = tuple(SEARCH_BITS if bits is None else bits)
+    widths = sorted(set(bits)) if "bits" in search else [32]
+    ratio = PRUNE_RATIO_MAX if "prune" in search else 0.0
+    ends = []
+    for width in widths:
+        candidate = _uniform(space, ratio, width)
+        try:
+            ends.append((candidate, space.trial_params(candidate, search=search, bits=bits, genes=genes)))
+        except ValueError as exc:
+            logger.info("no uniform candidate in the %s space: %s", space.name, exc)
+            return []
+    return ends
 
 
 def _bisection_order(n: int) -> list[int]:

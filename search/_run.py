@@ -21,7 +21,7 @@ import onnx
 from latency_models import Progress, kernels_from_onnx
 from search._data import load_data
 from search._device import (TIGHT_BUDGET, add_models, fastest_candidate, float_variant, model_name, resolve_device,
-                            seed_study)
+                            seed_study, uniform_fast_ends)
 from search._errors import InputError
 from search._deploy import preprocess_contract, with_preprocessing
 from search._final import FinalModel, deployable_onnx, finalize, measure_side_by_side, measurement_description, onnx_accuracy
@@ -233,6 +233,9 @@ class _Job:
             slower = fastest_measured >= teacher_measured
             basis = (f"its fastest candidate measures {fastest_measured:.3f} ms here, the teacher {teacher_measured:.3f} "
                      "ms (side by side)")
+            if slower:  # before refusing the space: its uniform compressions, which follow no predictor
+                slower, basis = self._try_uniform_fast_ends(basis)
+                fastest_ms = self.fastest[1]
         else:
             slower = fastest_ms >= TEACHER_MARGIN * teacher_ms
             basis = f"its fastest candidate is predicted at {fastest_ms:.3f} ms, the teacher at {teacher_ms:.3f} ms"
@@ -245,6 +248,26 @@ class _Job:
             self.echo(f"budget   the teacher meets the {budget:g} ms budget (predicted {teacher_ms:.3f} ms): trials are "
                       f"held to {self.search_budget_ms:.3f} ms ({TEACHER_MARGIN:g}x, for the predictor's error), "
                       "since a model slower than the teacher is never shipped")
+
+    def _try_uniform_fast_ends(self, basis: str) -> tuple[bool, str]:
+        """When the fastest candidate under the predictor measured slower than the teacher: the most pruned
+        uniform compression at each searched width (:func:`~search._device.uniform_fast_ends`), timed beside
+        the teacher. The predictor of a short profile can lead its fastest candidate astray (to widths this
+        device does not reward); a uniform one that measures faster becomes trial 0. Returns whether the space
+        is still slower than the teacher, and what the refusal says."""
+        ends = uniform_fast_ends(self.space, **self.sample_kwargs)
+        if not ends:
+            return True, basis
+        *measured, teacher_measured = self._measure_against_teacher([c for c, _ in ends])
+        i = min(range(len(ends)), key=measured.__getitem__)
+        if measured[i] >= teacher_measured:
+            return True, (f"{basis}; its most pruned uniform compression measures {measured[i]:.3f} ms, the teacher "
+                          f"{teacher_measured:.3f} ms")
+        candidate, params = ends[i]
+        self.fastest = (candidate, float(self._predict([candidate])[0]), params)
+        self.echo(f"fastest  {basis}: slower, but its most pruned uniform compression at {min(candidate.bits)} bits "
+                  f"measures {measured[i]:.3f} ms beside the teacher's {teacher_measured:.3f} ms: the search starts from it")
+        return False, basis
 
     def _measure_against_teacher(self, candidates: list[Candidate]) -> list[float]:
         """Milliseconds of each of ``candidates`` (untrained weights: latency does not depend on them), then of

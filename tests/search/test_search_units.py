@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -279,6 +281,68 @@ def test_uniform_starts_sweep_the_uniform_compressions_that_meet_the_budget(name
     assert summary(uniform_starts(space, predict, budget_ms=3.0, bits=(8, 32), count=4)) == [(0.0, 8), (0.9, 8), (0.3, 8), (0.6, 8)]
     assert uniform_starts(space, predict, budget_ms=0.301, bits=(8, 32), count=0) == []
     assert [start_count(t) for t in (1, 2, 6, 20, 40)] == [1, 1, 3, 10, 20]
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "shufflenet", "fbnet"])
+def test_uniform_fast_ends_are_the_most_pruned_default_at_each_width(name):
+    import optuna
+
+    from search._device import uniform_fast_ends
+    from spaces import PRUNE_RATIO_MAX
+
+    space = _space(name)
+    default = space.candidate()
+    ends = uniform_fast_ends(space, bits=(4, 8, 32))
+    assert [min(c.bits) for c, _ in ends] == [4, 8, 32]
+    for cand, params in ends:
+        layers = space.layers(cand)
+        assert dict(cand.genes) == dict(default.genes)
+        assert [r for r, layer in zip(cand.prune_ratios, layers) if layer.prunable] == \
+            [PRUNE_RATIO_MAX] * sum(layer.prunable for layer in layers)
+        study = optuna.create_study()
+        study.enqueue_trial(params)  # the trial 0 the search enqueues draws exactly this candidate
+        assert space.sample(study.ask(), bits=(4, 8, 32)).to_json() == cand.to_json()
+    # bits not searched: 32 only; pruning not searched: unpruned
+    assert [min(c.bits) for c, _ in uniform_fast_ends(space, search=("arch", "prune"))] == [32]
+    assert all(set(c.prune_ratios) == {0.0} for c, _ in uniform_fast_ends(space, search=("arch", "bits"), bits=(8, 32)))
+
+
+def _refusing_job(space, measured_ms, echoed):
+    """A search job at its refusal step, with a fake side-by-side timing: ``measured_ms`` for the uniform
+    candidates it is given, then the teacher's 1.0 ms."""
+    from search._run import _Job
+
+    job = _Job.__new__(_Job)
+    job.space, job.bits, job.echo = space, (8, 32), echoed.append
+    job.opts = types.SimpleNamespace(search=("arch", "prune", "bits"), genes=())
+    job.fastest = (space.candidate(), 9.0, {})
+    job._predict = lambda cands: np.full(len(cands), 0.5)
+    job.timed = []
+
+    def measure(cands):
+        job.timed.append([min(c.bits) for c in cands])
+        return [measured_ms[min(c.bits)] for c in cands] + [1.0]
+
+    job._measure_against_teacher = measure
+    return job
+
+
+def test_a_space_whose_predicted_fastest_measures_slow_is_refused_only_after_its_uniform_ends():
+    """The refusal's false negative: a short profile's predictor can take a candidate for the fastest that
+    measures slower than the teacher while the space's most pruned uniform compression is much faster."""
+    space = _space("shufflenet")
+    echoed: list[str] = []
+    job = _refusing_job(space, {8: 1.4, 32: 0.35}, echoed)
+    slower, basis = job._try_uniform_fast_ends("its fastest candidate measures 1.2 ms")
+    assert not slower and job.timed == [[8, 32]]
+    cand, ms, params = job.fastest
+    assert min(cand.bits) == 32 and max(cand.prune_ratios) > 0 and ms == 0.5 and params
+    assert "0.350 ms" in echoed[-1] and "the search starts from it" in echoed[-1]
+    # every uniform end slower too: refused, saying what was measured
+    job = _refusing_job(space, {8: 1.4, 32: 1.1}, echoed)
+    slower, basis = job._try_uniform_fast_ends("its fastest candidate measures 1.2 ms")
+    assert slower and "most pruned uniform compression measures 1.100 ms, the teacher 1.000 ms" in basis
+    assert job.fastest[1] == 9.0  # unchanged
 
 
 def test_digits_splits_are_deterministic_and_disjoint():
