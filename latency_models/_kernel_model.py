@@ -5,7 +5,11 @@ latency on (MACs, activation bytes, weight bytes, 1), in relative error, gives a
 The log-ratio of measured to physical latency is then interpolated from the nearest measured kernels of the
 same family (inverse-distance weights over log-scale shape descriptors). A kernel that was measured
 returns its measured latency. Families with too few rows fall back to the same kernels without their costly
-activation (``conv_dw_k3/b32+hardswish`` -> ``conv_dw_k3/b32``), then to the operator's rows, then to all rows.
+activation (``conv_dw_k3/b32+hardswish`` -> ``conv_dw_k3/b32``), then to the same kind and bits at any kernel size
+(``conv_dw_k7/b4`` -> ``size:conv_dw/b4``: the MACs carry the size), then to the operator's rows, then to all rows.
+On an Intel Xeon at 128 px a 4-bit 7x7 depthwise family left with one row was predicted from all convolutions at
+a twentieth of its time; from its kind, held-out MobileNet models went from 23.7 to 11.0 % RMSPE
+(``experiments/results/family_fallback_128.md``).
 
 On a device whose ONNX Runtime blocks float convolutions (``nchwc``, see :mod:`latency_models._layout`), a float
 kernel that runs the plain NCHW path instead (a grouped convolution with 8 channels per group, a depthwise one
@@ -22,6 +26,7 @@ mixed them (31 % rms), 7-14 % rms apart; over all kernel rows 14.1 -> 8.8 % rms.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -64,6 +69,11 @@ def _nnls_relative(phi: np.ndarray, t: np.ndarray) -> np.ndarray:
     return coef
 
 
+def _any_size(f: str) -> str:
+    """The group of a family's kind and bits at any kernel size: ``conv_dw_k7/b4`` -> ``size:conv_dw/b4``."""
+    return "size:" + re.sub(r"_k\d+(?=/)", "", f.partition("+")[0])
+
+
 def _unaligned(k: Kernel, align: int | None) -> bool:
     """Whether ``k`` is a convolution whose input or output channels are not a multiple of ``align``."""
     if align is None or k.op != "conv":
@@ -99,6 +109,7 @@ class KernelModel:
         by_op: dict[str, list[int]] = {}
         for i, (f, k) in enumerate(zip(fams, self.kernels)):
             by_fam.setdefault(f, []).append(i)
+            by_op.setdefault(_any_size(f), []).append(i)
             by_op.setdefault("op:" + k.op, []).append(i)
         by_op["all"] = list(range(len(self.kernels)))
         for name, idx in {**by_fam, **by_op}.items():
@@ -120,6 +131,9 @@ class KernelModel:
         base = f.partition("+")[0]  # a convolution with a costly activation: the same convolution without
         if base != f and base in self._coef:
             return base
+        sized = _any_size(base)  # the same kind and bits at other kernel sizes: the MACs carry the size
+        if sized in self._coef:
+            return sized
         if "op:" + k.op in self._coef:
             return "op:" + k.op
         return "all"

@@ -352,6 +352,32 @@ def test_a_costly_activation_has_its_own_family_and_falls_back_to_the_plain_conv
 
 
 
+def test_a_family_short_of_rows_is_predicted_from_its_kind_at_other_kernel_sizes():
+    """A 4-bit 7x7 depthwise convolution with one row (a profile cut short, a sampler that never chose it):
+    predicted from the 4-bit depthwise ones at 3x3 and 5x5, whose time per MAC it shares, not from every
+    convolution (dense 1x1 ones here run 20x faster per MAC)."""
+    from latency_models._kernel_model import KernelModel
+
+    def law(k):  # ms: depthwise 4-bit convolutions run a slow path
+        macs = k.input_shape[0] * k.input_shape[1] * k.input_shape[2] * k.kernel_size**2 * \
+            (k.out_channels // k.groups) / k.stride**2
+        return macs * (2e-7 if k.groups > 1 else 1e-8)
+
+    dw = [Kernel("conv", (c, h, h), out_channels=c, kernel_size=ks, groups=c, bits=4, stride=s)
+          for c in (16, 48, 112) for h in (8, 32) for ks in (3, 5) for s in (1, 2)]
+    dense = [Kernel("conv", (c, h, h), out_channels=2 * c, kernel_size=1, bits=4) for c in (8, 24, 64, 96) for h in (8, 32)]
+    one = Kernel("conv", (8, 16, 16), out_channels=8, kernel_size=7, groups=8, bits=4)
+    train = dw + dense + [one]
+    km = KernelModel(train, [law(k) for k in train])
+    query = Kernel("conv", (112, 8, 8), out_channels=112, kernel_size=7, groups=112, bits=4)
+    assert km._group_of(query) == "size:conv_dw/b4"
+    assert km.predict([query])[0] == pytest.approx(law(query), rel=0.25)
+    # with enough rows of its own, the family is fitted on them
+    sevens = [Kernel("conv", (c, 8, 8), out_channels=c, kernel_size=7, groups=c, bits=4) for c in (16, 32, 64, 96)]
+    assert KernelModel(train + sevens, [law(k) for k in train + sevens])._group_of(query) == "conv_dw_k7/b4"
+    assert KernelModel.from_dict(km.to_dict()).predict([query])[0] == pytest.approx(km.predict([query])[0])
+
+
 def test_an_onnx_model_timed_whole_outside_the_spaces_is_predicted_at_its_measurement(synthetic, tmp_path):
     """profile_models times a teacher whole: the predictor returns its measured latency (the median of its
     rows) for that ONNX model, in predict and predict_many, after a JSON round trip too; its kernel list, and

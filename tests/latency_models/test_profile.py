@@ -120,6 +120,22 @@ def test_a_profile_cut_short_holds_a_kernel_of_every_kind_its_pool_has(tmp_path)
     assert {family(k) for k in timed} == {family(k) for k in pool}
 
 
+def test_adaptive_rounds_first_bring_every_family_up_to_the_rows_its_fit_needs():
+    from latency_models._features import family
+    from latency_models._kernel_model import _MIN_ROWS
+    from latency_models._profile import _short_families
+
+    sevens = [Kernel("conv", (c, 16, 16), out_channels=c, kernel_size=7, groups=c, bits=4) for c in range(8, 136, 8)]
+    threes = [Kernel("conv", (c, 16, 16), out_channels=c, kernel_size=3, groups=c, bits=4) for c in range(8, 136, 8)]
+    measured = [sevens[0], *threes[:_MIN_ROWS]]
+    todo = sevens[1:] + threes[_MIN_ROWS:]
+    chosen = _short_families(todo, measured)
+    assert len(chosen) == _MIN_ROWS - 1 and all(family(k) == "conv_dw_k7/b4" for k in chosen)
+    channels = sorted(k.input_shape[0] for k in chosen)
+    assert channels[0] == 16 and channels[-1] == 128  # spread over the family's sizes, both ends
+    assert _short_families(todo, measured + chosen) == []
+
+
 def test_kernel_only_profile_of_a_pool(tmp_path):
     t = profile(_tiny_pool(), None, device_name="ci", out=tmp_path / "t.json", budget_min=0.03)
     assert len(t.kernel_rows) >= 1 and not t.model_rows  # no models: no whole models
