@@ -7,9 +7,9 @@ same family (inverse-distance weights over log-scale shape descriptors). A kerne
 returns its measured latency. Families with too few rows fall back to the same kernels without their costly
 activation (``conv_dw_k3/b32+hardswish`` -> ``conv_dw_k3/b32``), then to the same kind and bits at any kernel size
 (``conv_dw_k7/b4`` -> ``size:conv_dw/b4``: the MACs carry the size), then to the operator's rows, then to all rows.
-On an Intel Xeon at 128 px a 4-bit 7x7 depthwise family left with one row was predicted from all convolutions at
-a twentieth of its time; from its kind, held-out MobileNet models went from 23.7 to 11.0 % RMSPE
-(``experiments/results/family_fallback_128.md``).
+On an Intel Xeon at 128 px, a table that held one row of 4-bit 7x7 depthwise convolutions (ONNX Runtime's slow
+path: a float grouped ``Conv`` fed by a weight ``DequantizeLinear``) predicts held-out MobileNet models with 23.7 %
+RMSPE falling back to all convolutions, 11.0 % from its kind (``experiments/results/family_fallback.md``).
 
 On a device whose ONNX Runtime blocks float convolutions (``nchwc``, see :mod:`latency_models._layout`), a float
 kernel that runs the plain NCHW path instead (a grouped convolution with 8 channels per group, a depthwise one

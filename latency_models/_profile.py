@@ -219,9 +219,10 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
 def _short_families(todo: Sequence[Kernel], measured: Sequence[Kernel]) -> list[Kernel]:
     """Kernels of ``todo`` that bring every family (:func:`~latency_models._features.family`) with fewer
     measured rows than the kernel model fits a family on (``_MIN_ROWS``) up to that many, spread over the
-    family's sizes (evenly spaced in the order of MACs and activation bytes). Measured on an Intel Xeon at 128
-    px: a family left at one row (4-bit 7x7 depthwise convolutions) was predicted from all convolutions at a
-    twentieth of its time, so adaptive sampling, which ranks by predicted time, never chose it again."""
+    family's sizes (evenly spaced in the order of MACs and activation bytes). Adaptive sampling ranks by
+    expected error times predicted time, so a family predicted far too fast from other families' rows is never
+    chosen again: a 128-px profile on an Intel Xeon kept one row of 4-bit 7x7 depthwise convolutions, one of
+    the slowest kernels of its MobileNet models (``experiments/results/family_fallback.md``)."""
     import numpy as np
 
     from latency_models._features import family, physical
