@@ -23,44 +23,27 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import gzip
 import json
 import pathlib
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import loadavg, write_json  # noqa: E402
+from predictor_local import RESULTS, _exists, _read, _scores  # noqa: E402
 
-from latency_models import KernelModel, LatencyPredictor, LatencyTable, accuracy_metrics, family  # noqa: E402
+from latency_models import KernelModel, LatencyPredictor, family  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 #: The fewest rows a family is fitted on by itself (``latency_models``' kernel model).
 MIN_ROWS = 4
 DEFAULT_RUNS = ("predictor_local_128_intel_cover,predictor_local_128_intel_shuffle8,predictor_local_128_intel,"
                 "predictor_local_32_intel_shuffle8,predictor_local_32_intel,predictor_local_128_pool,predictor_local_32_pool,"
                 "predictor_local_224_pool,predictor_local_96_memory")
 GROUPS = ("fbnet", "mobilenet", "shufflenet", "spaces, all", "spaces, float32, all")
-
-
-def _read(folder: pathlib.Path, name: str) -> LatencyTable | None:
-    packed = folder / (name + ".gz")
-    if not packed.exists():
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp) / name
-        path.write_bytes(gzip.decompress(packed.read_bytes()))
-        return LatencyTable.load(path)
-
-
-def _score(pred: LatencyPredictor, rows: list) -> dict:
-    predicted = pred.predict_many([r.kernels for r in rows])
-    on_scale = pred.on_scale(np.array([r.latency_ms for r in rows]), np.array([r.reference_ms for r in rows]))
-    return accuracy_metrics(predicted, on_scale)
 
 
 def main() -> None:
@@ -78,7 +61,7 @@ def main() -> None:
         record = json.loads((RESULTS / f"{run}.json").read_text(encoding="utf-8"))
         folder = RESULTS / run
         table, held = _read(folder, "table.json"), _read(folder, "held.json")
-        held_float = _read(folder, "held_float.json")
+        held_float = _read(folder, "held_float.json") if _exists(folder, "held_float.json") else None
         rows_per = collections.Counter(family(r.kernel) for r in table.kernel_rows)
         used = collections.Counter(family(k) for r in held.model_rows for k in r.kernels)
         short = [{"family": f, "kernel_rows": rows_per.get(f, 0), "held_out_kernels": n}
@@ -105,7 +88,7 @@ def main() -> None:
             if not groups.get(g):
                 continue
             then = record["results"][g]["state"].get("on_scale")
-            now = _score(pred, groups[g])
+            now = _scores(pred, groups[g], 1.0)["on_scale"]
             scores.append({"group": g, "n": len(groups[g]), "committed": then and {
                 k: then[k] for k in ("within_5", "within_10", "rmspe")}, "now": {
                 k: now[k] for k in ("within_5", "within_10", "rmspe")}})
@@ -118,8 +101,7 @@ def main() -> None:
     for r in ref.kernel_rows:
         k = r.kernel
         if k.op == "conv" and k.groups == k.input_shape[0] and k.groups > 1:
-            macs = k.input_shape[0] * k.input_shape[1] * k.input_shape[2] * k.kernel_size**2 / k.stride**2
-            per_mac[family(k)].append(r.latency_ms * 1e6 / macs)
+            per_mac[family(k)].append(r.latency_ms * 1e6 / k.macs)
     out["depthwise_ns_per_mac"] = {"run": args.timed_in, "families": {
         f: {"kernels": len(v), "median": float(np.median(v))} for f, v in sorted(per_mac.items())}}
     out.update({"finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -69,9 +69,12 @@ def _nnls_relative(phi: np.ndarray, t: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _any_size(f: str) -> str:
-    """The group of a family's kind and bits at any kernel size: ``conv_dw_k7/b4`` -> ``size:conv_dw/b4``."""
-    return "size:" + re.sub(r"_k\d+(?=/)", "", f.partition("+")[0])
+def _any_size(f: str) -> str | None:
+    """The group of a family's kind and bits at any kernel size: ``conv_dw_k7/b4`` -> ``size:conv_dw/b4``; None
+    for a family without a kernel size (``add/b32``)."""
+    base = f.partition("+")[0]
+    sized = re.sub(r"_k\d+(?=/)", "", base)
+    return None if sized == base else "size:" + sized
 
 
 def _unaligned(k: Kernel, align: int | None) -> bool:
@@ -109,7 +112,9 @@ class KernelModel:
         by_op: dict[str, list[int]] = {}
         for i, (f, k) in enumerate(zip(fams, self.kernels)):
             by_fam.setdefault(f, []).append(i)
-            by_op.setdefault(_any_size(f), []).append(i)
+            sized = _any_size(f)
+            if sized is not None:
+                by_op.setdefault(sized, []).append(i)
             by_op.setdefault("op:" + k.op, []).append(i)
         by_op["all"] = list(range(len(self.kernels)))
         for name, idx in {**by_fam, **by_op}.items():

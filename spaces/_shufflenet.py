@@ -336,12 +336,11 @@ class ShuffleNetSpace(StudentSpace):
             if ok is not None:
                 eligible[where] = ok
         n_crelu = np.array(crelus, dtype=np.int64)
-        if n_crelu.any():
-            codes |= first_n_per_row(eligible, count, n_crelu)
+        crelu = first_n_per_row(eligible, count, n_crelu) if n_crelu.any() else np.zeros(len(codes), dtype=bool)
+        codes |= pack(flag=crelu)
         # a first unit shuffles at 8 bits when both branches end in an int8 1x1 convolution (no CReLU on either)
-        flags = np.int64(1)  # the CReLU flag, the codes' lowest field
-        q8 = np.isin(b_f, QLINEAR_BITS) & ((codes[at_f + 1] & flags) == 0) & ((codes[at_f + 4] & flags) == 0)
-        codes[at_f[q8] + 4] += pack(kind=np.array([self._B2_PW2_Q - self._B2_PW2]))[0]
+        q8 = np.isin(b_f, QLINEAR_BITS) & ~crelu[at_f + 1] & ~crelu[at_f + 4]
+        codes[at_f[q8] + 4] += pack(kind=self._B2_PW2_Q - self._B2_PW2)
         return codes, count
 
     def _code_kernels(self, code: int) -> list[Kernel]:
