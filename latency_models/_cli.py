@@ -25,7 +25,7 @@ SPACE_COMMANDS = ("profile", "measure")
 
 
 def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str] = (),  # noqa: ANN202
-                    outside_models: bool = True, weight_term: bool = False):
+                    outside_models: bool = True, weight_term: bool | str = "auto"):
     from latency_models._predictor import LatencyPredictor
     from latency_models._table import LatencyTable, read_json
 
@@ -41,7 +41,7 @@ def _load_predictor(path: str, *, what: str = "--predictor", prior: Sequence[str
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     pred = _load_predictor(args.table, what="table", prior=args.prior, outside_models=not args.no_outside_models,
-                           weight_term=args.weight_term)
+                           weight_term={"auto": "auto", "on": True, "off": False}[args.weight_term])
     pred.save(args.out)
     info = pred.fit_info
     line = (f"{args.out}: {pred.mode} mode, {info.get('model_rows', 0)} model rows, {info.get('kernel_rows', 0)} "
@@ -59,8 +59,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      f"{100 * out['cv_rmspe_own']:.1f}% -> {100 * blended:.1f}%)")
         else:  # too few such models, or the blend did not help: said as the fit found it
             line += f"; {out['models']} models outside the spaces: {out['chosen']}"
+    chosen = info.get("weight_term")
     if pred.weight_term:
         line += f"; {pred.theta0[-1]:.4g} ms per MB of weights"
+    if chosen:  # "auto" tried both: say what decided it
+        line += (f"; a cost per MB of weights {'on' if chosen['chosen'] else 'off'} (leave-one-out RMSPE "
+                 f"{100 * chosen['loo_rmspe_without']:.1f}% without, {100 * chosen['loo_rmspe_with']:.1f}% with)")
     print(line + pred.state_note())
     return 0
 
@@ -146,9 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--prior", action="append", default=[], metavar="PREDICTOR", help=prior_help)
     f.add_argument("--no-outside-models", action="store_true",
                    help="never blend in the fit of the table's whole models outside the spaces (profile_models)")
-    f.add_argument("--weight-term", action="store_true",
-                   help="price each kernel's megabytes of weights in whole models (fit(weight_term=True); off by "
-                        "default: see experiments/results/weight_term.md)")
+    f.add_argument("--weight-term", choices=("auto", "on", "off"), nargs="?", const="on", default="auto",
+                   help="price each kernel's megabytes of stored weights in whole models: 'auto' (default) when it "
+                        "lowers the fit's leave-one-out error, 'on' (also the bare flag) or 'off' "
+                        "(see experiments/results/weight_term_auto.md)")
     f.set_defaults(func=_cmd_fit)
     e = sub.add_parser("evaluate", help="score a predictor (or a table, fitted on the fly) on measured models")
     e.add_argument("--predictor", required=True)

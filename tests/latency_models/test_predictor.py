@@ -530,7 +530,23 @@ def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(sy
     back = LatencyPredictor.load(tmp_path / "p.json")
     assert back.weight_term is True
     np.testing.assert_array_equal(back.predict_many(kernels[200:]), pred.predict_many(kernels[200:]))
-    old = {k: v for k, v in LatencyPredictor.fit(table).to_dict().items() if k != "weight_term"}
+    auto = LatencyPredictor.fit(table)  # the default, "auto": both fits, the lower leave-one-out error wins
+    info = auto.fit_info["weight_term"]
+    assert auto.weight_term is True and info["chosen"] is True
+    assert info["loo_rmspe_with"] < 0.5 * info["loo_rmspe_without"]
+    np.testing.assert_allclose(auto.predict_many(kernels[200:]), pred.predict_many(kernels[200:]), rtol=1e-12)
+    light = LatencyTable(device=table.device, kernel_rows=table.kernel_rows)  # the same models, no cost per MB
+    for c, ks, t in zip(cands[:120], kernels[:120], y[:120]):
+        light.add_model(ks, t, candidate=c.to_dict(), source="mobilenet")
+    auto = LatencyPredictor.fit(light)
+    info = auto.fit_info["weight_term"]
+    assert info["chosen"] is auto.weight_term is (info["loo_rmspe_with"] < 0.95 * info["loo_rmspe_without"])
+    same = LatencyPredictor.fit(light, weight_term=auto.weight_term)
+    np.testing.assert_allclose(auto.predict_many(kernels[200:]), same.predict_many(kernels[200:]), rtol=1e-12)
+    assert auto.fit_info["loo_rmspe"] <= info["loo_rmspe_with" if auto.weight_term else "loo_rmspe_without"]
+    with pytest.raises(ValueError, match="weight_term='yes'; allowed: 'auto', True or False"):
+        LatencyPredictor.fit(light, weight_term="yes")
+    old = {k: v for k, v in LatencyPredictor.fit(table, weight_term=False).to_dict().items() if k != "weight_term"}
     assert LatencyPredictor.from_dict(old).weight_term is False  # saved before the option: without it
     only_kernels = LatencyTable(device=table.device, kernel_rows=table.kernel_rows)
     summed = LatencyPredictor.fit(only_kernels, weight_term=True)  # no model rows: the stand-alone times, summed
@@ -542,6 +558,14 @@ def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(sy
     assert LatencyPredictor.load(tmp_path / "q.json").weight_term is True
     line = capsys.readouterr().out  # a profile's table: no models outside the spaces, said (this raised before)
     assert "0 models outside the spaces: no blend" in line and "ms per MB of weights" in line, line
+    assert "a cost per MB of weights" not in line  # asked for, not chosen: nothing to explain
+    assert cli_main(["fit", str(tmp_path / "t.json"), "--out", str(tmp_path / "q.json"), "--weight-term", "off"]) == 0
+    assert LatencyPredictor.load(tmp_path / "q.json").weight_term is False
+    capsys.readouterr()
+    assert cli_main(["fit", str(tmp_path / "t.json"), "--out", str(tmp_path / "q.json")]) == 0  # auto
+    line = capsys.readouterr().out
+    assert LatencyPredictor.load(tmp_path / "q.json").weight_term is True
+    assert "a cost per MB of weights on (leave-one-out RMSPE" in line, line
 
 
 def test_a_profiled_predictor_prices_kernels_not_gene_values(synthetic):
