@@ -11,7 +11,12 @@ Plan, within a wall-clock budget:
    adaptive sampling: fit the per-kernel model, bring every family short of the rows its own fit needs up to
    them, and measure the pool kernels whose expected error in
    milliseconds (leave-one-out error of their measured neighbours x predicted latency x frequency) is the
-   largest, as nn-Meter and LitePred do.
+   largest, as nn-Meter and LitePred do. A share of every round (``offgrid_share``, 15 %) goes to float32
+   kernels of the pool's families at channel counts that are not a multiple of 8 (:func:`offgrid_variants`),
+   chosen the same way: the models users bring have such widths (ShuffleNetV2 1.0x: 58 and 116 channels per
+   branch; RegNetY's squeeze-and-excitation layers: 12-110), which run other kernels than the spaces' aligned
+   widths, and a table that never timed one predicts them from the aligned ones (18.8 % of such torchvision
+   exports within ±10 %, ``experiments/results/export_coverage.md``).
 2. Whole models (the rest): the workload's models in order, timed end to end; these rows teach the
    predictor the difference between the sum of kernels and the whole graph.
 
@@ -35,11 +40,17 @@ from latency_models._microgen import kernel_graph
 from latency_models._protocol import Timing, measure_interleaved, reference_model
 from latency_models._table import LatencyTable, continues, default_protocol, device_info, timing_params
 
-__all__ = ["WorkloadModel", "profile", "profile_models", "measure_models"]
+__all__ = ["OFFGRID_SHARE", "WorkloadModel", "measure_models", "offgrid_variants", "profile", "profile_models"]
 
 logger = logging.getLogger(__name__)
 
 _KERNEL_SHARE = 0.3
+#: Share of every adaptive round spent on off-grid widths (:func:`offgrid_variants`).
+OFFGRID_SHARE = 0.15
+#: Channel changes an off-grid variant draws from: even, so a split or shuffle in 2 groups still divides, and
+#: never a multiple of 8 away, so an aligned width becomes 2, 4 or 6 past a multiple of 8 (not a multiple of 4: the
+#: plain NCHW path of a blocking device; a multiple of 4 but not of 8 or 16: blocked, padded to whole blocks).
+_OFFGRID_STEPS = (-6, -4, -2, 2, 4, 6)
 _FIRST_BATCH = 120
 _ROUND = 60
 #: Kernels / whole models timed together by one worker process (interleaved, sessions created once).
@@ -108,7 +119,8 @@ class _Timer:
 def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel | None] | None, *, device_name: str,
             out: str | os.PathLike[str], threads: int = 1, budget_min: float = 10.0, description: str = "",
             seed: int = 0, timing: Mapping[str, Any] | None = None, spaces: Sequence[str] = (),
-            space_options: Mapping[str, Any] | None = None, on_progress: OnProgress | None = None) -> LatencyTable:
+            space_options: Mapping[str, Any] | None = None, on_progress: OnProgress | None = None,
+            offgrid_share: float = OFFGRID_SHARE) -> LatencyTable:
     """Profile this machine within ``budget_min`` minutes and return the table (also saved at ``out``).
 
     Every latency is taken under the protocol ``karumi-interleaved/3`` (:func:`measure_interleaved`): kernels
@@ -127,11 +139,15 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
         spaces: names of what the workload describes (recorded in the protocol; a search checks them).
         space_options: the options the spaces were made with (input size...; recorded in the protocol).
         on_progress: ``on_progress(seconds_spent, budget_seconds, message)`` after every batch.
+        offgrid_share: the share of every adaptive round given to float32 kernels of the pool's families at
+            channel counts that are not a multiple of 8 (:func:`offgrid_variants`); 0: the pool's kernels only.
     """
     import numpy as np
 
     if not pool:
         raise ValueError("pool is empty: give at least one kernel to profile")
+    if isinstance(offgrid_share, bool) or not isinstance(offgrid_share, (int, float)) or not 0 <= offgrid_share < 1:
+        raise ValueError(f"offgrid_share={offgrid_share!r} must be a number in [0, 1)")
     if not isinstance(budget_min, (int, float)) or budget_min <= 0:
         raise ValueError(f"budget_min={budget_min!r} must be a positive number of minutes")
     if not device_name:
@@ -165,11 +181,14 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
             measured = {r.kernel for r in table.kernel_rows}
             kernel_deadline = _KERNEL_SHARE * budget_s if models is not None else budget_s
             rng = np.random.default_rng([seed, 99])
+            offgrid = offgrid_variants(pool, seed=seed) if offgrid_share > 0 else {}
+            n_off = max(1, round(offgrid_share * _ROUND)) if offgrid else 0
             while spent() < kernel_deadline:
                 todo = [k for k in pool if k not in measured]
-                if not todo:
+                off_todo = [k for k in offgrid if k not in measured]
+                if not todo and not off_todo:
                     break
-                if len(table.kernel_rows) < _FIRST_BATCH:
+                if len(table.kernel_rows) < _FIRST_BATCH and todo:
                     batch = _first_batch(todo, pool, min(_FIRST_BATCH - len(table.kernel_rows), len(todo)), rng,
                                          covered=measured)
                 else:
@@ -179,11 +198,13 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
                                      nchwc=table.device.get("nchwc"))  # KernelModel makes the JSON list a tuple
                     # families short of rows first: with fewer than the per-family fit needs, a family's
                     # kernels are predicted from other families (which can be far off, and then never chosen)
-                    batch = _short_families(todo, [r.kernel for r in table.kernel_rows])[:_ROUND]
-                    pred = km.predict(todo)
-                    score = km.uncertainty(todo) * pred * np.array([pool[k] for k in todo])
+                    room = _ROUND - min(n_off if todo else _ROUND, len(off_todo))
+                    batch = _short_families(todo, [r.kernel for r in table.kernel_rows])[:room]
                     chosen = set(batch)
-                    batch += [todo[i] for i in np.argsort(-score) if todo[i] not in chosen][:_ROUND - len(batch)]
+                    for cands, weight, n in ((todo, pool, room - len(batch)), (off_todo, offgrid, _ROUND - room)):
+                        if cands and n > 0:
+                            score = km.uncertainty(cands) * km.predict(cands) * np.array([weight[k] for k in cands])
+                            batch += [cands[i] for i in np.argsort(-score) if cands[i] not in chosen][:n]
                 for i in range(0, len(batch), _KERNEL_CHUNK):
                     if spent() >= kernel_deadline:
                         break
@@ -214,6 +235,53 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
         finally:
             save()
     return table
+
+
+def offgrid_variants(pool: Mapping[Kernel, float], *, seed: int = 0) -> dict[Kernel, float]:
+    """Float32 kernels like the pool's at channel counts that are not a multiple of 8, each with the summed
+    frequency of the pool kernels it was drawn from (deterministic in ``seed``; none already in the pool).
+
+    Every float32 convolution, pool, add, activation, excitation, concatenation, split and shuffle of the pool gets
+    one variant with its channel counts moved by an even step of 2-6 (:data:`_OFFGRID_STEPS`), the operator's
+    constraints kept: a depthwise convolution stays depthwise, a grouped one keeps its channels per group and changes
+    its number of groups, a split or shuffle keeps a multiple of its groups, an input of fewer than 8 channels (the
+    image) stays. Fully connected layers have no channel layout and get none. Quantised and float16 layers are left
+    to the pool: the models that come from elsewhere are float32 exports.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 8])
+
+    def moved(c: int, multiple: int = 1) -> int:
+        for _ in range(8):
+            new = c + int(rng.choice(_OFFGRID_STEPS))
+            if new > 0 and new % 8 and new % multiple == 0:
+                return new
+        return c
+
+    out: dict[Kernel, float] = {}
+    for k in sorted(pool, key=lambda k: k.key()):
+        if k.bits != 32 or k.op == "linear":
+            continue
+        c, rest = k.input_shape[0], k.input_shape[1:]
+        if k.op == "conv" and k.groups == 1:
+            cin = c if c < 8 else moved(c)
+            variant = dataclasses.replace(k, input_shape=(cin, *rest), out_channels=moved(k.out_channels or c))
+        elif k.op == "conv" and k.groups == c == (k.out_channels or c):  # depthwise
+            new = moved(c)
+            variant = dataclasses.replace(k, input_shape=(new, *rest), out_channels=new, groups=new)
+        elif k.op == "conv":  # grouped: the channels per group kept, the number of groups moved
+            per_in, per_out = c // k.groups, (k.out_channels or c) // k.groups
+            groups = next((g for g in (k.groups + int(s) for s in rng.permutation([-3, -2, -1, 1, 2, 3]))
+                           if g > 1 and (g * per_in) % 8 and (g * per_out) % 8), k.groups)
+            variant = dataclasses.replace(k, input_shape=(groups * per_in, *rest), out_channels=groups * per_out,
+                                          groups=groups)
+        else:
+            variant = dataclasses.replace(k, input_shape=(moved(c, k.groups if k.op in ("split", "channel_shuffle")
+                                                                else 1), *rest))
+        if variant != k and variant not in pool:
+            out[variant] = out.get(variant, 0.0) + pool[k]
+    return out
 
 
 def _short_families(todo: Sequence[Kernel], measured: Sequence[Kernel]) -> list[Kernel]:

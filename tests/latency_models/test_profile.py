@@ -314,3 +314,43 @@ def test_kernel_jobs_settle_with_their_own_attempts(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="kernel_settle_attempts"):
             profile(_tiny_pool(), None, device_name="ci", out=tmp_path / "bad.json", budget_min=0.1,
                     timing={"kernel_settle_attempts": bad})
+
+
+def test_offgrid_variants_are_the_pools_float_kernels_at_widths_off_the_multiples_of_8():
+    spaces = pytest.importorskip("spaces")
+    search = pytest.importorskip("search")
+    from latency_models._features import family
+    from latency_models._profile import offgrid_variants
+
+    pool = search.kernel_pool([spaces.get_space(s, input_size=32) for s in ("mobilenet", "shufflenet")], n_per_space=20)
+    off = offgrid_variants(pool)
+    assert off == offgrid_variants(pool) and off != offgrid_variants(pool, seed=1)  # deterministic in the seed
+    assert len(off) > 0.5 * sum(k.bits == 32 and k.op != "linear" for k in pool)
+    assert not set(off) & set(pool) and all(k.bits == 32 and w > 0 for k, w in off.items())
+    pool_families = {family(k) for k in pool}
+    for k in off:
+        assert family(k) in pool_families
+        c = k.input_shape[0]
+        if k.op == "conv":
+            cout = k.out_channels or c
+            assert c % 8 or cout % 8
+            assert k.groups == 1 or (c % k.groups == 0 and cout % k.groups == 0)
+        else:
+            assert c % 8 and c % k.groups == 0  # a split or shuffle still divides into its groups
+    def kinds(ks):
+        return {family(k).split("_")[1] for k in ks if k.op == "conv" and k.bits == 32}
+
+    assert kinds(off) == kinds(pool) and kinds(off) >= {"dense", "dw"}
+    assert {k.op for k in off} >= {"split", "channel_shuffle", "concat", "add"}
+
+
+def test_a_profile_spends_a_share_of_its_rounds_on_offgrid_widths_unless_told_not_to(tmp_path):
+    pool = _tiny_pool()  # 9 kernels: the first batch times them all, the rounds after it only off-grid ones
+    t = profile(pool, None, device_name="ci", out=tmp_path / "t.json", budget_min=0.05)
+    extra = [r.kernel for r in t.kernel_rows if r.kernel not in pool]
+    assert extra and all(k.bits == 32 and (k.input_shape[0] % 8 or k.out_channels % 8) for k in extra)
+    t0 = profile(pool, None, device_name="ci", out=tmp_path / "t0.json", budget_min=0.05, offgrid_share=0)
+    assert {r.kernel for r in t0.kernel_rows} <= set(pool)
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="offgrid_share="):
+            profile(pool, None, device_name="ci", out=tmp_path / "t1.json", budget_min=0.05, offgrid_share=bad)
