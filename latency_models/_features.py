@@ -96,11 +96,30 @@ def _derived(f: np.ndarray) -> tuple[np.ndarray, ...]:
     return macs, act * elem, wbytes, oc
 
 
-def physical(kernels: Sequence[Kernel]) -> np.ndarray:
-    """(n, 4) array: millions of MACs, MB of activations moved, MB of weights, 1 (the per-kernel cost)."""
+def physical(kernels: Sequence[Kernel], *, nchwc: tuple[int, int] | None = None) -> np.ndarray:
+    """(n, 4) array: millions of MACs, MB of activations moved, MB of weights, 1 (the per-kernel cost).
+
+    ``nchwc``: the device's blocked layout (block, alignment; :func:`latency_models.nchwc_layout`). Given, the float
+    convolutions it runs blocked count their channels padded to whole blocks, as ONNX Runtime computes them (116
+    channels as 128 on a 16-channel block; a dense convolution reading fewer channels than a block, the image, reads
+    them unpadded): a blocked convolution at 116 channels costs what one at 128 does, not 91 % of it.
+    """
     if len(kernels) == 0:
         return np.zeros((0, 4))
-    macs, act_bytes, wbytes, _ = _derived(_fields(kernels))
+    f = _fields(kernels)
+    if nchwc:
+        from latency_models._layout import _blocked
+
+        block = nchwc[0]
+        for i, k in enumerate(kernels):
+            if k.op == "conv" and k.bits in (16, 32) and _blocked(k, nchwc):
+                cin, cout = f[i, 1], f[i, 4] or f[i, 1]
+                up_in, up_out = -(-cin // block) * block, -(-cout // block) * block
+                if k.groups == 1:
+                    f[i, 1], f[i, 4] = (up_in if cin >= block else cin), up_out
+                else:  # depthwise (a blocked grouped convolution is whole blocks per group already)
+                    f[i, 1] = f[i, 4] = f[i, 7] = up_out
+    macs, act_bytes, wbytes, _ = _derived(f)
     return np.stack([macs / 1e6, act_bytes / 1e6, wbytes / 1e6, np.ones(len(kernels))], axis=1)
 
 

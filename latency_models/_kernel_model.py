@@ -89,21 +89,27 @@ class KernelModel:
     """Latency of single kernels, fitted on kernel rows (milliseconds)."""
 
     def __init__(self, kernels: Sequence[Kernel], latencies_ms: Sequence[float], *,
-                 nchwc: tuple[int, int] | None = None, channel_alignment: int | None = CHANNEL_ALIGNMENT) -> None:
+                 nchwc: tuple[int, int] | None = None, channel_alignment: int | None = CHANNEL_ALIGNMENT,
+                 block_padding: bool = True) -> None:
         """``nchwc``: the device's blocked layout, (block, channel alignment) (``device["nchwc"]`` of a table
         measured on it), or None where it has none or it is unknown. ``channel_alignment``: convolutions with
-        channels that are not a multiple of it take neighbours of their own kind (None: any neighbour)."""
+        channels that are not a multiple of it take neighbours of their own kind (None: any neighbour).
+        ``block_padding``: with ``nchwc``, the physical fit counts a blocked float convolution's channels padded to
+        whole blocks (:func:`~latency_models._features.physical`); False: as given (kernel models saved before
+        2026-12-06)."""
         if len(kernels) == 0:
             raise ValueError("KernelModel needs at least one kernel row")
         if channel_alignment is not None and (not isinstance(channel_alignment, int) or channel_alignment < 1):
             raise ValueError(f"channel_alignment={channel_alignment!r} must be a positive integer or None")
         self.channel_alignment = channel_alignment
+        self.block_padding = bool(block_padding)
         self.nchwc = tuple(nchwc) if nchwc else None
+        self._padding = self.nchwc if self.block_padding else None
         self.kernels = list(kernels)
         self.latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
         self.exact = {kernel_key(k): float(t) for k, t in zip(self.kernels, self.latencies_ms)}
         fams = [family(k) for k in self.kernels]
-        self._phi = physical(self.kernels)
+        self._phi = physical(self.kernels, nchwc=self._padding)
         self._z = shape_features(self.kernels)
         self._path = self._paths(self.kernels)
         self._coef: dict[str, np.ndarray] = {}
@@ -196,7 +202,7 @@ class KernelModel:
         out = np.empty(len(kernels))
         if len(kernels) == 0:
             return out
-        phi = physical(kernels)
+        phi = physical(kernels, nchwc=self._padding)
         for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels), self._paths(kernels),
                                                        exclude_self=not exact):
             lin = phi[sl] @ self._coef[name]
@@ -218,10 +224,11 @@ class KernelModel:
     # ----------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         return {"rows": [[k.to_dict(), float(t)] for k, t in zip(self.kernels, self.latencies_ms)],
-                "channel_alignment": self.channel_alignment}
+                "channel_alignment": self.channel_alignment, "block_padding": self.block_padding}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, nchwc: tuple[int, int] | None = None) -> "KernelModel":
         rows = data["rows"]
         return cls([Kernel.from_dict(r[0]) for r in rows], [float(r[1]) for r in rows], nchwc=nchwc,
-                   channel_alignment=data.get("channel_alignment", CHANNEL_ALIGNMENT))
+                   channel_alignment=data.get("channel_alignment", CHANNEL_ALIGNMENT),
+                   block_padding=bool(data.get("block_padding", False)))

@@ -373,7 +373,8 @@ class LatencyPredictor:
     def fit(cls, table: LatencyTable, *, prior: Sequence["LatencyPredictor"] = (),
             reference_exponent: float | str = "auto", outside_models: bool = True,
             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
-            weight_term: bool | str = "auto", gene_terms: bool | None = None) -> "LatencyPredictor":
+            weight_term: bool | str = "auto", gene_terms: bool | None = None,
+            block_padding: bool = True) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -395,6 +396,10 @@ class LatencyPredictor:
         ``channel_alignment``: the kernel model's (:class:`~latency_models.KernelModel`): convolutions whose
         channels are not a multiple of it take neighbours of their own kind (None: any neighbour, as before
         2026-12-04).
+
+        ``block_padding``: the kernel model's (:class:`~latency_models.KernelModel`): on a device with a blocked
+        layout, blocked float convolutions count their channels padded to whole blocks (False: as given, as before
+        2026-12-06).
 
         ``int8_pool_state``: an 8-bit max pool is a state of the bit-width and layout transitions, so that what
         feeds it prices which of ONNX Runtime's two uint8 pools runs (:data:`~latency_models._layout.INT8_POOL`);
@@ -424,7 +429,7 @@ class LatencyPredictor:
         """
         options = {"outside_models": outside_models, "channel_alignment": channel_alignment,
                    "int8_pool_state": bool(int8_pool_state), "weight_term": weight_term,
-                   "gene_terms": gene_terms}
+                   "gene_terms": gene_terms, "block_padding": bool(block_padding)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         options["weight_term"] = own.weight_term  # what "auto" chose, for the cross-validated fits below
         prior = list(prior)
@@ -471,7 +476,8 @@ class LatencyPredictor:
     def _fit_on_scale(cls, table: LatencyTable, reference_exponent: float | str, outside_models: bool = True,
                       channel_alignment: int | None = CHANNEL_ALIGNMENT,
                       int8_pool_state: bool = True, weight_term: bool | str = "auto",
-                      gene_terms: bool | None = None) -> tuple["LatencyPredictor", LatencyTable]:
+                      gene_terms: bool | None = None,
+                      block_padding: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -505,7 +511,7 @@ class LatencyPredictor:
                 if b not in scaled_tables:
                     scaled_tables[b] = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
                 fits[b, term] = (cls._fit(scaled_tables[b], outside_models, channel_alignment, int8_pool_state, term,
-                                          gene_terms), scaled_tables[b])
+                                          gene_terms, block_padding), scaled_tables[b])
             err = fits[b, term][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -536,7 +542,8 @@ class LatencyPredictor:
     @classmethod
     def _fit(cls, table: LatencyTable, outside_models: bool = True,
              channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
-             weight_term: bool = False, gene_terms: bool | None = None) -> "LatencyPredictor":
+             weight_term: bool = False, gene_terms: bool | None = None,
+             block_padding: bool = True) -> "LatencyPredictor":
         if gene_terms is not None and not isinstance(gene_terms, bool):
             raise ValueError(f"gene_terms={gene_terms!r}; allowed: None (only without kernel rows), True or False")
         if not table.kernel_rows and not table.model_rows:
@@ -544,7 +551,8 @@ class LatencyPredictor:
         kernel_model = None
         if table.kernel_rows:
             kernel_model = KernelModel([r.kernel for r in table.kernel_rows], [r.latency_ms for r in table.kernel_rows],
-                                       nchwc=_nchwc(table.device), channel_alignment=channel_alignment)
+                                       nchwc=_nchwc(table.device), channel_alignment=channel_alignment,
+                                       block_padding=block_padding)
         mode = "kernels" if kernel_model is not None else "models"
         if not table.model_rows:  # stand-alone kernel times, summed (one coefficient per column of _phi)
             theta0 = np.zeros(2 + bool(kernel_model is not None and _nchwc(table.device))

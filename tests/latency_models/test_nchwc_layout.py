@@ -204,6 +204,42 @@ def test_a_plain_path_kernel_is_corrected_from_plain_path_neighbours():
     assert LatencyPredictor.from_dict(pred.to_dict()).kernel_model.nchwc == (16, 4)
 
 
+def test_blocked_float_convolutions_count_their_channels_padded_to_whole_blocks():
+    """ONNX Runtime computes a blocked convolution on whole blocks: at 116 channels it costs what one at 128 does.
+    The physical features say so on a blocking device (fitted on aligned widths, a 1x1 convolution at 116 channels
+    is then predicted at the 128-channel cost); the image's 3 channels, a plain-path convolution (58: not a multiple
+    of 4), quantised layers and a device without the layout keep the channels as given."""
+    from latency_models._kernel_model import KernelModel
+
+    nchwc = (16, 4)
+
+    def conv(c: int, **kw) -> Kernel:
+        return Kernel(op="conv", input_shape=(c, 16, 16), out_channels=kw.pop("out", c), **kw)
+
+    macs = {c: physical([conv(c)], nchwc=nchwc)[0, 0] for c in (116, 128, 58)}
+    assert macs[116] == macs[128] == physical([conv(128)])[0, 0]
+    assert macs[58] == physical([conv(58)])[0, 0] < macs[116]  # plain path: as given
+    dw = physical([conv(116, kernel_size=3, groups=116), conv(128, kernel_size=3, groups=128)], nchwc=nchwc)
+    assert np.allclose(dw[0], dw[1])
+    stem = physical([conv(3, out=116, kernel_size=3)], nchwc=nchwc)[0, 0]
+    assert stem == physical([conv(3, out=128, kernel_size=3)])[0, 0]
+    for k in (conv(116, bits=8), conv(116)):
+        nominal = physical([k])[0]
+        assert np.allclose(physical([k], nchwc=None)[0], nominal)
+    assert np.allclose(physical([conv(116, bits=8)], nchwc=nchwc)[0], physical([conv(116, bits=8)])[0])
+
+    rows = [conv(c, out=o) for c in (64, 96, 128, 160, 192) for o in (64, 128, 192)]
+    times = [0.003 + 0.01 * physical([k], nchwc=nchwc)[0, 0] for k in rows]  # as the device computes them
+    query, want = conv(116, out=116), 0.003 + 0.01 * macs[128]
+    padded, given = (KernelModel(rows, times, nchwc=nchwc, block_padding=b).predict([query])[0] for b in (True, False))
+    assert abs(padded / want - 1) < abs(given / want - 1) and abs(padded / want - 1) < 0.05
+    # a kernel model saved before the padding reads back without it; one saved since keeps it
+    model = KernelModel(rows, times, nchwc=nchwc)
+    assert KernelModel.from_dict(model.to_dict(), nchwc=nchwc).block_padding
+    old = {k: v for k, v in model.to_dict().items() if k != "block_padding"}
+    assert not KernelModel.from_dict(old, nchwc=nchwc).block_padding
+
+
 def test_contributions_add_up_to_the_fitted_prediction():
     """Per-kernel milliseconds and the rest (constant, layout and bit-width transitions) sum to the prediction;
     a blended predictor has no per-kernel split and says so."""
