@@ -72,8 +72,7 @@ def main() -> None:
         predicted = p.predict_many([r.kernels for r in exports])
         share = p.outside_weight([r.kernels for r in exports])
         for r, pred, w in zip(exports, predicted, share):
-            measured = (float(p.on_scale(r.latency_ms, r.reference_ms)) if p.reference_exponent and r.reference_ms
-                        else r.latency_ms)
+            measured = float(p.on_scale(r.latency_ms, r.reference_ms))  # as measured without a state correction
             convs = [k for k in r.kernels if k.op == "conv" and k.input_shape[0] != 3]
             out["exports"].append({
                 "run": run, "cpu_model": table.device.get("cpu_model"), "model": r.source,

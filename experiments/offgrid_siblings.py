@@ -68,8 +68,7 @@ def _score(pred: LatencyPredictor, table: LatencyTable, rows: list) -> dict:
     predicted = pred.predict_many([r.kernels for r in rows])
     out = []
     for r, p in zip(rows, predicted):
-        measured = (float(pred.on_scale(r.latency_ms, r.reference_ms)) if pred.reference_exponent and r.reference_ms
-                    else r.latency_ms)
+        measured = float(pred.on_scale(r.latency_ms, r.reference_ms))  # as measured without a state correction
         out.append({"model": r.source, "error": float(p) / measured - 1.0,
                     "timed_alone": float(np.mean([k.key() in timed for k in r.kernels]))})
     return {"rows": out, **_stats([e["error"] for e in out])}
