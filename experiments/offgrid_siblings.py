@@ -112,12 +112,25 @@ def main() -> None:
     (RESULTS / f"{args.name}.md").write_text(_markdown(out), encoding="utf-8")
 
 
+def _cell(m: dict) -> str:
+    """A group's scores as one table cell: within ±5 % / ±10 % and the mean error."""
+    return f"{m['within_5']:.1%} / {m['within_10']:.1%} (mean {m['mean_error']:+.1%})"
+
+
+def _export_lines(first: dict, second: dict, labels: tuple[str, str]) -> list[str]:
+    """Markdown lines of a table of the exports' errors under two fits (``_score``'s groups), each beside the share
+    of its kernels timed alone."""
+    lines = [f"| export | error {labels[0]} | {labels[1]} | kernels timed alone {labels[0]} | {labels[1]} |",
+             "| --- | --- | --- | --- | --- |"]
+    for x, y in zip(first["rows"], second["rows"]):
+        lines.append(f"| {x['model']} | {x['error']:+.1%} | {y['error']:+.1%} | {x['timed_alone']:.0%} | "
+                     f"{y['timed_alone']:.0%} |")
+    return lines
+
+
 def _markdown(out: dict) -> str:
     b, a = out["before"], out["after"]
-
-    def cell(m: dict) -> str:
-        return f"{m['within_5']:.1%} / {m['within_10']:.1%} (mean {m['mean_error']:+.1%})"
-
+    cell = _cell
     lines = ["# Siblings at off-grid widths added with profile_models (offgrid_siblings)", "",
              f"Command: `{out['command']}`  ",
              f"Run {out['started_utc']} on {out['cpu_model']}: `profile_models` of "
@@ -129,11 +142,7 @@ def _markdown(out: dict) -> str:
              "| held out | before: within ±5 % / ±10 % | after |", "| --- | --- | --- |",
              f"| torchvision exports ({b['exports']['n']}) | {cell(b['exports'])} | {cell(a['exports'])} |",
              f"| random widths of the spaces ({b['spaces']['n']}) | {cell(b['spaces'])} | {cell(a['spaces'])} |", "",
-             "| export | error before | after | kernels timed alone before | after |",
-             "| --- | --- | --- | --- | --- |"]
-    for x, y in zip(b["exports"]["rows"], a["exports"]["rows"]):
-        lines.append(f"| {x['model']} | {x['error']:+.1%} | {y['error']:+.1%} | {x['timed_alone']:.0%} | "
-                     f"{y['timed_alone']:.0%} |")
+             *_export_lines(b["exports"], a["exports"], ("before", "after"))]
     return "\n".join(lines) + "\n"
 
 
