@@ -83,15 +83,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The ``--offgrid-share`` flag of ``profile-workload`` (and of ``python -m search profile``).
+_OFFGRID_HELP = ("share of every adaptive round given to float32 kernels of the pool's families at channel counts that "
+                 "are not a multiple of 8, the widths of models from elsewhere (default 0.15; 0: the pool only)")
+
+
 def _cmd_profile_workload(args: argparse.Namespace) -> int:
     from latency_models._predictor import LatencyPredictor
     from latency_models._progress import Progress
+    from latency_models._profile import check_offgrid_share
     from latency_models._workload import profile_workload
 
+    check_offgrid_share(args.offgrid_share, "--offgrid-share")
     with Progress(60.0 * args.budget_min, f"profiling {args.device_name}", unit="s") as bar:
         table = profile_workload(args.workload, device_name=args.device_name, out=args.out, threads=args.threads,
                                  budget_min=args.budget_min, description=args.description, seed=args.seed,
-                                 on_progress=bar.report)
+                                 on_progress=bar.report, offgrid_share=args.offgrid_share)
     pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
     pred = LatencyPredictor.fit(table)
     pred.save(pred_path)
@@ -169,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--budget-min", type=float, default=10.0)
     w.add_argument("--description", default="")
     w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--offgrid-share", type=float, default=0.15, help=_OFFGRID_HELP)
     w.set_defaults(func=_cmd_profile_workload)
     a = sub.add_parser("add-models", help="time ONNX models of your own kind into a table (other models like the "
                        "ones you will predict, never those), then fit its predictor again; needs no torch")

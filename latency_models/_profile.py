@@ -146,8 +146,7 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
 
     if not pool:
         raise ValueError("pool is empty: give at least one kernel to profile")
-    if isinstance(offgrid_share, bool) or not isinstance(offgrid_share, (int, float)) or not 0 <= offgrid_share < 1:
-        raise ValueError(f"offgrid_share={offgrid_share!r} must be a number in [0, 1)")
+    check_offgrid_share(offgrid_share)
     if not isinstance(budget_min, (int, float)) or budget_min <= 0:
         raise ValueError(f"budget_min={budget_min!r} must be a positive number of minutes")
     if not device_name:
@@ -235,6 +234,16 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
         finally:
             save()
     return table
+
+
+def check_offgrid_share(value: Any, name: str = "offgrid_share") -> float:
+    """``value`` as a share of the adaptive rounds in [0, 1); else a ValueError naming ``name`` (a command line
+    passes its flag)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        sep = "=" if name.isidentifier() else " "
+        raise ValueError(f"{name}{sep}{value!r} must be a number in [0, 1): the share of every adaptive round given to "
+                         "off-grid widths (0: the pool's kernels only)")
+    return float(value)
 
 
 def offgrid_variants(pool: Mapping[Kernel, float], *, seed: int = 0) -> dict[Kernel, float]:

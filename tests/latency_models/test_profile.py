@@ -143,6 +143,13 @@ def test_kernel_only_profile_of_a_pool(tmp_path):
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capfd):
+    from latency_models import OFFGRID_SHARE
+    from latency_models._cli import _parser
+
+    assert _parser().parse_args(["profile-workload", "wl", "--out", "t.json"]).offgrid_share == OFFGRID_SHARE
+    assert cli_main(["profile-workload", str(tmp_path), "--out", str(tmp_path / "t.json"), "--offgrid-share", "-1"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --offgrid-share -1.0 must be a number in [0, 1)"), err
     assert cli_main(["evaluate", "--predictor", str(tmp_path / "none.json"), "--measured", "x.json"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --predictor path=")

@@ -142,3 +142,20 @@ def test_a_cached_predictor_saved_before_8bit_pools_had_a_state_is_fitted_again(
     device = resolve_device("local", space, cache=tmp_path)
     assert device.predictor.int8_pool_state and not device.profiled_now
     assert json.loads((folder / "predictor.json").read_text())["int8_pool_state"] is True
+
+
+def test_offgrid_share_flag_reaches_the_profile_and_a_bad_one_is_one_line(tmp_path, capsys):
+    import spaces
+    from latency_models import LatencyTable
+    from search import kernel_pool
+
+    out = tmp_path / "t.json"
+    assert main(["profile", "--space", "mobilenet", "--input-size", "16", "--out", str(out), "--offgrid-share",
+                 "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --offgrid-share 1.5 must be a number in [0, 1)"), err
+    assert not out.exists()  # nothing timed
+    assert main(["profile", "--space", "mobilenet", "--input-size", "16", "--out", str(out), "--offgrid-share", "0",
+                 "--budget-min", "0.05"]) == 0
+    pool = kernel_pool([spaces.get_space("mobilenet", input_size=16)])
+    assert {r.kernel for r in LatencyTable.load(out).kernel_rows} <= set(pool)  # 0: the pool's kernels only
