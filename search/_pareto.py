@@ -14,6 +14,11 @@ at 5 % on ``n_val`` images (the margin is ``1.96 * sqrt(2 p (1 - p) / n_val)``, 
 it cannot see buys nothing; ``selection="most-accurate"`` ships the top proxy score regardless (ties: lower
 latency, then smaller size). A compression that returns a slower model than the one the user brought has
 failed: when no entry is faster than the teacher, nothing is selected and the reason says so.
+
+The front is taken on predicted latencies, and a predictor floors what it predicts (its smallest model's time),
+so at small inputs many candidates tie there and the most accurate of them dominates the rest, though they
+measure apart. When no measured front entry is faster than the teacher, the search measures trained trials the
+front left out (:func:`left_out`) and takes the front again on the measured latencies (:func:`widen`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from search._objective import OBJECTIVES
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SELECTIONS", "ParetoEntry", "ParetoFront", "accuracy_margin", "pareto_front", "select", "write_pareto"]
+__all__ = ["SELECTIONS", "ParetoEntry", "ParetoFront", "accuracy_margin", "left_out", "pareto_front", "select", "widen",
+           "write_pareto"]
 
 #: How the shipped entry is chosen (:func:`select`).
 SELECTIONS = ("fastest-tied", "most-accurate")
@@ -167,6 +173,33 @@ def pareto_front(trials: Sequence["optuna.trial.FrozenTrial"], *, budget_ms: flo
                          n_val=n_val)
     select(result)
     return result
+
+
+def left_out(front: ParetoFront, trials: Sequence["optuna.trial.FrozenTrial"], *, limit: int = 8) -> list[ParetoEntry]:
+    """Trained trials the front left out, to measure when no measured front entry beats the teacher: the ``limit``
+    most accurate and the one predicted fastest (the lowest trial number among ties: a search's trial 0 is its
+    fastest candidate, measured faster than the teacher before the search began)."""
+    from optuna.trial import TrialState
+
+    on = {e.trial for e in front.entries}
+    rest = [_entry(t) for t in trials
+            if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 3 and t.number not in on]
+    rest = [e for e in rest if e.trained and e.accuracy is not None and e.feasible]
+    picked = sorted(rest, key=lambda e: (-(e.accuracy or 0.0), e.latency_ms, e.trial))[:max(int(limit), 0)]
+    fastest = min(rest, key=lambda e: (e.latency_ms, e.trial), default=None)
+    if fastest is not None and fastest not in picked:
+        picked.append(fastest)
+    return picked
+
+
+def widen(front: ParetoFront, extra: Sequence[ParetoEntry]) -> ParetoEntry | None:
+    """Take the front again over its entries and ``extra`` on their measured latencies where measured
+    (:func:`latency_of`), sorted by them, and :func:`select` from it; returns the selected entry."""
+    pool = [*front.entries, *extra]
+    points = [(e.accuracy or 0.0, latency_of(e), float(e.size_bytes)) for e in pool]
+    kept = [e for e, p in zip(pool, points) if not any(_dominates(q, p) for q in points if q is not p)]
+    front.entries = sorted(kept, key=lambda e: (latency_of(e), e.size_bytes))
+    return select(front)
 
 
 def latency_of(entry: ParetoEntry) -> float:

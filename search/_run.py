@@ -27,7 +27,7 @@ from search._deploy import preprocess_contract, with_preprocessing
 from search._final import FinalModel, deployable_onnx, finalize, measure_side_by_side, measurement_description, onnx_accuracy
 from search._objective import SearchContext, predict_latency, rewarded_bits
 from search._options import CONFIG, SearchOptions, parse_bits, resolve_options
-from search._pareto import ParetoEntry, ParetoFront, pareto_front, select, write_pareto
+from search._pareto import ParetoEntry, ParetoFront, left_out, pareto_front, select, widen, write_pareto
 from search._proxy import ProxyEvaluator, SupernetProxy
 from search._report import SearchResult, write_report
 from search._study import best_feasible_accuracy, make_sampler, open_study, owned_trials, run_study
@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 #: Trials are held to this factor of the teacher's predicted latency when the teacher meets the budget:
 #: room for the predictor's error, since what ships is chosen by measurement.
 TEACHER_MARGIN = 1.25
+#: Most accurate trained trials off the front measured when no measured front entry beats the teacher (with
+#: the one predicted fastest; see :func:`search._pareto.left_out`).
+LEFT_OUT = 8
 #: Study user attribute recording the bit widths its trials sample.
 BITS_ATTR = "karumi_bits"
 
@@ -440,31 +443,44 @@ class _Job:
 
     def _front(self, study: Any) -> ParetoFront:
         """The front, measured here side by side with the teacher when the device is this machine, and the
-        entry to ship (:func:`search._pareto.select`)."""
+        entry to ship (:func:`search._pareto.select`). When no measured front entry is faster than the teacher,
+        up to :data:`LEFT_OUT` trained trials the front left out are measured too (:func:`search._pareto.left_out`)
+        and the front is taken again on the measured latencies."""
         trials = owned_trials(study, self.run_id)
         front = pareto_front(trials, budget_ms=float(self.opts.budget_ms), teacher=self._teacher_entry(),
                              search_budget_ms=self.search_budget_ms, beat_teacher=self.teacher_known,
                              selection=str(self.opts.select), n_val=len(self.data.val))
         if self.device.local and front.entries:
-            folder = self.out_dir / "pareto_onnx"
-            folder.mkdir(exist_ok=True)
-            calib = [self.data.train.x[:64]]
-            paths = []
-            for e in front.entries:
-                path = folder / f"trial{e.trial}.onnx"
-                if not path.is_file():
-                    deployable_onnx(self.space, Candidate.from_dict(e.candidate), self.data, path, calibration=calib)
-                paths.append(path)
-            self.echo(f"measure  the {len(paths)} front entries and the teacher, side by side on this machine")
-            *ms, teacher_ms = measure_side_by_side([*paths, self._teacher_onnx()], threads=self.device.threads)
-            for e, m in zip(front.entries, ms):
-                e.measured_latency_ms = m
-            front.teacher.measured_latency_ms = teacher_ms
+            self.echo(f"measure  the {len(front.entries)} front entries and the teacher, side by side on this machine")
+            self._measure_entries(front, front.entries)
             select(front)
+            extra = left_out(front, trials, limit=LEFT_OUT) if front.selected is None and front.beat_teacher else []
+            if extra:
+                self.echo(f"measure  no front entry measured faster than the teacher: {len(extra)} trained trial(s) the "
+                          "front, taken on predicted latencies, left out, measured with it, side by side")
+                self._measure_entries(front, [*front.entries, *extra])
+                widen(front, extra)
         self.echo(f"select   " + (f"trial {front.selected.trial}: " if front.selected is not None else "nothing: ")
                   + front.selection_reason)
         write_pareto(front, self.out_dir)
         return front
+
+    def _measure_entries(self, front: ParetoFront, entries: Sequence[ParetoEntry]) -> None:
+        """Export ``entries`` as deployed (into ``pareto_onnx/``) and time them beside the teacher, side by side."""
+        folder = self.out_dir / "pareto_onnx"
+        folder.mkdir(exist_ok=True)
+        calib = [self.data.train.x[:64]]
+        paths = []
+        for e in entries:
+            path = folder / f"trial{e.trial}.onnx"
+            if not path.is_file():
+                deployable_onnx(self.space, Candidate.from_dict(e.candidate), self.data, path, calibration=calib)
+            paths.append(path)
+        *ms, teacher_ms = measure_side_by_side([*paths, self._teacher_onnx()], threads=self.device.threads)
+        for e, m in zip(entries, ms):
+            e.measured_latency_ms = m
+        assert front.teacher is not None
+        front.teacher.measured_latency_ms = teacher_ms
 
     def _finalize(self, front: ParetoFront) -> FinalModel:
         sel = front.selected

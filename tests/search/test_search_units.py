@@ -195,6 +195,30 @@ def test_selection_never_ships_a_model_slower_than_the_teacher():
     assert select(front).trial == 1
 
 
+def test_trials_the_front_left_out_are_measured_when_no_front_entry_beats_the_teacher():
+    from search._pareto import ParetoEntry, left_out, pareto_front, select, widen
+
+    # trials 0, 1 and 2 tie at the predictor's floor (1 ms): 2, the most accurate and smallest, dominates 0 and 1
+    trials = [_trial(0, 0.80, 1.0, 900, True), _trial(1, 0.82, 1.0, 950, True), _trial(2, 0.90, 1.0, 800, True),
+              _trial(3, 0.70, 2.0, 700, True), _trial(4, 0.00, 30.0, 600, False, trained=False),
+              _trial(5, 0.85, 3.0, 2000, True), _trial(6, 0.60, 1.5, 1000, True)]
+    teacher = ParetoEntry(trial=None, candidate={"teacher": "builtin"}, accuracy=0.95, latency_ms=5.0,
+                          size_bytes=5000, feasible=True)
+    front = pareto_front(trials, budget_ms=10.0, teacher=teacher)
+    assert [e.trial for e in front.entries] == [2, 3, 4]
+    teacher.measured_latency_ms = 4.0
+    for e, m in zip(front.entries, (4.5, 6.0, 40.0)):  # the floor hid how far apart the tied trials run
+        e.measured_latency_ms = m
+    assert select(front) is None
+    assert [e.trial for e in left_out(front, trials, limit=1)] == [5, 0]  # the most accurate, the fastest predicted
+    assert [e.trial for e in left_out(front, trials, limit=8)] == [5, 1, 0, 6]  # untrained 4 is on the front
+    extra = left_out(front, trials, limit=2)
+    for e, m in zip(extra, (4.2, 5.0, 2.5)):
+        e.measured_latency_ms = m
+    assert widen(front, extra).trial == 0 and "measured 2.500 ms" in front.selection_reason
+    assert [e.trial for e in front.entries] == [0, 5, 2, 3, 4]  # 1, measured, is dominated by 2
+
+
 def test_fastest_tied_ships_the_fastest_entry_the_validation_split_cannot_tell_from_the_best():
     from search._pareto import accuracy_margin, pareto_front, select
 
