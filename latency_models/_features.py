@@ -108,13 +108,13 @@ def physical(kernels: Sequence[Kernel], *, nchwc: tuple[int, int] | None = None)
         return np.zeros((0, 4))
     f = _fields(kernels)
     if nchwc:
-        from latency_models._layout import _blocked
+        from latency_models._layout import _blocked, whole_blocks
 
         block = nchwc[0]
         for i, k in enumerate(kernels):
             if k.op == "conv" and k.bits in (16, 32) and _blocked(k, nchwc):
                 cin, cout = f[i, 1], f[i, 4] or f[i, 1]
-                up_in, up_out = -(-cin // block) * block, -(-cout // block) * block
+                up_in, up_out = whole_blocks(cin, block), whole_blocks(cout, block)
                 if k.groups == 1:
                     f[i, 1], f[i, 4] = (up_in if cin >= block else cin), up_out
                 else:  # depthwise (a blocked grouped convolution is whole blocks per group already)

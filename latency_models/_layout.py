@@ -94,6 +94,11 @@ def plain_path(k: Kernel, nchwc: tuple[int, int] | None) -> bool:
     return bool(nchwc) and k.bits in (16, 32) and k.op in ("conv", "maxpool", "avgpool") and not _blocked(k, nchwc)
 
 
+def whole_blocks(channels: int, block: int) -> int:
+    """``channels`` rounded up to whole blocks of ``block``, as the blocked layout stores them (116 -> 128 on 16)."""
+    return -(-int(channels) // block) * block
+
+
 def standalone_reorder_mbytes(k: Kernel, nchwc: tuple[int, int] | None) -> float:
     """Megabytes the stand-alone graph of a blocked float kernel reorders (its input unless a dense
     convolution reads the NCHW input directly, and its output padded to whole blocks); 0 otherwise."""
@@ -101,10 +106,9 @@ def standalone_reorder_mbytes(k: Kernel, nchwc: tuple[int, int] | None) -> float
         return 0.0
     block = nchwc[0]
     skip_input = k.op == "conv" and k.groups == 1 and k.input_shape[0] < block
-    c_in = -(-k.input_shape[0] // block) * block
-    n_in = 0 if skip_input else c_in * math.prod(k.input_shape[1:])
+    n_in = 0 if skip_input else whole_blocks(k.input_shape[0], block) * math.prod(k.input_shape[1:])
     out_shape = k.output_shape  # (C, H, W), or (C,) after global pooling
-    out = -(-out_shape[0] // block) * block * math.prod(out_shape[1:])
+    out = whole_blocks(out_shape[0], block) * math.prod(out_shape[1:])
     return 4.0 * (n_in + out) / 1e6
 
 
