@@ -160,7 +160,8 @@ def measure_side_by_side(paths: Sequence[str | pathlib.Path], *, threads: int = 
 def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", teacher: "torch.nn.Module",
              out_dir: str | pathlib.Path, epochs: int, measure: bool, predictor: "LatencyPredictor",
              teacher_onnx: str | pathlib.Path | None = None, seed: int = 0, threads: int = 1,
-             proxy_options: dict[str, Any] | None = None, initial: "torch.nn.Module | None" = None) -> FinalModel:
+             proxy_options: dict[str, Any] | None = None, initial: "torch.nn.Module | None" = None,
+             train_threads: int | None = 1) -> FinalModel:
     """Fine-tune ``candidate`` by distillation on the whole training split, evaluate it, export it.
 
     Args:
@@ -177,6 +178,9 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
         proxy_options: batch size, learning rate, temperature, alpha of the distillation.
         initial: the model to fine-tune, e.g. the weights the candidate inherits from its space's supernet
             (``spaces.Supernet.extract``); default ``space.build(candidate)``.
+        threads: ONNX Runtime threads of the measurements (the device's).
+        train_threads: torch threads of the fine-tune (None: torch's default, every core; the search's run
+            fine-tunes alone, after the trials).
     """
     import torch
 
@@ -185,7 +189,7 @@ def finalize(candidate: "Candidate", *, space: "SearchSpace", data: "DataSet", t
     best.mkdir(parents=True, exist_ok=True)
     bits = space.module_bits(candidate)
     opts = dict(proxy_options or {})
-    tuner = ProxyEvaluator(data.train, data.val, teacher, epochs=epochs, seed=seed, threads=threads, **opts)
+    tuner = ProxyEvaluator(data.train, data.val, teacher, epochs=epochs, seed=seed, threads=train_threads, **opts)
     if initial is not None and epochs == 0:  # no training: at least BatchNorm statistics of this sub-network
         from search._distill import recalibrate_batchnorm
 
