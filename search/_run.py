@@ -130,7 +130,8 @@ class _Job:
         self.echo(f"supernet {self.space.name}: reading the cached supernet, or training it now by distillation from "
                   f"the teacher ({epochs} epochs, once; resumable)")
         with self._bar(epochs, "supernet (first run: training, cached)", unit="epoch") as bar:
-            # trained alone, before any trial: on all of torch's threads (1 thread took 1.3-1.7x as long on 2 cores)
+            # trained alone, before any trial: on all of torch's threads (1.37x faster on 2 cores than on one,
+            # experiments/supernet_threads.py)
             res = load_supernet(self.space, self.data, self.teacher.model, epochs=epochs, seed=int(o.seed), threads=None,
                                 on_epoch=lambda e, n: bar.set(e + 1))  # epochs done in all (a resumed training jumps)
         how = (f"trained now ({res.trained_epochs} epoch(s) in {res.seconds:.0f} s"
@@ -457,8 +458,8 @@ class _Job:
             select(front)
             extra = left_out(front, trials, limit=LEFT_OUT) if front.selected is None and front.beat_teacher else []
             if extra:
-                self.echo(f"measure  no front entry measured faster than the teacher: {len(extra)} trained trial(s) the "
-                          "front, taken on predicted latencies, left out, measured with it, side by side")
+                self.echo(f"measure  no front entry measured faster than the teacher: the front again, with {len(extra)} "
+                          "trained trial(s) it left out (it is taken on predicted latencies), side by side")
                 self._measure_entries(front, [*front.entries, *extra])
                 widen(front, extra)
         self.echo(f"select   " + (f"trial {front.selected.trial}: " if front.selected is not None else "nothing: ")
