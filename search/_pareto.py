@@ -130,6 +130,13 @@ class ParetoFront:
         }
 
 
+def _completed(trials: Sequence["optuna.trial.FrozenTrial"]) -> list["optuna.trial.FrozenTrial"]:
+    """The trials that finished with their three objective values."""
+    from optuna.trial import TrialState
+
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 3]
+
+
 def _entry(trial: "optuna.trial.FrozenTrial") -> ParetoEntry:
     ua = trial.user_attrs
     trained = bool(ua.get("trained", True))
@@ -159,9 +166,7 @@ def pareto_front(trials: Sequence["optuna.trial.FrozenTrial"], *, budget_ms: flo
                  teacher: ParetoEntry | None = None, search_budget_ms: float | None = None,
                  beat_teacher: bool = True, selection: str = "fastest-tied", n_val: int | None = None) -> ParetoFront:
     """The non-dominated completed trials (sorted by latency), with :func:`select` applied on predictions."""
-    from optuna.trial import TrialState
-
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 3]
+    done = _completed(trials)
     points = [(t, (float(t.values[0]), float(t.values[1]), float(t.values[2]))) for t in done]
     front = [t for t, p in points if not any(_dominates(q, p) for _, q in points if q is not p)]
     entries = sorted((_entry(t) for t in front), key=lambda e: (e.latency_ms, e.size_bytes))
@@ -179,11 +184,8 @@ def left_out(front: ParetoFront, trials: Sequence["optuna.trial.FrozenTrial"], *
     """Trained trials the front left out, to measure when no measured front entry beats the teacher: the ``limit``
     most accurate and the one predicted fastest (the lowest trial number among ties: a search's trial 0 is its
     fastest candidate, measured faster than the teacher before the search began)."""
-    from optuna.trial import TrialState
-
     on = {e.trial for e in front.entries}
-    rest = [_entry(t) for t in trials
-            if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 3 and t.number not in on]
+    rest = [_entry(t) for t in _completed(trials) if t.number not in on]
     rest = [e for e in rest if e.trained and e.accuracy is not None and e.feasible]
     picked = sorted(rest, key=lambda e: (-(e.accuracy or 0.0), e.latency_ms, e.trial))[:max(int(limit), 0)]
     fastest = min(rest, key=lambda e: (e.latency_ms, e.trial), default=None)
