@@ -374,7 +374,7 @@ class LatencyPredictor:
             reference_exponent: float | str = "auto", outside_models: bool = True,
             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
             weight_term: bool | str = "auto", gene_terms: bool | None = None,
-            block_padding: bool = True) -> "LatencyPredictor":
+            block_padding: bool = True, transition_penalty: bool = True) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -400,6 +400,13 @@ class LatencyPredictor:
         ``block_padding``: the kernel model's (:class:`~latency_models.KernelModel`): on a device with a blocked
         layout, blocked float convolutions count their channels padded to whole blocks (False: as given, as before
         2026-12-06).
+
+        ``transition_penalty``: the costs of the bit-width and layout transitions (quantise / dequantise / cast
+        nodes, reorders) get a penalty of their own, chosen by leave-one-out like the others (False: they share the
+        per-kernel costs' penalty, as before 2026-12-06). The two are different things: a per-kernel cost per
+        family corrects the stand-alone timings of the family's kernels, a transition is a node the model adds
+        between them. Measured on the sixteen committed tables (``experiments/transition_penalty.py``): see the
+        README.
 
         ``int8_pool_state``: an 8-bit max pool is a state of the bit-width and layout transitions, so that what
         feeds it prices which of ONNX Runtime's two uint8 pools runs (:data:`~latency_models._layout.INT8_POOL`);
@@ -429,7 +436,8 @@ class LatencyPredictor:
         """
         options = {"outside_models": outside_models, "channel_alignment": channel_alignment,
                    "int8_pool_state": bool(int8_pool_state), "weight_term": weight_term,
-                   "gene_terms": gene_terms, "block_padding": bool(block_padding)}
+                   "gene_terms": gene_terms, "block_padding": bool(block_padding),
+                   "transition_penalty": bool(transition_penalty)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         options["weight_term"] = own.weight_term  # what "auto" chose, for the cross-validated fits below
         prior = list(prior)
@@ -477,7 +485,8 @@ class LatencyPredictor:
                       channel_alignment: int | None = CHANNEL_ALIGNMENT,
                       int8_pool_state: bool = True, weight_term: bool | str = "auto",
                       gene_terms: bool | None = None,
-                      block_padding: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
+                      block_padding: bool = True,
+                      transition_penalty: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -511,7 +520,7 @@ class LatencyPredictor:
                 if b not in scaled_tables:
                     scaled_tables[b] = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
                 fits[b, term] = (cls._fit(scaled_tables[b], outside_models, channel_alignment, int8_pool_state, term,
-                                          gene_terms, block_padding), scaled_tables[b])
+                                          gene_terms, block_padding, transition_penalty), scaled_tables[b])
             err = fits[b, term][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -543,7 +552,7 @@ class LatencyPredictor:
     def _fit(cls, table: LatencyTable, outside_models: bool = True,
              channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
              weight_term: bool = False, gene_terms: bool | None = None,
-             block_padding: bool = True) -> "LatencyPredictor":
+             block_padding: bool = True, transition_penalty: bool = True) -> "LatencyPredictor":
         if gene_terms is not None and not isinstance(gene_terms, bool):
             raise ValueError(f"gene_terms={gene_terms!r}; allowed: None (only without kernel rows), True or False")
         if not table.kernel_rows and not table.model_rows:
@@ -592,9 +601,10 @@ class LatencyPredictor:
         if nchwc:
             base = base + crossing[:, 0] * crossing_ms
         # stage 2: penalised relative deviations. Group 1: a multiplier per family; group 4: a per-kernel
-        # cost per family and the cost of bit-width transitions between consecutive layers (the
-        # quantise / dequantise / cast nodes between them); group 2: each distinct kernel seen in two or more
-        # models; group 3: each categorical gene value seen in two or more models (per-layer choices).
+        # cost per family; group 5: the cost of bit-width and layout transitions between consecutive layers (the
+        # quantise / dequantise / cast nodes and reorders between them; group 4 with transition_penalty=False);
+        # group 2: each distinct kernel seen in two or more models; group 3: each categorical gene value seen in
+        # two or more models (per-layer choices).
         use_genes = (kernel_model is None) if gene_terms is None else gene_terms
         genes = [_gene_features((r.candidate or {}).get("genes")) if use_genes else [] for r in rows]
         gene_rows: dict[str, int] = {}
@@ -623,12 +633,13 @@ class LatencyPredictor:
                             axis=1) / y[:, None]
         yt = (y - base) / y
         nf, nt, nk, ng = len(fam_names), len(trans_names), len(key_sel), len(gene_names)
-        groups = np.concatenate([[0], np.full(nf, 1), np.full(nf, 4), np.full(nt, 4), np.full(nk, 2), np.full(ng, 3)])
-        lams = {1: 1e6, 2: 1e6, 3: 1e6, 4: 1e6}
+        groups = np.concatenate([[0], np.full(nf, 1), np.full(nf, 4), np.full(nt, 5 if transition_penalty else 4),
+                                 np.full(nk, 2), np.full(ng, 3)])
+        lams = {1: 1e6, 2: 1e6, 3: 1e6, 4: 1e6, 5: 1e6}
         best_err = np.inf
         coef = np.zeros(xb.shape[1])
         for _pass in range(2):
-            for grp in (1, 4, 2, 3):
+            for grp in (1, 4, 5, 2, 3):
                 if not (groups == grp).any():
                     continue
                 for lam in _LAMBDA_LUT:
@@ -672,6 +683,7 @@ class LatencyPredictor:
             "model_rows": n, "kernel_rows": len(table.kernel_rows), "distinct_kernels": len(ukernels),
             "lambda_physical": lam_phys, "lambda_family": lams[1], "lambda_kernel": lams[2], "lambda_gene": lams[3],
             "lambda_overhead": lams[4],
+            "lambda_transition": lams[5] if transition_penalty else lams[4],
             "loo_rmspe_physical": float(np.sqrt(err1)), "loo_rmspe": float(np.sqrt(best_err)),
         }
         if outside_info is not None:

@@ -597,3 +597,73 @@ def test_a_profiled_predictor_prices_kernels_not_gene_values(synthetic):
     assert LatencyPredictor.fit(table, gene_terms=False).gene_ms == {}
     with pytest.raises(ValueError, match="gene_terms='yes'; allowed: None"):
         LatencyPredictor.fit(table, gene_terms="yes")
+
+
+def _bits_table(seed: int, alternate: bool) -> tuple[LatencyTable, list[list[Kernel]], np.ndarray]:
+    """A device without a blocked layout whose whole models cost their kernels alone plus 0.01 ms per change of bit
+    width (5 % noise on the timed rows): models with one run of 8-bit layers, and held-out ones alternating 8 and 32
+    bits (many more changes per layer than the table saw)."""
+    rng = np.random.default_rng(seed)
+    table = LatencyTable(device=device_info(name="synthetic", nchwc=None))
+    widths = (16, 24, 32, 48, 64)
+
+    def alone(k: Kernel) -> float:
+        return 2e-9 * k.macs + 0.004
+
+    for c in widths:
+        for size in (1, 3, 5, 7):
+            for b in (8, 32):
+                k = Kernel(op="conv", input_shape=(c, 16, 16), out_channels=c, kernel_size=size, bits=b)
+                table.add_kernel(k, alone(k))
+
+    def model(alt: bool) -> list[Kernel]:
+        n = int(rng.integers(4, 9))
+        lo = int(rng.integers(0, n))
+        hi = int(rng.integers(lo, n + 1))
+        return [Kernel(op="conv", input_shape=(int(c), 16, 16), out_channels=int(c),
+                       kernel_size=int(rng.choice([1, 3, 5, 7])),
+                       bits=(8 if i % 2 else 32) if alt else (8 if lo <= i < hi else 32))
+                for i, c in enumerate(rng.choice(widths, size=n))]
+
+    def truth(ks: list[Kernel]) -> float:
+        changes = sum(a.bits != b.bits for a, b in zip([Kernel(op="conv", input_shape=(3, 16, 16), out_channels=3,
+                                                               kernel_size=1)] + ks[:-1], ks))
+        return sum(alone(k) for k in ks) + 0.01 * (changes + (ks[-1].bits != 32))
+
+    for _ in range(40):
+        ks = model(False)
+        table.add_model(ks, truth(ks) * float(np.exp(rng.normal(0, 0.05))), source="synthetic")
+    held = [model(alternate) for _ in range(30)]
+    return table, held, np.array([truth(ks) for ks in held])
+
+
+def test_transitions_get_a_penalty_of_their_own():
+    """The costs of the bit-width (and layout) transitions are penalised apart from the families' per-kernel costs,
+    each strength chosen by leave-one-out; ``transition_penalty=False`` shares one, as before 2026-12-06. In this
+    table the per-kernel costs are noise (shrunk away) and the transitions are real (kept)."""
+    table, held, truth = _bits_table(0, alternate=True)
+    own = LatencyPredictor.fit(table, reference_exponent=0)
+    shared = LatencyPredictor.fit(table, reference_exponent=0, transition_penalty=False)
+    assert shared.fit_info["lambda_transition"] == shared.fit_info["lambda_overhead"]
+    assert own.fit_info["lambda_transition"] < own.fit_info["lambda_overhead"]
+    assert own.fit_info["loo_rmspe"] < shared.fit_info["loo_rmspe"]
+    assert own.transition_ms.get("32>8", 0.0) > 0.005  # the 0.01 ms of a change, seen
+    errors = {name: float(np.sqrt(np.mean((p.predict_many(held) / truth - 1) ** 2)))
+              for name, p in (("own", own), ("shared", shared))}
+    assert errors["own"] < errors["shared"], errors
+
+
+def test_a_table_without_transitions_fits_the_same_with_or_without_their_own_penalty():
+    table, _, _ = _bits_table(1, alternate=False)
+    float_only = LatencyTable(device=table.device)
+    for r in table.kernel_rows:
+        if r.kernel.bits == 32:
+            float_only.add_kernel(r.kernel, r.latency_ms)
+    for r in table.model_rows:
+        ks = [k if k.bits == 32 else Kernel(op="conv", input_shape=k.input_shape, out_channels=k.out_channels,
+                                            kernel_size=k.kernel_size) for k in r.kernels]
+        float_only.add_model(ks, r.latency_ms, source="synthetic")
+    models = [r.kernels for r in float_only.model_rows]
+    a = LatencyPredictor.fit(float_only, reference_exponent=0).predict_many(models)
+    b = LatencyPredictor.fit(float_only, reference_exponent=0, transition_penalty=False).predict_many(models)
+    assert np.array_equal(a, b)
