@@ -9,7 +9,9 @@ scale where the fit corrects for the machine's state); the summary gives each gr
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import sys
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -20,7 +22,7 @@ from _common import loadavg, write_json
 from offgrid_siblings import _score
 from predictor_local import RESULTS
 from weight_term import _run_tables
-from weight_term_auto import SHOWN
+from weight_term_auto import DEFAULT_RUNS, SHOWN
 
 from latency_models import LatencyPredictor
 
@@ -28,10 +30,28 @@ from latency_models import LatencyPredictor
 Way = tuple[str, dict[str, Any]]
 
 
+def main(script: str, description: str, ways: Sequence[Way], title: str, what: str) -> dict:
+    """The command line of ``experiments/SCRIPT.py``: ``--runs`` (the committed tables, default the sixteen of
+    ``weight_term_auto.py``) and ``--name`` (default ``script``), then :func:`run`. The markdown opens with ``title``,
+    the command, the run's time and load, and ``what`` (the tables and the two ways, in a sentence)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--runs", default=DEFAULT_RUNS, help="predictor_local.py runs whose committed tables are fitted")
+    ap.add_argument("--name", default=script)
+    args = ap.parse_args()
+
+    def header(out: dict) -> list[str]:
+        return [f"# {title} ({script})", "", f"Command: `{out['command']}`  ",
+                f"Run {out['started_utc']}, fits only, {out['minutes']} min, load average before / after "
+                f"{out['load_average_before']} / {out['load_average_after']}: {what}", ""]
+
+    return run(" ".join([f"python experiments/{script}.py", *sys.argv[1:]]), args.name, args.runs, ways, header)
+
+
 def run(command: str, name: str, runs: str, ways: Sequence[Way], header: Callable[[dict], list[str]]) -> dict:
     """Fit every run of ``runs`` (comma-separated) each of the two ``ways``, write ``RESULTS/name.json`` and
     ``.md`` (``header(results)``: the markdown's first lines, above the tables) and return the results."""
-    (first, _), (second, _) = ways
+    labels = [label for label, _ in ways]
+    first, second = labels
     warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports: scored anyway
     t0 = time.time()
     out: dict = {"command": command, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -44,13 +64,12 @@ def run(command: str, name: str, runs: str, ways: Sequence[Way], header: Callabl
             res[label] = {g: _score(pred, table, rows) for g, rows in groups if g in SHOWN}
         out["runs"][table_run] = res
         print(table_run, " | ".join(f"{g}: {res[first][g]['within_10']:.0%} -> {res[second][g]['within_10']:.0%}"
-                                for g in res[second]), flush=True)
+                                    for g in res[second]), flush=True)
     out["minutes"] = round((time.time() - t0) / 60, 1)
     out["load_average_after"] = loadavg()
-    out["summary"] = summary(out["runs"], [label for label, _ in ways])
+    out["summary"] = summary(out["runs"], labels)
     write_json(RESULTS / f"{name}.json", out)
-    (RESULTS / f"{name}.md").write_text("\n".join([*header(out), *tables(out, [label for label, _ in ways])]) + "\n",
-                                        encoding="utf-8")
+    (RESULTS / f"{name}.md").write_text("\n".join([*header(out), *tables(out, labels)]) + "\n", encoding="utf-8")
     return out
 
 

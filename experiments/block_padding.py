@@ -21,7 +21,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
@@ -29,28 +28,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import _fit_ways  # noqa: E402
-from weight_term_auto import DEFAULT_RUNS  # noqa: E402
 
 WAYS = (("as given", {"block_padding": False}), ("padded", {"block_padding": True}))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", default=DEFAULT_RUNS, help="predictor_local.py runs whose committed tables are fitted")
-    ap.add_argument("--name", default="block_padding")
-    args = ap.parse_args()
-    _fit_ways.run(" ".join(["python experiments/block_padding.py", *sys.argv[1:]]), args.name, args.runs, WAYS,
-                  _header)
-
-
-def _header(out: dict) -> list[str]:
-    return ["# Blocked convolutions priced on whole blocks (block_padding)", "",
-            f"Command: `{out['command']}`  ",
-            f"Run {out['started_utc']}, fits only, {out['minutes']} min, load average before / after "
-            f"{out['load_average_before']} / {out['load_average_after']}: the sixteen committed tables fitted with the "
-            "kernel model's channels as given and padded to whole blocks (`LatencyPredictor.fit(block_padding=...)`), "
-            "scored on their runs' held-out timings (on the predictor's scale where the fit corrects for the "
-            "machine's state). Tables without a recorded blocked layout are the same both ways.", ""]
+    _fit_ways.main("block_padding", __doc__.split("\n\n")[0], WAYS, 'Blocked convolutions priced on whole blocks',
+                   ("the sixteen committed tables fitted with the kernel model's channels as given and padded to "
+                    "whole blocks (`LatencyPredictor.fit(block_padding=...)`), scored on their runs' held-out timings "
+                    "(on the predictor's scale where the fit corrects for the machine's state). Tables without a "
+                    "recorded blocked layout are the same both ways."))
 
 
 if __name__ == "__main__":

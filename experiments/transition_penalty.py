@@ -14,7 +14,8 @@ and the torchvision exports, each export's mean error over the tables beside it.
 
     python experiments/transition_penalty.py
 
-Fits only, no timing (about 25 minutes on 2 cores). Writes ``experiments/results/NAME.json`` and ``.md``.
+Fits only, no timing (31.5 minutes on 2 cores beside other fits, 2026-12-06). Writes
+``experiments/results/NAME.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
@@ -32,29 +32,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import _fit_ways  # noqa: E402
-from weight_term_auto import DEFAULT_RUNS  # noqa: E402
 
 WAYS = (("shared", {"transition_penalty": False}), ("own", {"transition_penalty": True}))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", default=DEFAULT_RUNS, help="predictor_local.py runs whose committed tables are fitted")
-    ap.add_argument("--name", default="transition_penalty")
-    args = ap.parse_args()
-    _fit_ways.run(" ".join(["python experiments/transition_penalty.py", *sys.argv[1:]]), args.name, args.runs, WAYS,
-                  _header)
-
-
-def _header(out: dict) -> list[str]:
-    return ["# The transitions' own penalty (transition_penalty)", "",
-            f"Command: `{out['command']}`  ",
-            f"Run {out['started_utc']}, fits only, {out['minutes']} min, load average before / after "
-            f"{out['load_average_before']} / {out['load_average_after']}: the sixteen committed tables fitted with the "
-            "transitions' costs sharing the per-kernel costs' penalty and with a penalty of their own "
-            "(`LatencyPredictor.fit(transition_penalty=...)`), each strength chosen by leave-one-out on the table's "
-            "model rows, scored on their runs' held-out timings (on the predictor's scale where the fit corrects "
-            "for the machine's state).", ""]
+    _fit_ways.main("transition_penalty", __doc__.split("\n\n")[0], WAYS, "The transitions' own penalty",
+                   ("the sixteen committed tables fitted with the transitions' costs sharing the per-kernel "
+                    "costs' penalty and with a penalty of their own (`LatencyPredictor.fit(transition_penalty=...)`), "
+                    "each strength chosen by leave-one-out on the table's model rows, scored on their runs' held-out "
+                    "timings (on the predictor's scale where the fit corrects for the machine's state)."))
 
 
 if __name__ == "__main__":
