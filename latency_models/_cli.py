@@ -59,6 +59,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                      f"{100 * out['cv_rmspe_own']:.1f}% -> {100 * blended:.1f}%)")
         else:  # too few such models, or the blend did not help: said as the fit found it
             line += f"; {out['models']} models outside the spaces: {out['chosen']}"
+    if pred.io_term:
+        line += f"; {pred.io_ms_per_mb:.4g} ms per MB a kernel's stand-alone graph takes in and gives out"
     chosen = info.get("weight_term")
     if pred.weight_term:
         line += f"; {pred.theta0[-1]:.4g} ms per MB of weights"

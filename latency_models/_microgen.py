@@ -29,14 +29,29 @@ model-level fit removes it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from latency_models._kernel import Kernel
 
-__all__ = ["kernel_graph", "IR_VERSION", "OPSET"]
+__all__ = ["kernel_graph", "standalone_io_mbytes", "IR_VERSION", "OPSET"]
 
 IR_VERSION = 10
 OPSET = 21
+
+
+def standalone_io_mbytes(kernel: Kernel) -> float:
+    """Megabytes that :func:`kernel_graph`'s graph of ``kernel`` takes in and gives out at batch 1 (float32 inputs
+    and outputs, as every one-kernel graph has: a second input for ``add`` and ``scale``, every part of a
+    ``split``). A session run of the graph alone passes them through ONNX Runtime's inputs and outputs, which a
+    layer inside a whole model does not."""
+    inputs = math.prod(kernel.input_shape)
+    if kernel.op == "add":
+        inputs *= 2
+    elif kernel.op == "scale":
+        inputs += kernel.input_shape[0]
+    outputs = inputs if kernel.op == "split" else math.prod(kernel.output_shape)
+    return 4.0 * (inputs + outputs) / 1e6
 
 
 def kernel_graph(kernel: Kernel, *, seed: int = 0) -> Any:

@@ -19,6 +19,10 @@ alone, not inside a model), and the changes of layout between consecutive kernel
 are priced like the bit-width changes: per change and per million elements crossing, with one shared cost per
 element in the physical stage.
 
+A one-kernel graph's session run also passes its input and output through ONNX Runtime, which a layer inside a
+model does not: ``phi(k)`` holds the megabytes ``k``'s stand-alone graph takes in and gives out, priced by one shared
+cost per megabyte in the physical stage (``fit(io_term=True)``, the default; measured by ``experiments/io_term.py``).
+
 Models of another make. When the table timed at least eight whole models outside the spaces (``profile_models``),
 a four-parameter physical model fitted on those alone is blended in, weighted by a logistic gate that tells such
 models from the spaces' candidates, if cross-validation on the table's rows says it helps
@@ -60,6 +64,7 @@ from latency_models._features import family, kernel_key, physical
 from latency_models._kernel import Kernel
 from latency_models._kernel_model import CHANNEL_ALIGNMENT, KernelModel
 from latency_models._layout import BLOCKED, PLAIN, layout_state, standalone_reorder_mbytes
+from latency_models._microgen import standalone_io_mbytes
 from latency_models._outside import OutsideModel, fit_outside, kernel_features
 from latency_models._table import LatencyTable, read_json
 
@@ -150,14 +155,17 @@ def _kernel_counts(rows: Sequence[Any]) -> tuple[list[Kernel], np.ndarray]:
 
 
 def _phi(kernel_model: KernelModel | None, kernels: Sequence[Kernel], nchwc: tuple[int, int] | None,
-         weight_term: bool = False) -> np.ndarray:
+         weight_term: bool = False, io_term: bool = False) -> np.ndarray:
     """The physical features of ``kernels``: (stand-alone latency, 1) with a kernel model, the megabytes its
-    stand-alone graph reorders when the device has a blocked layout (``nchwc``) and, last, its megabytes of
-    stored weights when ``weight_term``; else (MMACs, MB of activations, MB of weights, 1)."""
+    stand-alone graph reorders when the device has a blocked layout (``nchwc``), the megabytes its stand-alone graph
+    takes in and gives out when ``io_term`` and, last, its megabytes of stored weights when ``weight_term``; else
+    (MMACs, MB of activations, MB of weights, 1)."""
     if kernel_model is not None:
         cols = [kernel_model.predict(list(kernels)), np.ones(len(kernels))]
         if nchwc:
             cols.append(np.array([standalone_reorder_mbytes(k, nchwc) for k in kernels]))
+        if io_term:
+            cols.append(np.array([standalone_io_mbytes(k) for k in kernels]))
         if weight_term:
             cols.append(physical(list(kernels))[:, 2])
         return np.stack(cols, axis=1)
@@ -310,7 +318,7 @@ class LatencyPredictor:
                  reference_exponent: float = 0.0,
                  measured_models: Mapping[tuple[Kernel, ...], float] | None = None,
                  heaviest_weight_mb: Sequence[float] | None = None, outside: OutsideModel | None = None,
-                 int8_pool_state: bool = True, weight_term: bool = False) -> None:
+                 int8_pool_state: bool = True, weight_term: bool = False, io_term: bool = False) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -364,6 +372,9 @@ class LatencyPredictor:
         #: whether a kernel's stand-alone time is joined by a shared cost per megabyte of its stored weights
         #: (``fit(weight_term=True)``; kernels mode only)
         self.weight_term = bool(weight_term) and mode == "kernels"
+        #: whether a kernel's stand-alone time is joined by a shared cost per megabyte its stand-alone graph takes in
+        #: and gives out (``fit(io_term=True)``; kernels mode only; False for predictors saved before 2026-12-06)
+        self.io_term = bool(io_term) and mode == "kernels"
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._outside_cache: dict[Kernel, np.ndarray] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
@@ -374,7 +385,8 @@ class LatencyPredictor:
             reference_exponent: float | str = "auto", outside_models: bool = True,
             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
             weight_term: bool | str = "auto", gene_terms: bool | None = None,
-            block_padding: bool = True, transition_penalty: bool = True) -> "LatencyPredictor":
+            block_padding: bool = True, transition_penalty: bool = True,
+            io_term: bool = True) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -408,6 +420,13 @@ class LatencyPredictor:
         between them. Measured on the sixteen committed tables (``experiments/transition_penalty.py``): see the
         README.
 
+        ``io_term``: with kernel rows, the physical stage also prices the megabytes each kernel's stand-alone graph
+        takes in and gives out (one shared cost per MB, fitted on the model rows, negative where it is what a
+        layer inside a whole model does not pay: :func:`~latency_models._microgen.standalone_io_mbytes`). Without
+        it a one-kernel graph's input and output pass through the per-family multipliers as if the layer paid
+        them in a model. False: as before 2026-12-06 (evening). Measured on the sixteen committed tables
+        (``experiments/io_term.py``): see the README.
+
         ``int8_pool_state``: an 8-bit max pool is a state of the bit-width and layout transitions, so that what
         feeds it prices which of ONNX Runtime's two uint8 pools runs (:data:`~latency_models._layout.INT8_POOL`);
         False: it is layout-transparent, as before 2026-12-04 (evening).
@@ -437,7 +456,7 @@ class LatencyPredictor:
         options = {"outside_models": outside_models, "channel_alignment": channel_alignment,
                    "int8_pool_state": bool(int8_pool_state), "weight_term": weight_term,
                    "gene_terms": gene_terms, "block_padding": bool(block_padding),
-                   "transition_penalty": bool(transition_penalty)}
+                   "transition_penalty": bool(transition_penalty), "io_term": bool(io_term)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         options["weight_term"] = own.weight_term  # what "auto" chose, for the cross-validated fits below
         prior = list(prior)
@@ -485,8 +504,8 @@ class LatencyPredictor:
                       channel_alignment: int | None = CHANNEL_ALIGNMENT,
                       int8_pool_state: bool = True, weight_term: bool | str = "auto",
                       gene_terms: bool | None = None,
-                      block_padding: bool = True,
-                      transition_penalty: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
+                      block_padding: bool = True, transition_penalty: bool = True,
+                      io_term: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -520,7 +539,7 @@ class LatencyPredictor:
                 if b not in scaled_tables:
                     scaled_tables[b] = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
                 fits[b, term] = (cls._fit(scaled_tables[b], outside_models, channel_alignment, int8_pool_state, term,
-                                          gene_terms, block_padding, transition_penalty), scaled_tables[b])
+                                          gene_terms, block_padding, transition_penalty, io_term), scaled_tables[b])
             err = fits[b, term][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -552,7 +571,8 @@ class LatencyPredictor:
     def _fit(cls, table: LatencyTable, outside_models: bool = True,
              channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
              weight_term: bool = False, gene_terms: bool | None = None,
-             block_padding: bool = True, transition_penalty: bool = True) -> "LatencyPredictor":
+             block_padding: bool = True, transition_penalty: bool = True,
+             io_term: bool = True) -> "LatencyPredictor":
         if gene_terms is not None and not isinstance(gene_terms, bool):
             raise ValueError(f"gene_terms={gene_terms!r}; allowed: None (only without kernel rows), True or False")
         if not table.kernel_rows and not table.model_rows:
@@ -565,10 +585,11 @@ class LatencyPredictor:
         mode = "kernels" if kernel_model is not None else "models"
         if not table.model_rows:  # stand-alone kernel times, summed (one coefficient per column of _phi)
             theta0 = np.zeros(2 + bool(kernel_model is not None and _nchwc(table.device))
+                              + bool(kernel_model is not None and io_term)
                               + bool(kernel_model is not None and weight_term))
             theta0[0] = 1.0
             return cls(device=table.device, protocol=table.protocol, mode=mode, intercept_ms=0.0,
-                       theta0=theta0, kernel_model=kernel_model, weight_term=weight_term,
+                       theta0=theta0, kernel_model=kernel_model, weight_term=weight_term, io_term=io_term,
                        fit_info={"model_rows": 0, "kernel_rows": len(table.kernel_rows)})
 
         rows = table.model_rows
@@ -579,7 +600,7 @@ class LatencyPredictor:
         fam_names = sorted(set(fam))
         fam_idx = np.array([fam_names.index(f) for f in fam])
         nchwc = _nchwc(table.device)
-        phi_u = _phi(kernel_model, ukernels, nchwc, weight_term)
+        phi_u = _phi(kernel_model, ukernels, nchwc, weight_term, io_term)
 
         trans = [_transitions(r.kernels, nchwc, int8_pool=int8_pool_state) for r in rows]
         # stage 1: a global physical model, few parameters, relative error (rows divided by y). With a blocked
@@ -677,7 +698,7 @@ class LatencyPredictor:
             _, loo = _ridge_loo_residuals(xb, yt, pen)
             ids: dict[tuple[Kernel, ...], int] = {}
             model_ids = np.array([ids.setdefault(tuple(r.kernels), len(ids)) for r in rows])
-            feats = counts @ kernel_features(ukernels, phi_u[:, :-1] if weight_term else phi_u)
+            feats = counts @ kernel_features(ukernels, phi_u[:, :2 + bool(nchwc)])
             outside, outside_info = fit_outside(feats, y, np.array([not r.candidate for r in rows]), model_ids, 1.0 - loo)
         info = {
             "model_rows": n, "kernel_rows": len(table.kernel_rows), "distinct_kernels": len(ukernels),
@@ -696,7 +717,7 @@ class LatencyPredictor:
                    kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info,
                    measured_models=_measured_models(rows), outside=outside,
                    heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]),
-                   int8_pool_state=int8_pool_state, weight_term=weight_term)
+                   int8_pool_state=int8_pool_state, weight_term=weight_term, io_term=io_term)
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -721,9 +742,10 @@ class LatencyPredictor:
             recs.append(rec)
         if todo:
             new = list(todo)
-            phi = _phi(self.kernel_model if self.mode == "kernels" else None, new, self._nchwc, self.weight_term)
+            phi = _phi(self.kernel_model if self.mode == "kernels" else None, new, self._nchwc, self.weight_term,
+                       self.io_term)
             if self.outside is not None:  # the outside model's features come from the same stand-alone times
-                self._outside_cache.update(zip(new, kernel_features(new, phi[:, :-1] if self.weight_term else phi)))
+                self._outside_cache.update(zip(new, kernel_features(new, phi[:, :2 + bool(self._nchwc)])))
             t_hat = phi @ self.theta0
             t_hat = np.where(np.abs(t_hat) < self.t_floor_ms, self.t_floor_ms, t_hat)
             lut = self.lut_ms
@@ -792,6 +814,12 @@ class LatencyPredictor:
             return latency_ms
         scale = (self.reference_ms / np.asarray(reference_ms, dtype=np.float64)) ** self.reference_exponent
         return latency_ms * (scale if np.ndim(scale) else float(scale))
+
+    @property
+    def io_ms_per_mb(self) -> float | None:
+        """The fitted cost per megabyte a kernel's stand-alone graph takes in and gives out (``fit(io_term=True)``;
+        negative where a layer inside a model does not pay what its graph alone does), or None without the term."""
+        return float(self.theta0[2 + bool(self._nchwc)]) if self.io_term else None
 
     def state_note(self) -> str:
         """``"; machine-state exponent B (predicts at the table's reference R ms)"``, or ``""`` without one."""
@@ -996,6 +1024,7 @@ class LatencyPredictor:
             "outside": self.outside.to_dict() if self.outside is not None else None,
             "int8_pool_state": self.int8_pool_state,
             "weight_term": self.weight_term,
+            "io_term": self.io_term,
             "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
                                 for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
@@ -1027,7 +1056,7 @@ class LatencyPredictor:
                        heaviest_weight_mb=data.get("heaviest_weight_mb"),
                        outside=OutsideModel.from_dict(data["outside"]) if data.get("outside") else None,
                        int8_pool_state=data.get("int8_pool_state", False),
-                       weight_term=data.get("weight_term", False))
+                       weight_term=data.get("weight_term", False), io_term=data.get("io_term", False))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

@@ -521,7 +521,7 @@ def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(sy
     errors = {}
     for weight_term in (False, True):
         pred = LatencyPredictor.fit(table, weight_term=weight_term)
-        assert pred.weight_term is weight_term and len(pred.theta0) == 2 + bool(nchwc) + weight_term
+        assert pred.weight_term is weight_term and len(pred.theta0) == 2 + bool(nchwc) + pred.io_term + weight_term
         errors[weight_term] = np.abs(pred.predict_many(kernels[200:]) / heavy[200:] - 1)
     assert pred.theta0[-1] == pytest.approx(per_mb, rel=0.05)  # the cost per MB, learnt from the model rows
     assert np.sqrt(np.mean(errors[True] ** 2)) < 0.5 * np.sqrt(np.mean(errors[False] ** 2))
@@ -566,6 +566,7 @@ def test_the_weight_term_learns_what_whole_models_pay_per_megabyte_of_weights(sy
     line = capsys.readouterr().out
     assert LatencyPredictor.load(tmp_path / "q.json").weight_term is True
     assert "a cost per MB of weights on (leave-one-out RMSPE" in line, line
+    assert "ms per MB a kernel's stand-alone graph takes in and gives out" in line, line
 
 
 def test_a_profiled_predictor_prices_kernels_not_gene_values(synthetic):
@@ -667,3 +668,63 @@ def test_a_table_without_transitions_fits_the_same_with_or_without_their_own_pen
     a = LatencyPredictor.fit(float_only, reference_exponent=0).predict_many(models)
     b = LatencyPredictor.fit(float_only, reference_exponent=0, transition_penalty=False).predict_many(models)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel", [
+    Kernel("conv", (16, 12, 12), out_channels=24, kernel_size=3, stride=2),
+    Kernel("conv", (16, 12, 12), out_channels=16, kernel_size=3, groups=16, bits=8),
+    Kernel("linear", (64,), out_channels=10),
+    Kernel("add", (8, 6, 6)),
+    Kernel("scale", (8, 6, 6)),
+    Kernel("concat", (12, 6, 6)),
+    Kernel("split", (12, 6, 6), groups=2),
+    Kernel("channel_shuffle", (12, 6, 6), groups=2),
+    Kernel("channel_shuffle", (12, 6, 6), groups=2, bits=8),
+    Kernel("global_avgpool", (12, 6, 6)),
+    Kernel("maxpool", (12, 6, 6), kernel_size=3, stride=2),
+])
+def test_standalone_io_megabytes_are_the_one_kernel_graphs_inputs_and_outputs(kernel):
+    from latency_models._microgen import standalone_io_mbytes
+
+    graph = kernel_graph(kernel).graph
+    elements = sum(math.prod(d.dim_value for d in v.type.tensor_type.shape.dim) for v in [*graph.input, *graph.output])
+    assert all(v.type.tensor_type.elem_type == 1 for v in [*graph.input, *graph.output])  # float32 in and out
+    assert standalone_io_mbytes(kernel) == pytest.approx(4.0 * elements / 1e6, rel=1e-12)
+
+
+@pytest.mark.parametrize("nchwc", [None, [16, 4]])
+def test_the_io_term_takes_out_what_a_kernel_alone_pays_for_its_input_and_output(synthetic, tmp_path, nchwc):
+    # a device where a one-kernel graph's session run pays 0.05 ms per MB of its input and output, which a layer
+    # inside a whole model does not: the families' multipliers cannot take it out, it varies with the shape
+    from latency_models._microgen import standalone_io_mbytes
+
+    cands, kernels, y = synthetic
+    per_mb = 0.05
+    table = LatencyTable(device={**device_info(name="synthetic"), "nchwc": nchwc})
+    seen = {}
+    for ks in kernels[:200]:
+        for k in ks:
+            seen.setdefault(k, _true_ms([k]) - 0.05 + per_mb * standalone_io_mbytes(k))
+    for k, t in seen.items():
+        table.add_kernel(k, t)
+    for c, ks, t in zip(cands[:120], kernels[:120], y[:120]):
+        table.add_model(ks, t, candidate=c.to_dict(), source="mobilenet")
+    preds, errors = {}, {}
+    for io_term in (False, True):
+        preds[io_term] = pred = LatencyPredictor.fit(table, io_term=io_term, weight_term=False)
+        assert pred.io_term is io_term and len(pred.theta0) == 2 + bool(nchwc) + io_term
+        errors[io_term] = float(np.sqrt(np.mean((pred.predict_many(kernels[200:]) / y[200:] - 1) ** 2)))
+    theta = preds[True].theta0
+    assert theta[0] == pytest.approx(1.0, rel=0.05) and theta[-1] == pytest.approx(-per_mb, rel=0.1), theta
+    assert preds[True].io_ms_per_mb == theta[-1] and preds[False].io_ms_per_mb is None
+    # with a blocked layout the reorder column (a blocked kernel's input and output, padded) carries much of it
+    assert errors[True] < (0.5 if nchwc is None else 0.8) * errors[False], errors
+    preds[True].save(tmp_path / "p.json")
+    back = LatencyPredictor.load(tmp_path / "p.json")
+    assert back.io_term is True
+    np.testing.assert_array_equal(back.predict_many(kernels[200:]), preds[True].predict_many(kernels[200:]))
+    old = {k: v for k, v in preds[False].to_dict().items() if k != "io_term"}
+    back = LatencyPredictor.from_dict(old)  # saved before the option: without it
+    assert back.io_term is False
+    np.testing.assert_array_equal(back.predict_many(kernels[200:]), preds[False].predict_many(kernels[200:]))
+    assert LatencyPredictor.fit(table, weight_term=False).io_term is True  # the default
