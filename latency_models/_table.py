@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import gzip
 import json
 import logging
 import math
@@ -137,12 +138,22 @@ def device_info(*, name: str, description: str = "", threads: int = 1, runtime: 
 
 
 def read_json(path: str | os.PathLike[str], *, what: str) -> Any:
-    """Parsed JSON of ``path``; an unreadable, malformed or truncated file raises ``ValueError`` naming ``what``."""
+    """Parsed JSON of ``path``, plain or gzipped (a large table is often kept as ``table.json.gz``); an unreadable,
+    malformed or truncated file, or one that is not JSON text, raises ``ValueError`` naming ``what``."""
     path = pathlib.Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"{what} path={str(path)!r} cannot be read: {exc.strerror}") from None
+    if data[:2] == b"\x1f\x8b":  # gzip's magic number
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{what} {str(path)!r} is a truncated or corrupt gzip file: {exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {str(path)!r} is not JSON text; allowed: a UTF-8 JSON file, plain or gzipped") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

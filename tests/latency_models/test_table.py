@@ -79,6 +79,20 @@ def test_truncated_file_is_a_clear_error(tmp_path):
         LatencyTable.load(tmp_path / "t.json")
 
 
+def test_a_gzipped_table_loads_and_a_binary_file_is_a_clear_error(tmp_path):
+    import gzip
+
+    _table().save(tmp_path / "t.json")
+    (tmp_path / "t.json.gz").write_bytes(gzip.compress((tmp_path / "t.json").read_bytes()))
+    assert LatencyTable.load(tmp_path / "t.json.gz").to_dict() == LatencyTable.load(tmp_path / "t.json").to_dict()
+    (tmp_path / "cut.json.gz").write_bytes((tmp_path / "t.json.gz").read_bytes()[:40])
+    with pytest.raises(ValueError, match="cut.json.gz' is a truncated or corrupt gzip file"):
+        LatencyTable.load(tmp_path / "cut.json.gz")
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x0a\xff\xfe binary")
+    with pytest.raises(ValueError, match="model.onnx' is not JSON text; allowed: a UTF-8 JSON file, plain or gzipped"):
+        LatencyTable.load(tmp_path / "model.onnx")
+
+
 def test_add_rejects_bad_latency():
     t = _table()
     with pytest.raises(ValueError, match="kernel row 2"):
