@@ -37,7 +37,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
-import gzip  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import pathlib  # noqa: E402
@@ -105,16 +104,9 @@ def _as_read_before(kernels: list) -> list:
 
 
 def _read(folder: pathlib.Path, name: str) -> LatencyTable:
-    """A table a run wrote under ``folder`` (committed gzipped or not)."""
-    import tempfile
-
-    plain, packed = folder / name, folder / (name + ".gz")
-    if plain.exists():
-        return LatencyTable.load(plain)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp) / name
-        path.write_bytes(gzip.decompress(packed.read_bytes()))
-        return LatencyTable.load(path)
+    """A table a run wrote under ``folder`` (committed gzipped or not: ``LatencyTable.load`` reads both)."""
+    plain = folder / name
+    return LatencyTable.load(plain if plain.exists() else folder / (name + ".gz"))
 
 
 def _with_layout(table: LatencyTable, meta: dict) -> LatencyTable:
