@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import math
 import os
@@ -400,11 +401,12 @@ def run_ray_study(study: optuna.Study, *, space: "SearchSpace", context: Any, ru
     from optuna.trial import TrialState
 
     start = time.perf_counter()
+    started_at = datetime.datetime.now()  # Optuna's clock: trials asked before it and never claimed are orphans
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as run_study: no line per trial
     done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
     restore = resume and tune.Tuner.can_restore(str(ray_experiment_dir(out_dir)))
     if not restore:
-        fail_stale_trials(study, run_id)
+        fail_stale_trials(study, run_id, unclaimed_before=started_at)
     remaining = max(0, n_trials - done)
     if remaining == 0 and not restore:
         return StudyOutcome(finished=0, interrupted=False, seconds=time.perf_counter() - start)
@@ -424,7 +426,8 @@ def run_ray_study(study: optuna.Study, *, space: "SearchSpace", context: Any, ru
                       sample_kwargs=sample_kwargs, max_failures=max_failures, timeout_s=timeout_s, on_trial=hook)
     for number, message in sweep.errors:
         logger.warning("trial %d failed after %d retries: %s", number, max_failures, message)
-    fail_stale_trials(study, run_id)  # asked but never told: their Ray trial did not finish
+    # asked but never told (their Ray trial did not finish), or asked and never claimed by a killed process
+    fail_stale_trials(study, run_id, unclaimed_before=started_at)
     after = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))
     seconds = time.perf_counter() - start
     timed_out = timeout_s is not None and seconds >= timeout_s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import math
 import signal
@@ -124,11 +125,22 @@ def owned_trials(study: "optuna.Study", run_id: str, states: Sequence[Any] | Non
     return [t for t in trials if t.user_attrs.get(RUN_ATTR) == run_id]
 
 
-def fail_stale_trials(study: "optuna.Study", run_id: str) -> int:
-    """Mark this run's trials left RUNNING by a killed process as FAIL; returns how many."""
+def fail_stale_trials(study: "optuna.Study", run_id: str, *,
+                      unclaimed_before: datetime.datetime | None = None) -> int:
+    """Mark this run's trials left RUNNING by a killed process as FAIL; returns how many.
+
+    ``unclaimed_before``: also fail RUNNING trials that no run has claimed (no run id) and that started before this
+    time (naive local time, as Optuna stamps ``datetime_start``). A trial is asked first and given its run id by a
+    second write, so a process killed between the two leaves a RUNNING trial that no run owns; a live process
+    claims its trial within milliseconds, so an unclaimed trial that started before this process began is an orphan.
+    """
     from optuna.trial import TrialState
 
     stale = owned_trials(study, run_id, states=(TrialState.RUNNING,))
+    if unclaimed_before is not None:
+        stale += [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                  if RUN_ATTR not in t.user_attrs and t.datetime_start is not None
+                  and t.datetime_start < unclaimed_before]
     for t in stale:
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # noqa: SLF001
     return len(stale)
@@ -227,7 +239,7 @@ def run_study(study: "optuna.Study", *, space: "SearchSpace", context: SearchCon
     from optuna.trial import TrialState
 
     start = time.perf_counter()
-    stale = fail_stale_trials(study, run_id)
+    stale = fail_stale_trials(study, run_id, unclaimed_before=datetime.datetime.now())
     if stale:
         logger.info("marked %d trial(s) left running by an interrupted run as failed", stale)
     done = len(owned_trials(study, run_id, states=(TrialState.COMPLETE,)))

@@ -608,3 +608,36 @@ def test_float_variant_is_the_same_architecture_at_32_bits():
     assert [k.macs for k in space.kernels(variant)] == [k.macs for k in space.kernels(cand)]
     assert float_variant(space, params, search=("arch", "bits"), bits=(4, 8)) is None  # 32 not allowed
     assert float_variant(space, vparams, search=("arch", "bits"), bits=(8, 32)) is None  # at 32 already
+
+
+@pytest.mark.parametrize("with_cutoff", [True, False])
+def test_a_trial_asked_but_never_claimed_by_a_killed_run_is_failed(with_cutoff: bool) -> None:
+    """A trial is asked, then given its run id by a second write: a process killed between the two leaves a
+    RUNNING trial no run owns. Resuming fails it when it started before the resuming process did, and leaves
+    another run's trials and a trial asked since (a live process about to claim it) running."""
+    import datetime
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from search._study import RUN_ATTR, fail_stale_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    orphan = study.ask()
+    mine = study.ask()
+    mine.set_user_attr(RUN_ATTR, "run-a")
+    other = study.ask()
+    other.set_user_attr(RUN_ATTR, "run-b")
+    time.sleep(0.01)
+    cutoff = datetime.datetime.now()
+    time.sleep(0.01)
+    fresh = study.ask()
+    failed = fail_stale_trials(study, "run-a", unclaimed_before=cutoff if with_cutoff else None)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert failed == (2 if with_cutoff else 1)
+    assert states[mine.number] == TrialState.FAIL
+    assert states[orphan.number] == (TrialState.FAIL if with_cutoff else TrialState.RUNNING)
+    assert states[other.number] == TrialState.RUNNING
+    assert states[fresh.number] == TrialState.RUNNING
