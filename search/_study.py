@@ -136,11 +136,12 @@ def fail_stale_trials(study: "optuna.Study", run_id: str, *,
     """
     from optuna.trial import TrialState
 
-    stale = owned_trials(study, run_id, states=(TrialState.RUNNING,))
-    if unclaimed_before is not None:
-        stale += [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                  if RUN_ATTR not in t.user_attrs and t.datetime_start is not None
-                  and t.datetime_start < unclaimed_before]
+    def orphan(t: "optuna.trial.FrozenTrial") -> bool:
+        return (unclaimed_before is not None and RUN_ATTR not in t.user_attrs and t.datetime_start is not None
+                and t.datetime_start < unclaimed_before)
+
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if t.user_attrs.get(RUN_ATTR) == run_id or orphan(t)]  # one read of the running trials
     for t in stale:
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)  # noqa: SLF001
     return len(stale)
