@@ -417,15 +417,15 @@ class LatencyPredictor:
         nodes, reorders) get a penalty of their own, chosen by leave-one-out like the others (False: they share the
         per-kernel costs' penalty, as before 2026-12-06). The two are different things: a per-kernel cost per
         family corrects the stand-alone timings of the family's kernels, a transition is a node the model adds
-        between them. Measured on the sixteen committed tables (``experiments/transition_penalty.py``): see the
-        README.
+        between them. Measured on the sixteen committed tables (``experiments/transition_penalty.py``): see
+        ``experiments/latency_record.md``, *The transitions' own penalty*.
 
         ``io_term``: with kernel rows, the physical stage also prices the megabytes each kernel's stand-alone graph
         takes in and gives out (one shared cost per MB, fitted on the model rows, negative where it is what a
         layer inside a whole model does not pay: :func:`~latency_models._microgen.standalone_io_mbytes`). Without
         it a one-kernel graph's input and output pass through the per-family multipliers as if the layer paid
         them in a model. False: as before 2026-12-06 (evening). Measured on the sixteen committed tables
-        (``experiments/io_term.py``): see the README.
+        (``experiments/io_term.py``): see ``experiments/latency_record.md``.
 
         ``int8_pool_state``: an 8-bit max pool is a state of the bit-width and layout transitions, so that what
         feeds it prices which of ONNX Runtime's two uint8 pools runs (:data:`~latency_models._layout.INT8_POOL`);

@@ -450,8 +450,8 @@ def _drawn_statistics(net: "torch.nn.Module") -> "torch.nn.Module":
     With the initial statistics every folded bias is zero; ONNX Runtime then shares the identical bias
     constants of equal length, and a float16 layer reads its shared bias through a runtime ``Cast``, which keeps
     that convolution off the channel-blocked (NCHWc) path. Measured on 2026-12-04: float16 MobileNet candidates
-    at 128 px ran 1.4-1.7x slower than the same graph with distinct biases (see the README, *A float16 layer and
-    a shared bias*); a trained model never shows it, and the profile's calibration models must not either.
+    at 128 px ran 1.4-1.7x slower than the same graph with distinct biases (see ``experiments/latency_record.md``, *A float16
+    layer and a shared bias*); a trained model never shows it, and the profile's calibration models must not either.
     """
     import torch
 
