@@ -1,6 +1,8 @@
-"""Command line: ``python -m latency_models fit | evaluate | profile-workload | add-models | profile | measure``.
+"""Command line: ``python -m latency_models fit | evaluate | noise-floor | profile-workload | add-models | profile |
+measure``.
 
-``fit``, ``evaluate``, ``profile-workload`` and ``add-models`` need this package alone (numpy, onnx, onnxruntime):
+``fit``, ``evaluate``, ``noise-floor``, ``profile-workload`` and ``add-models`` need this package alone (numpy,
+onnx, onnxruntime): ``noise-floor`` re-times ONNX models in fresh workers to say how well this device repeats a timing;
 ``profile-workload`` times a workload folder written by ``python -m search profile --write-workload DIR`` on a
 device without torch; ``add-models`` times ONNX models of the user's own kind into a table (their kernels the table
 lacks, and each whole model), so that the predictor knows models outside the spaces. ``profile`` and ``measure`` with ``--space`` need the search spaces
@@ -82,6 +84,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
              if pred.reference_exponent and any(r.reference_ms for r in held.model_rows) else "")
     print(f"n={res['n']}  within ±5%: {100 * res['within_5']:.1f}%  within ±10%: {100 * res['within_10']:.1f}%  "
           f"RMSPE: {100 * res['rmspe']:.2f}%  Spearman: {res['spearman']:.4f}{state}")
+    return 0
+
+
+def _cmd_noise_floor(args: argparse.Namespace) -> int:
+    import json
+
+    from latency_models._floor import noise_floor
+    from latency_models._progress import Progress
+
+    if args.rounds < 2:
+        raise ValueError(f"--rounds {args.rounds}; allowed: 2 or more (each round is compared with the others)")
+    with Progress(args.rounds, f"re-timing {len(args.models)} model(s) in fresh workers", unit="rounds") as bar:
+        res = noise_floor(args.models, rounds=args.rounds, threads=args.threads,
+                          on_round=lambda done, total: bar.set(done))
+    n = len(res["models"])
+    print(f"noise floor of this device: {n} model{'s' * (n != 1)} timed in {res['rounds']} fresh workers "
+          f"({res['as_measured']['pairs']} pairs of timings), {res['seconds']:.1f} s, protocol {res['protocol']}, "
+          f"{res['threads']} thread{'s' * (res['threads'] != 1)}")
+    for label, key in (("as measured", "as_measured"), ("on the reference's scale", "on_reference_scale")):
+        s = res[key]
+        print(f"  {label + ':':26s}within ±2% {100 * s['within_2']:.1f}%, ±5% {100 * s['within_5']:.1f}%, ±10% "
+              f"{100 * s['within_10']:.1f}%; median |difference| {100 * s['median_abs']:.2f}%, largest "
+              f"{100 * s['max_abs']:.2f}%")
+    print("  per model: median latency, spread of its rounds (slowest / fastest - 1)")
+    for m in res["models"]:
+        lat = sorted(m["latency_ms"])
+        print(f"    {m['model']}  {lat[len(lat) // 2]:.3f} ms  {100 * (lat[-1] / lat[0] - 1):.1f}%")
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        print(f"written to {args.out}")
     return 0
 
 
@@ -169,6 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--measured", required=True)
     e.add_argument("--prior", action="append", default=[], metavar="PREDICTOR", help=prior_help)
     e.set_defaults(func=_cmd_evaluate)
+    nf = sub.add_parser("noise-floor", help="time ONNX models in several fresh workers under the protocol and say how "
+                        "well this device repeats a timing (within ±2 / ±5 / ±10 %%); needs no torch")
+    nf.add_argument("models", nargs="+", help="ONNX files (models of the size you deploy)")
+    nf.add_argument("--rounds", type=int, default=4, help="fresh workers, each timing every model (default 4, at least 2)")
+    nf.add_argument("--threads", type=int, default=1)
+    nf.add_argument("--out", default=None, help="also write the timings and shares as JSON")
+    nf.set_defaults(func=_cmd_noise_floor)
     w = sub.add_parser("profile-workload", help="time a workload folder (python -m search profile --write-workload "
                        "DIR) on this machine; needs only numpy, onnx and onnxruntime")
     w.add_argument("workload", help="the workload folder (with manifest.json)")

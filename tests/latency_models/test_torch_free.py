@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -115,3 +116,9 @@ def test_device_profiles_a_workload_in_a_venv_without_torch(tmp_path):
     assert "+1 model rows" in out.stdout and "3 models outside the spaces" in out.stdout, out.stdout
     table = latency_models.LatencyTable.load(tmp_path / "t.json")
     assert [r.source for r in table.model_rows][-1] == "mine" and len(table.kernel_rows) == len(timed) + 1
+    # the device's noise floor, there too: the same model re-timed in fresh workers
+    cmd = [str(py), "-m", "latency_models", "noise-floor", str(mine), "--rounds", "2", "--out", str(tmp_path / "nf.json")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=device, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "noise floor of this device: 1 model timed in 2 fresh workers (1 pairs of timings)" in out.stdout, out.stdout
+    assert json.loads((tmp_path / "nf.json").read_text())["models"][0]["latency_ms"][1] > 0
