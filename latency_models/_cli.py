@@ -84,6 +84,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
              if pred.reference_exponent and any(r.reference_ms for r in held.model_rows) else "")
     print(f"n={res['n']}  within ±5%: {100 * res['within_5']:.1f}%  within ±10%: {100 * res['within_10']:.1f}%  "
           f"RMSPE: {100 * res['rmspe']:.2f}%  Spearman: {res['spearman']:.4f}{state}")
+    if pred.fit_info.get("noise_floor"):
+        from latency_models._floor import floor_note
+
+        print(f"the predictor's table: {floor_note(pred.fit_info['noise_floor'])}")
     return 0
 
 
@@ -139,6 +143,10 @@ def _cmd_profile_workload(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
           f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min (protocol {table.protocol.get('name')}, reference "
           f"{table.reference_ms:.4f} ms); predictor written to {pred_path}{pred.state_note()}")
+    if table.extra.get("noise_floor"):
+        from latency_models._floor import floor_note
+
+        print(floor_note(table.extra["noise_floor"]))
     warning = table.state_warning()
     if warning:
         print(f"warning: {warning}")

@@ -5,7 +5,13 @@ given ONNX models ``rounds`` times, each round in a fresh worker process (:func:
 sessions, interleaved blocks, the reference beside them), the models in a new shuffled order each round, and
 compares every pair of rounds model by model: the share of the pairs within ±2, ±5 and ±10 % of each other, as
 measured and on the reference's scale (each timing divided by the reference timed beside it). ``python -m
-latency_models noise-floor a.onnx b.onnx ...`` prints it. Needs numpy, onnx and onnxruntime only.
+latency_models noise-floor a.onnx b.onnx ...`` prints it.
+
+A profile measures its own floor the same way (:func:`retime_floor`): at its end it times its first
+:data:`PROFILE_FLOOR_MODELS` calibration models again, minutes after their first timing, and records how far the
+second timing is from the first in the table (``table.extra["noise_floor"]``); a predictor fitted on the table
+carries it (``fit_info["noise_floor"]``) and ``python -m latency_models evaluate`` prints it beside its scores.
+Needs numpy, onnx and onnxruntime only.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import numpy as np
 
 from latency_models._protocol import PROTOCOL_NAME, measure_interleaved
 
-__all__ = ["noise_floor", "pair_differences", "difference_shares"]
+__all__ = ["PROFILE_FLOOR_MODELS", "difference_shares", "floor_note", "noise_floor", "pair_differences",
+           "retime_floor"]
 
 log = logging.getLogger(__name__)
 
 #: Rounds by default: 4 fresh workers give 6 pairs of timings per model.
 ROUNDS = 4
+#: The calibration models a profile times again at its end (its first ones), for the table's own noise floor.
+PROFILE_FLOOR_MODELS = 8
 
 
 def pair_differences(latency_ms: np.ndarray) -> np.ndarray:
@@ -87,3 +96,31 @@ def noise_floor(models: Sequence[str | pathlib.Path], *, rounds: int = ROUNDS, t
             "as_measured": difference_shares(pair_differences(lat)),
             "on_reference_scale": difference_shares(pair_differences(lat / ref)),
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def retime_floor(first_ms: Sequence[float], first_reference_ms: Sequence[float | None], second_ms: Sequence[float],
+                 second_reference_ms: Sequence[float | None]) -> dict[str, Any]:
+    """The same models timed twice: :func:`difference_shares` of ``second / first - 1``, as measured and (when
+    every timing carries its reference) on the reference's scale."""
+    a, b = np.asarray(first_ms, dtype=float), np.asarray(second_ms, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or not a.size:
+        raise ValueError(f"first_ms has shape {a.shape} and second_ms {b.shape}; allowed: the same models, one or more")
+    out: dict[str, Any] = {"models": int(a.size), "as_measured": difference_shares(b / a - 1.0)}
+    refs = [*first_reference_ms, *second_reference_ms]
+    if all(r is not None for r in refs):
+        ra, rb = np.asarray(first_reference_ms, dtype=float), np.asarray(second_reference_ms, dtype=float)
+        out["on_reference_scale"] = difference_shares((b / rb) / (a / ra) - 1.0)
+    return out
+
+
+_LABELS = {"as_measured": "as measured", "on_reference_scale": "on the reference's scale"}
+
+
+def floor_note(floor: Mapping[str, Any]) -> str:
+    """One line on a table's recorded floor (:func:`retime_floor` of a profile's first calibration models)."""
+    key = "on_reference_scale" if "on_reference_scale" in floor else "as_measured"
+    s = floor[key]
+    return (f"noise floor: the profile's first {floor['models']} calibration models, timed again at its end, agreed "
+            f"with their first timing within ±2 / ±5 / ±10 % for {100 * s['within_2']:.0f} / {100 * s['within_5']:.0f}"
+            f" / {100 * s['within_10']:.0f} % of them ({_LABELS[key]}; largest difference {100 * s['max_abs']:.1f} %): a predictor of this table cannot be checked more "
+            "finely than that")

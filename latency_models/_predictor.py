@@ -459,6 +459,8 @@ class LatencyPredictor:
                    "transition_penalty": bool(transition_penalty), "io_term": bool(io_term)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         options["weight_term"] = own.weight_term  # what "auto" chose, for the cross-validated fits below
+        if table.extra.get("noise_floor"):  # the profile's own re-timing of its first models (latency_models._floor)
+            own.fit_info["noise_floor"] = table.extra["noise_floor"]
         prior = list(prior)
         if not prior:
             return own

@@ -125,7 +125,10 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
 
     Every latency is taken under the protocol ``karumi-interleaved/3`` (:func:`measure_interleaved`): kernels
     and whole models timed in batches by a worker process with only ONNX Runtime and numpy loaded, each row
-    with the reference workload's latency of its batch (``reference_ms``).
+    with the reference workload's latency of its batch (``reference_ms``). At the end it times its first
+    :data:`~latency_models._floor.PROFILE_FLOOR_MODELS` whole models again (a few seconds past the budget) and
+    records how far the second timing is from the first in ``table.extra["noise_floor"]`` (the table's own noise
+    floor: :func:`~latency_models._floor.retime_floor`).
 
     Args:
         pool: the kernels that may be timed alone, each with its mean count per model (sampling weight).
@@ -231,9 +234,37 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
                 j += len(chunk)
                 tick(f"{len(table.kernel_rows)} kernels, {len(table.model_rows)} models")
                 save()
+            if models is not None and _record_floor(table, models, timer):
+                tick(f"{len(table.kernel_rows)} kernels, {len(table.model_rows)} models, noise floor")
+                save()
         finally:
             save()
     return table
+
+
+def _record_floor(table: LatencyTable, models: Callable[[int], WorkloadModel | None], timer: "_Timer") -> bool:
+    """Time the table's first :data:`~latency_models._floor.PROFILE_FLOOR_MODELS` calibration models again, as the
+    profile timed them (jobs of :data:`_MODEL_CHUNK`), and record how far the second timing is from the first in
+    ``table.extra["noise_floor"]`` (:func:`~latency_models._floor.retime_floor`). False, recording nothing, when the
+    table has fewer such rows, or ``models`` no longer gives the same models (their kernels differ)."""
+    from latency_models._floor import PROFILE_FLOOR_MODELS, retime_floor
+
+    first = table.model_rows[:PROFILE_FLOOR_MODELS]
+    if len(first) < PROFILE_FLOOR_MODELS:
+        return False
+    again = [models(i) for i in range(PROFILE_FLOOR_MODELS)]
+    if any(m is None or tuple(m.kernels) != tuple(r.kernels) for m, r in zip(again, first)):
+        logger.warning("noise floor not measured: the profile's first %d models are not the table's first model rows",
+                       PROFILE_FLOOR_MODELS)
+        return False
+    second = []
+    for i in range(0, PROFILE_FLOOR_MODELS, _MODEL_CHUNK):
+        second += timer([m.onnx for m in again[i:i + _MODEL_CHUNK]])
+    table.extra["noise_floor"] = {
+        **retime_floor([r.latency_ms for r in first], [r.reference_ms for r in first],
+                       [t.latency_ms for t in second], [t.reference_ms for t in second]),
+        "model_rows": len(table.model_rows)}
+    return True
 
 
 def check_offgrid_share(value: Any, name: str = "offgrid_share") -> float:

@@ -17,7 +17,8 @@ import math
 import pathlib
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from latency_models import PROTOCOL_NAME, LatencyPredictor, LatencyTable, cpu_name, kernels_from_onnx, profile_models
+from latency_models import (PROTOCOL_NAME, LatencyPredictor, LatencyTable, cpu_name, floor_note, kernels_from_onnx,
+                            profile_models)
 from search._cache import cache_dir
 from search._errors import InputError
 from search._objective import predict_latency
@@ -219,6 +220,8 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     warning = table.state_warning()
     if warning:
         logger.warning("%s (the cached profile is %s: delete that folder to profile again)", warning, folder)
+    if table.extra.get("noise_floor"):
+        logger.info("%s", floor_note(table.extra["noise_floor"]))
     predictor = LatencyPredictor.fit(table)
     tmp = pred_path.with_suffix(".tmp.json")
     predictor.save(tmp)

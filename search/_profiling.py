@@ -17,7 +17,7 @@ from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Sequence
 
 from latency_models import (BITS, OFFGRID_SHARE, LatencyPredictor, LatencyTable, Progress, WorkloadModel,
-                            check_offgrid_share, measure_models, profile, write_workload)
+                            check_offgrid_share, floor_note, measure_models, profile, write_workload)
 from spaces import SearchSpace, get_space
 
 __all__ = ["kernel_pool", "main", "measure_spaces", "profile_spaces", "space_models", "write_space_workload"]
@@ -202,6 +202,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     pred.save(pred_path)
     print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
           f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min; predictor written to {pred_path}{pred.state_note()}")
+    if table.extra.get("noise_floor"):
+        print(floor_note(table.extra["noise_floor"]))
     warning = table.state_warning()
     if warning:
         print(f"warning: {warning}")

@@ -361,3 +361,44 @@ def test_a_profile_spends_a_share_of_its_rounds_on_offgrid_widths_unless_told_no
     for bad in (1.0, -0.1, True, "0.1"):
         with pytest.raises(ValueError, match="offgrid_share="):
             profile(pool, None, device_name="ci", out=tmp_path / "t1.json", budget_min=0.05, offgrid_share=bad)
+
+
+def test_a_profile_times_its_first_models_again_and_records_its_noise_floor(tmp_path, capsys):
+    from latency_models import WorkloadModel
+
+    ks = [Kernel("conv", (8, 12, 12), out_channels=8 * (1 + j % 3), kernel_size=1 + 2 * (j % 2)) for j in range(10)]
+    whole = [WorkloadModel(onnx=kernel_graph(k), kernels=(k,), source=f"m{j}") for j, k in enumerate(ks)]
+    out = tmp_path / "t.json"
+    t = profile(_tiny_pool(), lambda j: whole[j] if j < len(whole) else None, device_name="ci", out=out,
+                budget_min=0.5, offgrid_share=0)
+    assert len(t.model_rows) == 10
+    floor = t.extra["noise_floor"]
+    assert floor["models"] == 8 and floor["model_rows"] == 10
+    for key in ("as_measured", "on_reference_scale"):
+        s = floor[key]
+        assert s["pairs"] == 8 and 0 <= s["within_2"] <= s["within_5"] <= s["within_10"] <= 1 and s["max_abs"] >= 0
+    assert LatencyTable.load(out).extra["noise_floor"] == floor  # saved with the table
+    pred = LatencyPredictor.fit(t)
+    assert pred.fit_info["noise_floor"] == floor  # and carried by its predictor, which evaluate prints
+    assert cli_main(["evaluate", "--predictor", str(out), "--measured", str(out)]) == 0
+    assert "noise floor: the profile's first 8 calibration models, timed again at its end" in capsys.readouterr().out
+
+
+def test_a_profile_records_no_floor_from_too_few_models_or_models_that_changed(tmp_path, caplog):
+    from latency_models import WorkloadModel
+
+    ks = [Kernel("conv", (8, 12, 12), out_channels=8 * (1 + j % 3), kernel_size=3) for j in range(9)]
+    whole = [WorkloadModel(onnx=kernel_graph(k), kernels=(k,), source=f"m{j}") for j, k in enumerate(ks)]
+    few = profile(_tiny_pool(), lambda j: whole[j] if j < 5 else None, device_name="ci", out=tmp_path / "a.json",
+                  budget_min=0.5, offgrid_share=0)
+    assert len(few.model_rows) == 5 and "noise_floor" not in few.extra
+    calls: dict[int, int] = {}
+
+    def unstable(j: int):  # noqa: ANN202 - a second call for the same j gives another model
+        calls[j] = calls.get(j, 0) + 1
+        return None if j >= 8 else whole[j] if calls[j] == 1 else whole[8]
+
+    changed = profile(_tiny_pool(), unstable, device_name="ci", out=tmp_path / "b.json", budget_min=0.5,
+                      offgrid_share=0)
+    assert len(changed.model_rows) == 8 and "noise_floor" not in changed.extra
+    assert "noise floor not measured" in caplog.text
