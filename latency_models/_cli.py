@@ -212,7 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     nf = sub.add_parser("noise-floor", help="time ONNX models in several fresh workers under the protocol and say how "
                         "well this device repeats a timing (within ±2 / ±5 / ±10 %%); needs no torch")
     nf.add_argument("models", nargs="+", help="ONNX files (models of the size you deploy)")
-    nf.add_argument("--rounds", type=int, default=4, help="fresh workers, each timing every model (default 4, at least 2)")
+    nf.add_argument("--rounds", type=int, default=4,
+                    help="fresh workers, each timing every model (default 4, at least 2)")
     nf.add_argument("--threads", type=int, default=1)
     nf.add_argument("--out", default=None, help="also write the timings and shares as JSON")
     nf.set_defaults(func=_cmd_noise_floor)

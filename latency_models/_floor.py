@@ -122,5 +122,5 @@ def floor_note(floor: Mapping[str, Any]) -> str:
     s = floor[key]
     return (f"noise floor: the profile's first {floor['models']} calibration models, timed again at its end, agreed "
             f"with their first timing within ±2 / ±5 / ±10 % for {100 * s['within_2']:.0f} / {100 * s['within_5']:.0f}"
-            f" / {100 * s['within_10']:.0f} % of them ({_LABELS[key]}; largest difference {100 * s['max_abs']:.1f} %): a predictor of this table cannot be checked more "
-            "finely than that")
+            f" / {100 * s['within_10']:.0f} % of them ({_LABELS[key]}; largest difference {100 * s['max_abs']:.1f} %): "
+            "a predictor of this table cannot be checked more finely than that")

@@ -1,4 +1,4 @@
-"""latency_models.noise_floor and ``python -m latency_models noise-floor``: the same models re-timed in fresh workers."""
+"""latency_models.noise_floor and ``python -m latency_models noise-floor``: models re-timed in fresh workers."""
 
 from __future__ import annotations
 
