@@ -93,12 +93,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_noise_floor(args: argparse.Namespace) -> int:
     import json
+    import statistics
 
     from latency_models._floor import noise_floor
     from latency_models._progress import Progress
 
     if args.rounds < 2:
         raise ValueError(f"--rounds {args.rounds}; allowed: 2 or more (each round is compared with the others)")
+    out = pathlib.Path(args.out) if args.out else None
+    if out is not None:  # before timing anything: a bad --out must not cost the measurement
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out {args.out}: cannot write there ({exc.strerror}); allowed: a writable path") from None
     with Progress(args.rounds, f"re-timing {len(args.models)} model(s) in fresh workers", unit="rounds") as bar:
         res = noise_floor(args.models, rounds=args.rounds, threads=args.threads,
                           on_round=lambda done, total: bar.set(done))
@@ -113,11 +120,11 @@ def _cmd_noise_floor(args: argparse.Namespace) -> int:
               f"{100 * s['max_abs']:.2f}%")
     print("  per model: median latency, spread of its rounds (slowest / fastest - 1)")
     for m in res["models"]:
-        lat = sorted(m["latency_ms"])
-        print(f"    {m['model']}  {lat[len(lat) // 2]:.3f} ms  {100 * (lat[-1] / lat[0] - 1):.1f}%")
-    if args.out:
-        pathlib.Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-        print(f"written to {args.out}")
+        lat = m["latency_ms"]
+        print(f"    {m['model']}  {statistics.median(lat):.3f} ms  {100 * (max(lat) / min(lat) - 1):.1f}%")
+    if out is not None:
+        out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        print(f"written to {out}")
     return 0
 
 

@@ -60,6 +60,7 @@ def test_cli_prints_the_shares_and_writes_json(two_models, tmp_path, capsys) -> 
 @pytest.mark.parametrize("argv, message", [
     (["noise-floor", "missing.onnx"], "error: model 'missing.onnx' does not exist; allowed: ONNX files"),
     (["noise-floor", "REF", "--rounds", "1"], "error: --rounds 1; allowed: 2 or more"),
+    (["noise-floor", "REF", "--out", "/proc/no/such/dir/floor.json"], "error: --out /proc/no/such/dir/floor.json: cannot"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(two_models, capsys, argv, message) -> None:
     argv = [str(two_models[0]) if a == "REF" else a for a in argv]
