@@ -167,7 +167,8 @@ def _timed_twice(pred: LatencyPredictor, first: list, second: list, key) -> dict
     b = np.array([float(pred.on_scale(y.latency_ms, y.reference_ms)) for _, y in pairs])
     p = pred.predict_many([list(y.kernels) for _, y in pairs])
     d, ea, eb = np.abs(b / a - 1), np.log(p / a), np.log(p / b)
-    return {"n": len(pairs), "retime_within_5": float((d <= 0.05).mean()), "retime_within_10": float((d <= 0.10).mean()),
+    return {"n": len(pairs), "retime_within_2": float((d <= 0.02).mean()), "retime_within_5": float((d <= 0.05).mean()),
+            "retime_within_10": float((d <= 0.10).mean()),
             "sd_log_retime_over_first": float(np.log(b / a).std()), "sd_log_error_first": float(ea.std()),
             "sd_log_error_second": float(eb.std()), "error_correlation": float(np.corrcoef(ea, eb)[0, 1])}
 
