@@ -134,9 +134,9 @@ _OFFGRID_HELP = ("share of every adaptive round given to float32 kernels of the 
 
 
 def _cmd_profile_workload(args: argparse.Namespace) -> int:
-    from latency_models._predictor import LatencyPredictor
     from latency_models._progress import Progress
     from latency_models._profile import check_offgrid_share
+    from latency_models._report import fit_beside
     from latency_models._workload import profile_workload
 
     check_offgrid_share(args.offgrid_share, "--offgrid-share")
@@ -144,19 +144,7 @@ def _cmd_profile_workload(args: argparse.Namespace) -> int:
         table = profile_workload(args.workload, device_name=args.device_name, out=args.out, threads=args.threads,
                                  budget_min=args.budget_min, description=args.description, seed=args.seed,
                                  on_progress=bar.report, offgrid_share=args.offgrid_share)
-    pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
-    pred = LatencyPredictor.fit(table)
-    pred.save(pred_path)
-    print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
-          f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min (protocol {table.protocol.get('name')}, reference "
-          f"{table.reference_ms:.4f} ms); predictor written to {pred_path}{pred.state_note()}")
-    if table.extra.get("noise_floor"):
-        from latency_models._floor import floor_note
-
-        print(floor_note(table.extra["noise_floor"]))
-    warning = table.state_warning()
-    if warning:
-        print(f"warning: {warning}")
+    print("\n".join(fit_beside(table, args.out)[1]))
     return 0
 
 
@@ -165,6 +153,7 @@ def _cmd_add_models(args: argparse.Namespace) -> int:
     from latency_models._predictor import LatencyPredictor
     from latency_models._profile import profile_models
     from latency_models._progress import Progress
+    from latency_models._report import predictor_path
     from latency_models._table import LatencyTable
 
     names = args.name or None
@@ -180,7 +169,7 @@ def _cmd_add_models(args: argparse.Namespace) -> int:
     with Progress(None, f"timing {len(args.models)} model(s) into {args.table}", unit="graphs") as bar:
         table = profile_models(args.models, out=args.table, names=names, on_progress=bar.report)
     outside = len({r.source for r in table.model_rows if not r.candidate})
-    pred_path = pathlib.Path(args.table).with_suffix(".predictor.json")
+    pred_path = predictor_path(args.table)
     pred = LatencyPredictor.fit(table)
     pred.save(pred_path)
     added = len(table.model_rows) - len(before.model_rows)

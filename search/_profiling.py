@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Sequence
 
-from latency_models import (BITS, OFFGRID_SHARE, LatencyPredictor, LatencyTable, Progress, WorkloadModel,
-                            check_offgrid_share, floor_note, measure_models, profile, write_workload)
+from latency_models import (BITS, OFFGRID_SHARE, LatencyTable, Progress, WorkloadModel, check_offgrid_share,
+                            fit_beside, measure_models, profile, write_workload)
 from spaces import SearchSpace, get_space
 
 __all__ = ["kernel_pool", "main", "measure_spaces", "profile_spaces", "space_models", "write_space_workload"]
@@ -197,16 +197,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         table = profile_spaces(space_objs, device_name=args.device_name, out=args.out, threads=args.threads,
                                budget_min=args.budget_min, description=args.description, seed=args.seed,
                                on_progress=bar.report, offgrid_share=args.offgrid_share)
-    pred_path = pathlib.Path(args.out).with_suffix(".predictor.json")
-    pred = LatencyPredictor.fit(table)
-    pred.save(pred_path)
-    print(f"{args.out}: {len(table.kernel_rows)} kernel rows, {len(table.model_rows)} model rows "
-          f"in {table.extra.get('spent_s', 0.0) / 60:.1f} min; predictor written to {pred_path}{pred.state_note()}")
-    if table.extra.get("noise_floor"):
-        print(floor_note(table.extra["noise_floor"]))
-    warning = table.state_warning()
-    if warning:
-        print(f"warning: {warning}")
+    print("\n".join(fit_beside(table, args.out)[1]))
     return 0
 
 

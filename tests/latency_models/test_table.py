@@ -145,3 +145,28 @@ def test_a_table_timed_across_a_long_slow_stretch_says_so():
     assert slow.reference_spread() > REFERENCE_SPREAD_WARN
     assert "profile again" in slow.state_warning() and "spread 9.9 %" in slow.state_warning()
     assert table(0.2, n=10).reference_spread() is None and table(0.2, n=10).state_warning() is None  # too few rows
+
+
+def test_a_profiling_command_ends_by_writing_the_predictor_and_saying_what_the_table_is_worth(tmp_path):
+    """``fit_beside`` (the end of ``profile`` and ``profile-workload``): the predictor written beside the table,
+    one line on the rows, then the recorded noise floor and the state warning where the table has them."""
+    from latency_models import LatencyPredictor, fit_beside
+
+    def table(slow_share: float, floor: bool) -> LatencyTable:
+        t = LatencyTable(device={"name": "d"}, protocol={"name": "karumi-interleaved/3"},
+                         extra={"spent_s": 90.0})
+        for i in range(50):
+            k = Kernel(op="conv", input_shape=(8, 8, 8), out_channels=8 + 8 * i)
+            t.add_kernel(k, 0.01 * (1 + i), reference_ms=0.25 * (1.10 if i < slow_share * 50 else 1.0))
+        if floor:
+            s = {"pairs": 8, "within_2": 0.5, "within_5": 0.75, "within_10": 1.0, "max_abs": 0.08}
+            t.extra["noise_floor"] = {"models": 8, "model_rows": 20, "as_measured": s, "on_reference_scale": s}
+        return t
+
+    pred, lines = fit_beside(table(0.0, floor=False), tmp_path / "calm.json")
+    assert LatencyPredictor.load(tmp_path / "calm.predictor.json").to_dict() == pred.to_dict()
+    assert len(lines) == 1 and lines[0].startswith(f"{tmp_path / 'calm.json'}: 50 kernel rows, 0 model rows in 1.5 min")
+    assert "protocol karumi-interleaved/3, reference 0.2500 ms" in lines[0]
+    _, lines = fit_beside(table(0.2, floor=True), tmp_path / "slow.json")
+    assert len(lines) == 3 and lines[1].startswith("noise floor: the profile's first 8 calibration models")
+    assert "50 / 75 / 100 %" in lines[1] and lines[2].startswith("warning: the machine's speed changed")
