@@ -728,3 +728,36 @@ def test_the_io_term_takes_out_what_a_kernel_alone_pays_for_its_input_and_output
     assert back.io_term is False
     np.testing.assert_array_equal(back.predict_many(kernels[200:]), preds[False].predict_many(kernels[200:]))
     assert LatencyPredictor.fit(table, weight_term=False).io_term is True  # the default
+
+
+def test_a_family_in_fewer_than_three_models_gets_no_terms_of_its_own(synthetic, monkeypatch):
+    """Two whole models share a 7x7 stem no other model has and run 2 ms slower than their kernels say (their
+    weights, say): a multiplier fitted on that stem's family would be their whole residual, and a third model with
+    the same stem would inherit it. The family keeps its stand-alone estimate (multiplier 1), and the third model is
+    predicted near its time; with the rule off (a family from one model up) it is not."""
+    import latency_models._predictor as lp
+
+    cands, kernels, y = synthetic
+    stem = Kernel("conv", (3, 32, 32), out_channels=32, kernel_size=7, stride=2)
+    table = LatencyTable(device=device_info(name="synthetic"))
+    seen = {stem: _true_ms([stem]) + 0.006}
+    for ks in kernels[:40] + kernels[100:103]:
+        for k in ks:
+            seen.setdefault(k, _true_ms([k]) + 0.006)
+    for k, t in seen.items():
+        table.add_kernel(k, t)
+    for c, ks, t in zip(cands[:60], kernels[:60], y[:60]):
+        table.add_model(ks, t, candidate=c.to_dict(), source="mobilenet")
+    for j in (100, 101):
+        table.add_model([stem, *kernels[j]], _true_ms([stem, *kernels[j]]) + 2.0, source=f"other{j}")
+    third = [stem, *kernels[102]]
+    truth = _true_ms(third)
+
+    pred = LatencyPredictor.fit(table)
+    assert "conv_dense_k7/b32" in pred.fit_info["families_without_terms"]
+    assert "conv_dense_k7/b32" not in pred.family_mult and "conv_dense_k7/b32" not in pred.family_count_ms
+    assert pred.predict(third) == pytest.approx(truth, rel=0.15)
+    monkeypatch.setattr(lp, "MIN_FAMILY_MODELS", 1)
+    loose = LatencyPredictor.fit(table)
+    assert loose.fit_info["families_without_terms"] == [] and "conv_dense_k7/b32" in loose.family_mult
+    assert loose.predict(third) > 1.3 * truth
