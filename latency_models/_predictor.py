@@ -455,6 +455,10 @@ class LatencyPredictor:
         never. Measured (``experiments/gene_terms.py``): on a 32-px table of a second CPU the terms' mean was
         -0.061 ms, added to every model of 0.1-1.7 ms predicted from its kernels.
 
+        Per-family multipliers and per-kernel costs are kept only for families whose kernels run in at least
+        :data:`MIN_FAMILY_MODELS` distinct models of the table (``fit_info["families_without_terms"]`` lists the
+        others, whose kernels keep their stand-alone estimates in other models).
+
         ``prior``: predictors of other devices, for a device with few measurements (at least
         :data:`MIN_TRANSFER_ROWS` model rows): the result predicts a non-negative blend of their predictions
         and this table's own, weighted to fit the table's model rows (see the module's docstring). The prior
@@ -692,7 +696,6 @@ class LatencyPredictor:
         for j, dk in zip(key_sel, d_key):
             if lams[2] < 1e6 and abs(dk) > 1e-12:
                 lut_ms[ukernels[j].key()] = float(dk * t_hat[j])
-        # the per-family terms apply to kernels of that family never seen as well
         # the per-family terms apply to kernels of that family never seen as well, so only those of a family whose
         # kernels run in MIN_FAMILY_MODELS distinct models or more are kept: a rarer family's terms were fitted
         # alongside the rest (they carry those few models' residual, which would otherwise reach the shared terms)
