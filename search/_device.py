@@ -223,9 +223,7 @@ def _local(space: "SearchSpace", *, threads: int, profile_min: float, cache: pat
     if table.extra.get("noise_floor"):
         logger.info("%s", floor_note(table.extra["noise_floor"]))
     predictor = LatencyPredictor.fit(table)
-    tmp = pred_path.with_suffix(".tmp.json")
-    predictor.save(tmp)
-    tmp.replace(pred_path)
+    predictor.save(pred_path)  # atomic: a temporary file, then a rename
     return Device(predictor=predictor, local=True, description=desc, source=pred_path, profiled_now=True,
                   threads=threads, model_sources=_sources(table))
 
@@ -261,9 +259,7 @@ def add_models(device: Device, models: list[Any], *, names: list[str],
     if len(table.model_rows) == before:
         return dataclasses.replace(device, model_sources=_sources(table))
     predictor = LatencyPredictor.fit(table)
-    tmp = device.source.with_suffix(".tmp.json")
-    predictor.save(tmp)
-    tmp.replace(device.source)
+    predictor.save(device.source)  # atomic
     return dataclasses.replace(device, predictor=predictor, model_sources=_sources(table))
 
 
