@@ -49,7 +49,8 @@ PROFILED = ("predictor_local_32_memory,predictor_local_32_noprobe,predictor_loca
             "predictor_local_128_intel_offgrid2,predictor_local_128_intel_offgrid3,predictor_local_224_memory,"
             "predictor_local_224_pool")
 #: The same tables with nine other models of the exports' kinds added (outside_models.py --as): target 2 as it allows.
-WITH_NINE = ("predictor_local_32_memory_variants9,predictor_local_32_pool_variants9,predictor_local_128_pool_variants9,"
+WITH_NINE = ("predictor_local_32_memory_variants9,predictor_local_32_pool_variants9,"
+             "predictor_local_32_intel_shuffle8_variants9,predictor_local_128_pool_variants9,"
              "predictor_local_224_pool_variants9")
 GROUPS = {"spaces, all": "random widths", "spaces, float32, all": "float32", "torchvision": "exports"}
 TARGET_5, TARGET_10, TARGET_EXPORTS = 0.80, 0.95, 0.90
