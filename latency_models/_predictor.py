@@ -658,7 +658,9 @@ class LatencyPredictor:
         key_sel = np.flatnonzero((rows_per_key >= 2) & (rows_per_key < n))
         xf = np.stack([counts[:, fam_idx == j] @ t_hat[fam_idx == j] for j in range(len(fam_names))], axis=1)
         t_typ = float(np.median(np.abs(t_hat)))
-        xc = np.stack([counts[:, fam_idx == j].sum(1) * t_typ for j in range(len(fam_names))], axis=1)
+        # kernels of each family in each row (rows x families): the per-kernel costs' columns, and the family rule below
+        fam_counts = np.stack([counts[:, fam_idx == j].sum(1) for j in range(len(fam_names))], axis=1)
+        xc = fam_counts * t_typ
         trans_names = sorted({t for tr in trans for t in tr})
         xt_raw = np.array([[tr.get(t, 0.0) for t in trans_names] for tr in trans]).reshape(n, len(trans_names))
         t_scale = np.sqrt((xt_raw**2).mean(0)) if len(trans_names) else np.zeros(0)
@@ -703,7 +705,7 @@ class LatencyPredictor:
         model_of: dict[tuple[Kernel, ...], int] = {}
         model_ids = np.array([model_of.setdefault(tuple(r.kernels), len(model_of)) for r in rows])
         rare = {f for j, f in enumerate(fam_names)
-                if len(np.unique(model_ids[counts[:, fam_idx == j].sum(1) > 0])) < MIN_FAMILY_MODELS}
+                if len(np.unique(model_ids[fam_counts[:, j] > 0])) < MIN_FAMILY_MODELS}
         fam_mult = {f: float(1.0 + d_fam[j]) for j, f in enumerate(fam_names) if f not in rare}
         fam_count_ms = {f: float(d_cnt[j]) for j, f in enumerate(fam_names) if f not in rare and abs(d_cnt[j]) > 1e-12}
         trans_ms = {t: float(d) for t, d in zip(trans_names, d_tr) if abs(d) > 1e-12}
