@@ -42,7 +42,8 @@ from latency_models import LatencyPredictor  # noqa: E402
 
 #: The tables of protocol karumi-interleaved/3 that predictor_local.py profiled (target 1, and target 2 as profiled).
 PROFILED = ("predictor_local_32_memory,predictor_local_32_noprobe,predictor_local_32_pool,predictor_local_32_intel,"
-            "predictor_local_32_intel_ks1,predictor_local_32_intel_shuffle8,predictor_local_96_memory,"
+            "predictor_local_32_intel_ks1,predictor_local_32_intel_shuffle8,predictor_local_32_intel_drift,"
+            "predictor_local_96_memory,"
             "predictor_local_128_aligned,predictor_local_128_settled,predictor_local_128_settled8,"
             "predictor_local_128_memory,predictor_local_128_pool,predictor_local_128_intel,"
             "predictor_local_128_intel_shuffle8,predictor_local_128_intel_cover,predictor_local_128_intel_offgrid,"
@@ -50,7 +51,8 @@ PROFILED = ("predictor_local_32_memory,predictor_local_32_noprobe,predictor_loca
             "predictor_local_224_pool")
 #: The same tables with nine other models of the exports' kinds added (outside_models.py --as): target 2 as it allows.
 WITH_NINE = ("predictor_local_32_memory_variants9,predictor_local_32_pool_variants9,"
-             "predictor_local_32_intel_shuffle8_variants9,predictor_local_128_pool_variants9,"
+             "predictor_local_32_intel_shuffle8_variants9,predictor_local_32_intel_drift_variants9,"
+             "predictor_local_128_pool_variants9,"
              "predictor_local_224_pool_variants9")
 GROUPS = {"spaces, all": "random widths", "spaces, float32, all": "float32", "torchvision": "exports"}
 TARGET_5, TARGET_10, TARGET_EXPORTS = 0.80, 0.95, 0.90
