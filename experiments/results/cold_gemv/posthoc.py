@@ -33,17 +33,10 @@ MIN_KB = float(sys.argv[3]) if len(sys.argv) > 3 else 16.0
 ADD = len(sys.argv) > 4 and sys.argv[4] == "add"
 
 
-def out_pixels(k):
-    if k.op == "linear":
-        return 1
-    h = math.ceil(k.input_shape[1] / max(k.stride, 1)); w = math.ceil(k.input_shape[2] / max(k.stride, 1))
-    return h * w
-
-
 def weight_bound(k):
     if k.op == "linear":
         return True
-    return k.op == "conv" and k.groups == 1 and k.kernel_size == 1 and out_pixels(k) <= MAX_PIXELS
+    return k.op == "conv" and k.groups == 1 and k.kernel_size == 1 and math.prod(k.output_shape[1:]) <= MAX_PIXELS
 
 
 def extra_ms(pred, kernels, rate):
