@@ -30,7 +30,8 @@ models from the spaces' candidates, if cross-validation on the table's rows says
 
 Everything is fitted by ridge regression in relative error; the strengths of the two penalties (per-family
 deviations, per-kernel lookup table) are chosen by exact leave-one-out cross-validation on the given rows,
-so the physical prior dominates with few rows and the lookup table takes over as rows accumulate.
+so the physical prior dominates with few rows and the lookup table takes over as rows accumulate. No family's
+multiplier is negative: a family the fit would make negative is held at 0 and the rest fitted again.
 
 A kernel's contribution is cached by kernel, so ``predict_many`` costs one dictionary look-up per kernel.
 
@@ -205,6 +206,35 @@ def _stage1(features: np.ndarray, y: np.ndarray, mode: str) -> tuple[float, floa
         if err < best1[0]:
             best1 = (err, lam, full)
     return best1
+
+
+def _stage2(xb: np.ndarray, yt: np.ndarray, groups: np.ndarray, held: np.ndarray,
+            start: dict[int, float] | None = None) -> tuple[float, dict[int, float], np.ndarray]:
+    """The penalised deviations ``yt ~ xb @ coef``, one penalty per group of columns chosen by exact leave-one-out
+    (each strength from :data:`_LAMBDA_LUT`; two passes over the groups, or one from the penalties ``start``), with
+    the ``held`` columns fixed at -1 (a family multiplier of 0): (leave-one-out mean squared relative error, the
+    penalties, coefficients of every column)."""
+    n = len(yt)
+    x, y, grp_of = xb[:, ~held], yt + xb[:, held].sum(1), groups[~held]
+    lams = dict(start) if start else {1: 1e6, 2: 1e6, 3: 1e6, 4: 1e6, 5: 1e6}
+    best_err = np.inf
+    coef = np.zeros(x.shape[1])
+    for _pass in range(1 if start else 2):
+        for grp in (1, 4, 5, 2, 3):
+            if not (grp_of == grp).any():
+                continue
+            for lam in _LAMBDA_LUT:
+                trial = {**lams, grp: lam}
+                pen = np.array([_TINY if g == 0 else trial[g] for g in grp_of]) * n / 20.0
+                c, err = _ridge_loo(x, y, pen)
+                if err < best_err - 1e-15:
+                    best_err, lams, coef = err, trial, c
+    if not np.isfinite(best_err):
+        pen = np.array([_TINY if g == 0 else 1e6 for g in grp_of]) * n / 20.0
+        coef, best_err = _ridge_loo(x, y, pen)
+    full = np.full(xb.shape[1], -1.0)
+    full[~held] = coef
+    return float(best_err), lams, full
 
 
 #: The transitions between ONNX Runtime's blocked layout and plain NCHW (float kernels).
@@ -394,7 +424,7 @@ class LatencyPredictor:
             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
             weight_term: bool | str = "auto", gene_terms: bool | None = None,
             block_padding: bool = True, transition_penalty: bool = True,
-            io_term: bool = True) -> "LatencyPredictor":
+            io_term: bool = True, nonnegative_families: bool = True) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -455,6 +485,15 @@ class LatencyPredictor:
         never. Measured (``experiments/gene_terms.py``): on a 32-px table of a second CPU the terms' mean was
         -0.061 ms, added to every model of 0.1-1.7 ms predicted from its kernels.
 
+        ``nonnegative_families``: a family whose multiplier the fit makes negative (its kernels taking less than no
+        time in a model) is held at a multiplier of 0 and the rest fitted again, until none is negative
+        (``fit_info["families_at_zero"]`` lists them). Free, the cheap operators' families came out negative on the
+        committed tables (``add/b32`` -1.6, ``split/b32`` -4.3 on ``predictor_local_32_memory``), and two families that
+        always run together traded against each other (MobileNetV3's hardswish convolutions at -1.1 beside a
+        squeeze-and-excitation ``scale/b32`` at 5.5, which then priced EfficientNet-B0's scale layers). False: free, as
+        before 2026-12-07. Measured on the sixteen committed tables (``experiments/nonnegative_families.py``): see
+        ``experiments/latency_record.md``, *Family multipliers held at zero*.
+
         Per-family multipliers and per-kernel costs are kept only for families whose kernels run in at least
         :data:`MIN_FAMILY_MODELS` distinct models of the table (``fit_info["families_without_terms"]`` lists the
         others, whose kernels keep their stand-alone estimates in other models).
@@ -468,7 +507,8 @@ class LatencyPredictor:
         options = {"outside_models": outside_models, "channel_alignment": channel_alignment,
                    "int8_pool_state": bool(int8_pool_state), "weight_term": weight_term,
                    "gene_terms": gene_terms, "block_padding": bool(block_padding),
-                   "transition_penalty": bool(transition_penalty), "io_term": bool(io_term)}
+                   "transition_penalty": bool(transition_penalty), "io_term": bool(io_term),
+                   "nonnegative_families": bool(nonnegative_families)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         options["weight_term"] = own.weight_term  # what "auto" chose, for the cross-validated fits below
         if table.extra.get("noise_floor"):  # the profile's own re-timing of its first models (latency_models._floor)
@@ -519,7 +559,8 @@ class LatencyPredictor:
                       int8_pool_state: bool = True, weight_term: bool | str = "auto",
                       gene_terms: bool | None = None,
                       block_padding: bool = True, transition_penalty: bool = True,
-                      io_term: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
+                      io_term: bool = True,
+                      nonnegative_families: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -553,7 +594,8 @@ class LatencyPredictor:
                 if b not in scaled_tables:
                     scaled_tables[b] = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
                 fits[b, term] = (cls._fit(scaled_tables[b], outside_models, channel_alignment, int8_pool_state, term,
-                                          gene_terms, block_padding, transition_penalty, io_term), scaled_tables[b])
+                                          gene_terms, block_padding, transition_penalty, io_term,
+                                          nonnegative_families), scaled_tables[b])
             err = fits[b, term][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -586,7 +628,7 @@ class LatencyPredictor:
              channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
              weight_term: bool = False, gene_terms: bool | None = None,
              block_padding: bool = True, transition_penalty: bool = True,
-             io_term: bool = True) -> "LatencyPredictor":
+             io_term: bool = True, nonnegative_families: bool = True) -> "LatencyPredictor":
         if gene_terms is not None and not isinstance(gene_terms, bool):
             raise ValueError(f"gene_terms={gene_terms!r}; allowed: None (only without kernel rows), True or False")
         if not table.kernel_rows and not table.model_rows:
@@ -672,22 +714,17 @@ class LatencyPredictor:
         nf, nt, nk, ng = len(fam_names), len(trans_names), len(key_sel), len(gene_names)
         groups = np.concatenate([[0], np.full(nf, 1), np.full(nf, 4), np.full(nt, 5 if transition_penalty else 4),
                                  np.full(nk, 2), np.full(ng, 3)])
-        lams = {1: 1e6, 2: 1e6, 3: 1e6, 4: 1e6, 5: 1e6}
-        best_err = np.inf
-        coef = np.zeros(xb.shape[1])
-        for _pass in range(2):
-            for grp in (1, 4, 5, 2, 3):
-                if not (groups == grp).any():
-                    continue
-                for lam in _LAMBDA_LUT:
-                    trial = {**lams, grp: lam}
-                    pen = np.array([_TINY if g == 0 else trial[g] for g in groups]) * n / 20.0
-                    c, err = _ridge_loo(xb, yt, pen)
-                    if err < best_err - 1e-15:
-                        best_err, lams, coef = err, trial, c
-        if not np.isfinite(best_err):
-            pen = np.array([_TINY if g == 0 else 1e6 for g in groups]) * n / 20.0
-            coef, best_err = _ridge_loo(xb, yt, pen)
+        # columns held at a multiplier of 0 (their deviation at -1): families whose free fit says they take
+        # negative time in a model (nonnegative_families), moved to the target and out of the ridge
+        held = np.zeros(xb.shape[1], dtype=bool)
+        best_err, lams, coef = _stage2(xb, yt, groups, held)
+        for _ in range(nf if nonnegative_families else 0):
+            negative = np.zeros(xb.shape[1], dtype=bool)
+            negative[1:1 + nf] = (1.0 + coef[1:1 + nf] < 0) & ~held[1:1 + nf]
+            if not negative.any():
+                break
+            held |= negative
+            best_err, lams, coef = _stage2(xb, yt, groups, held, start=lams)
         o = 1
         d_fam = coef[o:o + nf]; o += nf
         d_cnt = coef[o:o + nf] * t_typ; o += nf
@@ -717,8 +754,8 @@ class LatencyPredictor:
         outside, outside_info = None, None
         if outside_models and kernel_model is not None:
             # the main fit's exact leave-one-out prediction of every row, for the outside model's cross-validation
-            pen = np.array([_TINY if g == 0 else lams[g] for g in groups]) * n / 20.0
-            _, loo = _ridge_loo_residuals(xb, yt, pen)
+            pen = np.array([_TINY if g == 0 else lams[g] for g in groups[~held]]) * n / 20.0
+            _, loo = _ridge_loo_residuals(xb[:, ~held], yt + xb[:, held].sum(1), pen)
             feats = counts @ kernel_features(ukernels, phi_u[:, :2 + bool(nchwc)])
             outside, outside_info = fit_outside(feats, y, np.array([not r.candidate for r in rows]), model_ids, 1.0 - loo)
         info = {
@@ -728,6 +765,7 @@ class LatencyPredictor:
             "lambda_transition": lams[5] if transition_penalty else lams[4],
             "loo_rmspe_physical": float(np.sqrt(err1)), "loo_rmspe": float(np.sqrt(best_err)),
             "families_without_terms": sorted(rare),
+            "families_at_zero": sorted(f for j, f in enumerate(fam_names) if held[1 + j]),
         }
         if outside_info is not None:
             info["outside_models"] = outside_info

@@ -761,3 +761,29 @@ def test_a_family_in_fewer_than_three_models_gets_no_terms_of_its_own(synthetic,
     loose = LatencyPredictor.fit(table)
     assert loose.fit_info["families_without_terms"] == [] and "conv_dense_k7/b32" in loose.family_mult
     assert loose.predict(third) > 1.3 * truth
+
+
+def test_a_family_the_free_fit_makes_negative_is_held_at_zero(synthetic):
+    # a device on which the model rows say an add costs less than nothing (-0.6 times its time alone): the free fit
+    # follows them to a negative multiplier, the non-negative one holds the family at 0 and fits the rest again
+    cands, kernels, _ = synthetic
+    table = LatencyTable(device=device_info(name="synthetic", nchwc=None))
+    alone = {}
+    for ks in kernels[:200]:
+        for k in ks:
+            alone.setdefault(k, _true_ms([k]) - 0.05)
+    for k, t in alone.items():
+        table.add_kernel(k, t)
+    rng = np.random.default_rng(1)
+    for c, ks in zip(cands[:120], kernels[:120]):
+        t = 0.05 + sum(alone[k] * (-0.6 if k.op == "add" else 1.0) for k in ks)
+        table.add_model(ks, t * float(np.exp(rng.normal(0, 0.02))), candidate=c.to_dict(), source="mobilenet")
+    free = LatencyPredictor.fit(table, reference_exponent=0, weight_term=False, nonnegative_families=False)
+    held = LatencyPredictor.fit(table, reference_exponent=0, weight_term=False, nonnegative_families=True)
+    assert free.family_mult["add/b32"] < -0.3 and free.fit_info["families_at_zero"] == []
+    assert held.family_mult["add/b32"] == 0.0 and held.fit_info["families_at_zero"] == ["add/b32"]
+    assert min(held.family_mult.values()) >= 0.0
+    add = next(k for ks in kernels for k in ks if k.op == "add")
+    _, ms, _ = held.contributions([add])
+    # nothing of its time alone is left: only its per-kernel terms
+    assert ms[0] == pytest.approx(held.family_count_ms.get("add/b32", 0.0) + held.lut_ms.get(add.key(), 0.0), abs=1e-12)
