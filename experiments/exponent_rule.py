@@ -47,8 +47,10 @@ from predictor_local import RESULTS, _read  # noqa: E402
 from weight_term import _held_groups, _run_tables  # noqa: E402
 
 from latency_models import LatencyPredictor  # noqa: E402
-from latency_models._predictor import _EXPONENT_STEP, REFERENCE_EXPONENTS  # noqa: E402
 
+#: The exponents ``LatencyPredictor.fit(reference_exponent="auto")`` evaluates (its docstring): this coarse grid, then
+#: the best of it +- the step.
+REFERENCE_EXPONENTS, _EXPONENT_STEP = (0.0, 1.0, 2.0, 3.0, 4.0), 0.5
 GRID = tuple(float(b) for b in np.arange(0.0, max(REFERENCE_EXPONENTS) + _EXPONENT_STEP + 1e-9, _EXPONENT_STEP))
 MARGINS = (0.005, 0.01, 0.02, 0.05)
 
