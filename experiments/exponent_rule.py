@@ -119,16 +119,17 @@ def markdown(out: dict) -> list[str]:
              f"Run {out['started_utc']}, fits only, {out['minutes']} min, load average before / after "
              f"{out['load_average_before']} / {out['load_average_after']}. Every committed table of "
              "`latency_status.py` fitted at each exponent 0-4.5 (the weight term as the default fit chose it), scored "
-             "on its run's held-out timings on that fit's scale; each rule's pick scored. Within ±5 / ±10 %, mean over "
-             "the tables, in per cent.", "",
-             "| held out | tables | " + " | ".join(rules) + " |", "| --- | --- | " + " | ".join("---" for _ in rules) + " |"]
+             "on its run's held-out timings on that fit's scale; each rule's pick scored. Within ±5 / ±10 %, mean "
+             "over the tables, in per cent.", "",
+             "| held out | tables | " + " | ".join(rules) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in rules) + " |"]
     keys = [k for k in s["auto"] if k != "exponents"]
     for k in keys:
         cells = [f"{100 * s[r][k]['within_5']:.1f} / {100 * s[r][k]['within_10']:.1f}" for r in rules]
         lines.append(f"| {k} | {s['auto'][k]['tables']} | " + " | ".join(cells) + " |")
     lines += ["", "Per table: the reference spread (max / min - 1 of the model rows' references), the leave-one-out "
-              "RMSPE (%) at each exponent, each rule's pick, and the exports within ±10 % / random widths within ±5 % at "
-              "the pick of `auto` and of `margin 0.02`.", "",
+              "RMSPE (%) at each exponent, each rule's pick, and the exports within ±10 % / random widths within ±5 % "
+              "at the pick of `auto` and of `margin 0.02`.", "",
               "| table | CPU | px | ref spread % | LOO RMSPE by exponent 0 / 0.5 / ... / 4.5 | "
               + " | ".join(rules) + " | exports, rw ±5: auto -> margin 0.02 |",
               "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in rules) + " | --- |"]

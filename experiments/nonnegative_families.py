@@ -37,8 +37,8 @@ WAYS = (("free", {"nonnegative_families": False}), ("non-negative", {"nonnegativ
 
 def main() -> None:
     _fit_ways.main("nonnegative_families", __doc__.split("\n\n")[0], WAYS, "Family multipliers held at zero",
-                   ("the sixteen committed tables fitted with free family multipliers and with those the free fit makes "
-                    "negative held at 0 (`LatencyPredictor.fit(nonnegative_families=...)`), every other choice the "
+                   ("the sixteen committed tables fitted with free family multipliers and with those the free fit "
+                    "makes negative held at 0 (`LatencyPredictor.fit(nonnegative_families=...)`), every other choice the "
                     "default fit's, scored on their runs' held-out timings (on the predictor's scale where the fit "
                     "corrects for the machine's state)."))
 

@@ -28,7 +28,8 @@ for name in sys.argv[1:]:
         if s:
             extra = np.array([x["in_model_ms"] - x["alone_ms"] for x in s])
             mb = np.array([x["weight_bytes"] / 1e6 for x in s])
-            print(f"  {lo}-{hi} KB: n {len(s)}, in model / alone {sum(x['in_model_ms'] for x in s) / sum(x['alone_ms'] for x in s):.2f}, "
+            ratio_sums = sum(x["in_model_ms"] for x in s) / sum(x["alone_ms"] for x in s)
+            print(f"  {lo}-{hi} KB: n {len(s)}, in model / alone {ratio_sums:.2f}, "
                   f"extra {extra @ mb / (mb @ mb):.4f} ms per MB")
     s = [x for x in small if x["weight_bytes"] >= 16e3]
     extra, mb = np.array([x["in_model_ms"] - x["alone_ms"] for x in s]), np.array([x["weight_bytes"] / 1e6 for x in s])
@@ -39,6 +40,7 @@ for name in sys.argv[1:]:
         mine = [x for x in d["convs"] if x["model"] == m["model"]]
         k1 = sum(x["in_model_ms"] - ratio * x["alone_ms"] for x in mine
                  if x["kind"] == "dense k1" and x["out_hw"] <= 4 and x["weight_bytes"] >= 64e3)
-        k3 = sum(x["in_model_ms"] - ratio * x["alone_ms"] for x in mine if x["kind"] == "dense k3" and x["out_hw"] <= 16)
+        k3 = sum(x["in_model_ms"] - ratio * x["alone_ms"] for x in mine
+                 if x["kind"] == "dense k3" and x["out_hw"] <= 16)
         print(f"  {m['model']}: beyond {ratio:.2f}x, share of node time {m['nodes_ms']:.3f} ms: 1x1 on <= 2x2 "
               f"(>= 64 KB) {100 * k1 / m['nodes_ms']:.0f} %, 3x3 on <= 4x4 {100 * k3 / m['nodes_ms']:.0f} %")
