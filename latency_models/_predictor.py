@@ -487,12 +487,13 @@ class LatencyPredictor:
 
         ``nonnegative_families``: a family whose multiplier the fit makes negative (its kernels taking less than no
         time in a model) is held at a multiplier of 0 and the rest fitted again, until none is negative
-        (``fit_info["families_at_zero"]`` lists them). Free, the cheap operators' families came out negative on the
-        committed tables (``add/b32`` -1.6, ``split/b32`` -4.3 on ``predictor_local_32_memory``), and two families that
-        always run together traded against each other (MobileNetV3's hardswish convolutions at -1.1 beside a
-        squeeze-and-excitation ``scale/b32`` at 5.5, which then priced EfficientNet-B0's scale layers). False: free, as
-        before 2026-12-07. Measured on the sixteen committed tables (``experiments/nonnegative_families.py``): see
-        ``experiments/latency_record.md``, *Family multipliers held at zero*.
+        (``fit_info["families_at_zero"]`` lists those kept, not rarer than :data:`MIN_FAMILY_MODELS`). Free, the cheap
+        operators' families came out negative on the committed tables (``add/b32`` -1.6, ``split/b32`` -4.3 on
+        ``predictor_local_32_memory``), and two families that always run together traded against each other
+        (MobileNetV3's hardswish convolutions at -1.1 beside a squeeze-and-excitation ``scale/b32`` at 5.5, which then
+        priced EfficientNet-B0's scale layers). False: free, as before 2026-12-07. Measured on the sixteen committed
+        tables (``experiments/nonnegative_families.py``): see ``experiments/latency_record.md``, *Family multipliers
+        held at zero*.
 
         Per-family multipliers and per-kernel costs are kept only for families whose kernels run in at least
         :data:`MIN_FAMILY_MODELS` distinct models of the table (``fit_info["families_without_terms"]`` lists the
@@ -765,7 +766,7 @@ class LatencyPredictor:
             "lambda_transition": lams[5] if transition_penalty else lams[4],
             "loo_rmspe_physical": float(np.sqrt(err1)), "loo_rmspe": float(np.sqrt(best_err)),
             "families_without_terms": sorted(rare),
-            "families_at_zero": sorted(f for j, f in enumerate(fam_names) if held[1 + j]),
+            "families_at_zero": sorted(f for j, f in enumerate(fam_names) if held[1 + j] and f not in rare),
         }
         if outside_info is not None:
             info["outside_models"] = outside_info
