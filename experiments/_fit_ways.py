@@ -30,12 +30,13 @@ from latency_models import LatencyPredictor
 Way = tuple[str, dict[str, Any]]
 
 
-def main(script: str, description: str, ways: Sequence[Way], title: str, what: str) -> dict:
-    """The command line of ``experiments/SCRIPT.py``: ``--runs`` (the committed tables, default the sixteen of
-    ``weight_term_auto.py``) and ``--name`` (default ``script``), then :func:`run`. The markdown opens with ``title``,
-    the command, the run's time and load, and ``what`` (the tables and the two ways, in a sentence)."""
+def main(script: str, description: str, ways: Sequence[Way], title: str, what: str, *,
+         default_runs: str = DEFAULT_RUNS) -> dict:
+    """The command line of ``experiments/SCRIPT.py``: ``--runs`` (the committed tables, default ``default_runs``: the
+    sixteen of ``weight_term_auto.py``) and ``--name`` (default ``script``), then :func:`run`. The markdown opens with
+    ``title``, the command, the run's time and load, and ``what`` (the tables and the two ways, in a sentence)."""
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--runs", default=DEFAULT_RUNS, help="predictor_local.py runs whose committed tables are fitted")
+    ap.add_argument("--runs", default=default_runs, help="predictor_local.py runs whose committed tables are fitted")
     ap.add_argument("--name", default=script)
     args = ap.parse_args()
 

@@ -70,10 +70,11 @@ def _profile(model: bytes, runs: int, tmp: str) -> tuple[list[dict], float]:
     opts.profile_file_prefix = os.path.join(tmp, "ort")
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    x = np.random.default_rng(0).random([d if isinstance(d, int) else 1 for d in inp.shape], dtype=np.float32)
+    rng = np.random.default_rng(0)  # every input (a scale's graph alone takes two)
+    feed = {i.name: rng.random([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)
+            for i in sess.get_inputs()}
     for _ in range(runs):
-        sess.run(None, {inp.name: x})
+        sess.run(None, feed)
     path = sess.end_profiling()
     with open(path, encoding="utf-8") as f:
         events = json.load(f)

@@ -105,6 +105,20 @@ MIN_COVERING_ROWS = 5
 #: its measured time. (Leaving the terms out of the fit instead moved those models' residual into the shared terms:
 #: the spaces' held-out models were predicted a little worse on the committed tables.)
 MIN_FAMILY_MODELS = 3
+#: Most input channels of a dense convolution that reads an image (gray, RGB, RGBA): a stem.
+STEM_CHANNELS = 4
+
+
+def _family(k: Kernel, stems: bool) -> str:
+    """The kernel's family for the per-family terms: :func:`~latency_models._features.family`, and with ``stems`` a
+    dense convolution that reads at most :data:`STEM_CHANNELS` channels on a map larger than 1x1 (a stem reading the
+    image) in a family of its own, ``conv_stem_k3/b32``: a different code path (ONNX Runtime's blocked layout reads
+    it unblocked) and a different regime (few channels, large maps) from the deep dense convolutions of a ResNet."""
+    f = family(k)
+    if stems and k.op == "conv" and k.groups == 1 and k.input_shape[0] <= STEM_CHANNELS \
+            and math.prod(k.input_shape[1:]) > 1:
+        return "conv_stem" + f[len("conv_dense"):]
+    return f
 
 
 class UnknownOperatorWarning(UserWarning):
@@ -216,11 +230,11 @@ def _stage2(xb: np.ndarray, yt: np.ndarray, groups: np.ndarray, held: np.ndarray
     penalties, coefficients of every column)."""
     n = len(yt)
     x, y, grp_of = xb[:, ~held], yt + xb[:, held].sum(1), groups[~held]
-    lams = dict(start) if start else {1: 1e6, 2: 1e6, 3: 1e6, 4: 1e6, 5: 1e6}
+    lams = {1: 1e6, 2: 1e6, 3: 1e6, 4: 1e6, 5: 1e6, 6: 1e6, **(start or {})}
     best_err = np.inf
     coef = np.zeros(x.shape[1])
     for _pass in range(1 if start else 2):
-        for grp in (1, 4, 5, 2, 3):
+        for grp in (1, 6, 4, 5, 2, 3):
             if not (grp_of == grp).any():
                 continue
             for lam in _LAMBDA_LUT:
@@ -356,7 +370,8 @@ class LatencyPredictor:
                  reference_exponent: float = 0.0,
                  measured_models: Mapping[tuple[Kernel, ...], float] | None = None,
                  heaviest_weight_mb: Sequence[float] | None = None, outside: OutsideModel | None = None,
-                 int8_pool_state: bool = True, weight_term: bool = False, io_term: bool = False) -> None:
+                 int8_pool_state: bool = True, weight_term: bool = False, io_term: bool = False,
+                 stem_families: bool = False) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -413,6 +428,9 @@ class LatencyPredictor:
         #: whether a kernel's stand-alone time is joined by a shared cost per megabyte its stand-alone graph takes in
         #: and gives out (``fit(io_term=True)``; kernels mode only; False for predictors saved before 2026-12-06)
         self.io_term = bool(io_term) and mode == "kernels"
+        #: whether the stems (dense convolutions reading an image) have families of their own (``fit(stem_families=
+        #: True)``; False for predictors saved before 2026-12-07)
+        self.stem_families = bool(stem_families)
         self._cache: dict[Kernel, tuple[float, int, float]] = {}
         self._outside_cache: dict[Kernel, np.ndarray] = {}
         self._token = object()  # tags the records this predictor leaves on kernel instances
@@ -424,7 +442,8 @@ class LatencyPredictor:
             channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
             weight_term: bool | str = "auto", gene_terms: bool | None = None,
             block_padding: bool = True, transition_penalty: bool = True,
-            io_term: bool = True, nonnegative_families: bool = True) -> "LatencyPredictor":
+            io_term: bool = True, nonnegative_families: bool = True,
+            nested_families: bool = False, stem_families: bool = False) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -495,6 +514,21 @@ class LatencyPredictor:
         tables (``experiments/nonnegative_families.py``): see ``experiments/latency_record.md``, *Family multipliers
         held at zero*.
 
+        ``nested_families``: a family with a costly activation (``conv_dense_k1/b32+hardswish``) is fitted as its
+        parent's multiplier (``conv_dense_k1/b32``, whose column then holds the child's kernels too) plus a deviation
+        of its own, penalised on its own (chosen by leave-one-out like the others: ``fit_info["lambda_nested"]``); a
+        child too rare for terms of its own takes its parent's multiplier. Off by default: measured on the committed
+        tables (``experiments/nested_families.py``) the exports lost two points within ±10 % (the squeeze-and-excitation
+        scale took what MobileNetV3's models leave unexplained); see ``experiments/latency_record.md``, *Families with
+        an activation nested in their parent's*.
+
+        ``stem_families``: a dense convolution that reads at most :data:`STEM_CHANNELS` channels on a map larger than
+        1x1 (a stem reading the image) is a family of its own, ``conv_stem_k3/b32``, apart from the deep dense
+        convolutions of a ResNet (another code path of ONNX Runtime's blocked layout, another regime); the predictor
+        keeps the choice (:attr:`stem_families`). Off by default: measured on the committed tables
+        (``experiments/stem_families.py``) ResNet-18 gained and the exports as a whole lost three points within ±10 %;
+        see ``experiments/latency_record.md``, *Stems in families of their own*.
+
         Per-family multipliers and per-kernel costs are kept only for families whose kernels run in at least
         :data:`MIN_FAMILY_MODELS` distinct models of the table (``fit_info["families_without_terms"]`` lists the
         others, whose kernels keep their stand-alone estimates in other models).
@@ -509,7 +543,8 @@ class LatencyPredictor:
                    "int8_pool_state": bool(int8_pool_state), "weight_term": weight_term,
                    "gene_terms": gene_terms, "block_padding": bool(block_padding),
                    "transition_penalty": bool(transition_penalty), "io_term": bool(io_term),
-                   "nonnegative_families": bool(nonnegative_families)}
+                   "nonnegative_families": bool(nonnegative_families),
+                   "nested_families": bool(nested_families), "stem_families": bool(stem_families)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         options["weight_term"] = own.weight_term  # what "auto" chose, for the cross-validated fits below
         if table.extra.get("noise_floor"):  # the profile's own re-timing of its first models (latency_models._floor)
@@ -560,8 +595,9 @@ class LatencyPredictor:
                       int8_pool_state: bool = True, weight_term: bool | str = "auto",
                       gene_terms: bool | None = None,
                       block_padding: bool = True, transition_penalty: bool = True,
-                      io_term: bool = True,
-                      nonnegative_families: bool = True) -> tuple["LatencyPredictor", LatencyTable]:
+                      io_term: bool = True, nonnegative_families: bool = True,
+                      nested_families: bool = False,
+                      stem_families: bool = False) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -596,7 +632,8 @@ class LatencyPredictor:
                     scaled_tables[b] = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
                 fits[b, term] = (cls._fit(scaled_tables[b], outside_models, channel_alignment, int8_pool_state, term,
                                           gene_terms, block_padding, transition_penalty, io_term,
-                                          nonnegative_families), scaled_tables[b])
+                                          nonnegative_families, nested_families, stem_families),
+                                scaled_tables[b])
             err = fits[b, term][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
 
@@ -629,7 +666,8 @@ class LatencyPredictor:
              channel_alignment: int | None = CHANNEL_ALIGNMENT, int8_pool_state: bool = True,
              weight_term: bool = False, gene_terms: bool | None = None,
              block_padding: bool = True, transition_penalty: bool = True,
-             io_term: bool = True, nonnegative_families: bool = True) -> "LatencyPredictor":
+             io_term: bool = True, nonnegative_families: bool = True,
+             nested_families: bool = False, stem_families: bool = False) -> "LatencyPredictor":
         if gene_terms is not None and not isinstance(gene_terms, bool):
             raise ValueError(f"gene_terms={gene_terms!r}; allowed: None (only without kernel rows), True or False")
         if not table.kernel_rows and not table.model_rows:
@@ -653,7 +691,7 @@ class LatencyPredictor:
         y = np.array([r.latency_ms for r in rows])
         n = len(rows)
         ukernels, counts = _kernel_counts(rows)
-        fam = [family(k) for k in ukernels]
+        fam = [_family(k, stem_families) for k in ukernels]
         fam_names = sorted(set(fam))
         fam_idx = np.array([fam_names.index(f) for f in fam])
         nchwc = _nchwc(table.device)
@@ -718,16 +756,42 @@ class LatencyPredictor:
         # columns held at a multiplier of 0 (their deviation at -1): families whose free fit says they take
         # negative time in a model (nonnegative_families), moved to the target and out of the ridge
         held = np.zeros(xb.shape[1], dtype=bool)
+        # nested families: a family with an activation (conv_dense_k1/b32+hardswish) deviates from its parent
+        # (conv_dense_k1/b32), whose column then holds the child's kernels too; the child's own column, the
+        # deviation, has a penalty of its own (group 6), so a child few models run stays near its parent
+        parent = np.full(nf, -1)
+        if nested_families:
+            for j, f in enumerate(fam_names):
+                p = f.split("+", 1)[0]
+                if p != f and p in fam_names:
+                    parent[j] = fam_names.index(p)
+
+        def link_families(held_fam: np.ndarray) -> np.ndarray:
+            """Put each child's kernels in its parent's column where neither is held; the children linked."""
+            link = (parent >= 0) & ~held_fam & ~held_fam[np.maximum(parent, 0)]
+            xfam = xf.copy()
+            for j in np.flatnonzero(link):
+                xfam[:, parent[j]] += xf[:, j]
+            xb[:, 1:1 + nf] = xfam / y[:, None]
+            groups[1:1 + nf] = np.where(link, 6, 1)
+            return link
+
+        def multipliers(coef: np.ndarray, link: np.ndarray) -> np.ndarray:
+            d = coef[1:1 + nf]
+            return 1.0 + d + np.where(link, d[np.maximum(parent, 0)], 0.0)
+
+        link = link_families(held[1:1 + nf])
         best_err, lams, coef = _stage2(xb, yt, groups, held)
         for _ in range(nf if nonnegative_families else 0):
             negative = np.zeros(xb.shape[1], dtype=bool)
-            negative[1:1 + nf] = (1.0 + coef[1:1 + nf] < 0) & ~held[1:1 + nf]
+            negative[1:1 + nf] = (multipliers(coef, link) < 0) & ~held[1:1 + nf]
             if not negative.any():
                 break
             held |= negative
+            link = link_families(held[1:1 + nf])
             best_err, lams, coef = _stage2(xb, yt, groups, held, start=lams)
         o = 1
-        d_fam = coef[o:o + nf]; o += nf
+        d_fam = multipliers(coef, link) - 1.0; o += nf
         d_cnt = coef[o:o + nf] * t_typ; o += nf
         d_tr = coef[o:o + nt] * t_scale; o += nt
         d_key = coef[o:o + nk]; o += nk
@@ -745,6 +809,9 @@ class LatencyPredictor:
         rare = {f for j, f in enumerate(fam_names)
                 if len(np.unique(model_ids[fam_counts[:, j] > 0])) < MIN_FAMILY_MODELS}
         fam_mult = {f: float(1.0 + d_fam[j]) for j, f in enumerate(fam_names) if f not in rare}
+        for j in np.flatnonzero(link):  # a rare child takes its parent's multiplier, not a stand-alone 1
+            if fam_names[j] in rare and fam_names[parent[j]] not in rare:
+                fam_mult[fam_names[j]] = fam_mult[fam_names[parent[j]]]
         fam_count_ms = {f: float(d_cnt[j]) for j, f in enumerate(fam_names) if f not in rare and abs(d_cnt[j]) > 1e-12}
         trans_ms = {t: float(d) for t, d in zip(trans_names, d_tr) if abs(d) > 1e-12}
         if crossing_ms:  # the shared reorder cost, plus each direction's own deviation
@@ -764,6 +831,7 @@ class LatencyPredictor:
             "lambda_physical": lam_phys, "lambda_family": lams[1], "lambda_kernel": lams[2], "lambda_gene": lams[3],
             "lambda_overhead": lams[4],
             "lambda_transition": lams[5] if transition_penalty else lams[4],
+            "lambda_nested": lams[6] if link.any() else None,
             "loo_rmspe_physical": float(np.sqrt(err1)), "loo_rmspe": float(np.sqrt(best_err)),
             "families_without_terms": sorted(rare),
             "families_at_zero": sorted(f for j, f in enumerate(fam_names) if held[1 + j] and f not in rare),
@@ -778,7 +846,8 @@ class LatencyPredictor:
                    kernel_model=kernel_model, min_model_ms=MIN_MODEL_FRACTION * float(y.min()), fit_info=info,
                    measured_models=_measured_models(rows), outside=outside,
                    heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]),
-                   int8_pool_state=int8_pool_state, weight_term=weight_term, io_term=io_term)
+                   int8_pool_state=int8_pool_state, weight_term=weight_term, io_term=io_term,
+                   stem_families=stem_families)
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -812,7 +881,7 @@ class LatencyPredictor:
             lut = self.lut_ms
             for k, t, where in zip(new, t_hat, todo.values()):
                 key = kernel_key(k)
-                f = family(k)
+                f = _family(k, self.stem_families)
                 c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
                           + (lut.get(key, 0.0) if lut else 0.0))
                 state = layout_state(k, self._nchwc, int8_pool=self.int8_pool_state)
@@ -1086,6 +1155,7 @@ class LatencyPredictor:
             "int8_pool_state": self.int8_pool_state,
             "weight_term": self.weight_term,
             "io_term": self.io_term,
+            "stem_families": self.stem_families,
             "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
                                 for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
@@ -1117,7 +1187,8 @@ class LatencyPredictor:
                        heaviest_weight_mb=data.get("heaviest_weight_mb"),
                        outside=OutsideModel.from_dict(data["outside"]) if data.get("outside") else None,
                        int8_pool_state=data.get("int8_pool_state", False),
-                       weight_term=data.get("weight_term", False), io_term=data.get("io_term", False))
+                       weight_term=data.get("weight_term", False), io_term=data.get("io_term", False),
+                       stem_families=data.get("stem_families", False))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

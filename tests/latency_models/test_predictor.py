@@ -787,3 +787,99 @@ def test_a_family_the_free_fit_makes_negative_is_held_at_zero(synthetic):
     _, ms, _ = held.contributions([add])
     # nothing of its time alone is left: only its per-kernel terms
     assert ms[0] == pytest.approx(held.family_count_ms.get("add/b32", 0.0) + held.lut_ms.get(add.key(), 0.0), abs=1e-12)
+
+
+def _resnet_like(rng, stem, widths):
+    """A hand-made model of deep dense 3x3 convolutions (a ResNet's, of ``widths`` channels) behind ``stem``."""
+    ks = [stem]
+    c, hw = stem.out_channels, stem.input_shape[1]
+    for _ in range(int(rng.integers(3, 7))):
+        out = int(rng.choice(widths))
+        ks.append(Kernel("conv", (c, hw, hw), out_channels=out, kernel_size=3, activation="relu"))
+        c = out
+    return ks
+
+
+def test_stems_apart_from_deep_dense_convolutions(synthetic, tmp_path):
+    # a device on which a stem (a dense convolution reading the 3-channel image) costs half its time alone inside a
+    # model, and a ResNet's deep 3x3 convolutions 1.5 times theirs: stem_families=True fits each family its own
+    # multiplier and predicts held-out ResNet-like models of widths the table's models never ran
+    cands, kernels, _ = synthetic
+    rng = np.random.default_rng(3)
+    stem = next(k for k in kernels[0] if k.op == "conv" and k.input_shape[0] == 3)
+    # the held-out ones of other widths: none of their deep kernels ran in the table's models
+    deep_models = [_resnet_like(rng, stem, (32, 48, 64, 96)) for _ in range(10)]
+    deep_models += [_resnet_like(rng, stem, (40, 56, 80)) for _ in range(4)]
+    table = LatencyTable(device=device_info(name="synthetic", nchwc=None))
+    alone = {}
+    for ks in [*kernels[:200], *deep_models]:
+        for k in ks:
+            alone.setdefault(k, _true_ms([k]) - 0.05)
+    for k, t in alone.items():
+        table.add_kernel(k, t)
+
+    def in_model(k):
+        dense3 = k.op == "conv" and k.groups == 1 and k.kernel_size == 3
+        return alone[k] * (1.0 if not dense3 else 0.5 if k.input_shape[0] <= 4 else 1.5)
+
+    for c, ks in zip(cands[:120], kernels[:120]):
+        table.add_model(ks, 0.05 + sum(in_model(k) for k in ks), candidate=c.to_dict(), source="mobilenet")
+    for ks in deep_models[:10]:
+        table.add_model(ks, 0.05 + sum(in_model(k) for k in ks), source="resnet")
+    one = LatencyPredictor.fit(table, reference_exponent=0, weight_term=False)
+    apart = LatencyPredictor.fit(table, reference_exponent=0, weight_term=False, stem_families=True)
+    assert "conv_stem_k3/b32" not in one.family_mult and "conv_stem_k3/b32" in apart.family_mult
+    assert apart.family_mult["conv_stem_k3/b32"] < 0.8 < 1.0 < apart.family_mult["conv_dense_k3/b32"]
+    held = deep_models[10:]
+    truth = np.array([0.05 + sum(in_model(k) for k in ks) for ks in held])
+    assert np.max(np.abs(apart.predict_many(held) / truth - 1)) < 0.02
+    # saved and loaded, the option travels with the predictor; a predictor saved before it had none reads as off
+    apart.save(tmp_path / "p.json")
+    back = LatencyPredictor.load(tmp_path / "p.json")
+    assert back.stem_families and back.predict(held[0]) == pytest.approx(apart.predict(held[0]), rel=1e-12)
+    data = apart.to_dict()
+    del data["stem_families"]
+    assert not LatencyPredictor.from_dict(data).stem_families
+
+
+def test_a_rare_family_with_an_activation_takes_its_parents_multiplier(synthetic):
+    # a device on which every dense 1x1 convolution costs twice its time alone inside a model, with or without a
+    # hardswish after it; only two of the table's models run hardswish ones (too few for terms of their own): flat,
+    # they keep their stand-alone time (a multiplier of 1); nested, they take their parent's multiplier
+    import dataclasses
+
+    cands, kernels, _ = synthetic
+
+    def swish(ks, every):
+        out, n = [], 0
+        for k in ks:
+            if k.op == "conv" and k.groups == 1 and k.kernel_size == 1:
+                n += 1
+                k = dataclasses.replace(k, activation="hardswish") if n % every == 0 else k
+            out.append(k)
+        return out
+
+    with_act = [swish(ks, 2) for ks in kernels[120:122]] + [swish(kernels[122], 1)]
+    table = LatencyTable(device=device_info(name="synthetic", nchwc=None))
+    alone = {}
+    for ks in [*kernels[:120], *with_act]:
+        for k in ks:
+            alone.setdefault(k, _true_ms([k]) - 0.05)
+    for k, t in alone.items():
+        table.add_kernel(k, t)
+
+    def truth(ks):
+        return 0.05 + sum(alone[k] * (2.0 if k.op == "conv" and k.groups == 1 and k.kernel_size == 1 else 1.0)
+                          for k in ks)
+
+    for c, ks in zip(cands[:120], kernels[:120]):
+        table.add_model(ks, truth(ks), candidate=c.to_dict(), source="mobilenet")
+    for ks in with_act[:2]:
+        table.add_model(ks, truth(ks), source="other")
+    child, parent = "conv_dense_k1/b32+hardswish", "conv_dense_k1/b32"
+    flat = LatencyPredictor.fit(table, reference_exponent=0, weight_term=False, nested_families=False)
+    nested = LatencyPredictor.fit(table, reference_exponent=0, weight_term=False, nested_families=True)
+    assert child in flat.fit_info["families_without_terms"] and child not in flat.family_mult
+    assert nested.family_mult[child] == nested.family_mult[parent] > 1.1
+    held = with_act[2]
+    assert abs(nested.predict(held) / truth(held) - 1) < 0.05 < 0.1 < abs(flat.predict(held) / truth(held) - 1)
