@@ -1,10 +1,11 @@
 """Fit the committed tables two ways and score both on their runs' held-out timings (fits only, no timing).
 
 Shared by the experiments that compare one option of ``LatencyPredictor.fit`` on and off (``block_padding.py``,
-``transition_penalty.py``, ``nonnegative_families.py``): each of the ``predictor_local.py`` runs named is fitted both
-ways and scored on its held-out models (the spaces' random widths, their whole float32 models, the torchvision
-exports: on the predictor's scale where the fit corrects for the machine's state); the summary gives each group's
-share within ±5 / ±10 % (mean over the tables) and each export's mean error over the tables, both ways.
+``transition_penalty.py``, ``nonnegative_families.py``, ``nested_families.py``, ``stem_families.py``): each of the
+``predictor_local.py`` runs named is fitted both ways and scored on its held-out models (the spaces' random widths,
+their whole float32 models, the torchvision exports: on the predictor's scale where the fit corrects for the machine's
+state); the summary gives each group's share within ±5 / ±10 % (mean over the tables) and each export's mean error
+over the tables, both ways.
 """
 
 from __future__ import annotations

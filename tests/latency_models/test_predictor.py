@@ -763,17 +763,24 @@ def test_a_family_in_fewer_than_three_models_gets_no_terms_of_its_own(synthetic,
     assert loose.predict(third) > 1.3 * truth
 
 
-def test_a_family_the_free_fit_makes_negative_is_held_at_zero(synthetic):
-    # a device on which the model rows say an add costs less than nothing (-0.6 times its time alone): the free fit
-    # follows them to a negative multiplier, the non-negative one holds the family at 0 and fits the rest again
-    cands, kernels, _ = synthetic
+def _timed_alone(models):
+    """A table of the synthetic device (no blocked layout) with every distinct kernel of ``models`` timed alone, and
+    those times by kernel."""
     table = LatencyTable(device=device_info(name="synthetic", nchwc=None))
     alone = {}
-    for ks in kernels[:200]:
+    for ks in models:
         for k in ks:
             alone.setdefault(k, _true_ms([k]) - 0.05)
     for k, t in alone.items():
         table.add_kernel(k, t)
+    return table, alone
+
+
+def test_a_family_the_free_fit_makes_negative_is_held_at_zero(synthetic):
+    # a device on which the model rows say an add costs less than nothing (-0.6 times its time alone): the free fit
+    # follows them to a negative multiplier, the non-negative one holds the family at 0 and fits the rest again
+    cands, kernels, _ = synthetic
+    table, alone = _timed_alone(kernels[:200])
     rng = np.random.default_rng(1)
     for c, ks in zip(cands[:120], kernels[:120]):
         t = 0.05 + sum(alone[k] * (-0.6 if k.op == "add" else 1.0) for k in ks)
@@ -810,13 +817,7 @@ def test_stems_apart_from_deep_dense_convolutions(synthetic, tmp_path):
     # the held-out ones of other widths: none of their deep kernels ran in the table's models
     deep_models = [_resnet_like(rng, stem, (32, 48, 64, 96)) for _ in range(10)]
     deep_models += [_resnet_like(rng, stem, (40, 56, 80)) for _ in range(4)]
-    table = LatencyTable(device=device_info(name="synthetic", nchwc=None))
-    alone = {}
-    for ks in [*kernels[:200], *deep_models]:
-        for k in ks:
-            alone.setdefault(k, _true_ms([k]) - 0.05)
-    for k, t in alone.items():
-        table.add_kernel(k, t)
+    table, alone = _timed_alone([*kernels[:200], *deep_models])
 
     def in_model(k):
         dense3 = k.op == "conv" and k.groups == 1 and k.kernel_size == 3
@@ -860,13 +861,7 @@ def test_a_rare_family_with_an_activation_takes_its_parents_multiplier(synthetic
         return out
 
     with_act = [swish(ks, 2) for ks in kernels[120:122]] + [swish(kernels[122], 1)]
-    table = LatencyTable(device=device_info(name="synthetic", nchwc=None))
-    alone = {}
-    for ks in [*kernels[:120], *with_act]:
-        for k in ks:
-            alone.setdefault(k, _true_ms([k]) - 0.05)
-    for k, t in alone.items():
-        table.add_kernel(k, t)
+    table, alone = _timed_alone([*kernels[:120], *with_act])
 
     def truth(ks):
         return 0.05 + sum(alone[k] * (2.0 if k.op == "conv" and k.groups == 1 and k.kernel_size == 1 else 1.0)
