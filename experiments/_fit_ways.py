@@ -29,6 +29,8 @@ from latency_models import LatencyPredictor
 
 #: One way to fit: its label in the results, and the keyword arguments of ``LatencyPredictor.fit``.
 Way = tuple[str, dict[str, Any]]
+#: The sixteen tables and the two with nine models of the exports' kinds added where target 2 is decided (32, 128 px).
+RUNS_WITH_NINE = DEFAULT_RUNS + ",predictor_local_32_memory_variants9,predictor_local_128_pool_variants9"
 
 
 def main(script: str, description: str, ways: Sequence[Way], title: str, what: str, *,

@@ -30,7 +30,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import _fit_ways  # noqa: E402
-from stem_families import RUNS  # noqa: E402
 
 WAYS = (("flat", {"nested_families": False}), ("nested", {"nested_families": True}))
 
@@ -41,7 +40,7 @@ def main() -> None:
                     "every family free and with the families of an activation nested in their parent's "
                     "(`LatencyPredictor.fit(nested_families=...)`), every other choice the default fit's, scored on "
                     "their runs' held-out timings (on the predictor's scale where the fit corrects for the machine's "
-                    "state)."), default_runs=RUNS)
+                    "state)."), default_runs=_fit_ways.RUNS_WITH_NINE)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import loadavg, write_json  # noqa: E402
-from in_context_kernels import RESULTS, _models, _profile  # noqa: E402
+from in_context_kernels import _CONV_OPS, RESULTS, _models, _profile  # noqa: E402
 
 from latency_models import Kernel, kernel_graph, kernels_from_onnx  # noqa: E402
 
 PARTS = ("global average pool", "conv on 1x1 map", "scale", "gate node")
-_CONV_OPS = ("Conv", "FusedConv")
 
 
 def _node_part(node: dict) -> str | None:

@@ -29,10 +29,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import _fit_ways  # noqa: E402
-from weight_term_auto import DEFAULT_RUNS  # noqa: E402
 
-#: The sixteen tables and the two with nine models of the exports' kinds added where target 2 is decided.
-RUNS = DEFAULT_RUNS + ",predictor_local_32_memory_variants9,predictor_local_128_pool_variants9"
 WAYS = (("one dense family", {"stem_families": False}), ("stems apart", {"stem_families": True}))
 
 
@@ -42,7 +39,7 @@ def main() -> None:
                     "the stems in the dense convolutions' families and in families of their own "
                     "(`LatencyPredictor.fit(stem_families=...)`), every other choice the default fit's, scored on "
                     "their runs' held-out timings (on the predictor's scale where the fit corrects for the machine's "
-                    "state)."), default_runs=RUNS)
+                    "state)."), default_runs=_fit_ways.RUNS_WITH_NINE)
 
 
 if __name__ == "__main__":
