@@ -16,7 +16,11 @@ term with the small low-reuse column; C the cache size (0: no column).
 
 Printed per table and mode: the fit's leave-one-out RMSPE, the fitted cold cost (C, ms per MB), the weight term's
 cost per MB, the held-out groups within ±5 / ±10 %, the in-sample RMSPE of the table's models outside the spaces with
-the two worst each way, and each torchvision export's error. Output in ``evaluate.log`` (the two commands above)
+the two worst each way, and each torchvision export's error. ``cache_sizes.log`` holds the first sweep over the cache
+size, printed by this script's first version (fewer columns, the same fits), which
+``evaluate.py predictor_local_32_memory_variants9,predictor_local_32_pool_variants9,predictor_local_32_memory 0:0,0:16,0:32,0:48``
+and ``evaluate.py predictor_local_32_intel_shuffle8_variants9,predictor_local_128_pool_variants9,predictor_local_32_noprobe
+0:0,0:16,0:32,0:48`` repeat. Output in ``evaluate.log`` (the two commands above)
 and ``evaluate_18.log`` (the eighteen tables of ``experiments/_fit_ways.RUNS_WITH_NINE``, two processes side by side;
 their means by ``summarise.py`` in ``summarise_18.log``):
 
