@@ -1,8 +1,9 @@
 """How target 2's share at 32 px depends on the moment the exports are timed: the default fit of
 ``predictor_local_32_memory_variants9`` (the committed table, at the exponent the status run chose for it) scored on
 each round of ``memory_settled_timing_32_swing`` (the nine exports timed 20 times on 2026-12-07, four to a job, under
-each of two settings), each round's nine timings as they were measured (their references, within 0.6 % of the
-table's, are not stored there: no state correction), beside the committed held-out timings of 2026-12-05.
+each of two settings), each round's nine timings as they were measured (that run does not store its references, so
+no state correction; the eight jobs of ``heavy_now.py`` three minutes before had theirs within 0.6 % of the table's),
+beside the committed held-out timings of 2026-12-05.
 
     python experiments/results/memory_swing_32/score_rounds.py
 
