@@ -1,6 +1,7 @@
 """Weight-heavy torchvision exports at 32 px timed now, beside the protocol's reference and memory probe, to set
 against their committed timings of 2026-12-05 (``predictor_local_32_memory_variants9``: held-out exports and the
-table's outside models, timed in a calm memory state, probe 0.24-0.30 ms).
+table's outside models, timed in a calm memory state: the probe of its rows 0.24-0.27 ms from the 10th to the
+90th percentile).
 
 Each round is one ``latency_models.measure_interleaved`` job over every model (the deployed protocol: an
 ONNX-Runtime-only worker, 1 thread), the order reversed every other round; printed per round: each latency, the
