@@ -768,6 +768,8 @@ class LatencyPredictor:
 
         def link_families(held_fam: np.ndarray) -> np.ndarray:
             """Put each child's kernels in its parent's column where neither is held; the children linked."""
+            if not (parent >= 0).any():  # no child (the default fit): the columns stay as built
+                return np.zeros(nf, dtype=bool)
             link = (parent >= 0) & ~held_fam & ~held_fam[np.maximum(parent, 0)]
             xfam = xf.copy()
             for j in np.flatnonzero(link):
