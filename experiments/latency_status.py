@@ -12,7 +12,11 @@ second; and the noise floor beside them, how far the second timing is from the f
     python experiments/latency_status.py
 
 Writes ``experiments/results/latency_status.json`` and ``.md``. Run it alone for its minutes to mean anything; its
-figures do not depend on the machine's load.
+figures do not depend on the machine's load. A table profiled after that run is scored on its own and merged into the
+committed figures, the other tables' entries kept as they are (valid while the default fit is the one they were
+scored with; ``tests/experiments/test_latency_status.py`` refits one of them to check):
+
+    python experiments/latency_status.py --add predictor_local_224_fastexport
 """
 
 from __future__ import annotations
@@ -45,10 +49,10 @@ PROFILED = ("predictor_local_32_memory,predictor_local_32_noprobe,predictor_loca
             "predictor_local_32_intel_ks1,predictor_local_32_intel_shuffle8,predictor_local_32_intel_drift,"
             "predictor_local_96_memory,"
             "predictor_local_128_aligned,predictor_local_128_settled,predictor_local_128_settled8,"
-            "predictor_local_128_memory,predictor_local_128_pool,predictor_local_128_intel,"
+            "predictor_local_128_memory,predictor_local_128_pool,predictor_local_128_fastexport,predictor_local_128_intel,"
             "predictor_local_128_intel_shuffle8,predictor_local_128_intel_cover,predictor_local_128_intel_offgrid,"
             "predictor_local_128_intel_offgrid2,predictor_local_128_intel_offgrid3,predictor_local_224_memory,"
-            "predictor_local_224_pool")
+            "predictor_local_224_pool,predictor_local_224_fastexport")
 #: The same tables with nine other models of the exports' kinds added (outside_models.py --as): target 2 as it allows.
 WITH_NINE = ("predictor_local_32_memory_variants9,predictor_local_32_pool_variants9,"
              "predictor_local_32_intel_shuffle8_variants9,predictor_local_32_intel_drift_variants9,"
@@ -127,7 +131,10 @@ def markdown(out: dict) -> list[str]:
              "`re-timed`: the same predictor on the run's second timing of the same models (`--retime`), and the "
              "floor: the share of the random-width models whose second timing is within ±2 / ±5 % of their first. "
              "A `_variants9` table is its base run's table with nine other models of the exports' kinds added "
-             "(`outside_models.py --as`), scored on the base run's held-out timings.", "",
+             "(`outside_models.py --as`), scored on the base run's held-out timings.",
+             *(f"Added with the same fit: `{a['command']}` ({a['started_utc']}, {a['minutes']} min): "
+               + ", ".join(f"`{r.removeprefix('predictor_local_')}`" for r in a["runs"]) + "."
+               for a in out.get("additions", [])), "",
              "| table | CPU | px | profiled | profile min | kernel / model rows | LOO RMSPE | random widths | "
              "float32 | exports (±10) | re-timed: random widths | float32 | exports (±10) | floor ±2 / ±5 (sd) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -186,20 +193,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default=f"{PROFILED},{WITH_NINE}",
                     help="predictor_local.py runs (or outside_models.py --as tables) with a committed table")
+    ap.add_argument("--add", default="", help="score only these runs (comma-separated) and merge them into the "
+                                              "committed NAME.json, keeping its other runs' entries")
     ap.add_argument("--name", default="latency_status")
     args = ap.parse_args()
     warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports: scored anyway
     t0 = time.time()
-    out: dict = {"command": " ".join(["python experiments/latency_status.py", *sys.argv[1:]]),
-                 "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                 "load_average_before": loadavg(), "runs": {}}
-    for run in [r for r in args.runs.split(",") if r]:
+    command = " ".join(["python experiments/latency_status.py", *sys.argv[1:]])
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if args.add:
+        path = RESULTS / f"{args.name}.json"
+        if not path.is_file():
+            ap.error(f"--add: no committed {path.name} to add to; allowed: after a full run "
+                     f"(python experiments/latency_status.py --name {args.name})")
+        out = json.loads(path.read_text())
+        todo = [r for r in args.add.split(",") if r]
+    else:
+        out = {"command": command, "started_utc": started, "load_average_before": loadavg(), "runs": {}}
+        todo = [r for r in args.runs.split(",") if r]
+    for run in todo:
         out["runs"][run] = r = status(run)
         rw = r["first"].get("random widths")
         print(f"{run}: random widths {_pair(rw)}, exports {_pct(r['first'].get('exports', {}).get('within_10'))} "
               f"({r['fit_seconds']} s)", flush=True)
-    out["minutes"] = round((time.time() - t0) / 60, 1)
-    out["load_average_after"] = loadavg()
+    minutes = round((time.time() - t0) / 60, 1)
+    if args.add:
+        order = [r for r in f"{PROFILED},{WITH_NINE}".split(",") if r in out["runs"]]
+        out["runs"] = {r: out["runs"][r] for r in order + [r for r in out["runs"] if r not in order]}
+        out.setdefault("additions", []).append({"command": command, "started_utc": started, "runs": todo,
+                                                "minutes": minutes, "load_average": loadavg()})
+    else:
+        out["minutes"], out["load_average_after"] = minutes, loadavg()
     out["targets"] = targets(out["runs"])
     write_json(RESULTS / f"{args.name}.json", out)
     (RESULTS / f"{args.name}.md").write_text("\n".join(markdown(out)) + "\n", encoding="utf-8")

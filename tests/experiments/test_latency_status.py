@@ -51,3 +51,30 @@ def test_status_reproduces_the_committed_figures(run: str) -> None:
     floor = got["second"][f"{run}_retime"]["floor"]["random widths"]
     assert floor == pytest.approx(committed["second"][f"{run}_retime"]["floor"]["random widths"], rel=1e-6)
     assert 0.0 <= floor["retime_within_2"] <= floor["retime_within_5"] <= floor["retime_within_10"] <= 1.0
+
+
+def test_add_scores_only_the_named_runs_and_keeps_the_others(tmp_path, monkeypatch) -> None:
+    def fake_status(run: str) -> dict:
+        scored.append(run)
+        return {**_run("AMD", 224, 0.80, 0.95, 1.0), "kernel_rows": 1, "model_rows": 2, "loo_rmspe": 0.05,
+                "second": {}, "fit_seconds": 0.1}
+
+    scored: list[str] = []
+    monkeypatch.setattr(latency_status, "RESULTS", tmp_path)
+    monkeypatch.setattr(latency_status, "status", fake_status)
+    monkeypatch.setattr(sys, "argv", ["latency_status.py", "--add", "predictor_local_224_new", "--name", "s"])
+    with pytest.raises(SystemExit):  # nothing committed to add to: one error line, non-zero exit
+        latency_status.main()
+    kept = {**_run("AMD", 224, 0.65, 0.90, 1.0), "kernel_rows": 3, "model_rows": 4, "loo_rmspe": 0.06, "second": {}}
+    (tmp_path / "s.json").write_text(json.dumps({"command": "python experiments/latency_status.py",
+                                                 "started_utc": "2026-12-07T08:55:15+00:00", "minutes": 44.0,
+                                                 "load_average_before": [1, 1, 1], "load_average_after": [1, 1, 1],
+                                                 "runs": {"predictor_local_224_memory": kept}, "targets": {}}))
+    latency_status.main()
+    out = json.loads((tmp_path / "s.json").read_text())
+    assert scored == ["predictor_local_224_new"]
+    assert out["runs"]["predictor_local_224_memory"] == kept and list(out["runs"]) == [
+        "predictor_local_224_memory", "predictor_local_224_new"]
+    assert out["targets"]["AMD/224"]["target_1_met"] == ["224_new"] and out["additions"][0]["runs"] == [
+        "predictor_local_224_new"]
+    assert "--add predictor_local_224_new" in (tmp_path / "s.md").read_text()
