@@ -1,7 +1,7 @@
 """Cross-validation of a committed table's own random-width models of one space, and what the errors follow.
 
 The held-out MobileNet random widths of ``predictor_local_128_fastexport`` miss by a 6.3 % sd on both timings
-(errors correlated 0.97), while the table's own MobileNet rows are fitted to a 2.1 % sd in sample. This leaves each
+(errors correlated 0.97), while the table's own MobileNet rows are fitted closely in sample. This leaves each
 fold of the table's random-width rows of ``SPACE`` out of the default fit (at the exponent the status run chose),
 scores them, and correlates their errors with counts of layers per bit width and of the bit-width and layout
 transitions the fit prices (the predictor's own ``_transitions``). Fits only, times nothing:
@@ -64,6 +64,10 @@ def main() -> None:
     _report(f"{run} {space}: {len(errors)} of the table's random-width rows in {folds} folds", np.array(errors),
             scored, _nchwc(table.device))
     pred = LatencyPredictor.fit(table, reference_exponent=status["reference_exponent"])
+    own = [r for r in rows if r.source == space]
+    e_own = np.array([e["error"] for e in _score(pred, table, own)["rows"]])
+    print(f"{run} {space}: the table's {len(own)} rows of {space} in sample (the whole table's fit): error sd "
+          f"{e_own.std():.3f}, mean {e_own.mean():+.3f}")
     held = dict(groups)[space]
     _report(f"{run} {space}: the run's {len(held)} held-out random-width models, fitted on the whole table",
             np.array([e["error"] for e in _score(pred, table, held)["rows"]]), held, _nchwc(table.device))
