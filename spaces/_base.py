@@ -437,8 +437,8 @@ class SearchSpace(abc.ABC):
         if model is None and calibration is None:  # untrained weights: ranges from noise (for timing)
             import torch
 
-            # one image: the graph and its speed do not depend on the ranges, and 4 batches of 8 took a 224-px FBNet
-            # candidate 13 s to export against 1 s (``experiments/results/export_calibration.md``)
+            # one image: the graph and its speed do not depend on the ranges; with 4 batches of 8 a 224-px FBNet
+            # candidate took 14.6 s to export, with one 0.9 s (``experiments/results/export_calibration.md``)
             gen = torch.Generator().manual_seed(0)
             calibration = [torch.randn((1, *self.input_shape), generator=gen)]
         return export_onnx_quantized(net, bits, self.input_shape, path, calibration=calibration,
