@@ -27,6 +27,11 @@ On such a device the physical fit counts a blocked float convolution's channels 
 :func:`~latency_models._features.physical`): the runtime computes 116 channels as 128. Over the sixteen committed
 tables of ``experiments/block_padding.py``, RegNetY-400MF (1x1 convolutions at 104, 208 and 440 channels, never timed)
 went from a mean error of -21.6 to -2.5 %, the other exports and the spaces' models within about a point.
+
+A depthwise convolution's output channels and groups equal its input channels, so its width counts three times in the
+distance between neighbours and its map size once. ``depthwise_channels_once=True`` counts the width once: out of
+sample, the untimed kernels of held-out MobileNet models are predicted closer (``experiments/untimed_kernels.py``), but
+the whole held-out models of the committed tables did not gain (``experiments/depthwise_channels.py``), so it is off.
 """
 
 from __future__ import annotations
@@ -95,19 +100,21 @@ class KernelModel:
 
     def __init__(self, kernels: Sequence[Kernel], latencies_ms: Sequence[float], *,
                  nchwc: tuple[int, int] | None = None, channel_alignment: int | None = CHANNEL_ALIGNMENT,
-                 block_padding: bool = True) -> None:
+                 block_padding: bool = True, depthwise_channels_once: bool = False) -> None:
         """``nchwc``: the device's blocked layout, (block, channel alignment) (``device["nchwc"]`` of a table
         measured on it), or None where it has none or it is unknown. ``channel_alignment``: convolutions with
         channels that are not a multiple of it take neighbours of their own kind (None: any neighbour).
         ``block_padding``: with ``nchwc``, the physical fit counts a blocked float convolution's channels padded to
         whole blocks (:func:`~latency_models._features.physical`); False: as given (kernel models saved before
-        2026-12-06)."""
+        2026-12-06). ``depthwise_channels_once``: a depthwise convolution's channels count once in the distance between
+        neighbours, not as input, output and group counts (False, the default: three times)."""
         if len(kernels) == 0:
             raise ValueError("KernelModel needs at least one kernel row")
         if channel_alignment is not None and (not isinstance(channel_alignment, int) or channel_alignment < 1):
             raise ValueError(f"channel_alignment={channel_alignment!r} must be a positive integer or None")
         self.channel_alignment = channel_alignment
         self.block_padding = bool(block_padding)
+        self.depthwise_channels_once = bool(depthwise_channels_once)
         self.nchwc = tuple(nchwc) if nchwc else None
         self._padding = self.nchwc if self.block_padding else None
         self.kernels = list(kernels)
@@ -115,7 +122,7 @@ class KernelModel:
         self.exact = {kernel_key(k): float(t) for k, t in zip(self.kernels, self.latencies_ms)}
         fams = [family(k) for k in self.kernels]
         self._phi = physical(self.kernels, nchwc=self._padding)
-        self._z = shape_features(self.kernels)
+        self._z = self._shape(self.kernels)
         self._path = self._paths(self.kernels)
         self._coef: dict[str, np.ndarray] = {}
         self._groups: dict[str, np.ndarray] = {}
@@ -154,6 +161,16 @@ class KernelModel:
             return "op:" + k.op
         return "all"
 
+    def _shape(self, kernels: Sequence[Kernel]) -> np.ndarray:
+        """The shape descriptors neighbours are found by (:func:`~latency_models._features.shape_features`); with
+        ``depthwise_channels_once``, a depthwise convolution's output-channel and group columns are 0 (they repeat its
+        input channels)."""
+        z = shape_features(kernels)
+        if self.depthwise_channels_once:
+            dw = [i for i, k in enumerate(kernels) if k.op == "conv" and k.groups > 1 and k.groups == k.input_shape[0]]
+            z[dw, 1] = z[dw, 4] = 0.0
+        return z
+
     def _paths(self, kernels: Sequence[Kernel]) -> np.ndarray:
         """The kind of implementation a kernel runs, for choosing neighbours: 1 for a float kernel on the plain
         NCHW path of a blocking device, plus 2 for a convolution with channels not aligned to
@@ -171,7 +188,7 @@ class KernelModel:
         if not hasattr(self, "_loo_abs"):
             self._loo_abs = np.abs(self.loo_errors())
         out = np.zeros(len(kernels))
-        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels), self._paths(kernels)):
+        for name, sl, rows, nn, dn in self._neighbours(kernels, self._shape(kernels), self._paths(kernels)):
             w = 1.0 / (dn + 0.05) ** 2
             err = (w * self._loo_abs[rows][nn]).sum(1) / w.sum(1)
             out[sl] = err + 0.05 * dn.min(1) + (0.5 if name != family(kernels[sl[0]]) else 0.0)
@@ -208,7 +225,7 @@ class KernelModel:
         if len(kernels) == 0:
             return out
         phi = physical(kernels, nchwc=self._padding)
-        for name, sl, rows, nn, dn in self._neighbours(kernels, shape_features(kernels), self._paths(kernels),
+        for name, sl, rows, nn, dn in self._neighbours(kernels, self._shape(kernels), self._paths(kernels),
                                                        exclude_self=not exact):
             lin = phi[sl] @ self._coef[name]
             w = np.where(np.isfinite(dn), 1.0 / (dn + 0.05) ** 2, 0.0)
@@ -229,11 +246,13 @@ class KernelModel:
     # ----------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         return {"rows": [[k.to_dict(), float(t)] for k, t in zip(self.kernels, self.latencies_ms)],
-                "channel_alignment": self.channel_alignment, "block_padding": self.block_padding}
+                "channel_alignment": self.channel_alignment, "block_padding": self.block_padding,
+                "depthwise_channels_once": self.depthwise_channels_once}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, nchwc: tuple[int, int] | None = None) -> "KernelModel":
         rows = data["rows"]
         return cls([Kernel.from_dict(r[0]) for r in rows], [float(r[1]) for r in rows], nchwc=nchwc,
                    channel_alignment=data.get("channel_alignment", CHANNEL_ALIGNMENT),
-                   block_padding=bool(data.get("block_padding", False)))
+                   block_padding=bool(data.get("block_padding", False)),
+                   depthwise_channels_once=bool(data.get("depthwise_channels_once", False)))
