@@ -45,7 +45,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import spaces  # noqa: E402
-from latency_models import (LatencyPredictor, LatencyTable, WorkloadModel, accuracy_metrics,  # noqa: E402
+from latency_models import (KERNEL_SHARE, LatencyPredictor, LatencyTable, WorkloadModel, accuracy_metrics,  # noqa: E402
                             cpu_name, kernels_from_onnx, measure_models, nchwc_layout,
                             profile_models)
 from search import measure_spaces, profile_spaces  # noqa: E402
@@ -348,6 +348,8 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=32)
     ap.add_argument("--spaces", default="fbnet,mobilenet,shufflenet")
     ap.add_argument("--budget-min", type=float, default=6.0)
+    ap.add_argument("--kernel-share", type=float, default=KERNEL_SHARE,
+                    help="share of the profile's budget spent timing kernels alone (default %(default)g)")
     ap.add_argument("--n", type=int, default=30, help="held-out models per space")
     ap.add_argument("--n-float", type=int, default=None,
                     help="held-out whole float32 models per space (default: --n; 0: none)")
@@ -417,7 +419,8 @@ def main() -> None:
         extra_paths = _torchvision(extra_names, size, onnx_dir)
         t0 = time.time()
         table = profile_spaces(space_objs, device_name="karumi-dev-x86", out=work / "table.json", threads=1,
-                               budget_min=args.budget_min, description="2-core shared dev VM", timing=timing)
+                               budget_min=args.budget_min, description="2-core shared dev VM", timing=timing,
+                               kernel_share=args.kernel_share)
         if extra_paths:
             table = profile_models([str(p) for p in extra_paths], out=work / "table.json",
                                    names=[p.stem for p in extra_paths])
@@ -442,7 +445,9 @@ def main() -> None:
                     f"--spaces {args.spaces} --torchvision {args.torchvision} --name {name}{probe} (table: "
                     f"`{old['command']}`)") if args.retime else
                    (f"python experiments/predictor_local.py --input-size {size} "
-                    f"--budget-min {args.budget_min:g} --n {args.n} --spaces {args.spaces} "
+                    f"--budget-min {args.budget_min:g}"
+                    + (f" --kernel-share {args.kernel_share:g}" if args.kernel_share != KERNEL_SHARE else "")
+                    + f" --n {args.n} --spaces {args.spaces} "
                     f"--n-float {args.n_float} --torchvision {args.torchvision} --extra {args.extra} --name {name}{probe}"),
         "finished_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "profile_minutes": t_profile / 60.0, "held_out_overlap_with_table": overlap,

@@ -40,11 +40,13 @@ from latency_models._microgen import kernel_graph
 from latency_models._protocol import Timing, measure_interleaved, reference_model
 from latency_models._table import LatencyTable, continues, default_protocol, device_info, timing_params
 
-__all__ = ["OFFGRID_SHARE", "WorkloadModel", "measure_models", "offgrid_variants", "profile", "profile_models"]
+__all__ = ["KERNEL_SHARE", "OFFGRID_SHARE", "WorkloadModel", "measure_models", "offgrid_variants", "profile",
+           "profile_models"]
 
 logger = logging.getLogger(__name__)
 
-_KERNEL_SHARE = 0.3
+#: Share of a profile's budget spent timing kernels alone, before the whole models (``profile(kernel_share=...)``).
+KERNEL_SHARE = 0.3
 #: Share of every adaptive round spent on off-grid widths (:func:`offgrid_variants`).
 OFFGRID_SHARE = 0.15
 #: Channel changes an off-grid variant draws from: even, so a split or shuffle in 2 groups still divides, and
@@ -120,7 +122,7 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
             out: str | os.PathLike[str], threads: int = 1, budget_min: float = 10.0, description: str = "",
             seed: int = 0, timing: Mapping[str, Any] | None = None, spaces: Sequence[str] = (),
             space_options: Mapping[str, Any] | None = None, on_progress: OnProgress | None = None,
-            offgrid_share: float = OFFGRID_SHARE) -> LatencyTable:
+            offgrid_share: float = OFFGRID_SHARE, kernel_share: float = KERNEL_SHARE) -> LatencyTable:
     """Profile this machine within ``budget_min`` minutes and return the table (also saved at ``out``).
 
     Every latency is taken under the protocol ``karumi-interleaved/3`` (:func:`measure_interleaved`): kernels
@@ -144,12 +146,16 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
         on_progress: ``on_progress(seconds_spent, budget_seconds, message)`` after every batch.
         offgrid_share: the share of every adaptive round given to float32 kernels of the pool's families at
             channel counts that are not a multiple of 8 (:func:`offgrid_variants`); 0: the pool's kernels only.
+        kernel_share: the share of the budget spent timing kernels alone before the whole models (above 0, below 1;
+            all of it when ``models`` is None); a kernel phase that runs out of kernels hands its minutes on.
     """
     import numpy as np
 
     if not pool:
         raise ValueError("pool is empty: give at least one kernel to profile")
     check_offgrid_share(offgrid_share)
+    if isinstance(kernel_share, bool) or not isinstance(kernel_share, (int, float)) or not 0 < kernel_share < 1:
+        raise ValueError(f"kernel_share={kernel_share!r}; allowed: a share of the budget above 0 and below 1")
     if not isinstance(budget_min, (int, float)) or budget_min <= 0:
         raise ValueError(f"budget_min={budget_min!r} must be a positive number of minutes")
     if not device_name:
@@ -181,7 +187,7 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
         try:
             # ------------------------------------------------------------ kernels
             measured = {r.kernel for r in table.kernel_rows}
-            kernel_deadline = _KERNEL_SHARE * budget_s if models is not None else budget_s
+            kernel_deadline = kernel_share * budget_s if models is not None else budget_s
             rng = np.random.default_rng([seed, 99])
             offgrid = offgrid_variants(pool, seed=seed) if offgrid_share > 0 else {}
             n_off = max(1, round(offgrid_share * _ROUND)) if offgrid else 0

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Sequence
 
-from latency_models import (BITS, OFFGRID_SHARE, LatencyTable, Progress, WorkloadModel, check_offgrid_share,
-                            fit_beside, measure_models, profile, write_workload)
+from latency_models import (BITS, KERNEL_SHARE, OFFGRID_SHARE, LatencyTable, Progress, WorkloadModel,
+                            check_offgrid_share, fit_beside, measure_models, profile, write_workload)
 from spaces import SearchSpace, get_space
 
 __all__ = ["kernel_pool", "main", "measure_spaces", "profile_spaces", "space_models", "write_space_workload"]
@@ -111,17 +111,19 @@ def profile_spaces(spaces: Sequence[SearchSpace], *, device_name: str, out: str 
                    threads: int = 1, budget_min: float = 10.0, description: str = "", seed: int = 0,
                    timing: dict[str, Any] | None = None, pool_candidates: int = POOL_CANDIDATES,
                    on_progress: Callable[[float, float, str], None] | None = None,
-                   offgrid_share: float = OFFGRID_SHARE) -> LatencyTable:
-    """Profile this machine for ``spaces`` (see :func:`latency_models.profile`, also for ``offgrid_share``): their
-    kernels, then whole models, within ``budget_min`` minutes; continues ``out`` when it exists. The kernels are those of the
-    spaces as made (their ``input_size`` and other options), so a 224x224 space profiles 224x224 kernels."""
+                   offgrid_share: float = OFFGRID_SHARE, kernel_share: float = KERNEL_SHARE) -> LatencyTable:
+    """Profile this machine for ``spaces`` (see :func:`latency_models.profile`, also for ``offgrid_share`` and
+    ``kernel_share``): their kernels, then whole models, within ``budget_min`` minutes; continues ``out`` when it
+    exists. The kernels are those of the spaces as made (their ``input_size`` and other options), so a 224x224 space
+    profiles 224x224 kernels."""
     spaces = list(spaces)
     if not spaces:
         raise ValueError("spaces must name at least one search space")
     return profile(kernel_pool(spaces, n_per_space=pool_candidates, seed=seed), space_models(spaces, seed=seed),
                    device_name=device_name, out=out, threads=threads, budget_min=budget_min,
                    description=description, seed=seed, timing=timing, spaces=[s.name for s in spaces],
-                   space_options=_space_options(spaces), on_progress=on_progress, offgrid_share=offgrid_share)
+                   space_options=_space_options(spaces), on_progress=on_progress, offgrid_share=offgrid_share,
+                   kernel_share=kernel_share)
 
 
 def write_space_workload(spaces: Sequence[SearchSpace], folder: str | pathlib.Path, *, models: int = 120,
@@ -193,10 +195,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out is required (or --write-workload DIR to profile another device)")
     check_offgrid_share(args.offgrid_share, "--offgrid-share")
+    if not 0 < args.kernel_share < 1:
+        raise ValueError(f"--kernel-share {args.kernel_share:g}; allowed: a share of the budget above 0 and below 1")
     with Progress(60.0 * args.budget_min, f"profiling {args.device_name}", unit="s") as bar:
         table = profile_spaces(space_objs, device_name=args.device_name, out=args.out, threads=args.threads,
                                budget_min=args.budget_min, description=args.description, seed=args.seed,
-                               on_progress=bar.report, offgrid_share=args.offgrid_share)
+                               on_progress=bar.report, offgrid_share=args.offgrid_share,
+                               kernel_share=args.kernel_share)
     print("\n".join(fit_beside(table, args.out)[1]))
     return 0
 
@@ -239,6 +244,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of every adaptive round given to float32 kernels of the pool's families at channel "
                         "counts that are not a multiple of 8, the widths of models from elsewhere (default "
                         f"{OFFGRID_SHARE:g}; 0: the pool only; a --write-workload folder's device chooses its own)")
+    p.add_argument("--kernel-share", type=float, default=KERNEL_SHARE,
+                   help=f"share of the budget spent timing kernels alone before the whole models (default "
+                        f"{KERNEL_SHARE:g}; above 0, below 1)")
     p.set_defaults(func=_cmd_profile)
     m = sub.add_parser("measure", help="time N random whole models per space (held-out evaluation data)")
     _space_flags(m)

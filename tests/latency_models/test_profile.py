@@ -363,6 +363,23 @@ def test_a_profile_spends_a_share_of_its_rounds_on_offgrid_widths_unless_told_no
             profile(pool, None, device_name="ci", out=tmp_path / "t1.json", budget_min=0.05, offgrid_share=bad)
 
 
+def test_a_profile_spends_its_kernel_share_of_the_budget_on_kernels_and_rejects_a_share_out_of_range(tmp_path):
+    from latency_models import KERNEL_SHARE, WorkloadModel
+
+    ks = [Kernel("conv", (8, 12, 12), out_channels=8 * (1 + j % 3), kernel_size=1 + 2 * (j % 2)) for j in range(4)]
+    whole = [WorkloadModel(onnx=kernel_graph(k), kernels=(k,), source=f"m{j}") for j, k in enumerate(ks)]
+    assert 0 < KERNEL_SHARE < 1
+    for bad in (0, 1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="kernel_share=.*allowed: a share of the budget above 0 and below 1"):
+            profile(_tiny_pool(), lambda j: whole[j] if j < len(whole) else None, device_name="ci",
+                    out=tmp_path / "bad.json", budget_min=0.05, kernel_share=bad)
+    assert not (tmp_path / "bad.json").exists()  # nothing timed
+    # a kernel phase that runs out of kernels hands its minutes on to the whole models
+    t = profile(_tiny_pool(), lambda j: whole[j] if j < len(whole) else None, device_name="ci", out=tmp_path / "t.json",
+                budget_min=0.5, offgrid_share=0, kernel_share=0.9)
+    assert {r.kernel for r in t.kernel_rows} == set(_tiny_pool()) and len(t.model_rows) == len(whole)
+
+
 def test_a_profile_times_its_first_models_again_and_records_its_noise_floor(tmp_path, capsys):
     from latency_models import WorkloadModel
 

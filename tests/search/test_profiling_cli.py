@@ -144,6 +144,27 @@ def test_a_cached_predictor_saved_before_8bit_pools_had_a_state_is_fitted_again(
     assert json.loads((folder / "predictor.json").read_text())["int8_pool_state"] is True
 
 
+def test_a_bad_kernel_share_flag_is_one_line_and_a_good_one_reaches_the_profile(tmp_path, capsys, monkeypatch):
+    import search._profiling as profiling
+
+    out = tmp_path / "t.json"
+    assert main(["profile", "--space", "mobilenet", "--input-size", "16", "--out", str(out), "--kernel-share",
+                 "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == "error: --kernel-share 1.5; allowed: a share of the budget above 0 and below 1"
+    assert not out.exists()  # nothing timed
+    seen = {}
+
+    def fake_profile(*args, **kwargs):  # noqa: ANN202 - records what the command passes on
+        seen.update(kwargs)
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(profiling, "profile", fake_profile)
+    assert main(["profile", "--space", "mobilenet", "--input-size", "16", "--out", str(out), "--kernel-share",
+                 "0.5"]) == 2
+    assert seen["kernel_share"] == 0.5
+
+
 def test_offgrid_share_flag_reaches_the_profile_and_a_bad_one_is_one_line(tmp_path, capsys):
     import spaces
     from latency_models import LatencyTable
