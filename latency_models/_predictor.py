@@ -476,7 +476,7 @@ class LatencyPredictor:
         the kernels of held-out MobileNet models better (``experiments/untimed_kernels.py``), but on the committed
         tables (``experiments/depthwise_channels.py``) the whole held-out models did not gain (the random widths 65.0 /
         87.8 -> 64.8 / 87.6 % within ±5 / ±10 %, the exports 61.7 -> 60.0 % within ±10 %); see
-        ``experiments/latency_record.md``, *Depthwise channels counted once: tried, not kept*.
+        ``experiments/latency_record.md``, *The kernels a profile never timed alone*.
 
         ``transition_penalty``: the costs of the bit-width and layout transitions (quantise / dequantise / cast
         nodes, reorders) get a penalty of their own, chosen by leave-one-out like the others (False: they share the
@@ -603,8 +603,8 @@ class LatencyPredictor:
                       channel_alignment: int | None = CHANNEL_ALIGNMENT,
                       int8_pool_state: bool = True, weight_term: bool | str = "auto",
                       gene_terms: bool | None = None,
-                      block_padding: bool = True, depthwise_channels_once: bool = False, transition_penalty: bool = True,
-                      io_term: bool = True, nonnegative_families: bool = True,
+                      block_padding: bool = True, depthwise_channels_once: bool = False,
+                      transition_penalty: bool = True, io_term: bool = True, nonnegative_families: bool = True,
                       nested_families: bool = False,
                       stem_families: bool = False) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
