@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 #: User attribute naming the run that owns a trial (several runs may share one study).
 RUN_ATTR = "run_id"
+#: Seconds an unclaimed RUNNING trial must have started before a run began to count as an orphan of a killed process.
+#: A live process claims its trial right after asking it, but the sampler runs in between (it reads the study from the
+#: storage): on a loaded 2-core machine with two processes on one PostgreSQL study that took long enough for the other
+#: process, starting, to fail a live trial (whose process then stopped: "Cannot tell a FAIL trial").
+ORPHAN_GRACE_S = 60.0
 
 
 def make_sampler(name: str, *, seed: int | None, budget_ms: float) -> "optuna.samplers.BaseSampler":
@@ -126,19 +131,21 @@ def owned_trials(study: "optuna.Study", run_id: str, states: Sequence[Any] | Non
 
 
 def fail_stale_trials(study: "optuna.Study", run_id: str, *,
-                      unclaimed_before: datetime.datetime | None = None) -> int:
+                      unclaimed_before: datetime.datetime | None = None, grace_s: float = ORPHAN_GRACE_S) -> int:
     """Mark this run's trials left RUNNING by a killed process as FAIL; returns how many.
 
-    ``unclaimed_before``: also fail RUNNING trials that no run has claimed (no run id) and that started before this
-    time (naive local time, as Optuna stamps ``datetime_start``). A trial is asked first and given its run id by a
-    second write, so a process killed between the two leaves a RUNNING trial that no run owns; a live process
-    claims its trial within milliseconds, so an unclaimed trial that started before this process began is an orphan.
+    ``unclaimed_before``: also fail RUNNING trials that no run has claimed (no run id) and that started more than
+    ``grace_s`` seconds before this time (naive local time, as Optuna stamps ``datetime_start``). A trial is asked
+    first and given its run id by a second write, so a process killed between the two leaves a RUNNING trial that no
+    run owns; a live process claims its trial as soon as its sampler has drawn it, well within the grace, so an
+    unclaimed trial that started that long before this process began is an orphan (a younger one is left to a later
+    run).
     """
     from optuna.trial import TrialState
 
     def orphan(t: "optuna.trial.FrozenTrial") -> bool:
         return (unclaimed_before is not None and RUN_ATTR not in t.user_attrs and t.datetime_start is not None
-                and t.datetime_start < unclaimed_before)
+                and t.datetime_start < unclaimed_before - datetime.timedelta(seconds=grace_s))
 
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if t.user_attrs.get(RUN_ATTR) == run_id or orphan(t)]  # one read of the running trials
