@@ -40,8 +40,8 @@ from latency_models._microgen import kernel_graph
 from latency_models._protocol import Timing, measure_interleaved, reference_model
 from latency_models._table import LatencyTable, continues, default_protocol, device_info, timing_params
 
-__all__ = ["KERNEL_SHARE", "OFFGRID_SHARE", "WorkloadModel", "measure_models", "offgrid_variants", "profile",
-           "profile_models"]
+__all__ = ["KERNEL_SHARE", "OFFGRID_SHARE", "WorkloadModel", "check_kernel_share", "measure_models",
+           "offgrid_variants", "profile", "profile_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,7 @@ def profile(pool: Mapping[Kernel, float], models: Callable[[int], WorkloadModel 
     if not pool:
         raise ValueError("pool is empty: give at least one kernel to profile")
     check_offgrid_share(offgrid_share)
-    if isinstance(kernel_share, bool) or not isinstance(kernel_share, (int, float)) or not 0 < kernel_share < 1:
-        raise ValueError(f"kernel_share={kernel_share!r}; allowed: a share of the budget above 0 and below 1")
+    check_kernel_share(kernel_share)
     if not isinstance(budget_min, (int, float)) or budget_min <= 0:
         raise ValueError(f"budget_min={budget_min!r} must be a positive number of minutes")
     if not device_name:
@@ -280,6 +279,16 @@ def check_offgrid_share(value: Any, name: str = "offgrid_share") -> float:
         sep = "=" if name.isidentifier() else " "
         raise ValueError(f"{name}{sep}{value!r} must be a number in [0, 1): the share of every adaptive round given to "
                          "off-grid widths (0: the pool's kernels only)")
+    return float(value)
+
+
+def check_kernel_share(value: Any, name: str = "kernel_share") -> float:
+    """``value`` as a share of a profile's budget in (0, 1); else a ValueError naming ``name`` (a command line passes
+    its flag)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        shown = f"={value!r}" if name.isidentifier() or not number else f" {value:g}"  # a flag: as typed
+        raise ValueError(f"{name}{shown}; allowed: a share of the budget above 0 and below 1")
     return float(value)
 
 

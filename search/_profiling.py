@@ -17,7 +17,8 @@ from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Sequence
 
 from latency_models import (BITS, KERNEL_SHARE, OFFGRID_SHARE, LatencyTable, Progress, WorkloadModel,
-                            check_offgrid_share, fit_beside, measure_models, profile, write_workload)
+                            check_kernel_share, check_offgrid_share, fit_beside, measure_models, profile,
+                            write_workload)
 from spaces import SearchSpace, get_space
 
 __all__ = ["kernel_pool", "main", "measure_spaces", "profile_spaces", "space_models", "write_space_workload"]
@@ -195,8 +196,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out is required (or --write-workload DIR to profile another device)")
     check_offgrid_share(args.offgrid_share, "--offgrid-share")
-    if not 0 < args.kernel_share < 1:
-        raise ValueError(f"--kernel-share {args.kernel_share:g}; allowed: a share of the budget above 0 and below 1")
+    check_kernel_share(args.kernel_share, "--kernel-share")
     with Progress(60.0 * args.budget_min, f"profiling {args.device_name}", unit="s") as bar:
         table = profile_spaces(space_objs, device_name=args.device_name, out=args.out, threads=args.threads,
                                budget_min=args.budget_min, description=args.description, seed=args.seed,
