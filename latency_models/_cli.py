@@ -133,17 +133,24 @@ _OFFGRID_HELP = ("share of every adaptive round given to float32 kernels of the 
                  "are not a multiple of 8, the widths of models from elsewhere (default 0.15; 0: the pool only)")
 
 
+#: The ``--kernel-share`` flag of ``profile-workload`` (and of ``python -m search profile``).
+_KERNEL_SHARE_HELP = ("share of the budget spent timing kernels alone before the workload's whole models (default 0.3; "
+                      "above 0, below 1)")
+
+
 def _cmd_profile_workload(args: argparse.Namespace) -> int:
     from latency_models._progress import Progress
-    from latency_models._profile import check_offgrid_share
+    from latency_models._profile import check_kernel_share, check_offgrid_share
     from latency_models._report import fit_beside
     from latency_models._workload import profile_workload
 
     check_offgrid_share(args.offgrid_share, "--offgrid-share")
+    check_kernel_share(args.kernel_share, "--kernel-share")
     with Progress(60.0 * args.budget_min, f"profiling {args.device_name}", unit="s") as bar:
         table = profile_workload(args.workload, device_name=args.device_name, out=args.out, threads=args.threads,
                                  budget_min=args.budget_min, description=args.description, seed=args.seed,
-                                 on_progress=bar.report, offgrid_share=args.offgrid_share)
+                                 on_progress=bar.report, offgrid_share=args.offgrid_share,
+                                 kernel_share=args.kernel_share)
     print("\n".join(fit_beside(table, args.out)[1]))
     return 0
 
@@ -223,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--description", default="")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--offgrid-share", type=float, default=0.15, help=_OFFGRID_HELP)
+    w.add_argument("--kernel-share", type=float, default=0.3, help=_KERNEL_SHARE_HELP)
     w.set_defaults(func=_cmd_profile_workload)
     a = sub.add_parser("add-models", help="time ONNX models of your own kind into a table (other models like the "
                        "ones you will predict, never those), then fit its predictor again; needs no torch")

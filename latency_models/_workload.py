@@ -24,7 +24,7 @@ import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 from latency_models._kernel import Kernel
-from latency_models._profile import OFFGRID_SHARE, OnProgress, WorkloadModel, profile
+from latency_models._profile import KERNEL_SHARE, OFFGRID_SHARE, OnProgress, WorkloadModel, profile
 from latency_models._table import LatencyTable, read_json
 
 __all__ = ["WORKLOAD_KIND", "profile_workload", "read_workload", "write_workload"]
@@ -118,10 +118,11 @@ def read_workload(folder: str | os.PathLike[str]) -> tuple[dict[Kernel, float], 
 
 def profile_workload(folder: str | os.PathLike[str], *, device_name: str, out: str | os.PathLike[str],
                      threads: int = 1, budget_min: float = 10.0, description: str = "", seed: int = 0,
-                     on_progress: OnProgress | None = None, offgrid_share: float = OFFGRID_SHARE) -> LatencyTable:
+                     on_progress: OnProgress | None = None, offgrid_share: float = OFFGRID_SHARE,
+                     kernel_share: float = KERNEL_SHARE) -> LatencyTable:
     """Time a workload folder on this machine into the table ``out`` (see :func:`latency_models.profile`, which
-    also says what ``offgrid_share`` is; the whole models are the workload's, in order, until they or the budget run
-    out)."""
+    also says what ``offgrid_share`` and ``kernel_share`` are; the whole models are the workload's, in order, until
+    they or the budget run out)."""
     pool, models, data = read_workload(folder)
 
     def model(j: int) -> WorkloadModel | None:
@@ -131,5 +132,5 @@ def profile_workload(folder: str | os.PathLike[str], *, device_name: str, out: s
     table = profile(pool, next_model, device_name=device_name, out=out, threads=threads, budget_min=budget_min,
                     description=description, seed=seed, spaces=data.get("spaces") or (),
                     space_options=data.get("space_options") or None, on_progress=on_progress,
-                    offgrid_share=offgrid_share)
+                    offgrid_share=offgrid_share, kernel_share=kernel_share)
     return table

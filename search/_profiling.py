@@ -246,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
                         f"{OFFGRID_SHARE:g}; 0: the pool only; a --write-workload folder's device chooses its own)")
     p.add_argument("--kernel-share", type=float, default=KERNEL_SHARE,
                    help=f"share of the budget spent timing kernels alone before the whole models (default "
-                        f"{KERNEL_SHARE:g}; above 0, below 1)")
+                        f"{KERNEL_SHARE:g}; above 0, below 1; a --write-workload folder's device chooses its own)")
     p.set_defaults(func=_cmd_profile)
     m = sub.add_parser("measure", help="time N random whole models per space (held-out evaluation data)")
     _space_flags(m)

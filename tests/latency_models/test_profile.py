@@ -143,13 +143,18 @@ def test_kernel_only_profile_of_a_pool(tmp_path):
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capfd):
-    from latency_models import OFFGRID_SHARE
+    from latency_models import KERNEL_SHARE, OFFGRID_SHARE
     from latency_models._cli import _parser
 
     assert _parser().parse_args(["profile-workload", "wl", "--out", "t.json"]).offgrid_share == OFFGRID_SHARE
     assert cli_main(["profile-workload", str(tmp_path), "--out", str(tmp_path / "t.json"), "--offgrid-share", "-1"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --offgrid-share -1.0 must be a number in [0, 1)"), err
+    assert _parser().parse_args(["profile-workload", "wl", "--out", "t.json"]).kernel_share == KERNEL_SHARE
+    assert cli_main(["profile-workload", str(tmp_path), "--out", str(tmp_path / "t.json"), "--kernel-share", "1"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --kernel-share 1; allowed: a share of the budget above 0"), err
+    assert not (tmp_path / "t.json").exists()  # nothing timed
     assert cli_main(["evaluate", "--predictor", str(tmp_path / "none.json"), "--measured", "x.json"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --predictor path=")
@@ -378,6 +383,26 @@ def test_a_profile_spends_its_kernel_share_of_the_budget_on_kernels_and_rejects_
     t = profile(_tiny_pool(), lambda j: whole[j] if j < len(whole) else None, device_name="ci", out=tmp_path / "t.json",
                 budget_min=0.5, offgrid_share=0, kernel_share=0.9)
     assert {r.kernel for r in t.kernel_rows} == set(_tiny_pool()) and len(t.model_rows) == len(whole)
+
+
+def test_profile_workload_hands_its_shares_to_the_profile(tmp_path, monkeypatch, capsys):
+    import latency_models._workload as wl
+    from latency_models import KERNEL_SHARE, OFFGRID_SHARE, WorkloadModel, write_workload
+
+    k = Kernel("conv", (8, 12, 12), out_channels=8, kernel_size=3)
+    write_workload(tmp_path / "w", _tiny_pool(), [WorkloadModel(onnx=kernel_graph(k), kernels=(k,), source="m0")])
+    seen: list[dict] = []
+
+    def fake_profile(pool, next_model, **kw):  # noqa: ANN001, ANN202 - records what the workload asked for
+        seen.append(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(wl, "profile", fake_profile)
+    for argv, shares in (([], (KERNEL_SHARE, OFFGRID_SHARE)),
+                         (["--kernel-share", "0.6", "--offgrid-share", "0"], (0.6, 0.0))):
+        with pytest.raises(SystemExit):
+            cli_main(["profile-workload", str(tmp_path / "w"), "--out", str(tmp_path / "t.json"), *argv])
+        assert (seen[-1]["kernel_share"], seen[-1]["offgrid_share"]) == shares
 
 
 def test_a_profile_times_its_first_models_again_and_records_its_noise_floor(tmp_path, capsys):
