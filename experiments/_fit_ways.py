@@ -1,16 +1,18 @@
 """Fit the committed tables two ways and score both on their runs' held-out timings (fits only, no timing).
 
 Shared by the experiments that compare one option of ``LatencyPredictor.fit`` on and off (``block_padding.py``,
-``transition_penalty.py``, ``nonnegative_families.py``, ``nested_families.py``, ``stem_families.py``): each of the
-``predictor_local.py`` runs named is fitted both ways and scored on its held-out models (the spaces' random widths,
-their whole float32 models, the torchvision exports: on the predictor's scale where the fit corrects for the machine's
-state); the summary gives each group's share within ±5 / ±10 % (mean over the tables) and each export's mean error
-over the tables, both ways.
+``transition_penalty.py``, ``nonnegative_families.py``, ``nested_families.py``, ``stem_families.py``,
+``depthwise_channels.py``, ``float16_layout.py``): each of the ``predictor_local.py`` runs named is fitted both ways
+and scored on its held-out models (the spaces' random widths, their whole float32 models, the torchvision exports: on
+the predictor's scale where the fit corrects for the machine's state); the summary gives each group's share within ±5 /
+±10 % (mean over the tables) and each export's mean error over the tables, both ways. ``--jobs N`` fits N tables at
+once in processes of their own (a fit is single-threaded: on two cores ``--jobs 2`` halves the time).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import sys
 import time
@@ -41,40 +43,69 @@ def main(script: str, description: str, ways: Sequence[Way], title: str, what: s
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--runs", default=default_runs, help="predictor_local.py runs whose committed tables are fitted")
     ap.add_argument("--name", default=script)
+    ap.add_argument("--jobs", type=int, default=1, help="tables fitted at once, one process each (fits are "
+                                                        "single-threaded; the results do not depend on it)")
     args = ap.parse_args()
+    if args.jobs < 1:
+        sys.exit(f"error: --jobs {args.jobs}; allowed: 1 or more")
 
     def header(out: dict) -> list[str]:
         return [f"# {title} ({script})", "", f"Command: `{out['command']}`  ",
                 f"Run {out['started_utc']}, fits only, {out['minutes']} min, load average before / after "
                 f"{out['load_average_before']} / {out['load_average_after']}: {what}", ""]
 
-    return run(" ".join([f"python experiments/{script}.py", *sys.argv[1:]]), args.name, args.runs, ways, header)
+    return run(" ".join([f"python experiments/{script}.py", *sys.argv[1:]]), args.name, args.runs, ways, header,
+               jobs=args.jobs)
 
 
-def run(command: str, name: str, runs: str, ways: Sequence[Way], header: Callable[[dict], list[str]]) -> dict:
-    """Fit every run of ``runs`` (comma-separated) each of the two ``ways``, write ``RESULTS/name.json`` and
-    ``.md`` (``header(results)``: the markdown's first lines, above the tables) and return the results."""
+def _fit_run(table_run: str, ways: Sequence[Way]) -> dict:
+    """One run's table fitted each way, scored on its held-out groups."""
+    warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports: scored anyway
+    table, _, groups = _run_tables(table_run)
+    res: dict = {"cpu_model": table.device.get("cpu_model"), "nchwc": table.device.get("nchwc")}
+    for label, kwargs in ways:
+        pred = LatencyPredictor.fit(table, **kwargs)
+        res[label] = {g: _score(pred, table, rows) for g, rows in groups if g in SHOWN}
+    return res
+
+
+def run(command: str, name: str, runs: str, ways: Sequence[Way], header: Callable[[dict], list[str]], *,
+        jobs: int = 1) -> dict:
+    """Fit every run of ``runs`` (comma-separated) each of the two ``ways`` (``jobs`` tables at once), write
+    ``RESULTS/name.json`` and ``.md`` (``header(results)``: the markdown's first lines, above the tables) and return
+    the results."""
     labels = [label for label, _ in ways]
     first, second = labels
     warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports: scored anyway
     t0 = time.time()
     out: dict = {"command": command, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  "load_average_before": loadavg(), "runs": {}}
-    for table_run in [r for r in runs.split(",") if r]:
-        table, _, groups = _run_tables(table_run)
-        res: dict = {"cpu_model": table.device.get("cpu_model"), "nchwc": table.device.get("nchwc")}
-        for label, kwargs in ways:
-            pred = LatencyPredictor.fit(table, **kwargs)
-            res[label] = {g: _score(pred, table, rows) for g, rows in groups if g in SHOWN}
-        out["runs"][table_run] = res
-        print(table_run, " | ".join(f"{g}: {res[first][g]['within_10']:.0%} -> {res[second][g]['within_10']:.0%}"
-                                    for g in res[second]), flush=True)
+    names = [r for r in runs.split(",") if r]
+    with concurrent.futures.ProcessPoolExecutor(jobs) if jobs > 1 else _InProcess() as pool:
+        for table_run, res in zip(names, pool.map(_fit_run, names, [ways] * len(names))):  # in the runs' order
+            out["runs"][table_run] = res
+            print(table_run, " | ".join(f"{g}: {res[first][g]['within_10']:.0%} -> {res[second][g]['within_10']:.0%}"
+                                        for g in res[second]), flush=True)
     out["minutes"] = round((time.time() - t0) / 60, 1)
     out["load_average_after"] = loadavg()
     out["summary"] = summary(out["runs"], labels)
     write_json(RESULTS / f"{name}.json", out)
     (RESULTS / f"{name}.md").write_text("\n".join([*header(out), *tables(out, labels)]) + "\n", encoding="utf-8")
     return out
+
+
+class _InProcess:
+    """``map`` in this process, as a context manager: ``--jobs 1``."""
+
+    def __enter__(self) -> "_InProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def map(fn: Callable, *iterables: Any):  # noqa: ANN205 - the builtin's iterator
+        return map(fn, *iterables)
 
 
 def summary(runs: dict, labels: Sequence[str]) -> dict:

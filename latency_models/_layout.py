@@ -70,17 +70,23 @@ def _blocked(k: Kernel, nchwc: tuple[int, int]) -> bool:
     return False
 
 
-def layout_state(k: Kernel, nchwc: tuple[int, int] | None, *, int8_pool: bool = True) -> int:
+def layout_state(k: Kernel, nchwc: tuple[int, int] | None, *, int8_pool: bool = True,
+                 float16_layout: bool = False) -> int:
     """The layout state ``k`` leaves its output in (see the module's docstring); 0: layout-transparent.
 
     ``nchwc``: (block, channel alignment) of the device (:func:`nchwc_layout`). Without one (None: no blocked
     layout on the device) a weight layer's state is its bit width, an 8-bit max pool's :data:`INT8_POOL`, and
     every other kernel is transparent. ``int8_pool=False``: 8-bit max pools are transparent too (as predictors
-    fitted before they had a state of their own read them).
+    fitted before they had a state of their own read them). ``float16_layout``: on a device with a blocked layout,
+    a float16 layer takes the state a float32 one of its shape would (:data:`BLOCKED` or :data:`PLAIN`), not 16:
+    ONNX Runtime has no float16 convolution on x86 (the only CPUs it blocks on), so it casts the weights to float32
+    once, drops the casts around the layer and runs it as float32, in that layout (read from its optimised graphs).
     """
     weight = k.op in ("conv", "linear")
     if int8_pool and k.op == "maxpool" and k.bits in INT_BITS:
         return INT8_POOL
+    if float16_layout and nchwc and k.bits == 16:
+        return (BLOCKED if _blocked(k, nchwc) else PLAIN) if weight else 0
     if not nchwc or k.bits != 32:  # quantised and float16 layers keep their bits (their casts and quantisers
         return k.bits if weight else 0  # are the transitions that matter; QLinearConv runs NHWC)
     if k.op in _FOLLOWERS:

@@ -269,7 +269,7 @@ def _gene_features(genes: Any) -> list[str]:
 
 
 def _transitions(kernels: Sequence[Kernel], nchwc: tuple[int, int] | None, *,
-                 int8_pool: bool = True) -> dict[str, float]:
+                 int8_pool: bool = True, float16_layout: bool = False) -> dict[str, float]:
     """Bit-width and layout changes between consecutive kernels that have a state, in graph order.
 
     A kernel's state (:func:`~latency_models._layout.layout_state`) is its bit width for weight layers (conv /
@@ -283,7 +283,7 @@ def _transitions(kernels: Sequence[Kernel], nchwc: tuple[int, int] | None, *,
     out: dict[str, float] = {}
     prev = 32  # the model input is float32 (a first convolution reads it in NCHW directly)
     for k in kernels:
-        state = layout_state(k, nchwc, int8_pool=int8_pool)
+        state = layout_state(k, nchwc, int8_pool=int8_pool, float16_layout=float16_layout)
         if not state:
             continue
         if state != prev:
@@ -371,7 +371,7 @@ class LatencyPredictor:
                  measured_models: Mapping[tuple[Kernel, ...], float] | None = None,
                  heaviest_weight_mb: Sequence[float] | None = None, outside: OutsideModel | None = None,
                  int8_pool_state: bool = True, weight_term: bool = False, io_term: bool = False,
-                 stem_families: bool = False) -> None:
+                 stem_families: bool = False, float16_layout: bool = False) -> None:
         if mode not in ("kernels", "models"):
             raise ValueError(f"mode={mode!r} must be 'kernels' or 'models'")
         if mode == "kernels" and kernel_model is None:
@@ -422,6 +422,9 @@ class LatencyPredictor:
         #: whether an 8-bit max pool is a state of the transitions (:data:`~latency_models._layout.INT8_POOL`);
         #: False for predictors saved before it was, which read such pools as layout-transparent
         self.int8_pool_state = bool(int8_pool_state)
+        #: whether a float16 layer takes a float32 layer's layout state on a device with a blocked layout
+        #: (``fit(float16_layout=True)``; False for predictors saved before 2026-12-07, night)
+        self.float16_layout = bool(float16_layout)
         #: whether a kernel's stand-alone time is joined by a shared cost per megabyte of its stored weights
         #: (``fit(weight_term=True)``; kernels mode only)
         self.weight_term = bool(weight_term) and mode == "kernels"
@@ -443,7 +446,8 @@ class LatencyPredictor:
             weight_term: bool | str = "auto", gene_terms: bool | None = None,
             block_padding: bool = True, depthwise_channels_once: bool = False, transition_penalty: bool = True,
             io_term: bool = True, nonnegative_families: bool = True,
-            nested_families: bool = False, stem_families: bool = False) -> "LatencyPredictor":
+            nested_families: bool = False, stem_families: bool = False,
+            float16_layout: bool = False) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -537,6 +541,13 @@ class LatencyPredictor:
         (``experiments/stem_families.py``) ResNet-18 gained and the exports as a whole lost three points within ±10 %;
         see ``experiments/latency_record.md``, *Stems in families of their own*.
 
+        ``float16_layout``: on a device with a blocked layout, a float16 layer's state in the bit-width and layout
+        transitions is the layout a float32 layer of its shape takes (:func:`~latency_models.layout_state`), not 16:
+        ONNX Runtime has no float16 convolution on x86 and runs such a layer as float32, its casts removed, so the
+        changes the transitions price are the layout's reorders, not casts. Measured on the committed tables
+        (``experiments/float16_layout.py``): see ``experiments/latency_record.md``, *Float16 layers in the float32
+        layout*.
+
         Per-family multipliers and per-kernel costs are kept only for families whose kernels run in at least
         :data:`MIN_FAMILY_MODELS` distinct models of the table (``fit_info["families_without_terms"]`` lists the
         others, whose kernels keep their stand-alone estimates in other models).
@@ -553,7 +564,8 @@ class LatencyPredictor:
                    "depthwise_channels_once": bool(depthwise_channels_once),
                    "transition_penalty": bool(transition_penalty), "io_term": bool(io_term),
                    "nonnegative_families": bool(nonnegative_families),
-                   "nested_families": bool(nested_families), "stem_families": bool(stem_families)}
+                   "nested_families": bool(nested_families), "stem_families": bool(stem_families),
+                   "float16_layout": bool(float16_layout)}
         own, table = cls._fit_on_scale(table, reference_exponent, **options)
         options["weight_term"] = own.weight_term  # what "auto" chose, for the cross-validated fits below
         if table.extra.get("noise_floor"):  # the profile's own re-timing of its first models (latency_models._floor)
@@ -605,8 +617,8 @@ class LatencyPredictor:
                       gene_terms: bool | None = None,
                       block_padding: bool = True, depthwise_channels_once: bool = False,
                       transition_penalty: bool = True, io_term: bool = True, nonnegative_families: bool = True,
-                      nested_families: bool = False,
-                      stem_families: bool = False) -> tuple["LatencyPredictor", LatencyTable]:
+                      nested_families: bool = False, stem_families: bool = False,
+                      float16_layout: bool = False) -> tuple["LatencyPredictor", LatencyTable]:
         """The predictor fitted on ``table`` put on its reference scale with the chosen exponent, and that table."""
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table must be a LatencyTable, got {type(table).__name__}")
@@ -641,7 +653,8 @@ class LatencyPredictor:
                     scaled_tables[b] = table if b == 0 else table.on_reference_scale(ref0, exponent=b)
                 fits[b, term] = (cls._fit(scaled_tables[b], outside_models, channel_alignment, int8_pool_state, term,
                                           gene_terms, block_padding, depthwise_channels_once, transition_penalty,
-                                          io_term, nonnegative_families, nested_families, stem_families),
+                                          io_term, nonnegative_families, nested_families, stem_families,
+                                          float16_layout),
                                 scaled_tables[b])
             err = fits[b, term][0].fit_info.get("loo_rmspe")
             return float(err) if err is not None and math.isfinite(err) else math.inf
@@ -676,7 +689,8 @@ class LatencyPredictor:
              weight_term: bool = False, gene_terms: bool | None = None,
              block_padding: bool = True, depthwise_channels_once: bool = False, transition_penalty: bool = True,
              io_term: bool = True, nonnegative_families: bool = True,
-             nested_families: bool = False, stem_families: bool = False) -> "LatencyPredictor":
+             nested_families: bool = False, stem_families: bool = False,
+             float16_layout: bool = False) -> "LatencyPredictor":
         if gene_terms is not None and not isinstance(gene_terms, bool):
             raise ValueError(f"gene_terms={gene_terms!r}; allowed: None (only without kernel rows), True or False")
         if not table.kernel_rows and not table.model_rows:
@@ -707,7 +721,8 @@ class LatencyPredictor:
         nchwc = _nchwc(table.device)
         phi_u = _phi(kernel_model, ukernels, nchwc, weight_term, io_term)
 
-        trans = [_transitions(r.kernels, nchwc, int8_pool=int8_pool_state) for r in rows]
+        trans = [_transitions(r.kernels, nchwc, int8_pool=int8_pool_state, float16_layout=float16_layout)
+                 for r in rows]
         # stage 1: a global physical model, few parameters, relative error (rows divided by y). With a blocked
         # layout, the reorders at its boundaries are physical too: one shared cost per million elements
         # crossing (either way), so that per-family terms do not carry them to models of other proportions.
@@ -859,7 +874,7 @@ class LatencyPredictor:
                    measured_models=_measured_models(rows), outside=outside,
                    heaviest_weight_mb=_heaviest(rows, counts @ physical(ukernels)[:, 2]),
                    int8_pool_state=int8_pool_state, weight_term=weight_term, io_term=io_term,
-                   stem_families=stem_families)
+                   stem_families=stem_families, float16_layout=float16_layout)
 
     # ----------------------------------------------------------------- predicting
     def _records(self, kernels: Sequence[Kernel]) -> list[tuple[float, int, float]]:
@@ -896,7 +911,8 @@ class LatencyPredictor:
                 f = _family(k, self.stem_families)
                 c = float(t * self.family_mult.get(f, 1.0) + self.family_count_ms.get(f, 0.0)
                           + (lut.get(key, 0.0) if lut else 0.0))
-                state = layout_state(k, self._nchwc, int8_pool=self.int8_pool_state)
+                state = layout_state(k, self._nchwc, int8_pool=self.int8_pool_state,
+                                     float16_layout=self.float16_layout)
                 cache[k] = rec = (c, state, math.prod(k.input_shape) / 1e6 if state else 0.0)
                 for i in where:
                     recs[i] = rec
@@ -1168,6 +1184,7 @@ class LatencyPredictor:
             "weight_term": self.weight_term,
             "io_term": self.io_term,
             "stem_families": self.stem_families,
+            "float16_layout": self.float16_layout,
             "measured_models": [{"kernels": [k.to_dict() for k in ks], "latency_ms": v}
                                 for ks, v in self.measured_models.items()],
             "transfer": {"own_weight": self.own_weight, "intercept_ms": self.blend_intercept_ms,
@@ -1200,7 +1217,8 @@ class LatencyPredictor:
                        outside=OutsideModel.from_dict(data["outside"]) if data.get("outside") else None,
                        int8_pool_state=data.get("int8_pool_state", False),
                        weight_term=data.get("weight_term", False), io_term=data.get("io_term", False),
-                       stem_families=data.get("stem_families", False))
+                       stem_families=data.get("stem_families", False),
+                       float16_layout=data.get("float16_layout", False))
         except KeyError as exc:
             raise ValueError(f"predictor JSON is missing the field {exc.args[0]!r}") from None
 

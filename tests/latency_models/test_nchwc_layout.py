@@ -101,6 +101,31 @@ def test_transitions_count_the_reorders_around_plain_kernels():
     for layout in (nchwc, None):
         assert _transitions([conv, f16, conv], layout) == pytest.approx({"32>16": 1.0, "32>16:mel": mel,
                                                                          "16>32": 1.0, "16>32:mel": mel})
+    # ... unless it takes a float32 layer's layout (float16_layout): none between blocked layers, the reorders of a
+    # float16 layer on the plain path; without a blocked layout the option changes nothing
+    assert _transitions([conv, f16, conv], nchwc, float16_layout=True) == {}
+    f16_plain = Kernel(op="conv", input_shape=(58, 8, 8), out_channels=58, kernel_size=3, groups=58, bits=16)
+    assert layout_state(f16_plain, nchwc, float16_layout=True) == PLAIN
+    assert set(_transitions([conv, f16_plain, conv], nchwc, float16_layout=True)) == {"32>33", "32>33:mel",
+                                                                                      "33>32", "33>32:mel"}
+    assert _transitions([conv, f16, conv], None, float16_layout=True) == _transitions([conv, f16, conv], None)
+    f16_linear = Kernel(op="linear", input_shape=(64,), out_channels=10, bits=16)
+    assert layout_state(f16_linear, nchwc, float16_layout=True) == PLAIN
+
+
+def test_onnx_runtime_runs_a_float16_layer_as_a_float32_one_where_it_blocks(tmp_path):
+    """What ``float16_layout`` rests on: on a CPU with the blocked layout (x86) the installed ONNX Runtime has no
+    float16 convolution; a float16 layer's graph runs a float32 convolution, blocked where a float32 one is."""
+    nchwc = nchwc_layout()
+    if nchwc is None:
+        pytest.skip("this ONNX Runtime has no blocked layout on this CPU")
+    for c, groups in ((64, 1), (64, 64), (58, 58)):
+        k = Kernel(op="conv", input_shape=(c, 8, 8), out_channels=c, kernel_size=3, groups=groups, bits=16)
+        nodes = _optimised_nodes(kernel_graph(k), tmp_path)
+        convs = [n for n in nodes if n.op_type == "Conv"]
+        assert len(convs) == 1
+        assert (convs[0].domain == "com.microsoft.nchwc") == _blocked(k, nchwc), (k, [n.op_type for n in nodes])
+        assert layout_state(k, nchwc, float16_layout=True) == (BLOCKED if _blocked(k, nchwc) else PLAIN)
 
 
 def _table(nchwc):
@@ -394,4 +419,51 @@ def test_the_predictor_prices_an_8bit_pool_by_what_feeds_it():
     assert np.allclose(LatencyPredictor.from_dict(pred.to_dict()).predict_many(held), pred.predict_many(held))
     old = {k: v for k, v in before.to_dict().items() if k != "int8_pool_state"}
     assert LatencyPredictor.from_dict(old).int8_pool_state is False
+    assert np.allclose(LatencyPredictor.from_dict(old).predict_many(held), before.predict_many(held))
+
+
+def test_the_predictor_prices_a_float16_layers_reorders_with_float16_layout():
+    """A synthetic device where a float16 layer runs as float32 (ONNX Runtime on x86): what it pays is the reorders
+    around the float16 layers on the plain path, which ``fit(float16_layout=True)`` sees as a float32 layer's."""
+    nchwc = (16, 4)
+    rng = np.random.default_rng(1)
+    table = LatencyTable(device=device_info(name="synthetic", nchwc=nchwc))
+
+    def alone(k: Kernel) -> float:
+        return 1e-5 * k.macs ** 0.9 + 0.003
+
+    def truth(ks: list[Kernel]) -> float:
+        tr = _transitions(ks, nchwc, float16_layout=True)
+        return sum(alone(k) for k in ks) + 0.05 * (tr.get("32>33:mel", 0.0) + tr.get("33>32:mel", 0.0))
+
+    def model() -> list[Kernel]:
+        hw = int(rng.choice([8, 12, 16, 20]))
+        ks = []
+        for _ in range(4):
+            c = int(rng.choice([32, 48, 58, 64, 116]))  # 58 and 116: depthwise on the plain path
+            bits = int(rng.choice([16, 32]))
+            ks += [Kernel(op="conv", input_shape=(32, hw, hw), out_channels=c, kernel_size=1, bits=bits),
+                   Kernel(op="conv", input_shape=(c, hw, hw), out_channels=c, kernel_size=3, groups=c, bits=bits),
+                   Kernel(op="conv", input_shape=(c, hw, hw), out_channels=32, kernel_size=1, bits=bits)]
+        return ks
+
+    train, held = [model() for _ in range(60)], [model() for _ in range(10)]
+    seen: set = set()
+    for ks in train + held:
+        for k in ks:
+            if k.key() not in seen:
+                seen.add(k.key())
+                table.add_kernel(k, alone(k))
+    for ks in train:
+        table.add_model(ks, truth(ks), source="synthetic")
+    measured = np.array([truth(ks) for ks in held])
+    pred = LatencyPredictor.fit(table, float16_layout=True)
+    assert pred.float16_layout and np.abs(pred.predict_many(held) / measured - 1).max() < 0.01
+    assert not any("16" in name.split(":")[0].split(">") for name in pred.transition_ms)  # no cast was priced
+    # saved and loaded it predicts the same; a predictor saved before the option reads float16 layers as before
+    again = LatencyPredictor.from_dict(pred.to_dict())
+    assert again.float16_layout and np.allclose(again.predict_many(held), pred.predict_many(held))
+    before = LatencyPredictor.fit(table)
+    old = {k: v for k, v in before.to_dict().items() if k != "float16_layout"}
+    assert LatencyPredictor.from_dict(old).float16_layout is False
     assert np.allclose(LatencyPredictor.from_dict(old).predict_many(held), before.predict_many(held))
