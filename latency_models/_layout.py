@@ -14,6 +14,8 @@ of its input and one of its output. A kernel timed alone pays both reorders ever
   costs (the bit-width changes between layers): ``BLOCKED`` (32) for blocked float32 kernels, ``PLAIN`` (33)
   for float32 kernels that need NCHW, the bit width for float16 and quantised weight layers, 0 for kernels that
   run in whatever layout they are given (adds, activations) and for other float16 or quantised kernels. The costs of ``32>33`` and ``33>32`` are the reorders.
+  With ``float16_layout`` a float16 layer takes a float32 layer's state instead: ONNX Runtime has no float16
+  convolution on x86 and runs it as float32, its casts removed.
   An 8-bit max pool has a state of its own, ``INT8_POOL`` (9), blocked layout or not: ONNX Runtime runs it on
   uint8 channels-last (``NhwcMaxPool``, about as fast as a float pool) when it reads an int8 convolution's
   output (``QLinearConv`` runs channels-last and its layout is carried through the pool), and with its generic
