@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime as dt
 import sys
 import time
@@ -81,8 +82,9 @@ def run(command: str, name: str, runs: str, ways: Sequence[Way], header: Callabl
     out: dict = {"command": command, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  "load_average_before": loadavg(), "runs": {}}
     names = [r for r in runs.split(",") if r]
-    with concurrent.futures.ProcessPoolExecutor(jobs) if jobs > 1 else _InProcess() as pool:
-        for table_run, res in zip(names, pool.map(_fit_run, names, [ways] * len(names))):  # in the runs' order
+    with concurrent.futures.ProcessPoolExecutor(jobs) if jobs > 1 else contextlib.nullcontext() as pool:
+        fitted = (pool.map if pool else map)(_fit_run, names, [ways] * len(names))  # in the runs' order
+        for table_run, res in zip(names, fitted):
             out["runs"][table_run] = res
             print(table_run, " | ".join(f"{g}: {res[first][g]['within_10']:.0%} -> {res[second][g]['within_10']:.0%}"
                                         for g in res[second]), flush=True)
@@ -92,20 +94,6 @@ def run(command: str, name: str, runs: str, ways: Sequence[Way], header: Callabl
     write_json(RESULTS / f"{name}.json", out)
     (RESULTS / f"{name}.md").write_text("\n".join([*header(out), *tables(out, labels)]) + "\n", encoding="utf-8")
     return out
-
-
-class _InProcess:
-    """``map`` in this process, as a context manager: ``--jobs 1``."""
-
-    def __enter__(self) -> "_InProcess":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    @staticmethod
-    def map(fn: Callable, *iterables: Any):  # noqa: ANN205 - the builtin's iterator
-        return map(fn, *iterables)
 
 
 def summary(runs: dict, labels: Sequence[str]) -> dict:

@@ -74,10 +74,10 @@ def _miss(pred: LatencyPredictor, rows: list) -> tuple[np.ndarray, np.ndarray]:
 class _Reorders:
     """ONNX Runtime's reorder nodes in the optimised graph of a candidate's ``space.onnx``, one export per candidate."""
 
-    def __init__(self) -> None:
+    def __init__(self, nchwc: tuple[int, int] | None) -> None:
         self._spaces: dict[str, object] = {}
         self._seen: dict[str, dict] = {}
-        self._nchwc: tuple[int, int] | None = None
+        self._nchwc = nchwc  # the tables' blocked layout, for the predictor's own layout states
 
     def __call__(self, row) -> dict:  # noqa: ANN001 - a ModelRow with a candidate
         key = json.dumps(row.candidate, sort_keys=True)
@@ -128,19 +128,19 @@ def main() -> None:
     out: dict = {"command": " ".join(["python experiments/model_miss.py", *sys.argv[1:]]),
                  "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  "load_average_before": loadavg(), "space": args.space, "runs": {}}
-    reorders = _Reorders()
     held: dict[str, list] = {}
     fits: dict[str, LatencyPredictor] = {}
+    nchwc: tuple[int, int] | None = None
     oof_rows: list = []
     oof_miss: list[float] = []
     oof_pred: list[float] = []
     for run in runs:
         table, _, groups = _run_tables(run)
-        if reorders._nchwc is None and table.device.get("nchwc"):
-            reorders._nchwc = tuple(table.device["nchwc"])
+        nchwc = nchwc or (tuple(table.device["nchwc"]) if table.device.get("nchwc") else None)
         rows = dict(groups).get(args.space)
         if not rows:
-            sys.exit(f"error: --runs {run}: no held-out {args.space} models; allowed: predictor_local.py runs with them")
+            sys.exit(f"error: --runs {run}: no held-out {args.space} models; allowed: predictor_local.py runs with "
+                     "them")
         held[run] = rows
         fits[run] = full = LatencyPredictor.fit(table)
         own = [i for i, r in enumerate(table.model_rows) if r.source == args.space]
@@ -172,7 +172,8 @@ def main() -> None:
         if [json.dumps(r.candidate, sort_keys=True) for r in held[run]] != keys:
             sys.exit(f"error: --runs: {run} timed other held-out {args.space} models than {runs[0]}; allowed: runs "
                      "of one seed (predictor_local.py's)")
-    miss = {(a, b): _miss(fits[a], held[b])[0] for a in runs for b in runs}
+    scored = {(a, b): _miss(fits[a], held[b]) for a in runs for b in runs}  # (miss, predicted ms)
+    miss = {ab: m for ab, (m, _) in scored.items()}
     pairs = []
     for i, a in enumerate(runs):
         for b in runs[i + 1:]:
@@ -182,21 +183,23 @@ def main() -> None:
     out["held_out_miss_correlation"] = pairs
     shared = np.mean([miss[r, r] for r in runs], axis=0)
     # ONNX Runtime's reorders, out of fold (every table's rows) and held out
+    reorders = _Reorders(nchwc)
     ro = [reorders(r) for r in oof_rows]
     rh = [reorders(r) for r in held[runs[0]]]
-    hp = np.mean([fits[r].predict_many([x.kernels for x in held[r]]) for r in runs], axis=0)
+    hp = np.mean([scored[r, r][1] for r in runs], axis=0)
     y_oof, p_oof = np.array(oof_miss), np.array(oof_pred)
-
     x_oof = np.array([f["reorders"] for f in ro]) / p_oof
     x_held = np.array([f["reorders"] for f in rh]) / hp
     out["reorders"] = {
-        "held_out": {"ort_reorders": [f["reorders"] for f in rh], "predictor_layout_changes": [f["predictor_layout_changes"] for f in rh],
+        "held_out": {"ort_reorders": [f["reorders"] for f in rh],
+                     "predictor_layout_changes": [f["predictor_layout_changes"] for f in rh],
                      "shared_miss": shared.tolist()},
         "out_of_fold_rows": len(ro),
         "ort_reorders_median": {"out_of_fold": float(np.median([f["reorders"] for f in ro])),
                                 "held_out": float(np.median([f["reorders"] for f in rh]))},
-        "predictor_layout_changes_median": {"out_of_fold": float(np.median([f["predictor_layout_changes"] for f in ro])),
-                                            "held_out": float(np.median([f["predictor_layout_changes"] for f in rh]))},
+        "predictor_layout_changes_median": {
+            "out_of_fold": float(np.median([f["predictor_layout_changes"] for f in ro])),
+            "held_out": float(np.median([f["predictor_layout_changes"] for f in rh]))},
         "correlation_with_miss": {
             "reorders, out of fold": float(np.corrcoef([f["reorders"] for f in ro], y_oof)[0, 1]),
             "reorders per predicted ms, out of fold": float(np.corrcoef(x_oof, y_oof)[0, 1]),
