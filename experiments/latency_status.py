@@ -9,8 +9,9 @@ versions and the torchvision exports (on the predictor's scale where the fit cor
 ``LatencyPredictor.on_scale``), on their first timing and, where the run was timed again (``NAME_retime``), on the
 second; and the noise floor beside them, how far the second timing is from the first.
 
-    python experiments/latency_status.py
+    python experiments/latency_status.py --jobs 2
 
+``--jobs N`` fits N tables at once, one process each (a fit is single-threaded; the figures do not depend on it).
 Writes ``experiments/results/latency_status.json`` and ``.md``. Run it alone for its minutes to mean anything; its
 figures do not depend on the machine's load. A table profiled after that run is scored on its own and merged into the
 committed figures, the other tables' entries kept as they are (valid while the default fit is the one they were
@@ -27,6 +28,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
+import contextlib  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
@@ -49,8 +52,9 @@ PROFILED = ("predictor_local_32_memory,predictor_local_32_noprobe,predictor_loca
             "predictor_local_32_intel_ks1,predictor_local_32_intel_shuffle8,predictor_local_32_intel_drift,"
             "predictor_local_96_memory,"
             "predictor_local_128_aligned,predictor_local_128_settled,predictor_local_128_settled8,"
-            "predictor_local_128_memory,predictor_local_128_pool,predictor_local_128_fastexport,predictor_local_128_intel,"
-            "predictor_local_128_intel_shuffle8,predictor_local_128_intel_cover,predictor_local_128_intel_offgrid,"
+            "predictor_local_128_memory,predictor_local_128_pool,predictor_local_128_fastexport,"
+            "predictor_local_128_kshare5,predictor_local_128_intel,predictor_local_128_intel_shuffle8,"
+            "predictor_local_128_intel_cover,predictor_local_128_intel_offgrid,"
             "predictor_local_128_intel_offgrid2,predictor_local_128_intel_offgrid3,predictor_local_224_memory,"
             "predictor_local_224_pool,predictor_local_224_fastexport")
 #: The same tables with nine other models of the exports' kinds added (outside_models.py --as): target 2 as it allows.
@@ -89,6 +93,7 @@ def _second_timings(run: str) -> list[tuple[str, pathlib.Path]]:
 
 def status(run: str) -> dict:
     """Fit ``run``'s committed table with the default fit; score its held-out timings, first and re-timed."""
+    warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports (in a --jobs worker too)
     t0 = time.time()
     table, held, groups = _run_tables(run)
     pred = LatencyPredictor.fit(table)
@@ -196,7 +201,11 @@ def main() -> None:
     ap.add_argument("--add", default="", help="score only these runs (comma-separated) and merge them into the "
                                               "committed NAME.json, keeping its other runs' entries")
     ap.add_argument("--name", default="latency_status")
+    ap.add_argument("--jobs", type=int, default=1, help="tables fitted at once, one process each (fits are "
+                                                        "single-threaded; the figures do not depend on it)")
     args = ap.parse_args()
+    if args.jobs < 1:
+        ap.error(f"--jobs {args.jobs}; allowed: 1 or more")
     warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports: scored anyway
     t0 = time.time()
     command = " ".join(["python experiments/latency_status.py", *sys.argv[1:]])
@@ -211,11 +220,12 @@ def main() -> None:
     else:
         out = {"command": command, "started_utc": started, "load_average_before": loadavg(), "runs": {}}
         todo = [r for r in args.runs.split(",") if r]
-    for run in todo:
-        out["runs"][run] = r = status(run)
-        rw = r["first"].get("random widths")
-        print(f"{run}: random widths {_pair(rw)}, exports {_pct(r['first'].get('exports', {}).get('within_10'))} "
-              f"({r['fit_seconds']} s)", flush=True)
+    with concurrent.futures.ProcessPoolExecutor(args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
+        for run, r in zip(todo, (pool.map if pool else map)(status, todo)):  # in the runs' order
+            out["runs"][run] = r
+            rw = r["first"].get("random widths")
+            print(f"{run}: random widths {_pair(rw)}, exports {_pct(r['first'].get('exports', {}).get('within_10'))} "
+                  f"({r['fit_seconds']} s)", flush=True)
     minutes = round((time.time() - t0) / 60, 1)
     if args.add:
         order = [r for r in f"{PROFILED},{WITH_NINE}".split(",") if r in out["runs"]]
