@@ -423,7 +423,8 @@ class LatencyPredictor:
         #: False for predictors saved before it was, which read such pools as layout-transparent
         self.int8_pool_state = bool(int8_pool_state)
         #: whether a float16 layer takes a float32 layer's layout state on a device with a blocked layout
-        #: (``fit(float16_layout=True)``; False for predictors saved before 2026-12-07, night)
+        #: (``fit(float16_layout=True)``, the default since 2026-12-08; False for predictors saved before
+        #: 2026-12-07, night, and for those fitted with it off)
         self.float16_layout = bool(float16_layout)
         #: whether a kernel's stand-alone time is joined by a shared cost per megabyte of its stored weights
         #: (``fit(weight_term=True)``; kernels mode only)
@@ -447,7 +448,7 @@ class LatencyPredictor:
             block_padding: bool = True, depthwise_channels_once: bool = False, transition_penalty: bool = True,
             io_term: bool = True, nonnegative_families: bool = True,
             nested_families: bool = False, stem_families: bool = False,
-            float16_layout: bool = False) -> "LatencyPredictor":
+            float16_layout: bool = True) -> "LatencyPredictor":
         """Fit on a table's kernel rows and model rows (either may be empty, not both).
 
         ``reference_exponent``: the machine-state correction. Rows timed under the protocol carry the
@@ -544,9 +545,11 @@ class LatencyPredictor:
         ``float16_layout``: on a device with a blocked layout, a float16 layer's state in the bit-width and layout
         transitions is the layout a float32 layer of its shape takes (:func:`~latency_models.layout_state`), not 16:
         ONNX Runtime has no float16 convolution on x86 and runs such a layer as float32, its casts removed, so the
-        changes the transitions price are the layout's reorders, not casts. Measured on the committed tables
-        (``experiments/float16_layout.py``): see ``experiments/latency_record.md``, *Float16 layers in the float32
-        layout*.
+        changes the transitions price are the layout's reorders, not casts. On by default since 2026-12-08: on the
+        thirty committed tables (``experiments/latency_status.py``) the held-out random widths within ±5 % rose from
+        64.8 to 66.4 % (mean), ±10 % held, eight tables met target 1 instead of five, the 224-px ones lost a few
+        models; see ``experiments/latency_record.md``, *Float16 layers in the float32 layout*. No effect without a
+        blocked layout (``nchwc`` None, e.g. ARM).
 
         Per-family multipliers and per-kernel costs are kept only for families whose kernels run in at least
         :data:`MIN_FAMILY_MODELS` distinct models of the table (``fit_info["families_without_terms"]`` lists the

@@ -424,7 +424,8 @@ def test_the_predictor_prices_an_8bit_pool_by_what_feeds_it():
 
 def test_the_predictor_prices_a_float16_layers_reorders_with_float16_layout():
     """A synthetic device where a float16 layer runs as float32 (ONNX Runtime on x86): what it pays is the reorders
-    around the float16 layers on the plain path, which ``fit(float16_layout=True)`` sees as a float32 layer's."""
+    around the float16 layers on the plain path, which ``fit(float16_layout=True)``, the default, sees as a float32
+    layer's."""
     nchwc = (16, 4)
     rng = np.random.default_rng(1)
     table = LatencyTable(device=device_info(name="synthetic", nchwc=nchwc))
@@ -457,13 +458,13 @@ def test_the_predictor_prices_a_float16_layers_reorders_with_float16_layout():
     for ks in train:
         table.add_model(ks, truth(ks), source="synthetic")
     measured = np.array([truth(ks) for ks in held])
-    pred = LatencyPredictor.fit(table, float16_layout=True)
+    pred = LatencyPredictor.fit(table)  # float16_layout is on by default (since 2026-12-08)
     assert pred.float16_layout and np.abs(pred.predict_many(held) / measured - 1).max() < 0.01
     assert not any("16" in name.split(":")[0].split(">") for name in pred.transition_ms)  # no cast was priced
     # saved and loaded it predicts the same; a predictor saved before the option reads float16 layers as before
     again = LatencyPredictor.from_dict(pred.to_dict())
     assert again.float16_layout and np.allclose(again.predict_many(held), pred.predict_many(held))
-    before = LatencyPredictor.fit(table)
+    before = LatencyPredictor.fit(table, float16_layout=False)
     old = {k: v for k, v in before.to_dict().items() if k != "float16_layout"}
     assert LatencyPredictor.from_dict(old).float16_layout is False
     assert np.allclose(LatencyPredictor.from_dict(old).predict_many(held), before.predict_many(held))
