@@ -45,7 +45,7 @@ from offgrid_siblings import _score  # noqa: E402
 from predictor_local import RESULTS, _exists, _read, _timed_twice  # noqa: E402
 from weight_term import _held_groups, _run_tables  # noqa: E402
 
-from latency_models import LatencyPredictor  # noqa: E402
+from latency_models import LatencyPredictor, state_gap  # noqa: E402
 
 #: The tables of protocol karumi-interleaved/3 that predictor_local.py profiled (target 1, and target 2 as profiled).
 PROFILED = ("predictor_local_32_memory,predictor_local_32_noprobe,predictor_local_32_pool,predictor_local_32_intel,"
@@ -101,17 +101,24 @@ def status(run: str) -> dict:
                  **_record(run), "kernel_rows": len(table.kernel_rows), "model_rows": len(table.model_rows),
                  "reference_exponent": pred.reference_exponent, "loo_rmspe": pred.fit_info.get("loo_rmspe"),
                  "first": {GROUPS[g]: _stat(_score(pred, table, rows)) for g, rows in groups if g in GROUPS},
-                 "second": {}}
+                 "first_state": _state(pred, groups), "second": {}}
     cand = lambda r: json.dumps(r.candidate, sort_keys=True)  # noqa: E731
     for name, folder in _second_timings(run):
         again = _held_groups(folder, _read(folder, "held.json"))
         first = dict(groups)
         out["second"][name] = {
             "scores": {GROUPS[g]: _stat(_score(pred, table, rows)) for g, rows in again if g in GROUPS},
+            "state": _state(pred, again),
             "floor": {GROUPS[g]: _timed_twice(pred, first[g], rows, cand if g != "torchvision" else lambda r: r.source)
                       for g, rows in again if g in GROUPS and g in first}}
     out["fit_seconds"] = round(time.time() - t0, 1)
     return out
+
+
+def _state(pred: LatencyPredictor, groups: list) -> dict | None:
+    """Where a timing's machine state stood against the table's (``latency_models.state_gap`` of its random widths'
+    and exports' references: what ``python -m latency_models evaluate`` says of it)."""
+    return state_gap(pred, [r.reference_ms for g, rows in groups if g in ("spaces, all", "torchvision") for r in rows])
 
 
 def _stat(scored: dict) -> dict:
@@ -140,9 +147,13 @@ def markdown(out: dict) -> list[str]:
              *(f"Added with the same fit: `{a['command']}` ({a['started_utc']}, {a['minutes']} min): "
                + ", ".join(f"`{r.removeprefix('predictor_local_')}`" for r in a["runs"]) + "."
                for a in out.get("additions", [])), "",
+             "`state`: the re-timing's reference over the table's (the median of its models'), against the table's "
+             "model rows' 5th-95th percentile; `outside` where `latency_models.state_gap` (what `python -m "
+             "latency_models evaluate` prints) says the re-timing ran in a state the table's rows never saw.", "",
              "| table | CPU | px | profiled | profile min | kernel / model rows | LOO RMSPE | random widths | "
-             "float32 | exports (±10) | re-timed: random widths | float32 | exports (±10) | floor ±2 / ±5 (sd) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "float32 | exports (±10) | re-timed: random widths | float32 | exports (±10) | floor ±2 / ±5 (sd) | "
+             "re-timed: state (table) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run, r in out["runs"].items():
         f = r["first"]
         row = [f"`{run.removeprefix('predictor_local_')}`", r["cpu"], str(r["input_size"]),
@@ -155,9 +166,9 @@ def markdown(out: dict) -> list[str]:
             s, fl = seconds[0]["scores"], seconds[0]["floor"].get("random widths")
             row += [_pair(s.get("random widths")), _pair(s.get("float32")), _pct(s.get("exports", {}).get("within_10")),
                     "-" if not fl else f"{_pct(fl['retime_within_2'])} / {_pct(fl['retime_within_5'])} "
-                                       f"({_pct(fl['sd_log_retime_over_first'])})"]
+                                       f"({_pct(fl['sd_log_retime_over_first'])})", _state_cell(seconds[0].get("state"))]
         else:
-            row += ["-"] * 4
+            row += ["-"] * 5
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Targets of issue 12, per CPU and input size (tables listed where met on the first timing):", "",
               "| CPU | px | tables | target 1 (random widths ≥ 80 / 95 %) met on | best random widths (±5 / ±10) | "
@@ -168,6 +179,13 @@ def markdown(out: dict) -> list[str]:
         lines.append(f"| {cpu} | {px} | {t['tables']} | {', '.join(t['target_1_met']) or 'none'} | "
                      f"{t['best_random_widths']} | {', '.join(t['target_2_met']) or 'none'} | {t['best_exports']} |")
     return lines
+
+
+def _state_cell(gap: dict | None) -> str:
+    if not gap:
+        return "-"
+    lo, hi = gap["table_state_range"]
+    return f"{gap['state_ratio']:.3f} ({lo:.3f}-{hi:.3f}){', **outside**' if gap['state_outside'] else ''}"
 
 
 def _met_1(rw: dict) -> bool:

@@ -62,6 +62,8 @@ __all__ = [
     "read_workload",
     "reference_model",
     "spearman",
+    "state_gap",
+    "state_gap_note",
     "write_workload",
 ]
 
@@ -101,6 +103,8 @@ _LAZY = {
     "write_workload": "latency_models._workload",
     "Timing": "latency_models._protocol",
     "spearman": "latency_models._evaluate",
+    "state_gap": "latency_models._evaluate",
+    "state_gap_note": "latency_models._evaluate",
 }
 
 

@@ -74,7 +74,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from latency_models._evaluate import evaluate
+    from latency_models._evaluate import evaluate, state_gap_note
     from latency_models._table import LatencyTable
 
     pred = _load_predictor(args.predictor, prior=args.prior)
@@ -84,6 +84,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
              if pred.reference_exponent and any(r.reference_ms for r in held.model_rows) else "")
     print(f"n={res['n']}  within ±5%: {100 * res['within_5']:.1f}%  within ±10%: {100 * res['within_10']:.1f}%  "
           f"RMSPE: {100 * res['rmspe']:.2f}%  Spearman: {res['spearman']:.4f}{state}")
+    note = state_gap_note(res, pred.reference_exponent)
+    if note:
+        print(note)
     if pred.fit_info.get("noise_floor"):
         from latency_models._floor import floor_note
 

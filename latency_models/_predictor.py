@@ -459,7 +459,9 @@ class LatencyPredictor:
         model rows among :data:`REFERENCE_EXPONENTS` (then the best +- 0.5) when the model rows carry at least
         :data:`MIN_STATE_REFERENCES` distinct references, else 0 (as measured). In the 32-px profiles of a
         shared 2-core VM the fit chose 3 and 3.5 (whole models moved that many times as much as the reference,
-        in log), at 96 px 1: it depends on the models and on what else the machine runs.
+        in log), at 96 px 1: it depends on the models and on what else the machine runs. The predictor keeps the
+        5th and 95th percentile of the model rows' references (``fit_info["model_reference_ms"]``), the states the
+        exponent was tested in: :func:`~latency_models.state_gap` says when a later measurement lies outside them.
 
         ``outside_models``: when the table timed at least :data:`~latency_models._outside.MIN_OUTSIDE_MODELS`
         whole models outside the spaces (``profile_models``), also fit a few-parameter model on those alone and
@@ -674,6 +676,9 @@ class LatencyPredictor:
         own.reference_ms = ref0 if usable else None
         own.reference_exponent = best
         own.fit_info["reference_exponent"] = best
+        model_refs = [r.reference_ms for r in table.model_rows] if usable else []
+        if len(model_refs) >= MIN_STATE_REFERENCES:  # the states the exponent was fitted in (evaluate checks against)
+            own.fit_info["model_reference_ms"] = [float(q) for q in np.quantile(model_refs, (0.05, 0.95))]
         if len(grid) > 1:
             own.fit_info["loo_rmspe_by_exponent"] = {f"{b:g}": attempt(b, term) for b, t in sorted(fits) if t == term}
             logger.info("machine-state exponent %g (leave-one-out RMSPE by exponent: %s)", best,

@@ -317,6 +317,44 @@ def test_the_machine_state_exponent_is_learned_and_measurements_are_put_on_the_p
     np.testing.assert_array_equal(back.predict_many(kernels[200:]), pred.predict_many(kernels[200:]))
 
 
+def test_evaluate_says_when_the_measurements_ran_outside_the_tables_states(synthetic, tmp_path, capsys):
+    """A calm table cannot test its exponent far from its own states: evaluate reports where the measured rows' state
+    lies against the table's model rows' and the CLI says so in one line when it lies outside."""
+    from latency_models._cli import main as cli_main
+    from latency_models._evaluate import state_gap_note
+
+    cands, kernels, y = synthetic
+    pred = LatencyPredictor.fit(_drifting_table(kernels, y, exponent=3.0, batches=40))
+    lo, hi = pred.fit_info["model_reference_ms"]  # the 5th and 95th percentile of the model rows' references
+    assert 0.85 * pred.reference_ms < lo < pred.reference_ms < hi < 1.15 * pred.reference_ms
+
+    def held(state: float) -> LatencyTable:  # timed in a state `state` times the table's reference
+        t = LatencyTable(device=device_info(name="drifting"))
+        for ks, ms in zip(kernels[200:230], y[200:230]):
+            t.add_model(ks, float(ms) * state ** 3, reference_ms=pred.reference_ms * state)
+        return t
+
+    inside = evaluate(pred, held(1.0))
+    assert inside["state_ratio"] == pytest.approx(1.0) and inside["state_outside"] is False
+    assert state_gap_note(inside, pred.reference_exponent) is None
+    faster = evaluate(pred, held(0.75))
+    assert faster["state_outside"] is True and faster["state_ratio"] == pytest.approx(0.75)
+    assert faster["table_state_range"] == pytest.approx([lo / pred.reference_ms, hi / pred.reference_ms])
+    note = state_gap_note(faster, pred.reference_exponent)
+    assert "0.750x" in note and "faster" in note and "exponent 3" in note
+    assert "exponent 0" in state_gap_note(faster, 0.0) and evaluate(pred, held(1.3))["state_outside"] is True
+    pred.save(tmp_path / "p.json")
+    held(0.75).save(tmp_path / "held.json")
+    assert cli_main(["evaluate", "--predictor", str(tmp_path / "p.json"), "--measured", str(tmp_path / "held.json")]) == 0
+    assert "the measured rows ran in another machine state than the table" in capsys.readouterr().out
+    # a predictor fitted before it kept its table's states, and measurements without references: nothing said
+    info = {k: v for k, v in pred.fit_info.items() if k != "model_reference_ms"}
+    assert "state_outside" not in evaluate(LatencyPredictor.from_dict({**pred.to_dict(), "fit_info": info}), held(0.75))
+    bare = LatencyTable(device=device_info(name="drifting"))
+    bare.add_model(kernels[200], float(y[200]))
+    assert "state_outside" not in evaluate(pred, bare)
+
+
 def test_no_state_correction_without_references_and_bad_exponents_are_refused(synthetic):
     cands, kernels, y = synthetic
     plain = _measured("synthetic", spaces.get_space("mobilenet"), cands[:60], y[:60])
