@@ -61,8 +61,8 @@ def state_gap(pred: Any, reference_ms: Sequence[float | None]) -> dict[str, Any]
     machine-state exponent where the table's rows could not test it (a calm table's rows often cannot tell one
     exponent from another; 0 corrects nothing): on a 96-px table whose rows' references spread 0.9 %, a re-timing an
     hour later in a state a quarter faster was predicted 25 % too slow on every model
-    (``experiments/latency_record.md``, *Float16 layers in the float32 layout*). None without the references, or
-    for a predictor fitted before it kept its table's range (2026-12-08).
+    (``experiments/latency_record.md``, *A measurement in a state the table never saw*). None without the
+    references, or for a predictor fitted before it kept its table's range (2026-12-08).
     """
     refs = [float(r) for r in reference_ms if r is not None]
     span = pred.fit_info.get("model_reference_ms")
