@@ -14,6 +14,7 @@ import datetime
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -174,6 +175,12 @@ class _CtrlC:
     trial is failed cleanly; anywhere else it asks the study to stop and the trial in progress fails at the
     start of its evaluation (or the study ends after it). A second Ctrl-C interrupts at once, wherever it
     lands. Installed only where Ctrl-C is Python's default (the main thread, SIGINT not ignored).
+
+    A Ctrl-C that lands while Python runs a garbage-collection or weak-reference callback (SQLAlchemy's, during
+    training) cannot propagate: Python swallows it and prints "Exception ignored in ..." with a traceback (seen
+    once in ``test_sigint_writes_results_so_far`` on CI, 2026-12-08). While installed, such a swallowed
+    KeyboardInterrupt asks the study to stop instead (the trial in progress ends, the next one does not start)
+    and prints nothing; any other unraisable exception goes to the previous ``sys.unraisablehook``.
     """
 
     def __init__(self, study: "optuna.Study") -> None:
@@ -193,10 +200,22 @@ class _CtrlC:
             yield self
             return
         signal.signal(signal.SIGINT, self._handler)
+        previous_hook = sys.unraisablehook
+
+        def swallowed(unraisable: Any) -> None:
+            if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+                previous_hook(unraisable)
+                return
+            self.requested = True
+            with contextlib.suppress(RuntimeError):  # outside the optimize loop: nothing to stop
+                self.study.stop()
+
+        sys.unraisablehook = swallowed
         try:
             yield self
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.unraisablehook = previous_hook
 
     @contextlib.contextmanager
     def evaluation(self) -> Any:

@@ -534,15 +534,19 @@ def test_seed_study_enqueues_the_fastest_where_tight_then_the_starts_within_the_
     assert waiting(study) == [{"marker": 1}]  # tight (0.09 < 2 x 0.05), no starts asked
 
 
-@pytest.mark.parametrize("where", ["evaluation", "storage_call"])
-def test_ctrl_c_fails_the_running_trial_and_never_breaks_into_a_storage_call(tmp_path, where):
+@pytest.mark.parametrize("where", ["evaluation", "storage_call", "gc_callback"])
+def test_ctrl_c_fails_the_running_trial_and_never_breaks_into_a_storage_call(tmp_path, monkeypatch, where):
     """Ctrl-C while a candidate trains interrupts at once; Ctrl-C inside one of Optuna's storage calls lets the
     call finish (a KeyboardInterrupt there can leave SQLite locked: the run then died with "database is
     locked") and fails the trial at the start of its evaluation. Either way: one trial complete, one failed,
-    none left running, the study reports itself interrupted, Ctrl-C is Python's again afterwards."""
+    none left running, the study reports itself interrupted, Ctrl-C is Python's again afterwards. A Ctrl-C that
+    lands in a weak-reference callback (Python swallows it there) lets the trial finish, stops the study after it
+    and is not printed; other exceptions swallowed there still reach the previous ``sys.unraisablehook``."""
     import os
     import signal
+    import sys
     import time
+    import weakref
 
     import optuna
     from optuna.trial import TrialState
@@ -562,6 +566,22 @@ def test_ctrl_c_fails_the_running_trial_and_never_breaks_into_a_storage_call(tmp
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)  # interrupted here
             raise AssertionError("Ctrl-C during an evaluation did not interrupt it")
+        if where == "gc_callback" and len(evaluations) == 2:
+            class Held:
+                pass
+
+            def interrupted_inside(_ref):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the handler runs between these bytecodes, inside the callback
+                    pass
+
+            def failing(_ref):
+                raise ValueError("not a Ctrl-C")
+
+            for callback in (interrupted_inside, failing):
+                held = Held()
+                ref = weakref.ref(held, callback)  # noqa: F841 (kept alive until the object goes)
+                del held  # the callback runs now; what it raises is swallowed by Python
         return TrialResult(accuracy=0.5, latency_ms=1.0, size_bytes=10, feasible=True, trained=True, seconds=0.0)
 
     real = study._storage.set_trial_user_attr
@@ -577,6 +597,12 @@ def test_ctrl_c_fails_the_running_trial_and_never_breaks_into_a_storage_call(tmp
             return
         real(trial_id, key, value)
 
+    unraisable = []  # what reaches the hook in place before the run (Python's prints "Exception ignored in")
+
+    def recorder(u):
+        unraisable.append(type(u.exc_value).__name__)
+
+    monkeypatch.setattr(sys, "unraisablehook", recorder)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whoever runs pytest
     try:
         study._storage.set_trial_user_attr = set_user_attr
@@ -585,6 +611,12 @@ def test_ctrl_c_fails_the_running_trial_and_never_breaks_into_a_storage_call(tmp
     finally:
         signal.signal(signal.SIGINT, previous)
     states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert sys.unraisablehook is recorder  # given back
+    if where == "gc_callback":  # the trial finished, the study stopped after it, only the ValueError went on
+        assert outcome.interrupted and outcome.finished == 2 and len(evaluations) == 2
+        assert states == [TrialState.COMPLETE, TrialState.COMPLETE]
+        assert unraisable == ["ValueError"]
+        return
     assert outcome.interrupted and outcome.finished == 1
     assert states == [TrialState.COMPLETE, TrialState.FAIL]
     assert len(evaluations) == (2 if where == "evaluation" else 1)
