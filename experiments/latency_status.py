@@ -93,7 +93,7 @@ def _second_timings(run: str) -> list[tuple[str, pathlib.Path]]:
 
 def status(run: str) -> dict:
     """Fit ``run``'s committed table with the default fit; score its held-out timings, first and re-timed."""
-    warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports (in a --jobs worker too)
+    warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports, in every process
     t0 = time.time()
     table, held, groups = _run_tables(run)
     pred = LatencyPredictor.fit(table)
@@ -224,7 +224,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.jobs < 1:
         ap.error(f"--jobs {args.jobs}; allowed: 1 or more")
-    warnings.simplefilter("ignore")  # calibration-range warnings of the torchvision exports: scored anyway
     t0 = time.time()
     command = " ".join(["python experiments/latency_status.py", *sys.argv[1:]])
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
